@@ -1,0 +1,34 @@
+"""Regenerate the shipped sample data: ``python sample_data/generate.py``.
+
+Writes ``sample_data/sample.parquet`` (the trajectories) and ``sample_data/truth.json``
+(the planted change points and dimensions) from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from cvx_core.io import save_trajectories
+from cvx_core.synthetic import make_planted_trajectory_set
+
+HERE = Path(__file__).resolve().parent
+SEED = 20261125
+
+
+def main() -> None:
+    trajectories, truth = make_planted_trajectory_set(seed=SEED, name="sample")
+    save_trajectories(trajectories, HERE / "sample.parquet")
+    fd, tmp = tempfile.mkstemp(dir=HERE, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(truth, fh, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, HERE / "truth.json")
+    s = trajectories.summary()
+    print(f"wrote {HERE / 'sample.parquet'}: {s.n_users} users, {s.n_posts} posts, D={s.dim}, labels {s.label_counts}")
+
+
+if __name__ == "__main__":
+    main()
