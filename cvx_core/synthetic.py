@@ -108,7 +108,7 @@ def make_planted_trajectory_set(
         n = int(np.clip(cfg.min_posts + rng.geometric(p) - 1, cfg.min_posts, cfg.max_posts))
         if u % 60 == 7:  # a few long-history users reach the upper bound
             n = int(rng.integers(cfg.max_posts // 2, cfg.max_posts + 1))
-        t = irregular_timestamps(rng, n)
+        t = np.round(irregular_timestamps(rng, n) * 86_400.0) / 86_400.0  # whole seconds
         home = topics[rng.integers(cfg.n_topics)] + rng.normal(0.0, cfg.user_scale, size=d)
         dims = planted if labels[u] == 1 else np.sort(rng.choice(others, size=cfg.n_planted, replace=False))
         sign = rng.choice([-1.0, 1.0], size=dims.size)
@@ -122,7 +122,7 @@ def make_planted_trajectory_set(
             shift = after[:, None] * (cfg.jump + cfg.drift * progress[:, None])
             e[:, dims] += shift * sign[None, :]
         e = e.astype(np.float16).astype(np.float32)
-        ns = np.round(t * 86_400e9).astype(np.int64)
+        ns = np.round(t * 86_400.0).astype(np.int64) * 1_000_000_000
         start = _EPOCH + np.timedelta64(int(rng.integers(0, 180 * 86_400)), "s").astype("timedelta64[ns]")
         dts = start + ns.astype("timedelta64[ns]")
         texts = None

@@ -1,0 +1,33 @@
+"""Shared fixtures: the shipped sample, small planted sets, and an isolated workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data" / "sample.parquet"
+TRUTH = ROOT / "sample_data" / "truth.json"
+
+
+@pytest.fixture(scope="session")
+def sample_set():
+    from cvx_core.io import load_trajectories
+
+    return load_trajectories(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def sample_truth() -> dict:
+    return json.loads(TRUTH.read_text())
+
+
+@pytest.fixture(scope="session")
+def small_planted():
+    """A small planted set (40 users, D=32) and its truth, for fast tests."""
+    from cvx_core.synthetic import PlantedConfig, make_planted_trajectory_set
+
+    cfg = PlantedConfig(n_users=40, dim=32, n_planted=4, mean_posts=15, max_posts=40)
+    return make_planted_trajectory_set(config=cfg, seed=7, name="small")
