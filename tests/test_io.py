@@ -40,8 +40,8 @@ def _long_frame(ts: TrajectorySet, *, shuffle: bool = True, seed: int = 0) -> pd
     return frame
 
 
-def write_format(ts: TrajectorySet, path: Path, fmt: str, *, wide: bool = False) -> Path:
-    frame = _long_frame(ts)
+def write_format(ts: TrajectorySet, path: Path, fmt: str, *, wide: bool = False, shuffle: bool = True) -> Path:
+    frame = _long_frame(ts, shuffle=shuffle)
     if fmt == "csv":
         out = frame.drop(columns=["embedding"]).copy()
         out["timestamp"] = frame["timestamp"].map(lambda x: x.isoformat())
@@ -353,3 +353,48 @@ def test_sample_data_loads_with_planted_truth(sample_set, sample_truth):
     for uid, cp in list(sample_truth["change_points"].items())[:20]:
         tr = sample_set[uid]
         assert str(tr.datetimes[cp["index"]]).startswith(cp["datetime"][:19])
+
+
+# ------------------------------------------------------------------------------------------
+# property test: random sets (single posts, equal timestamps, any D) survive every format
+# ------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from cvx_core.trajectory import Trajectory  # noqa: E402
+
+
+@st.composite
+def trajectory_sets(draw):
+    d = draw(st.integers(1, 5))
+    n_users = draw(st.integers(1, 4))
+    trajs = []
+    for u in range(n_users):
+        n = draw(st.integers(1, 6))
+        secs = sorted(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))  # many equal stamps
+        dts = np.datetime64("2024-02-29T23:59:00", "ns") + (np.array(secs, dtype=np.int64) * 3600 * 10**9).astype(
+            "timedelta64[ns]"
+        )
+        values = draw(
+            st.lists(
+                st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=n * d, max_size=n * d
+            )
+        )
+        label = draw(st.one_of(st.none(), st.integers(0, 3)))
+        trajs.append(Trajectory(f"u{u}", np.array(values, dtype=np.float32).reshape(n, d), dts, label=label))
+    return TrajectorySet(trajs, name="h")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ts=trajectory_sets(), fmt=st.sampled_from(["csv", "parquet", "jsonl", "npz"]))
+def test_random_sets_round_trip_exactly_in_every_format(tmp_path, ts, fmt):
+    if fmt == "npz" and not ts.has_labels:
+        ts = TrajectorySet([Trajectory(t.user_id, t.embeddings, t.datetimes, label=0) for t in ts])
+    texts_ts = TrajectorySet(
+        [Trajectory(t.user_id, t.embeddings, t.datetimes, label=t.label, texts=tuple(f"t{i}" for i in range(t.n_posts))) for t in ts]
+    )
+    # no shuffling: with equal timestamps the file order is the order (stable sort)
+    src = write_format(texts_ts, tmp_path / f"h.{fmt}", fmt, shuffle=False)
+    loaded = load_trajectories(src)
+    assert_same_sets(texts_ts, loaded)
+    assert_same_sets(texts_ts, load_trajectories(save_trajectories(loaded, tmp_path / "h.parquet")))
