@@ -58,6 +58,24 @@ _EXPORTS: dict[str, str] = {
     "SetAnalysis": "analysis",
     "UserAnalysis": "analysis",
     "analyze_set": "analysis",
+    # training, runs, comparison, text encoders
+    "TrainConfig": "training",
+    "TrainResult": "training",
+    "Trainer": "training",
+    "train": "training",
+    "TrajectoryClassifier": "training",
+    "predict_proba": "training",
+    "ClassificationMetrics": "training",
+    "list_runs": "runs",
+    "load_run": "runs",
+    "RunInfo": "runs",
+    "LoadedRun": "runs",
+    "RunError": "runs",
+    "compare_attention": "compare",
+    "AttentionComparison": "compare",
+    "HashingBagEncoder": "encoders",
+    "MiniLMEncoder": "encoders",
+    "TextTrajectoryClassifier": "encoders",
 }
 
 __all__ = sorted(_EXPORTS)

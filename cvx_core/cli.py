@@ -1,0 +1,188 @@
+"""Command line: ``python -m cvx_core train|extract|compare ...``.
+
+- ``train DATA --out RUN_DIR [--epochs N --lr X --device auto|cpu|cuda --seed S ...]``:
+  trains the temporal-feature classifier, writes the run folder (see ``cvx_core.runs``)
+  and the attention-vs-attribution comparison (``comparison.json``), prints the metrics.
+- ``extract DATA --out FEATURES.parquet``: analytic feature vector per user (columns
+  ``user_id``, ``label``, then one column per feature name), written atomically.
+- ``compare RUN_DIR DATA [--truth truth.json]``: learned attention vs analytic attribution
+  of a saved run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .runs import COMPARISON_FILE
+
+__all__ = ["main", "build_parser", "COMPARISON_FILE"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cvx_core", description="CVX: temporal ML on embedding trajectories.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the temporal-feature classifier and write a run folder")
+    t.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
+    t.add_argument("--out", required=True, help="run folder to write (created if missing)")
+    t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40)")
+    t.add_argument("--lr", type=float, default=None, help="head learning rate (default 3e-3)")
+    t.add_argument("--feature-lr", type=float, default=None, help="learning rate of attention / scales / temperature")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
+    t.add_argument("--hidden", type=int, default=None, help="hidden units of the head (0: linear)")
+    t.add_argument("--max-len", type=int, default=None, help="keep each user's last N posts")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    t.add_argument("--text-encoder", choices=("hashing", "minilm"), default=None,
+                   help="train end to end from the posts' text with this encoder")
+    t.add_argument("--freeze-encoder", action="store_true", help="keep the text encoder fixed")
+    t.add_argument("--no-attention", action="store_true", help="do not learn DimensionAttention")
+    t.add_argument("--truth", default=None, help="truth.json with planted_dims (synthetic data) for the comparison")
+    t.add_argument("--quiet", action="store_true", help="print only the final metrics")
+
+    e = sub.add_parser("extract", help="analytic temporal features per user -> parquet")
+    e.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
+    e.add_argument("--out", required=True, help="output .parquet file")
+    e.add_argument("--config", default=None, help="JSON file with TemporalFeaturesConfig fields")
+
+    c = sub.add_parser("compare", help="learned attention vs analytic attribution of a saved run")
+    c.add_argument("run", help="run folder")
+    c.add_argument("data", help="the trajectory file the run was trained on")
+    c.add_argument("--truth", default=None, help="truth.json with planted_dims")
+    c.add_argument("--permutations", type=int, default=1000)
+    return p
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from .training import TrainConfig
+
+    mapping = {
+        "epochs": args.epochs, "lr": args.lr, "feature_lr": args.feature_lr, "batch_size": args.batch_size,
+        "patience": args.patience, "hidden": args.hidden, "max_len": args.max_len, "seed": args.seed,
+        "device": args.device, "text_encoder": args.text_encoder,
+    }
+    kw = {k: v for k, v in mapping.items() if v is not None}
+    if args.freeze_encoder:
+        kw["freeze_encoder"] = True
+    if args.no_attention:
+        kw["learn_attention"] = False
+    return TrainConfig(**kw)
+
+
+def _planted(truth_path: str | None) -> list[int] | None:
+    if truth_path is None:
+        return None
+    doc = json.loads(Path(truth_path).read_text(encoding="utf-8"))
+    if "planted_dims" not in doc:
+        raise ValueError(f"{truth_path}: no 'planted_dims' key")
+    return [int(d) for d in doc["planted_dims"]]
+
+
+def _print_comparison(cmp: Any) -> None:
+    print(f"attention vs {cmp.attribution_kind}: Spearman {cmp.spearman:.3f} (p={cmp.p_value:.3g}), "
+          f"Pearson {cmp.pearson:.3f}, top-10 Jaccard {cmp.topk_jaccard.get(10, float('nan')):.2f}, "
+          f"top-50 Jaccard {cmp.topk_jaccard.get(50, float('nan')):.2f}")
+    if cmp.planted_spearman is not None:
+        overlap = ", ".join(f"top-{k} {v:.2f}" for k, v in cmp.planted_topk_overlap.items())
+        print(f"planted dims: Spearman {cmp.planted_spearman:.3f} (max attainable {cmp.planted_spearman_max:.3f}); "
+              f"share planted in {overlap}")
+    print(cmp.verdict)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import runs
+    from .compare import compare_attention
+    from .io import load_trajectories
+    from .training import TrainProgress, Trainer
+
+    ts = load_trajectories(args.data)
+    config = _train_config(args)
+    planted = _planted(args.truth)
+    trainer = Trainer(ts, config, run_dir=args.out)
+    if not args.quiet:
+        def on_epoch(p: TrainProgress) -> None:
+            mark = " *" if p.is_best else ""
+            print(f"epoch {p.epoch:3d}  train loss {p.train_loss:.4f}  val loss {p.val_loss:.4f}  "
+                  f"val AUC {p.val_auc:.3f}  ({p.elapsed_s:.1f}s){mark}", flush=True)
+
+        trainer.add_callback("on_epoch_end", on_epoch)
+    print(f"{ts.name}: {len(ts)} users, {ts.n_posts} posts, D={ts.dim}; device {trainer.device.type}", flush=True)
+    result = trainer.run()
+    m = result.metrics_dict()
+    print(f"test AUC {m['test_auc']:.3f}  (mean-embedding baseline {m['baseline_auc']:.3f})  "
+          f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  "
+          f"best epoch {m['best_epoch']}/{m['epochs']}  {m['seconds']:.1f}s")
+    if config.learn_attention and config.text_encoder is None:
+        train_ts = ts.subset([ts.user_ids[i] for i in result.split.train])
+        cmp = compare_attention(result.model, train_ts, config=config.features, planted_dims=planted, seed=config.seed)
+        runs.atomic_write_json(Path(args.out) / COMPARISON_FILE, cmp.to_dict())
+        _print_comparison(cmp)
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from .config import TemporalFeaturesConfig
+    from .features import AnalyticBackend, feature_names
+    from .io import load_trajectories
+    from .runs import atomic_write_bytes
+
+    config = None
+    if args.config:
+        config = TemporalFeaturesConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+    ts = load_trajectories(args.data)
+    feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in ts])
+    names = feature_names(ts.dim, config)
+    if len(names) != feats.shape[1]:
+        raise RuntimeError(f"{len(names)} feature names for {feats.shape[1]} features")
+    frame = pd.DataFrame(feats, columns=names)
+    labels = pd.array([None if v < 0 else int(v) for v in ts.labels], dtype="Int64")
+    frame.insert(0, "label", labels)
+    frame.insert(0, "user_id", ts.user_ids)
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(f"{args.out}: {len(frame)} users x {feats.shape[1]} features")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_attention
+    from .io import load_trajectories
+    from .runs import atomic_write_json, load_run
+
+    run = load_run(args.run)
+    ts = load_trajectories(args.data)
+    split = run.data.get("split", {})
+    if split.get("train"):
+        ts = ts.subset([u for u in split["train"] if u in ts])
+    cmp = compare_attention(run.model, ts, config=run.config.features, planted_dims=_planted(args.truth),
+                            n_permutations=args.permutations, seed=run.config.seed)
+    atomic_write_json(Path(args.run) / COMPARISON_FILE, cmp.to_dict())
+    _print_comparison(cmp)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
+    from .runs import RunError
+    from .training import DeviceUnavailableError
+    from .trajectory import TrajectoryError
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare}
+    try:
+        return handlers[args.command](args)
+    except (TrajectoryError, RunError, DeviceUnavailableError, ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,77 @@
+"""Command line: ``extract`` writes the analytic features per user, ``train`` writes a
+loadable run folder with metrics and the attention comparison, ``compare`` re-reads a run,
+and bad input exits with status 2 and a one-line message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvx_core.cli import COMPARISON_FILE, main
+from cvx_core.features import AnalyticBackend, feature_names
+from cvx_core.io import save_trajectories
+from cvx_core.runs import METRICS_FILE, load_run
+from cvx_core.synthetic import PlantedConfig, make_planted_trajectory_set
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    cfg = PlantedConfig(n_users=30, dim=10, n_planted=2, mean_posts=8, max_posts=20)
+    ts, truth = make_planted_trajectory_set(config=cfg, seed=4, name="cli")
+    folder = tmp_path_factory.mktemp("cli")
+    path = save_trajectories(ts, folder / "data.parquet")
+    (folder / "truth.json").write_text(json.dumps(truth))
+    return ts, path, folder / "truth.json"
+
+
+def test_extract_writes_user_label_and_one_named_column_per_feature(data_file, tmp_path, capsys):
+    ts, path, _ = data_file
+    out = tmp_path / "features.parquet"
+    assert main(["extract", str(path), "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    names = feature_names(ts.dim)
+    assert list(frame.columns) == ["user_id", "label", *names]
+    assert frame["user_id"].tolist() == ts.user_ids
+    assert frame["label"].tolist() == ts.labels.tolist()
+    tr = ts.at(3)
+    expected = AnalyticBackend.extract_all(tr.embeddings, tr.timestamps)
+    np.testing.assert_allclose(frame.loc[3, names].to_numpy(dtype=float), expected, rtol=1e-12)
+    assert "30 users" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_train_writes_a_loadable_run_with_metrics_and_comparison(data_file, tmp_path, capsys):
+    ts, path, truth = data_file
+    run = tmp_path / "run"
+    code = main(["train", str(path), "--out", str(run), "--epochs", "2", "--hidden", "8", "--batch-size", "8",
+                 "--device", "cpu", "--seed", "3", "--truth", str(truth)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test AUC" in text and "baseline" in text and "epoch   2" in text
+    metrics = json.loads((run / METRICS_FILE).read_text())
+    assert metrics["epochs"] == 2 and metrics["device"] == "cpu"
+    comparison = json.loads((run / COMPARISON_FILE).read_text())
+    assert comparison["attribution_kind"] == "abs_class_difference" and comparison["planted_spearman"] is not None
+    loaded = load_run(run)
+    assert loaded.config.seed == 3 and loaded.config.epochs == 2
+    assert main(["compare", str(run), str(path), "--permutations", "50"]) == 0
+    assert "Spearman" in capsys.readouterr().out
+
+
+def test_bad_input_exits_with_status_2_and_a_one_line_message(tmp_path, capsys):
+    assert main(["extract", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "f.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["train", "x.parquet"])  # --out is required
+
+
+def test_python_dash_m_cvx_core_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "cvx_core", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "train" in proc.stdout and "extract" in proc.stdout
