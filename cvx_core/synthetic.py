@@ -44,7 +44,7 @@ class PlantedConfig:
 
     n_users: int = 240
     dim: int = 384
-    n_planted: int = 24
+    n_planted: int = 48
     min_posts: int = 5
     max_posts: int = 300
     mean_posts: float = 26.0
@@ -53,8 +53,8 @@ class PlantedConfig:
     topic_scale: float = 0.05
     user_scale: float = 0.02
     noise: float = 0.02
-    jump: float = 0.10
-    drift: float = 0.10
+    jump: float = 0.06
+    drift: float = 0.06
 
 
 def irregular_timestamps(rng: np.random.Generator, n: int) -> np.ndarray:
