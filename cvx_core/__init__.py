@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureLayout": "features",
     "feature_names": "features",
     "feature_layout": "features",
+    "DiscreteSummary": "features",
     "TorchBackend": "torch_backend",
     "temporal_features": "torch_backend",
     "DimensionAttention": "modules",
