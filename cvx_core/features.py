@@ -509,24 +509,25 @@ def _resample(
     counts = np.diff(np.append(starts, T))
     max_count = int(counts.max())
     sums = np.empty((K, X.shape[1])) if out is None else out[:K]
+    bin_of = np.cumsum(new)
     if max_count <= _SMALL_BINS:
         # few posts per bin: add the r-th member of every bin that has one, r = 0, 1, ...
         np.take(X, starts, axis=0, out=sums)
-        tsum = tt[starts]
         for r in range(1, max_count):
             sel = np.flatnonzero(counts > r)
             sums[sel] += X[starts[sel] + r]
-            tsum[sel] += tt[starts[sel] + r]
     else:
         # many posts per bin: one matrix product with the bin-membership matrix
         W = np.zeros((K, T))
-        W[np.cumsum(new), np.arange(T)] = 1.0
+        W[bin_of, np.arange(T)] = 1.0
         np.matmul(W, X, out=sums)
-        tsum = W @ tt
+    # bin times: one canonical mean on both paths (a sequential sum in time order, then a
+    # true division), so that an aggregated time on a scale's bin edge falls on the same side
+    tsum = np.zeros(K)
+    np.add.at(tsum, bin_of, tt)
     cnt = counts.astype(np.float64)
     sums /= cnt[:, None]
-    tsum /= cnt
-    return sums, tsum
+    return sums, tsum / cnt
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

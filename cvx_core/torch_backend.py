@@ -144,15 +144,24 @@ def _bins(t: Tensor, mask: Tensor | None, widths: Tensor) -> tuple[Tensor, Tenso
     return flat.reshape(-1), n_bins, K
 
 
-def _segment_mean(X: Tensor, flat: Tensor, K: int) -> Tensor:
+def _segment_mean(X: Tensor, flat: Tensor, K: int, *, exact: bool = False) -> Tensor:
     """Bin means of ``X [B, T, ...]`` for one width (``flat`` from :func:`_bins`) ->
-    ``[B, K, ...]`` (empty bins are 0); differentiable in ``X``."""
+    ``[B, K, ...]`` (empty bins are 0); differentiable in ``X``.
+
+    ``exact=True`` (bin *times*) divides the sum by the count instead of multiplying by its
+    reciprocal: the analytic path's canonical mean (a sequential sum in time order, then a
+    true division). On the CPU ``index_add_`` adds in index order, so both paths give the
+    same bits and an aggregated time on a scale's bin edge falls on the same side; on CUDA
+    the atomic adds have no fixed order (agreement to rounding, not bit for bit).
+    """
     B, T = X.shape[:2]
     rest = X.shape[2:]
     sums = X.new_zeros((B * K + 1,) + rest).index_add_(0, flat, X.reshape((B * T,) + rest))
     counts = torch.bincount(flat, minlength=B * K + 1)[: B * K].reshape(B, K)
-    inv_cnt = 1.0 / counts.clamp_min(1).to(X.dtype)
-    return sums[: B * K].reshape((B, K) + rest) * inv_cnt.reshape((B, K) + (1,) * len(rest))
+    cnt = counts.clamp_min(1).to(X.dtype).reshape((B, K) + (1,) * len(rest))
+    if exact:
+        return sums[: B * K].reshape((B, K) + rest) / cnt
+    return sums[: B * K].reshape((B, K) + rest) * (1.0 / cnt)
 
 
 def _resample_batch(
@@ -166,7 +175,7 @@ def _resample_batch(
     widths = torch.tensor([float(width)], dtype=torch.float64, device=E.device)
     flat, n_bins, K = _bins(t, mask, widths)
     E_r = _segment_mean(E, flat, K)
-    t_r = _segment_mean(t, flat, K)
+    t_r = _segment_mean(t, flat, K, exact=True)
     # padding of the result repeats the last real bin time, like PaddedBatch
     m_r = torch.arange(K, device=E.device)[None, :] < n_bins[:, None]
     t_r = torch.where(m_r, t_r, t_r.gather(1, (n_bins - 1)[:, None]))
