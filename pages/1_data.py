@@ -1,0 +1,112 @@
+"""Data page: upload or pick a trajectory dataset, see it validated and summarised."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import app_support as ui
+from cvx_core.trajectory import TrajectoryError
+
+name = ui.bootstrap("Data")
+st.title("Data")
+
+# ---- upload --------------------------------------------------------------------------------
+limit_mb = int(st.get_option("server.maxUploadSize"))
+with st.container(border=True):
+    st.subheader("Add a dataset")
+    uploaded = st.file_uploader(
+        "Trajectory file (CSV, Parquet, JSON Lines or NumPy .npz)",
+        type=ui.UPLOAD_TYPES,
+        key="data_upload",
+        help=f"Files up to {limit_mb} MB (server.maxUploadSize in .streamlit/config.toml).",
+    )
+    st.caption(
+        f"One row per post with `user_id`, `timestamp` (ISO-8601 or epoch seconds), optional "
+        f"`label` and `text`, and the embedding as a list column `embedding` or columns "
+        f"`e0 … e{{D-1}}`. Files up to {limit_mb} MB; valid uploads are saved in the workspace "
+        "as Parquet and stay available after a restart."
+    )
+    if uploaded is not None:
+        file_key = f"{uploaded.file_id}:{uploaded.name}:{uploaded.size}"
+        if st.session_state.get("data_upload_key") != file_key:
+            st.session_state["data_upload_key"] = file_key
+            try:
+                new_name, new_ts = ui.import_upload(uploaded.getvalue(), uploaded.name)
+            except TrajectoryError as exc:
+                st.session_state["data_upload_result"] = ("error", str(exc))
+            else:
+                ui.set_current_dataset(new_name)
+                st.session_state["data_upload_result"] = (
+                    "success",
+                    f"Saved {new_name}: {len(new_ts)} users, {new_ts.n_posts} posts, D = {new_ts.dim}.",
+                )
+                st.rerun()  # redraw the sidebar with the new dataset selected
+        kind, message = st.session_state.get("data_upload_result", ("", ""))
+        if kind == "error":
+            st.error(
+                "This file was not imported; the datasets in the workspace are unchanged.\n\n"
+                + ui.escape_markdown(message),
+                icon=":material/error:",
+            )
+        elif kind == "success":
+            st.success(ui.escape_markdown(message), icon=":material/check_circle:")
+    else:
+        st.session_state.pop("data_upload_key", None)
+        st.session_state.pop("data_upload_result", None)
+
+# ---- choose / delete -------------------------------------------------------------------------
+entries = ui.list_datasets()
+if not entries:
+    st.info("No dataset yet. Upload a file above.")
+    st.stop()
+
+by_name = {e.name: e for e in entries}
+st.subheader("Datasets in the workspace")
+chosen = ui.dataset_picker("data_choice", label="Work with")
+
+entry = by_name[chosen]
+if not entry.is_sample:
+    with st.expander("Delete this dataset"):
+        st.write("This removes the file from the workspace; runs trained on it are kept.")
+        if st.button("Delete permanently", key="data_delete", type="primary"):
+            ui.delete_dataset(chosen)
+            ui.set_current_dataset(None)
+            st.toast("Dataset deleted.")
+            st.rerun()
+
+# ---- summary ---------------------------------------------------------------------------------
+ts = ui.require_dataset(chosen)
+summary = ts.summary()
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Users", f"{summary.n_users:,}")
+c2.metric("Posts", f"{summary.n_posts:,}")
+c3.metric("Dimension", summary.dim)
+c4.metric("Median posts / user", f"{summary.posts_per_user_median:g}")
+span_days = (summary.end - summary.start) / np.timedelta64(1, "D")
+c5.metric("Time span (days)", f"{span_days:,.1f}")
+st.caption(
+    f"First post {str(summary.start)[:19]} · last post {str(summary.end)[:19]} · "
+    f"posts per user {summary.posts_per_user_min}–{summary.posts_per_user_max} · "
+    f"median span per user {summary.median_span_days:.1f} days · "
+    + ("has post text" if summary.has_text else "no post text")
+)
+
+left, right = st.columns(2)
+with left:
+    fig = go.Figure(go.Histogram(x=ts.lengths, nbinsx=30, marker_color="#1f77b4"))
+    fig.update_layout(
+        title="Posts per user", xaxis_title="posts", yaxis_title="users",
+        height=300, margin=dict(l=10, r=10, t=40, b=10), bargap=0.05,
+    )
+    st.plotly_chart(fig, key="data_hist")
+with right:
+    counts = summary.label_counts
+    fig = go.Figure(go.Bar(x=[str(k) for k in counts], y=list(counts.values()), marker_color="#d62728"))
+    fig.update_layout(
+        title="Label balance (users per label)", xaxis_title="label", yaxis_title="users",
+        xaxis_type="category", height=300, margin=dict(l=10, r=10, t=40, b=10),
+    )
+    st.plotly_chart(fig, key="data_labels")
+
+st.subheader("Preview")
+st.dataframe(ui.preview_frame(ts), hide_index=True, height=280)

@@ -1,0 +1,48 @@
+"""AppTest smoke check: every page renders on the shipped sample without an exception,
+with the shared sidebar navigation and dataset chooser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGES = ["app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+
+
+def test_pages_folder_holds_only_the_four_pages():
+    assert PAGES == ["app.py", "pages/1_data.py", "pages/2_explore.py", "pages/3_train.py", "pages/4_compare.py"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_the_sample_with_navigation(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVX_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("CVX_DATASET", raising=False)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    if page != "app.py":
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert not at.error
+    labels = [link.label for link in at.sidebar.get("page_link")]
+    assert labels == ["Home", "Data", "Explore", "Train", "Compare"]
+    assert at.sidebar.selectbox[0].value == "sample"
+
+
+def test_train_page_dataset_picker_sets_the_session_dataset(tmp_path, monkeypatch, small_planted):
+    from cvx_core.io import save_trajectories
+
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
+    monkeypatch.delenv("CVX_DATASET", raising=False)
+    save_trajectories(small_planted[0], ws / "datasets" / "small.parquet")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/3_train.py").run()
+    at.selectbox(key="train_dataset").set_value("small").run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "small"
+    assert any(c.value.startswith(f"{len(small_planted[0])} users") for c in at.caption)
