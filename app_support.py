@@ -510,43 +510,22 @@ class Timeline:
 
 @st.cache_data(max_entries=64, show_spinner="Analysing this user…")
 def _user_timeline(digest: str, user_id: str, _ts: TrajectorySet) -> Timeline:
-    from cvx_core.changepoints import detect_bocpd, detect_changepoints
-    from cvx_core.features import AnalyticBackend
+    from cvx_core.analysis import user_timeline as compute_timeline
 
-    cfg = features_config()
-    tr = _ts[user_id]
-    E, t = tr.embeddings, tr.timestamps
-    when = pd.to_datetime(tr.datetimes)
-    cps = detect_changepoints(tr)
-    bocpd = detect_bocpd(tr)
-    drift = np.linalg.norm(E.astype(np.float64) - E[0].astype(np.float64), axis=1)
-    posts = pd.DataFrame({"when": when, "drift": drift, "change_probability": bocpd.change_probability})
-    if tr.n_posts >= 2:
-        velocity = np.linalg.norm(AnalyticBackend.velocity(E, t, cfg), axis=1)
-        steps = pd.DataFrame(
-            {"when": when[1:], "velocity_norm": velocity, "cosine_distance": AnalyticBackend.cosine_distance(E)}
-        )
-        gaps = np.flatnonzero(np.diff(t) > cfg.silence_gap)
-        silences = [(when[i], when[i + 1]) for i in gaps]
-    else:
-        steps = pd.DataFrame({"when": when[:0], "velocity_norm": [], "cosine_distance": []})
-        silences = []
+    tl = compute_timeline(_ts[user_id], features_config=features_config())
+    when = pd.to_datetime(tl.datetimes)
     return Timeline(
-        user_id=tr.user_id,
-        label=tr.label,
-        n_posts=tr.n_posts,
-        posts=posts,
-        steps=steps,
-        change_points=[(int(i), when[i]) for i in cps.indices],
-        silences=silences,
-        narratives=_narratives(tr, cps),
+        user_id=tl.user_id,
+        label=tl.label,
+        n_posts=tl.n_posts,
+        posts=pd.DataFrame({"when": when, "drift": tl.drift, "change_probability": tl.change_probability}),
+        steps=pd.DataFrame(
+            {"when": when[1:], "velocity_norm": tl.velocity_norm, "cosine_distance": tl.cosine_distance}
+        ),
+        change_points=[(int(i), when[i]) for i in tl.changepoints.indices],
+        silences=[(when[i], when[j]) for i, j in tl.silences],
+        narratives=[n.text for n in tl.narratives],
     )
-
-
-def _narratives(tr: Any, cps: Any) -> list[str]:
-    from cvx_core.narrative import narrate_changepoints
-
-    return [n.text for n in narrate_changepoints(tr, changepoints=cps)]
 
 
 def user_timeline(ts: TrajectorySet, user_id: str) -> Timeline:

@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "SetAnalysis": "analysis",
     "UserAnalysis": "analysis",
     "analyze_set": "analysis",
+    "UserTimeline": "analysis",
+    "user_timeline": "analysis",
     # training, runs, comparison, text encoders
     "TrainConfig": "training",
     "TrainResult": "training",

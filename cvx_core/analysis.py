@@ -27,12 +27,13 @@ from cvx_core.changepoints import (
 )
 from cvx_core.config import TemporalFeaturesConfig
 from cvx_core.narrative import ChangePointNarrative, narrate_changepoints
-from cvx_core.trajectory import TrajectorySet
+from cvx_core.features import AnalyticBackend
+from cvx_core.trajectory import Trajectory, TrajectorySet
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["UserAnalysis", "SetAnalysis", "analyze_set", "ProgressCallback"]
+__all__ = ["UserAnalysis", "SetAnalysis", "analyze_set", "UserTimeline", "user_timeline", "ProgressCallback"]
 
 ProgressCallback = Callable[[int, int], None]
 _MAX_PROGRESS_CALLS = 200
@@ -178,4 +179,72 @@ def analyze_set(
         features_config=fcfg,
         bocpd_config=bcfg,
         elapsed_s=time.perf_counter() - t0,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class UserTimeline:
+    """One user's analytic timeline over real time, as an analyst reads it.
+
+    Attributes:
+        user_id, label: the trajectory's facts.
+        datetimes: ``[T]`` post times (``datetime64[ns]``).
+        drift: ``[T]`` distance ``|v_i - v_1|`` of each post from the first.
+        change_probability: ``[T]`` BOCPD change probability per post.
+        velocity_norm: ``[T-1]`` ``|u_i|`` (per day, real gaps), at the later post of each step.
+        cosine_distance: ``[T-1]`` ``c_i``, at the later post of each step.
+        changepoints: exact (PELT) change points.
+        silences: ``(i, i + 1)`` post index pairs whose gap exceeds ``silence_gap`` days.
+        narratives: one plain-text narrative per change point.
+    """
+
+    user_id: str
+    label: int | None
+    datetimes: np.ndarray
+    drift: np.ndarray
+    change_probability: np.ndarray
+    velocity_norm: np.ndarray
+    cosine_distance: np.ndarray
+    changepoints: ChangePointResult
+    silences: tuple[tuple[int, int], ...]
+    narratives: tuple[ChangePointNarrative, ...]
+
+    @property
+    def n_posts(self) -> int:
+        return int(self.datetimes.shape[0])
+
+
+def user_timeline(
+    trajectory: Trajectory,
+    *,
+    cp_config: ChangePointConfig | None = None,
+    bocpd_config: BOCPDConfig | None = None,
+    features_config: TemporalFeaturesConfig | None = None,
+) -> UserTimeline:
+    """The per-post and per-step quantities, change points, silences and narratives of one
+    trajectory (what the app's timeline draws). Works for any ``T >= 1``."""
+    cfg = features_config or TemporalFeaturesConfig()
+    E = np.asarray(trajectory.embeddings, dtype=np.float64)
+    t = trajectory.timestamps
+    cps = detect_changepoints(trajectory, config=cp_config)
+    bocpd = detect_bocpd(trajectory, config=bocpd_config)
+    if trajectory.n_posts >= 2:
+        velocity = np.linalg.norm(AnalyticBackend.velocity(E, t, cfg), axis=1)
+        cosine = AnalyticBackend.cosine_distance(E)
+    else:
+        velocity = cosine = np.zeros(0)
+    gaps = AnalyticBackend.discrete_summary(E, t, cfg, k=1).silence_steps
+    return UserTimeline(
+        user_id=trajectory.user_id,
+        label=trajectory.label,
+        datetimes=trajectory.datetimes,
+        drift=np.linalg.norm(E - E[0], axis=1),
+        change_probability=np.asarray(bocpd.change_probability, dtype=np.float64),
+        velocity_norm=velocity,
+        cosine_distance=cosine,
+        changepoints=cps,
+        silences=tuple((int(i), int(i) + 1) for i in gaps),
+        narratives=narrate_changepoints(
+            trajectory, changepoints=cps, cp_config=cp_config, features_config=cfg
+        ),
     )

@@ -73,3 +73,36 @@ def test_optional_bocpd_and_narratives_and_changepoint_frame(small_planted):
     for row in frame.itertuples():
         assert row.datetime == sub[row.user_id].datetimes[row.index]
     assert res.bocpd_config is not None and res.elapsed_s > 0
+
+
+# ------------------------------------------------------------------------------------------
+# user_timeline: what the app's timeline draws, computed in the library
+# ------------------------------------------------------------------------------------------
+def test_user_timeline_aligns_posts_steps_silences_and_narratives(sample_set, sample_truth):
+    from cvx_core.analysis import user_timeline
+    from cvx_core.config import TemporalFeaturesConfig
+    from cvx_core.features import AnalyticBackend
+
+    cfg = TemporalFeaturesConfig()
+    tr = max(sample_set, key=lambda t: t.n_posts)
+    tl = user_timeline(tr, features_config=cfg)
+    T = tr.n_posts
+    assert tl.drift.shape == tl.change_probability.shape == (T,)
+    assert tl.velocity_norm.shape == tl.cosine_distance.shape == (T - 1,)
+    np.testing.assert_allclose(tl.drift[-1], np.linalg.norm(AnalyticBackend.drift(tr.embeddings.astype(np.float64))))
+    exact = AnalyticBackend.discrete_summary(tr.embeddings, tr.timestamps, cfg)
+    assert [i for i, _ in tl.silences] == list(exact.silence_steps) and exact.n_silences > 0
+    assert all(tr.timestamps[j] - tr.timestamps[i] > cfg.silence_gap for i, j in tl.silences)
+    assert len(tl.narratives) == len(tl.changepoints.indices) >= 1
+    planted = sample_truth["change_points"][tr.user_id]["index"]
+    assert min(abs(i - planted) for i in tl.changepoints.indices) <= 2
+
+
+def test_user_timeline_of_a_single_post_user_is_empty_but_valid():
+    from cvx_core.analysis import user_timeline
+    from cvx_core.trajectory import Trajectory
+
+    tr = Trajectory("solo", np.ones((1, 4)), np.array(["2024-01-01"], dtype="datetime64[ns]"))
+    tl = user_timeline(tr)
+    assert tl.n_posts == 1 and tl.drift.tolist() == [0.0]
+    assert tl.velocity_norm.shape == (0,) and tl.silences == () and tl.narratives == ()
