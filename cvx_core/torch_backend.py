@@ -19,6 +19,7 @@ to the timestamps.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -34,11 +35,29 @@ __all__ = ["TorchBackend", "temporal_features"]
 # --------------------------------------------------------------------------------------
 # input handling
 # --------------------------------------------------------------------------------------
+_LOW_PRECISION_TIMES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _warn_low_precision(dtype: Any) -> None:
+    warnings.warn(
+        f"timestamps given as {dtype}: they are used as float64 days, but the gaps have already "
+        "lost precision (float32 days resolve about 4 s at day 700, float16 about a day); pass "
+        "float64 timestamps",
+        stacklevel=4,
+    )
+
+
 def _to_days(t: Any, device: torch.device) -> Tensor:
-    """Timestamps (tensor, NumPy array or sequence of days) -> float64 tensor on ``device``."""
+    """Timestamps (tensor, NumPy array or sequence of days) -> float64 tensor on ``device``.
+
+    Low-precision float timestamps are accepted with a warning (SPEC: timestamps stay
+    float64 on both paths whatever the embeddings' dtype).
+    """
     if isinstance(t, Tensor):
         if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
             raise TypeError(f"timestamps must be numeric days, got dtype {t.dtype}")
+        if t.dtype in _LOW_PRECISION_TIMES:
+            _warn_low_precision(t.dtype)
         return t.detach().to(device=device, dtype=torch.float64)
     arr = np.asarray(t)
     if arr.dtype.kind not in "fiu":
@@ -46,6 +65,8 @@ def _to_days(t: Any, device: torch.device) -> Tensor:
             f"timestamps must be numeric days (float), got dtype {arr.dtype}; convert datetimes "
             "with cvx_core.trajectory.days_since_first"
         )
+    if arr.dtype.kind == "f" and arr.dtype.itemsize < 8:
+        _warn_low_precision(arr.dtype)
     return torch.as_tensor(arr.astype(np.float64), device=device)
 
 

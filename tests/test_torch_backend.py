@@ -220,15 +220,15 @@ def test_mask_is_accepted_in_place_of_lengths():
 
 def test_batch_input_errors_are_clear():
     E = torch.zeros(2, 4, 3)
-    t = torch.zeros(2, 4)
+    t = torch.zeros(2, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="lengths must lie"):
         TB.extract_all(E, t, lengths=torch.tensor([0, 4]))
     with pytest.raises(ValueError, match="lengths must have 2"):
         TB.extract_all(E, t, lengths=torch.tensor([4]))
     with pytest.raises(ValueError, match="non-decreasing"):
-        TB.extract_all(E, torch.tensor([[0.0, 1.0, 0.5, 2.0]] * 2))
+        TB.extract_all(E, torch.tensor([[0.0, 1.0, 0.5, 2.0]] * 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="timestamps must have shape"):
-        TB.extract_all(E, torch.zeros(2, 3))
+        TB.extract_all(E, torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="temperature"):
         TB.extract_all(E, t, temperature=-1.0)
     with pytest.raises(TypeError, match="torch.Tensor"):
@@ -357,3 +357,18 @@ def test_cuda_float32_matches_cpu_float32():
     E = torch.tensor(rng.normal(size=(4, 50, 64)), dtype=torch.float32)
     t = torch.tensor(np.cumsum(rng.exponential(1.0, size=(4, 50)), axis=1))
     torch.testing.assert_close(TB.extract_all(E.cuda(), t.cuda()).cpu(), TB.extract_all(E, t), rtol=1e-4, atol=1e-4)
+
+
+def test_low_precision_timestamps_are_used_as_float64_with_a_warning():
+    import warnings as _w
+
+    from cvx_core.torch_backend import temporal_features
+
+    E = torch.randn(5, 3, dtype=torch.float64)
+    t64 = torch.tensor([0.0, 0.5, 1.25, 3.0, 10.0], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="float64"):
+        x32 = temporal_features(E, t64.to(torch.float32))
+    with _w.catch_warnings():
+        _w.simplefilter("error")  # float64 timestamps: no warning
+        x64 = temporal_features(E, t64)
+    torch.testing.assert_close(x32, x64)  # these times are exact in float32
