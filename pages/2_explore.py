@@ -1,11 +1,9 @@
 """Explore page: 2-D projection of every post, users' paths with their change points, and
 one user's timeline (velocity, cosine distance, drift, BOCPD) with change-point narratives."""
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
+import app_figures as figures
 import app_support as ui
 
 name = ui.bootstrap("Explore")
@@ -48,53 +46,9 @@ analysis = ui.set_analysis(ts)
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
 
 # ---- projection figure -------------------------------------------------------------------------
-fig = go.Figure()
-hover = "user %{customdata[0]}<br>post %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
-if colour_by == "label":
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    for k, lab in enumerate(sorted(proj["label"].unique())):
-        part = proj[proj["label"] == lab]
-        fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=f"label {lab}",
-            marker=dict(size=5, opacity=0.35, color=palette[k % len(palette)]),
-            customdata=part[["user_id_safe", "post", "when"]].to_numpy(), hovertemplate=hover,
-        ))
-else:
-    fig.add_trace(go.Scattergl(
-        x=proj["x"], y=proj["y"], mode="markers", name="posts",
-        marker=dict(size=5, opacity=0.6, color=proj["days_since_start"], colorscale="Viridis",
-                    colorbar=dict(title="days since<br>first post")),
-        customdata=proj[["user_id_safe", "post", "when"]].to_numpy(), hovertemplate=hover,
-    ))
-line_colours = ["#111111", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-for k, uid in enumerate(paths):
-    part = proj[proj["user_id"] == uid].sort_values("post")
-    colour = line_colours[k % len(line_colours)]
-    safe = ui.escape_hover(uid)
-    # WebGL traces draw above SVG ones, so the paths are WebGL too (else the cloud hides them)
-    fig.add_trace(go.Scattergl(
-        x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
-        line=dict(color=colour, width=2), marker=dict(size=5, color=colour),
-        hovertemplate=f"user {safe}<br>post %{{text}}<extra></extra>", text=part["post"],
-    ))
-    cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
-    if cps:
-        at = part.iloc[cps]
-        fig.add_trace(go.Scattergl(
-            x=at["x"], y=at["y"], mode="markers", name=f"change points {safe}",
-            marker=dict(symbol="x", size=16, color=colour, line=dict(width=1, color="white")),
-            hovertemplate=f"change point of {safe}<br>post %{{text}}<extra></extra>", text=at["post"],
-        ))
-if zoom:
-    drawn = proj[proj["user_id"].isin(paths)]
-    pad_x = 0.15 * max(float(np.ptp(drawn["x"])), 1e-6)
-    pad_y = 0.15 * max(float(np.ptp(drawn["y"])), 1e-6)
-    fig.update_xaxes(range=[drawn["x"].min() - pad_x, drawn["x"].max() + pad_x])
-    fig.update_yaxes(range=[drawn["y"].min() - pad_y, drawn["y"].max() + pad_y])
-fig.update_layout(
-    height=560, margin=dict(l=10, r=10, t=30, b=10), dragmode="zoom",
-    legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-    xaxis_title=f"{method} 1", yaxis_title=f"{method} 2",
+fig = figures.projection_figure(
+    proj, method=method, colour_by=colour_by, paths=paths, changepoints=changepoints,
+    escape=ui.escape_hover, zoom=zoom,
 )
 event = st.plotly_chart(
     fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
@@ -127,27 +81,7 @@ st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label} 
         f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
 left, right = st.columns([3, 2])
 with left:
-    tfig = make_subplots(
-        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-        subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",
-                        "drift |v_i - v_1|", "BOCPD change probability"),
-    )
-    tfig.add_trace(go.Scatter(x=tl.steps["when"], y=tl.steps["velocity_norm"], mode="lines+markers",
-                              name="velocity", marker=dict(size=4)), row=1, col=1)
-    tfig.add_trace(go.Scatter(x=tl.steps["when"], y=tl.steps["cosine_distance"], mode="lines+markers",
-                              name="cosine distance", marker=dict(size=4)), row=2, col=1)
-    tfig.add_trace(go.Scatter(x=tl.posts["when"], y=tl.posts["drift"], mode="lines+markers",
-                              name="drift", marker=dict(size=4)), row=3, col=1)
-    tfig.add_trace(go.Scatter(x=tl.posts["when"], y=tl.posts["change_probability"], mode="lines+markers",
-                              name="BOCPD", marker=dict(size=4)), row=4, col=1)
-    tfig.update_yaxes(type="log", row=1, col=1)
-    tfig.update_yaxes(range=[0, 1.02], row=4, col=1)
-    for start, end in tl.silences:
-        tfig.add_vrect(x0=start, x1=end, fillcolor="#999999", opacity=0.18, line_width=0,
-                       row="all", col=1)
-    for _index, when in tl.change_points:
-        tfig.add_vline(x=when, line=dict(color="#d62728", width=2, dash="dash"), row="all", col=1)
-    tfig.update_layout(height=640, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+    tfig = figures.timeline_figure(tl)
     st.plotly_chart(tfig, key="explore_timeline")
     st.caption(
         "Red dashed lines: PELT change points. Grey bands: silences longer than "

@@ -3,11 +3,10 @@ the best checkpoint, and read test metrics, ROC curve and confusion matrix of an
 
 import math
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
+import app_figures as figures
 import app_support as ui
 
 ui.bootstrap("Train")
@@ -89,28 +88,6 @@ if submitted:
             st.rerun()
 
 
-def loss_auc_figures(steps, epochs):
-    """Live curves: loss per step, validation AUC per epoch."""
-    loss = go.Figure()
-    if steps:
-        s = np.array(steps, dtype=float)
-        loss.add_trace(go.Scatter(x=s[:, 0], y=s[:, 1], mode="lines", name="training loss (step)"))
-    if epochs:
-        e = pd.DataFrame(epochs)
-        per_step = max(1, (steps[-1][0] if steps else 1) / max(1, e["epoch"].max()))
-        loss.add_trace(go.Scatter(x=e["epoch"] * per_step, y=e["val_loss"], mode="lines+markers",
-                                  name="validation loss (epoch)"))
-    loss.update_layout(title="Loss", xaxis_title="step", height=280, margin=dict(l=10, r=10, t=40, b=10),
-                       legend=dict(orientation="h", y=-0.3))
-    auc = go.Figure()
-    if epochs:
-        e = pd.DataFrame(epochs)
-        auc.add_trace(go.Scatter(x=e["epoch"], y=e["val_auc"], mode="lines+markers", name="validation AUC"))
-    auc.update_layout(title="Validation ROC AUC", xaxis_title="epoch", yaxis_range=[0, 1.02], height=280,
-                      margin=dict(l=10, r=10, t=40, b=10))
-    return loss, auc
-
-
 @st.fragment(run_every=1.0)
 def live_panel(job: "ui.TrainJob") -> None:
     snap = job.snapshot()
@@ -124,7 +101,7 @@ def live_panel(job: "ui.TrainJob") -> None:
         job.stop.set()
     if not snap["steps"]:
         st.caption("Preparing: building batches and the fixed feature normalisation of the training set…")
-    loss, auc = loss_auc_figures(snap["steps"], snap["epochs"])
+    loss, auc = figures.loss_auc_figures(snap["steps"], snap["epochs"])
     a, b = st.columns(2)
     a.plotly_chart(loss, key="train_live_loss")
     b.plotly_chart(auc, key="train_live_auc")
@@ -179,7 +156,7 @@ if metrics is None:
     st.info("This run has not finished (it is running or was interrupted); its best checkpoint "
             "so far is kept in the run folder.")
     if docs["history"]:
-        loss, auc = loss_auc_figures([], docs["history"])
+        loss, auc = figures.loss_auc_figures([], docs["history"])
         st.plotly_chart(auc, key="train_hist_auc")
     st.stop()
 
@@ -201,29 +178,11 @@ st.caption(f"Device {metrics.get('device')} · {metrics.get('n_train')}/{metrics
 
 left, mid, right = st.columns(3)
 with left:
-    roc = metrics.get("roc")
-    fig = go.Figure()
-    if roc:
-        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="model",
-                                 line=dict(width=3)))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
-                             line=dict(dash="dot", color="#999999")))
-    fig.update_layout(title=f"ROC curve (test, AUC {metrics['test_auc']:.3f})", xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.25))
-    st.plotly_chart(fig, key="train_roc")
+    st.plotly_chart(figures.roc_figure(metrics), key="train_roc")
 with mid:
-    conf = np.array(metrics["confusion"])
-    classes = [str(c) for c in metrics.get("classes", range(conf.shape[0]))]
-    fig = go.Figure(go.Heatmap(
-        z=conf, x=[f"pred {c}" for c in classes], y=[f"true {c}" for c in classes],
-        text=conf, texttemplate="%{text}", colorscale="Blues", showscale=False,
-    ))
-    fig.update_layout(title="Confusion matrix (test)", height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis_autorange="reversed")
-    st.plotly_chart(fig, key="train_confusion")
+    st.plotly_chart(figures.confusion_figure(metrics), key="train_confusion")
 with right:
-    _, auc = loss_auc_figures([], docs["history"] or [])
+    _, auc = figures.loss_auc_figures([], docs["history"] or [])
     auc.update_layout(height=360)
     st.plotly_chart(auc, key="train_hist_auc")
 st.page_link("pages/4_compare.py", label="Compare this run's attention with the analytics",

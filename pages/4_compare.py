@@ -1,12 +1,10 @@
 """Compare page: a trained run's learned DimensionAttention weights beside the analytic
 drift attribution, with correlation statistics, the verdict, and planted truth if known."""
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
+import app_figures as figures
 import app_support as ui
 
 name = ui.bootstrap("Compare")
@@ -76,42 +74,13 @@ table = pd.DataFrame(cmp.table())
 table["planted"] = table["dimension"].isin(planted or [])
 key = "alpha" if order_by == "learned alpha" else "attribution"
 top = table.sort_values([key, "dimension"], ascending=[False, True]).head(top_n)
-labels = [f"{d}★" if pl else str(d) for d, pl in zip(top["dimension"], top["planted"])]
-colours_a = np.where(top["planted"], "#d62728", "#1f77b4")
-colours_b = np.where(top["planted"], "#d62728", "#2ca02c")
-bars = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                     subplot_titles=("learned attention alpha (bars start at 1 = neutral)",
-                                     "analytic drift attribution"))
-bars.add_trace(go.Bar(x=labels, y=top["alpha"] - 1.0, base=1.0, marker_color=colours_a, name="alpha",
-                      customdata=top["alpha"],
-                      hovertemplate="dim %{x}<br>alpha %{customdata:.3f}<extra></extra>"), row=1, col=1)
-bars.add_trace(go.Bar(x=labels, y=top["attribution"], marker_color=colours_b, name="attribution",
-                      hovertemplate="dim %{x}<br>attribution %{y:.4f}<extra></extra>"), row=2, col=1)
-bars.add_hline(y=1.0, line=dict(color="#999999", dash="dot"), row=1, col=1)
-bars.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
-bars.update_xaxes(title_text="dimension (ordered by " + order_by + ")", row=2, col=1)
-bars.update_layout(height=520, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+bars = figures.attention_bars(top, order_by=order_by)
 st.plotly_chart(bars, key="compare_bars")
 st.caption("Both panels share one x axis: the same dimensions in the same order."
            + (" ★ and red bars: planted dimensions of the sample data." if planted else ""))
 
 # ---- scatter of one against the other ----------------------------------------------------------------
-scatter = go.Figure()
-rest = table[~table["planted"]]
-scatter.add_trace(go.Scattergl(x=rest["attribution"], y=rest["alpha"], mode="markers", name="dimension",
-                               marker=dict(size=6, color="#1f77b4", opacity=0.6),
-                               customdata=rest["dimension"],
-                               hovertemplate="dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>"))
-if planted:
-    pl = table[table["planted"]]
-    scatter.add_trace(go.Scattergl(x=pl["attribution"], y=pl["alpha"], mode="markers", name="planted dimension",
-                                   marker=dict(size=10, color="#d62728", symbol="star"),
-                                   customdata=pl["dimension"],
-                                   hovertemplate="planted dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>"))
-scatter.update_layout(title=f"alpha vs attribution, all {ts.dim} dimensions (Spearman {cmp.spearman:.2f})",
-                      xaxis_title="analytic drift attribution",
-                      yaxis_title="learned alpha", height=460, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.2))
+scatter = figures.attention_scatter(table, dim=ts.dim, spearman=cmp.spearman, planted=bool(planted))
 left, right = st.columns([1, 1])
 with left:
     st.plotly_chart(scatter, key="compare_scatter")
