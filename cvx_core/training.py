@@ -96,7 +96,7 @@ class TrainConfig:
             without the head having to learn ``|x|`` from few users.
         max_len: keep only each trajectory's last ``max_len`` posts (None: all).
         class_weighting: weight the loss by inverse class frequency (imbalanced labels).
-        mixed_precision: bf16 autocast for the head on CUDA (ignored on CPU).
+        mixed_precision: bf16 autocast for the head on CUDA (ignored on CPU and on GPUs without bf16).
         feature_dtype: "float32" or "float64" for the temporal features.
         grad_clip: max gradient norm (0: no clipping).
         eval_batch_size: trajectories per evaluation batch.
@@ -920,7 +920,8 @@ class Trainer:
                     {"epoch": epoch_, "val_auc": val_auc, "val_loss": val_loss, "device": self.device.type},
                 )
 
-        use_amp = bool(cfg.mixed_precision and self.device.type == "cuda")
+        # bf16 autocast raises on a CUDA device without bf16 support: fall back to float32 there
+        use_amp = bool(cfg.mixed_precision and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         for epoch in range(1, cfg.epochs + 1):
             te = time.perf_counter()
             model.train()

@@ -167,3 +167,28 @@ def test_extractor_matches_torch_backend_with_the_same_weights():
     lay = feature_layout(3)
     drift = (E[torch.arange(2), ln - 1] - E[:, 0]) * ext.attention.alpha()
     torch.testing.assert_close(ext(E, t, ln)[:, lay.slice("attended_drift")], drift)
+
+
+@pytest.mark.cuda
+def test_cuda_gradients_of_learnable_parts_match_cpu_in_float64():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(5)
+    E, t, ln, _ = padded(rng, [7, 3, 12], 6)
+    cfg = TemporalFeaturesConfig(scales=(0.5, 2.0))
+    grads = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        ext = TemporalFeatureExtractor(6, cfg).double()
+        with torch.no_grad():  # move the learnable parts away from their initial values
+            ext.attention.w.copy_(torch.linspace(-0.5, 0.5, 6, dtype=torch.float64))
+            ext.aggregator.b.copy_(torch.tensor([0.3, -0.2], dtype=torch.float64))
+            ext.cp_detector.log_temperature.add_(0.4)
+        ext = ext.to(device)
+        x = E.to(device=device, dtype=torch.float64).requires_grad_(True)
+        out = ext(x, t.to(device), ln.to(device))
+        (out * torch.arange(out.shape[1], device=device, dtype=out.dtype).sin()).sum().backward()
+        grads[device] = [p.grad.detach().cpu() for p in (ext.attention.w, ext.aggregator.b,
+                                                          ext.cp_detector.log_temperature)] + [x.grad.cpu()]
+    for g_cpu, g_cuda in zip(grads["cpu"], grads["cuda"]):
+        torch.testing.assert_close(g_cuda, g_cpu, rtol=1e-9, atol=1e-12)

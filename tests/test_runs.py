@@ -146,8 +146,13 @@ def test_cuda_run_round_trip_gives_identical_predictions_and_loads_on_cpu(data, 
     res = train(data, TrainConfig(**{**FAST, "device": "cuda"}), run_dir=tmp_path / "r")
     assert json.loads((tmp_path / "r" / runs.METRICS_FILE).read_text())["device"] == "cuda"
     on_gpu = load_run(tmp_path / "r", device="cuda")
-    np.testing.assert_array_equal(predict_proba(res.model, data, device="cuda"),
-                                  predict_proba(on_gpu.model, data, device="cuda"))
+    # the weights are restored bit for bit ...
+    trained = res.model.state_dict()
+    for key, value in on_gpu.model.state_dict().items():
+        assert torch.equal(value, trained[key].to(value.device)), key
+    # ... while predictions agree to rounding only: CUDA's index_add_ adds in no fixed order
+    np.testing.assert_allclose(predict_proba(res.model, data, device="cuda"),
+                               predict_proba(on_gpu.model, data, device="cuda"), rtol=1e-5, atol=1e-7)
     on_cpu = load_run(tmp_path / "r", device="cpu")
     np.testing.assert_allclose(predict_proba(on_cpu.model, data, device="cpu"),
                                predict_proba(res.model, data, device="cuda"), rtol=1e-3, atol=1e-4)
