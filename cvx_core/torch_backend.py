@@ -244,7 +244,7 @@ class _ScaleLayout:
 
 
 # --------------------------------------------------------------------------------------
-# cosine distance pieces shared by forward and backward
+# cosine distance pieces (the backward reuses them)
 # --------------------------------------------------------------------------------------
 def _cosine_parts(X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``X [B, T, D]`` -> ``(c, p, N, q, unclamped)``; ``c, p, q, unclamped: [B, T-1]``, ``N: [B, T]``."""
@@ -255,21 +255,6 @@ def _cosine_parts(X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     q = q2.clamp_min_(COSINE_EPS).sqrt_()
     c = 1.0 - p / q
     return c, p, N, q, unclamped
-
-
-def _cosine_backward(X: Tensor, Gc: Tensor, p: Tensor, N: Tensor, q: Tensor, unclamped: Tensor, out: Tensor) -> None:
-    """Add ``sum_i Gc_i * d c_i / d X`` into ``out [B, T, D]`` (``Gc [B, T-1]``, zero on invalid steps).
-
-    ``d c_i / d v_i = -v_{i+1} / q_i + p_i |v_{i+1}|^2 v_i / q_i^3`` (second term only where
-    the ``1e-16`` floor is not active), symmetrically for ``v_{i+1}``.
-    """
-    a = Gc / q
-    b = torch.where(unclamped, a * p / (q * q), 0.0)
-    coef = torch.nn.functional.pad(b * N[:, 1:], (0, 1)) + torch.nn.functional.pad(b * N[:, :-1], (1, 0))
-    out.addcmul_(coef[..., None], X)
-    a = a[..., None]
-    out[:, :-1].addcmul_(a, X[:, 1:], value=-1.0)
-    out[:, 1:].addcmul_(a, X[:, :-1], value=-1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -348,6 +333,8 @@ class _TemporalFeaturesFn(torch.autograd.Function):
         if padded:
             dev.mul_(smf[..., None])
         vol = torch.linalg.vecdot(dev, dev, dim=1).div_(nf).add_(VOLATILITY_EPS).sqrt_()
+        if ctx.needs_input_grad[0]:
+            dev.mul_(inv_dt[..., None])  # the backward needs (u_i - mean u) / dt_i
         # --- cosine distances and the soft scalars -------------------------------------------
         c, p, N, q, unc = _cosine_parts(E)
         z = (c - cfg.cp_threshold) / temp
@@ -366,7 +353,7 @@ class _TemporalFeaturesFn(torch.autograd.Function):
             sil = sil * smask
             cm = c * smf
         scal = torch.stack([sig.sum(1), smax, sil.sum(1).to(dtype), cm.sum(1) / nf1, r], 1)
-        sv.update(smf=smf, inv_dt=inv_dt, dev=dev, vol=vol, w=w, c=c, p=p, N=N, q=q, unc=unc, z=z,
+        sv.update(smf=smf, inv_dt=inv_dt, dev_dt=dev, vol=vol, w=w, c=c, p=p, N=N, q=q, unc=unc, z=z,
                   sig=sig, x=x, lse=lse, has=has)
         # --- all scales at once ---------------------------------------------------------------
         widths = torch.tensor(cfg.scales, dtype=torch.float64, device=device)
@@ -404,17 +391,49 @@ class _TemporalFeaturesFn(torch.autograd.Function):
         padded = ctx.padded
         E_in, alpha, beta, temp_in = ctx.saved_tensors
         E = sv["E"] if padded else E_in
-        G = G.to(E.dtype)
+        G = G.to(E.dtype).contiguous()  # `.sum().backward()` passes an expanded (stride-0) tensor
         need_E, _, _, need_alpha, need_beta, need_temp, _ = ctx.needs_input_grad
         temp = temp_in.to(E.dtype) if temp_in is not None else sv["temp"]
         temp_grad = need_temp and isinstance(temp, Tensor)
         gE = None
-        work = None  # a [B, T, D] scratch buffer: the step gradients, then the scale gathers
+        ss = sv["scales"]
         g_alpha = g_beta = g_temp = None
         d, r = sv["d"], sv["r"]
         g_drift = G[:, D : 2 * D]
         if need_alpha and alpha is not None:
             g_alpha = (g_drift * d).sum(0)
+        Gsc = G[:, 4 * D + 5 :].reshape(B, S, 2)
+        if need_beta and beta is not None:
+            g_beta = torch.zeros_like(beta) if ss is None else (Gsc * ss["raw"]).sum((0, 2))
+        if need_E and ss is not None:
+            # multi-scale block first: the gradient of every bin mean V_k, then one gather-sum
+            # per post over its S bins (weighted by 1 / bin count) creates gE
+            if beta is not None:
+                Gsc = Gsc * beta[:, None]
+            Gsc = Gsc.transpose(0, 1).reshape(S * B, 2) / ss["nkf"]  # width-major rows, like the layout
+            lay, V, rho, delta = ss["lay"], ss["V"], ss["rho"], ss["delta"]
+            M = lay.M
+            g_step = Gsc[lay.row[:-1]] * ss["valid"][:, None]  # [M-1, 2]
+            coef = (g_step[:, 0] / torch.where(rho > 0, rho, 1.0)).masked_fill_(rho == 0, 0.0)
+            qk, Nk = ss["qk"][0], ss["Nk"][0]
+            ak = g_step[:, 1] / qk
+            bk = torch.where(ss["unck"][0], ak * ss["pk"][0] / (qk * qk), 0.0)
+            ck = torch.nn.functional.pad(bk * Nk[1:], (0, 1)) + torch.nn.functional.pad(bk * Nk[:-1], (1, 0))
+            # rho_k = |delta_k| (delta_k = V_{k+1} - V_k) gives +-coef_k delta_k; the cosine distance
+            # of bins k, k+1 (as on the posts below) gives -a_k V_{k+1} to bin k and -a_k V_k to
+            # bin k+1, i.e. -a_k V_k - a_k delta_k and -a_k V_{k+1} + a_k delta_k: all in
+            # GV_j = diag_j V_j + e_{j-1} delta_{j-1} - e_j delta_j,  e = coef + a
+            diag = ck - torch.nn.functional.pad(ak, (0, 1)) - torch.nn.functional.pad(ak, (1, 0))
+            e = (coef + ak)[:, None]
+            GVf = torch.empty((M + 1, D), dtype=V.dtype, device=V.device)
+            GVf[M] = 0.0  # the slot of padding posts
+            GV = torch.mul(V, diag[:, None], out=GVf[:M])
+            GV[1:].addcmul_(delta, e)
+            GV[:-1].addcmul_(delta, e, value=-1.0)
+            idx = lay.flat.t()  # [B*T, S] the slot of each post at each scale
+            w_ps = torch.nn.functional.pad(ss["inv_cnt"], (0, 1))[idx]
+            gE = torch.nn.functional.embedding_bag(idx, GVf, mode="sum", per_sample_weights=w_ps).view(B, T, D)
+            del GVf, GV
         if T >= 2:
             nf, smf = sv["nf"], sv["smf"]
             sig, z, x, lse, c = sv["sig"], sv["z"], sv["x"], sv["lse"], sv["c"]
@@ -424,14 +443,6 @@ class _TemporalFeaturesFn(torch.autograd.Function):
             soft = torch.exp(x - lse[:, None])  # softmax of c / temperature; 0 on padding (x = -inf)
             sig1 = sig * (1.0 - sig)
             if need_E:
-                # velocity mean, volatility and acceleration mean: one gradient per step s_i
-                g_mu, g_vol, g_acc = G[:, :D], G[:, 2 * D : 3 * D], G[:, 3 * D : 4 * D]
-                work = torch.empty(E.shape, dtype=E.dtype, device=E.device)
-                Gs = torch.mul(sv["dev"], (g_vol / (sv["vol"] * nf))[:, None, :], out=work[:, : T - 1])
-                Gs += (g_mu / nf)[:, None, :]
-                if sv["w"] is not None:
-                    Gs.addcmul_(sv["w"][..., None], g_acc[:, None, :])
-                Gs.mul_(sv["inv_dt"][..., None])
                 # cosine distances: dc_i/dv_i = -v_{i+1}/q_i + b_i |v_{i+1}|^2 v_i, and symmetrically
                 Gc = torch.addcmul(soft * g_smax, sig1, g_cp / temp)
                 Gc += (g_mc / nf) if smf is None else (g_mc / nf) * smf
@@ -439,11 +450,27 @@ class _TemporalFeaturesFn(torch.autograd.Function):
                 a = Gc / q
                 b = torch.where(sv["unc"], a * sv["p"] / (q * q), 0.0)
                 coef = torch.nn.functional.pad(b * N[:, 1:], (0, 1)) + torch.nn.functional.pad(b * N[:, :-1], (1, 0))
-                gE = E * coef[..., None]
+                if gE is None:
+                    gE = E * coef[..., None]
+                else:
+                    gE.addcmul_(E, coef[..., None])
+                # velocity mean, volatility and acceleration mean act through the steps
+                # s_i = (v_{i+1} - v_i) * inv_dt_i: post j gets s-gradient_{j-1} - s-gradient_j.
+                # The mean and acceleration parts are rank one in (post, dimension) each.
+                g_mu, g_vol, g_acc = G[:, :D], G[:, 2 * D : 3 * D], G[:, 3 * D : 4 * D]
+                inv_dt = sv["inv_dt"]
+                ldt = torch.nn.functional.pad(inv_dt, (1, 0)) - torch.nn.functional.pad(inv_dt, (0, 1))  # [B, T]
+                gE.addcmul_(ldt[..., None], (g_mu / nf)[:, None, :])
+                if sv["w"] is not None:
+                    iw = inv_dt * sv["w"]
+                    lw = torch.nn.functional.pad(iw, (1, 0)) - torch.nn.functional.pad(iw, (0, 1))
+                    gE.addcmul_(lw[..., None], g_acc[:, None, :])
+                dev_dt, A = sv["dev_dt"], (g_vol / (sv["vol"] * nf))[:, None, :]
                 a = a[..., None]
+                # with Gs_i = A * (u_i - mean u) / dt_i (volatility; saved pre-scaled by the forward):
                 # rows 1..T-1 get  Gs_{i-1} - a_{i-1} v_{i-1};  rows 0..T-2 get  -(Gs_i + a_i v_{i+1})
-                gE[:, 1:].add_(Gs).addcmul_(a, E[:, :-1], value=-1.0)
-                gE[:, :-1].sub_(Gs).addcmul_(a, E[:, 1:], value=-1.0)
+                gE[:, 1:].addcmul_(dev_dt, A).addcmul_(a, E[:, :-1], value=-1.0)
+                gE[:, :-1].addcmul_(dev_dt, A, value=-1.0).addcmul_(a, E[:, 1:], value=-1.0)
             if temp_grad:
                 dcp = (sig1 * z).sum(1) / (-temp)
                 cm = c if smf is None else c.masked_fill(smf == 0, 0.0)
@@ -464,27 +491,6 @@ class _TemporalFeaturesFn(torch.autograd.Function):
             gE[:, 0].sub_(gd)
         if temp_grad and g_temp is None:
             g_temp = temp.new_zeros(())
-        ss = sv["scales"]
-        Gsc = G[:, 4 * D + 5 :].reshape(B, S, 2)
-        if need_beta and beta is not None:
-            g_beta = torch.zeros_like(beta) if ss is None else (Gsc * ss["raw"]).sum((0, 2))
-        if need_E and ss is not None:
-            if beta is not None:
-                Gsc = Gsc * beta[:, None]
-            Gsc = Gsc.transpose(0, 1).reshape(S * B, 2) / ss["nkf"]  # width-major rows, like the layout
-            lay, V, rho = ss["lay"], ss["V"], ss["rho"]
-            g_step = Gsc[lay.row[:-1]] * ss["valid"][:, None]  # [M-1, 2]
-            coef = (g_step[:, 0] / torch.where(rho > 0, rho, 1.0)).masked_fill_(rho == 0, 0.0)
-            GVf = V.new_zeros((lay.M + 1, D))  # last row: the zero gradient of padding posts
-            GV = GVf[None, : lay.M]
-            GV[0, 1:].addcmul_(ss["delta"], coef[:, None])
-            GV[0, :-1].addcmul_(ss["delta"], coef[:, None], value=-1.0)
-            _cosine_backward(V[None], g_step[None, :, 1], ss["pk"], ss["Nk"], ss["qk"], ss["unck"], GV)
-            GV[0].mul_(ss["inv_cnt"][:, None])
-            gEf = gE.view(B * T, D)
-            buf = (work if work is not None else torch.empty(E.shape, dtype=E.dtype, device=E.device)).view(B * T, D)
-            for s in range(S):  # each post gets its bin's gradient at every scale
-                gEf.add_(torch.index_select(GVf, 0, lay.flat[s], out=buf))
         if need_E and padded:
             gE.mul_(sv["mask"][..., None])
         if g_temp is not None:
