@@ -667,7 +667,10 @@ class TorchBackend:
             raise ValueError(f"k must lie in [0, {D}], got {k}")
         s = scores
         if gumbel:
-            u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
+            # draw on the generator's own device (a CPU generator may drive CUDA scores)
+            noise_device = generator.device if generator is not None else scores.device
+            u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype, device=noise_device)
+            u = u.to(scores.device)
             s = s - temperature * torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
         noisy = s
         tiny = torch.finfo(scores.dtype).tiny

@@ -372,3 +372,15 @@ def test_low_precision_timestamps_are_used_as_float64_with_a_warning():
         _w.simplefilter("error")  # float64 timestamps: no warning
         x64 = temporal_features(E, t64)
     torch.testing.assert_close(x32, x64)  # these times are exact in float32
+
+
+def test_gumbel_top_k_is_reproducible_with_a_generator_and_keeps_k_dimensions():
+    scores = torch.tensor([3.0, 0.1, 2.0, 0.2, 1.0], dtype=torch.float64, requires_grad=True)
+    masks = [
+        TB.soft_topk(scores, 2, 0.5, gumbel=True, generator=torch.Generator().manual_seed(3))
+        for _ in range(2)
+    ]
+    torch.testing.assert_close(masks[0], masks[1])
+    assert masks[0].detach().sum().item() == pytest.approx(2.0)  # hard: exactly k ones
+    masks[0].sum().backward()
+    assert torch.isfinite(scores.grad).all()
