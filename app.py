@@ -33,6 +33,11 @@ for col, (path, label, icon, blurb) in zip(cols, cards):
         st.page_link(path, label=label, icon=icon)
         st.caption(blurb)
 
+st.caption(
+    "First time here? The shipped sample is already loaded: open Explore and pick a user, "
+    "then Train with the default settings (under a minute on a CPU), then Compare."
+)
+
 if name is None:
     st.info("No dataset is available yet: upload one on the Data page.")
 else:
