@@ -32,6 +32,30 @@ def sample_truth() -> dict:
     return json.loads(TRUTH.read_text())
 
 
+@pytest.fixture
+def app_workspace(tmp_path, monkeypatch) -> Path:
+    """An empty app workspace (``CVX_WORKSPACE``) with no preselected dataset (``CVX_DATASET``)."""
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
+    monkeypatch.delenv("CVX_DATASET", raising=False)
+    return ws
+
+
+@pytest.fixture
+def open_app():
+    """``open_app(page=None, *, timeout=120)``: an AppTest of ``app.py`` after its first run,
+    switched to ``page`` (e.g. ``"pages/2_explore.py"``) when one is given."""
+    from streamlit.testing.v1 import AppTest
+
+    def _open(page: str | None = None, *, timeout: float = 120):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout).run()
+        if page is not None:
+            at.switch_page(page).run()
+        return at
+
+    return _open
+
+
 @pytest.fixture(scope="session")
 def small_planted():
     """A small planted set (40 users, D=32) and its truth, for fast tests."""

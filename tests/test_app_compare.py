@@ -10,8 +10,6 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TIMEOUT = 120
 
 
@@ -28,11 +26,10 @@ def trained_workspace(tmp_path_factory, sample_set) -> Path:
     return ws
 
 
-def _compare(monkeypatch, ws: Path) -> AppTest:
+def _compare(monkeypatch, open_app, ws: Path) -> AppTest:
     monkeypatch.setenv("CVX_WORKSPACE", str(ws))
     monkeypatch.delenv("CVX_DATASET", raising=False)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/4_compare.py").run()
+    at = open_app("pages/4_compare.py", timeout=TIMEOUT)
     assert not at.exception, at.exception
     return at
 
@@ -44,11 +41,11 @@ def _specs(at: AppTest) -> dict[str, dict]:
     return out
 
 
-def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, trained_workspace, sample_set, sample_truth):
+def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, open_app, trained_workspace, sample_set, sample_truth):
     from cvx_core.compare import compare_attention
     from cvx_core.runs import load_run
 
-    at = _compare(monkeypatch, trained_workspace)
+    at = _compare(monkeypatch, open_app, trained_workspace)
     run = load_run(trained_workspace / "runs" / "run-sample")
     expected = compare_attention(run.model, sample_set, config=run.config.features,
                                  planted_dims=sample_truth["planted_dims"])
@@ -70,8 +67,8 @@ def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, 
     assert names == ["dimension", "planted dimension"]
 
 
-def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, trained_workspace):
-    at = _compare(monkeypatch, trained_workspace)
+def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, open_app, trained_workspace):
+    at = _compare(monkeypatch, open_app, trained_workspace)
     at.slider(key="compare_top").set_value(10)
     at.radio(key="compare_order").set_value("attribution").run()
     assert not at.exception
@@ -81,6 +78,6 @@ def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, trained_
     assert list(table["attribution"]) == sorted(table["attribution"], reverse=True)
 
 
-def test_compare_without_runs_points_to_train(monkeypatch, tmp_path):
-    at = _compare(monkeypatch, tmp_path / "empty")
+def test_compare_without_runs_points_to_train(monkeypatch, open_app, tmp_path):
+    at = _compare(monkeypatch, open_app, tmp_path / "empty")
     assert "No trained run yet" in at.info[0].value

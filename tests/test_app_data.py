@@ -12,25 +12,26 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TIMEOUT = 90
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch) -> Path:
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
-    monkeypatch.delenv("CVX_DATASET", raising=False)
-    return ws
+def workspace(app_workspace) -> Path:
+    return app_workspace
 
 
-def _data_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/1_data.py").run()
-    assert not at.exception, at.exception
-    return at
+@pytest.fixture
+def data_page(workspace, open_app):
+    """Opens the Data page in a new session (as a fresh browser tab or a restart would)."""
+
+    def _open() -> AppTest:
+        at = open_app(timeout=TIMEOUT)
+        assert not at.exception, at.exception
+        at.switch_page("pages/1_data.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    return _open
 
 
 def _good_csv(n_users: int = 3, dim: int = 4) -> bytes:
@@ -48,8 +49,8 @@ def _files(ws: Path) -> dict[str, bytes]:
     return {str(p.relative_to(ws)): p.read_bytes() for p in ws.rglob("*") if p.is_file()} if ws.exists() else {}
 
 
-def test_home_page_explains_cvx_and_links_every_page(workspace):
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+def test_home_page_explains_cvx_and_links_every_page(workspace, open_app):
+    at = open_app(timeout=TIMEOUT)
     assert not at.exception
     assert "CVX" in at.title[0].value
     links = {link.label for link in at.get("page_link")}
@@ -58,8 +59,8 @@ def test_home_page_explains_cvx_and_links_every_page(workspace):
     assert at.sidebar.selectbox[0].value == "sample"
 
 
-def test_data_page_summarises_the_sample(workspace, sample_set):
-    at = _data_page()
+def test_data_page_summarises_the_sample(workspace, sample_set, data_page):
+    at = data_page()
     metrics = {m.label: m.value for m in at.metric}
     summary = sample_set.summary()
     assert metrics["Users"] == f"{summary.n_users:,}"
@@ -72,8 +73,8 @@ def test_data_page_summarises_the_sample(workspace, sample_set):
     assert len(charts) == 2  # posts-per-user histogram and label balance
 
 
-def test_bad_upload_shows_row_and_column_and_leaves_workspace_untouched(workspace):
-    at = _data_page()
+def test_bad_upload_shows_row_and_column_and_leaves_workspace_untouched(workspace, data_page):
+    at = data_page()
     at.file_uploader[0].set_value(("first.csv", _good_csv(), "text/csv")).run()
     assert not at.exception
     assert at.sidebar.selectbox[0].value == "first"
@@ -93,10 +94,10 @@ def test_bad_upload_shows_row_and_column_and_leaves_workspace_untouched(workspac
     assert at.sidebar.selectbox[0].value == "first"
 
 
-def test_upload_is_saved_as_parquet_and_survives_a_new_session(workspace):
+def test_upload_is_saved_as_parquet_and_survives_a_new_session(workspace, data_page):
     from cvx_core.io import load_trajectories
 
-    at = _data_page()
+    at = data_page()
     data = _good_csv(n_users=4, dim=5)
     at.file_uploader[0].set_value(("My data (v2).csv", data, "text/csv")).run()
     assert not at.exception
@@ -105,13 +106,13 @@ def test_upload_is_saved_as_parquet_and_survives_a_new_session(workspace):
     assert saved.is_file()
     assert load_trajectories(saved).digest() == load_trajectories(io.BytesIO(data), name="x.csv").digest()
 
-    fresh = _data_page()  # a new session (as after a restart) still lists it
+    fresh = data_page()  # a new session (as after a restart) still lists it
     options = fresh.selectbox(key="data_choice").options
     assert "My_data_v2" in options and any("sample" in o for o in options)
 
 
-def test_delete_removes_only_the_chosen_dataset(workspace):
-    at = _data_page()
+def test_delete_removes_only_the_chosen_dataset(workspace, data_page):
+    at = data_page()
     at.file_uploader[0].set_value(("one.csv", _good_csv(), "text/csv")).run()
     at.file_uploader[0].clear().run()
     at.file_uploader[0].set_value(("two.csv", _good_csv(n_users=2), "text/csv")).run()
@@ -123,8 +124,8 @@ def test_delete_removes_only_the_chosen_dataset(workspace):
     assert at.sidebar.selectbox[0].value == "sample"
 
 
-def test_sidebar_choice_carries_across_pages(workspace):
-    at = _data_page()
+def test_sidebar_choice_carries_across_pages(workspace, data_page):
+    at = data_page()
     at.file_uploader[0].set_value(("carry.csv", _good_csv(), "text/csv")).run()
     at.sidebar.selectbox[0].set_value("sample").run()
     assert at.selectbox(key="data_choice").value == "sample"
@@ -154,14 +155,14 @@ def test_escape_markdown_makes_user_text_literal():
     assert escaped.replace("\\", "") == raw
 
 
-def test_a_hostile_user_id_is_shown_as_text(workspace):
+def test_a_hostile_user_id_is_shown_as_text(workspace, open_app):
     from cvx_core.io import save_trajectories
     from cvx_core.trajectory import Trajectory, TrajectorySet
 
     uid = "<img src=x onerror=alert(1)> **bold**"
     tr = Trajectory(uid, np.eye(3, 4), np.array(["2024-01-01", "2024-01-02", "2024-01-05"], dtype="datetime64[ns]"), label=1)
     save_trajectories(TrajectorySet([tr]), workspace / "datasets" / "hostile.parquet")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = open_app(timeout=TIMEOUT)
     at.sidebar.selectbox[0].set_value("hostile").run()
     at.switch_page("pages/2_explore.py").run()
     assert not at.exception
@@ -192,10 +193,10 @@ def _as_format(fmt: str, tmp_path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "npz", "parquet"])
-def test_every_supported_format_uploads_to_the_same_dataset(fmt, workspace, tmp_path):
+def test_every_supported_format_uploads_to_the_same_dataset(fmt, workspace, tmp_path, data_page):
     from cvx_core.io import load_trajectories
 
-    at = _data_page()
+    at = data_page()
     at.file_uploader[0].set_value((f"mixed.{fmt}", _as_format(fmt, tmp_path), "application/octet-stream")).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     saved = load_trajectories(workspace / "datasets" / "mixed.parquet")

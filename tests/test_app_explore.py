@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,17 +12,12 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import app_support as ui  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TIMEOUT = 120
 
 
 @pytest.fixture
-def explore(tmp_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("CVX_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.delenv("CVX_DATASET", raising=False)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/2_explore.py").run()
+def explore(app_workspace, open_app) -> AppTest:
+    at = open_app("pages/2_explore.py", timeout=TIMEOUT)
     assert not at.exception, at.exception
     return at
 
@@ -101,15 +95,12 @@ def test_user_from_selection_maps_escaped_ids_back():
 
 
 @pytest.mark.slow
-def test_umap_projection_on_request(tmp_path, monkeypatch, small_planted):
+def test_umap_projection_on_request(app_workspace, open_app, monkeypatch, small_planted):
     from cvx_core.io import save_trajectories
 
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
     monkeypatch.setenv("CVX_DATASET", "small")
-    save_trajectories(small_planted[0], ws / "datasets" / "small.parquet")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/2_explore.py").run()
+    save_trajectories(small_planted[0], app_workspace / "datasets" / "small.parquet")
+    at = open_app("pages/2_explore.py", timeout=TIMEOUT)
     assert _figures(at)[0]["layout"]["xaxis"]["title"]["text"] == "PCA 1"  # PCA first, always
     at.radio(key="explore_method").set_value("UMAP").run()
     assert not at.exception, at.exception

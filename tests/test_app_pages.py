@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+pytest.importorskip("streamlit.testing.v1")
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 PAGES = ["app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
 
 
@@ -20,12 +18,8 @@ def test_pages_folder_holds_only_the_four_pages():
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_on_the_sample_with_navigation(page, tmp_path, monkeypatch):
-    monkeypatch.setenv("CVX_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.delenv("CVX_DATASET", raising=False)
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    if page != "app.py":
-        at.switch_page(page).run()
+def test_page_renders_on_the_sample_with_navigation(page, app_workspace, open_app):
+    at = open_app(None if page == "app.py" else page)
     assert not at.exception, at.exception
     assert not at.error
     labels = [link.label for link in at.sidebar.get("page_link")]
@@ -33,15 +27,11 @@ def test_page_renders_on_the_sample_with_navigation(page, tmp_path, monkeypatch)
     assert at.sidebar.selectbox[0].value == "sample"
 
 
-def test_train_page_dataset_picker_sets_the_session_dataset(tmp_path, monkeypatch, small_planted):
+def test_train_page_dataset_picker_sets_the_session_dataset(app_workspace, open_app, small_planted):
     from cvx_core.io import save_trajectories
 
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
-    monkeypatch.delenv("CVX_DATASET", raising=False)
-    save_trajectories(small_planted[0], ws / "datasets" / "small.parquet")
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/3_train.py").run()
+    save_trajectories(small_planted[0], app_workspace / "datasets" / "small.parquet")
+    at = open_app("pages/3_train.py")
     at.selectbox(key="train_dataset").set_value("small").run()
     assert not at.exception
     assert at.sidebar.selectbox[0].value == "small"

@@ -11,22 +11,18 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 TIMEOUT = 120
 START = "FormSubmitter:train_form-Start training"
 
 
 @pytest.fixture
-def train_page(tmp_path, monkeypatch, small_planted) -> tuple[AppTest, Path]:
+def train_page(app_workspace, open_app, monkeypatch, small_planted) -> tuple[AppTest, Path]:
     from cvx_core.io import save_trajectories
 
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("CVX_WORKSPACE", str(ws))
+    ws = app_workspace
     monkeypatch.setenv("CVX_DATASET", "small")
     save_trajectories(small_planted[0], ws / "datasets" / "small.parquet")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/3_train.py").run()
+    at = open_app("pages/3_train.py", timeout=TIMEOUT)
     assert not at.exception, at.exception
     assert at.sidebar.selectbox[0].value == "small"
     return at, ws
