@@ -24,7 +24,7 @@ import pandas as pd
 
 from .trajectory import Trajectory, TrajectoryError, TrajectorySet
 
-__all__ = ["load_trajectories", "save_trajectories", "read_table", "FORMATS", "TrajectoryError"]
+__all__ = ["load_trajectories", "save_trajectories", "FORMATS", "TrajectoryError"]
 
 Source = Union[str, os.PathLike, IO[bytes], bytes]
 
@@ -66,16 +66,6 @@ def load_trajectories(
     else:
         table = _read_frame(data, fname, fmt)
     return _table_to_set(table, fname, fmt)
-
-
-def read_table(source: Source, *, name: str | None = None, format: str | None = None) -> pd.DataFrame:
-    """The raw table as pandas reads it (for previews); no validation beyond parsing."""
-    data, fname = _read_bytes(source, name)
-    fmt = _detect_format(fname, format)
-    if fmt == "npz":
-        t = _read_npz(data, fname)
-        return t.frame
-    return _read_frame(data, fname, fmt).frame
 
 
 def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> Path:
@@ -139,11 +129,19 @@ def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> P
 # reading
 # -------------------------------------------------------------------------------------------
 class _Table:
-    """A parsed table: a DataFrame plus how rows are counted for messages."""
+    """A parsed table: a DataFrame, how rows are counted for messages, and (NPZ only) the
+    embedding matrix ``[N, D]`` read from its own array instead of from columns."""
 
-    def __init__(self, frame: pd.DataFrame, *, row_offset_note: Callable[[int], str] | None = None) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        *,
+        row_offset_note: Callable[[int], str] | None = None,
+        matrix: np.ndarray | None = None,
+    ) -> None:
         self.frame = frame.reset_index(drop=True)
         self._note = row_offset_note
+        self.matrix = matrix
 
     def where(self, i: int) -> str:
         """Human description of 0-based row ``i``."""
@@ -192,6 +190,11 @@ def _detect_format(fname: str, format: str | None) -> str:
     return FORMATS[ext]
 
 
+def _looks_binary(data: bytes) -> bool:
+    """True for Parquet or zip (``.npz``) content, or any NUL byte early on: not a text table."""
+    return data.startswith((b"PAR1", b"PK\x03\x04")) or b"\x00" in data[:4096]
+
+
 def _read_frame(data: bytes, fname: str, fmt: str) -> _Table:
     buf = _io.BytesIO(data)
     if fmt == "parquet":
@@ -207,7 +210,7 @@ def _read_frame(data: bytes, fname: str, fmt: str) -> _Table:
             raise TrajectoryError(f"{fname}: not a readable Parquet file ({exc})", file=fname) from None
         return _Table(frame)
     if fmt == "csv":
-        if data.startswith(b"PAR1") or data.startswith(b"PK\x03\x04") or b"\x00" in data[:4096]:
+        if _looks_binary(data):
             raise TrajectoryError(
                 f"{fname}: not a CSV text file (binary content); is the extension right?", file=fname
             )
@@ -219,7 +222,7 @@ def _read_frame(data: bytes, fname: str, fmt: str) -> _Table:
             raise TrajectoryError(f"{fname}: not a readable CSV file ({_first_line(exc)})", file=fname) from None
         return _Table(frame, row_offset_note=lambda i: f" (line {i + 2})")
     if fmt == "jsonl":
-        if data.startswith(b"PAR1") or data.startswith(b"PK\x03\x04") or b"\x00" in data[:4096]:
+        if _looks_binary(data):
             raise TrajectoryError(
                 f"{fname}: not a JSON Lines text file (binary content); is the extension right?", file=fname
             )
@@ -305,10 +308,7 @@ def _read_npz(data: bytes, fname: str) -> _Table:
         frame["label"] = arrays["labels"]
     if "texts" in arrays:
         frame["text"] = arrays["texts"].astype(str)
-    table = _Table(frame)
-    table.matrix = emb.astype(np.float64)  # type: ignore[attr-defined]
-    table.embedding_column = "embeddings"  # type: ignore[attr-defined]
-    return table
+    return _Table(frame, matrix=emb.astype(np.float64))
 
 
 def _npz_times(ts: np.ndarray) -> Any:
@@ -340,11 +340,10 @@ def _table_to_set(table: _Table, fname: str, fmt: str) -> TrajectorySet:
                 file=fname,
                 column=required,
             )
-    matrix = getattr(table, "matrix", None)
-    if matrix is None:
+    if table.matrix is None:
         matrix, emb_desc = _embedding_matrix(frame, table, fname)
     else:
-        emb_desc = "embeddings"
+        matrix, emb_desc = table.matrix, "embeddings"
     _check_finite(matrix, table, fname, emb_desc)
 
     user_ids = _user_ids(frame["user_id"], table, fname)
@@ -514,6 +513,9 @@ def _user_ids(col: pd.Series, table: _Table, fname: str) -> np.ndarray:
     return np.array([norm(x) for x in col.tolist()], dtype=object)
 
 
+_EPOCH_LIMIT_S = 9.2e9  # |epoch seconds| that still fit datetime64[ns] (about 1678-2261)
+
+
 def _parse_timestamps(col: pd.Series, table: _Table, fname: str) -> np.ndarray:
     """Any accepted timestamp column -> ``datetime64[ns]`` (UTC, naive)."""
 
@@ -535,27 +537,24 @@ def _parse_timestamps(col: pd.Series, table: _Table, fname: str) -> np.ndarray:
         return s.to_numpy(dtype="datetime64[ns]")
     if pd.api.types.is_bool_dtype(col):
         raise fail(0, "is a boolean")
-    if pd.api.types.is_numeric_dtype(col):
-        secs = col.to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(secs) | (np.abs(secs) > 9.2e9)
+    def from_epoch(secs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Epoch seconds -> ``datetime64[ns]``; ``rows`` are their row indices, for errors."""
+        bad = ~np.isfinite(secs) | (np.abs(secs) > _EPOCH_LIMIT_S)
         if bad.any():
-            raise fail(int(np.flatnonzero(bad)[0]), "is out of range for epoch seconds")
-        return (np.round(secs * 1e9)).astype(np.int64).astype("datetime64[ns]")
+            raise fail(int(rows[np.flatnonzero(bad)[0]]), "is out of range for epoch seconds")
+        return np.round(secs * 1e9).astype(np.int64).astype("datetime64[ns]")
+
+    if pd.api.types.is_numeric_dtype(col):
+        return from_epoch(col.to_numpy(dtype=np.float64), np.arange(len(col)))
     # text (or mixed objects): numbers-as-text are epoch seconds, the rest ISO-8601
     values = col.tolist()
     out = np.empty(len(values), dtype="datetime64[ns]")
     texts: list[str] = []
     text_idx: list[int] = []
     for i, v in enumerate(values):
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-            if not np.isfinite(v) or abs(v) > 9.2e9:
-                raise fail(i, "is out of range for epoch seconds")
-            out[i] = np.datetime64(int(round(float(v) * 1e9)), "ns")
-        elif isinstance(v, str) and re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", v):
-            f = float(v)
-            if abs(f) > 9.2e9:
-                raise fail(i, "is out of range for epoch seconds")
-            out[i] = np.datetime64(int(round(f * 1e9)), "ns")
+        is_number = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        if is_number or (isinstance(v, str) and re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", v)):
+            out[i] = from_epoch(np.array([float(v)]), np.array([i]))[0]
         elif isinstance(v, (pd.Timestamp, np.datetime64)) or hasattr(v, "isoformat"):
             ts = pd.Timestamp(v)
             if ts.tzinfo is not None:
