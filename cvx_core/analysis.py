@@ -233,7 +233,9 @@ def user_timeline(
         cosine = AnalyticBackend.cosine_distance(E)
     else:
         velocity = cosine = np.zeros(0)
-    gaps = AnalyticBackend.discrete_summary(E, t, cfg, k=1).silence_steps
+    # silences between *posts* (discrete_summary would count them on the burst-aggregated
+    # sequence when burst_window is set, whose indices are not post indices)
+    gaps = np.flatnonzero(AnalyticBackend.time_steps(t, cfg) > cfg.silence_gap)
     return UserTimeline(
         user_id=trajectory.user_id,
         label=trajectory.label,

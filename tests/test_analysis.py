@@ -106,3 +106,16 @@ def test_user_timeline_of_a_single_post_user_is_empty_but_valid():
     tl = user_timeline(tr)
     assert tl.n_posts == 1 and tl.drift.tolist() == [0.0]
     assert tl.velocity_norm.shape == (0,) and tl.silences == () and tl.narratives == ()
+
+
+def test_user_timeline_silences_index_posts_even_with_burst_aggregation():
+    from cvx_core.analysis import user_timeline
+    from cvx_core.config import TemporalFeaturesConfig
+    from cvx_core.trajectory import Trajectory
+
+    # a burst of three posts, then a 10-day silence, then two posts
+    days = np.array([0.0, 0.001, 0.002, 10.0, 11.0])
+    dts = np.datetime64("2024-01-01", "ns") + (days * 86_400e9).astype("timedelta64[ns]")
+    tr = Trajectory("u", np.random.default_rng(0).normal(size=(5, 3)), dts)
+    tl = user_timeline(tr, features_config=TemporalFeaturesConfig(burst_window=0.01))
+    assert tl.silences == ((2, 3),)
