@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -135,7 +134,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from .config import TemporalFeaturesConfig
     from .features import AnalyticBackend, feature_names
     from .io import load_trajectories
-    from .runs import atomic_write_bytes
+    from .atomic import atomic_replace
 
     config = None
     if args.config:
@@ -149,9 +148,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     labels = pd.array([None if v < 0 else int(v) for v in ts.labels], dtype="Int64")
     frame.insert(0, "label", labels)
     frame.insert(0, "user_id", ts.user_ids)
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    atomic_write_bytes(args.out, buf.getvalue())
+    atomic_replace(args.out, lambda fh: frame.to_parquet(fh, index=False))
     print(f"{args.out}: {len(frame)} users x {feats.shape[1]} features")
     return 0
 

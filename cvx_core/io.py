@@ -14,7 +14,6 @@ import io as _io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Union
@@ -22,6 +21,7 @@ from typing import IO, Any, Union
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_replace
 from .trajectory import Trajectory, TrajectoryError, TrajectorySet
 
 __all__ = ["load_trajectories", "save_trajectories", "FORMATS", "TrajectoryError"]
@@ -104,25 +104,16 @@ def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> P
     columns["embedding"] = emb_arr
     table = pa.table(columns)
     table = table.replace_schema_metadata({b"cvx": json.dumps({"name": trajectories.name, "dim": d}).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(
+    return atomic_replace(
+        path,
+        lambda fh: pq.write_table(
             table,
-            tmp,
+            fh,
             compression="zstd",
             use_dictionary=[c for c in table.column_names if c != "embedding"],
             use_byte_stream_split=["embedding.list.element"],
-        )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        ),
+    )
 
 
 # -------------------------------------------------------------------------------------------

@@ -19,16 +19,14 @@ Weights are loaded with ``torch.load(..., weights_only=True)``; nothing is unpic
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,57 +69,7 @@ class RunError(RuntimeError):
     """A run folder is missing, incomplete or unreadable; the message says which file."""
 
 
-# -- atomic writes --------------------------------------------------------------------------
-def _atomic_replace(path: Path, write: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    _atomic_replace(Path(path), lambda fh: fh.write(data))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # JSON has no NaN / inf
-    if isinstance(obj, (np.datetime64, datetime)):
-        return str(obj)
-    return obj
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (NumPy values converted, NaN -> null)."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save(obj)`` atomically (for state dicts: tensors, dicts, lists, numbers)."""
-    import torch
-
-    _atomic_replace(Path(path), lambda fh: torch.save(obj, fh))
+# atomic writes live in cvx_core.atomic; they are re-exported here for run-folder users
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -7,10 +7,9 @@ Writes ``sample_data/sample.parquet`` (the trajectories) and ``sample_data/truth
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from cvx_core.atomic import atomic_write_bytes
 from cvx_core.io import save_trajectories
 from cvx_core.synthetic import make_planted_trajectory_set
 
@@ -21,11 +20,7 @@ SEED = 20261125
 def main() -> None:
     trajectories, truth = make_planted_trajectory_set(seed=SEED, name="sample")
     save_trajectories(trajectories, HERE / "sample.parquet")
-    fd, tmp = tempfile.mkstemp(dir=HERE, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(truth, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, HERE / "truth.json")
+    atomic_write_bytes(HERE / "truth.json", json.dumps(truth, indent=1).encode("utf-8"))
     s = trajectories.summary()
     print(f"wrote {HERE / 'sample.parquet'}: {s.n_users} users, {s.n_posts} posts, D={s.dim}, labels {s.label_counts}")
 

@@ -39,20 +39,6 @@ def test_atomic_write_replaces_content_and_leaves_no_temp_file(tmp_path):
     assert os.listdir(tmp_path) == ["x.json"]
 
 
-def test_a_write_that_fails_halfway_keeps_the_old_file_intact(tmp_path):
-    path = tmp_path / "model.pt"
-    runs.atomic_write_bytes(path, b"good")
-
-    def half_then_fail(fh):
-        fh.write(b"partial")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        runs._atomic_replace(path, half_then_fail)
-    assert path.read_bytes() == b"good"
-    assert os.listdir(tmp_path) == ["model.pt"]
-
-
 def test_finished_run_folder_has_weights_config_data_and_metrics(finished, data):
     run_dir, res = finished
     for name in (runs.CONFIG_FILE, runs.DATA_FILE, runs.WEIGHTS_FILE, runs.CHECKPOINT_FILE,
