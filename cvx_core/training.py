@@ -710,6 +710,15 @@ def _stop_requested(signal: StopSignal) -> bool:
     return bool(signal())
 
 
+def _recent_texts(data: TrajectorySet, indices: Sequence[int], lengths: Sequence[int]) -> list[list[str]]:
+    """The texts of each user's last ``lengths[k]`` posts (the posts a padded batch kept)."""
+    out = []
+    for i, n in zip(indices, lengths):
+        tr = data.at(int(i))
+        out.append(list(tr.texts[tr.n_posts - int(n) :]))
+    return out
+
+
 def _inputs_to(inputs: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
     return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
 
@@ -793,26 +802,21 @@ class Trainer:
         values, stamps, lengths = batch.to_torch("cpu")
         y = torch.as_tensor([self._cls_index[int(v)] for v in batch.labels], dtype=torch.int64)
         if self.config.text_encoder is not None:
-            texts = []
-            for i, n in zip(indices, batch.lengths):
-                tr = self.data.at(int(i))
-                texts.append(list(tr.texts[tr.n_posts - int(n) :]))
-            return (texts, stamps, lengths), y
+            return (_recent_texts(self.data, indices, batch.lengths), stamps, lengths), y
         return (values, stamps, lengths), y
 
     @torch.no_grad()
     def _predict(self, model: nn.Module, indices: np.ndarray) -> np.ndarray:
         """Class probabilities ``[N, K]`` (float64) for the users at ``indices``, in order."""
-        model.eval()
         self._clf.autocast_head = False  # evaluation in full precision
-        out = np.zeros((len(indices), len(self.classes)), dtype=np.float64)
-        pos = {int(i): k for k, i in enumerate(indices)}
-        for b in length_buckets(self.data.lengths, np.asarray(indices), self.config.eval_batch_size):
-            inputs, _ = self._batch(b)
-            logits = model(*_inputs_to(inputs, self.device))
-            proba = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
-            out[[pos[int(i)] for i in b]] = proba
-        return out
+        return predict_proba(
+            model,
+            self.data,
+            indices=indices,
+            max_len=self.config.max_len,
+            batch_size=self.config.eval_batch_size,
+            device=self.device.type,
+        )
 
     def _val_metrics(self, model: nn.Module, split: Split, weights: torch.Tensor) -> tuple[float, float]:
         proba = self._predict(model, split.val)
@@ -1041,8 +1045,7 @@ def predict_proba(
         batch = data.padded(b, max_len=max_len)
         values, stamps, lengths = batch.to_torch(dev)
         if text_mode:
-            texts = [list(data.at(int(i)).texts[data.at(int(i)).n_posts - int(n) :]) for i, n in zip(b, batch.lengths)]
-            logits = model(texts, stamps, lengths)
+            logits = model(_recent_texts(data, b, batch.lengths), stamps, lengths)
         else:
             logits = model(values, stamps, lengths)
         out[[pos[int(i)] for i in b]] = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
