@@ -724,13 +724,18 @@ def _load_run(path: str, weights_mtime_ns: int) -> Any:
     return load_run(path, device="cpu")
 
 
-def load_run(run_dir: Path) -> Any:
-    """The run's rebuilt model and documents (``cvx_core.runs.LoadedRun``), cached per checkpoint."""
+def _weights_stamp(run_dir: Path) -> int:
+    """Modification time (ns) of a run's weights, 0 if absent: part of every cache key, so a
+    newer checkpoint in the same folder is never served from the cache."""
     from cvx_core.runs import WEIGHTS_FILE
 
     weights = Path(run_dir) / WEIGHTS_FILE
-    mtime = weights.stat().st_mtime_ns if weights.is_file() else 0
-    return _load_run(str(run_dir), mtime)
+    return weights.stat().st_mtime_ns if weights.is_file() else 0
+
+
+def load_run(run_dir: Path) -> Any:
+    """The run's rebuilt model and documents (``cvx_core.runs.LoadedRun``), cached per checkpoint."""
+    return _load_run(str(run_dir), _weights_stamp(run_dir))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -745,8 +750,7 @@ def _comparison(run_key: str, digest: str, planted: tuple[int, ...] | None, _run
 def comparison(run_dir: Path, ts: TrajectorySet, planted_dims: list[int] | None) -> Any:
     """``cvx_core.compare.AttentionComparison`` of a run on ``ts``, cached per checkpoint and data."""
     run = load_run(run_dir)
-    weights = Path(run_dir) / "model.pt"
-    key = f"{run_dir}:{weights.stat().st_mtime_ns if weights.is_file() else 0}"
+    key = f"{run_dir}:{_weights_stamp(run_dir)}"
     planted = tuple(int(d) for d in planted_dims) if planted_dims else None
     return _comparison(key, ts.digest(), planted, run, ts)
 
