@@ -18,7 +18,7 @@ import numpy as np
 
 from cvx_core.analysis import analyze_set
 from cvx_core.attribution import attribute_drift, cohort_attribution
-from cvx_core.changepoints import ChangePointConfig, detect_bocpd, detect_changepoints
+from cvx_core.changepoints import ChangePointConfig, detect_bocpd, detect_changepoints, match_changepoints
 from cvx_core.narrative import narrate_changepoints
 from cvx_core.projection import clear_projection_cache, project_posts
 from cvx_core.trajectory import Trajectory, TrajectorySet
@@ -98,8 +98,8 @@ def main() -> None:
     found = total = false = 0
     for u, cps in zip(res, truth):
         total += len(cps)
-        found += sum(any(abs(c - i) <= 2 for i in u.changepoints.indices) for c in cps)
-        false += sum(all(abs(c - i) > 2 for c in cps) for i in u.changepoints.indices)
+        f, x = match_changepoints(cps, u.changepoints.indices, margin=2)
+        found, false = found + f, false + x
     recall = found / max(total, 1)
 
     width = max(len(r[0]) for r in rows)

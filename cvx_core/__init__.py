@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "BOCPDConfig": "changepoints",
     "BOCPDResult": "changepoints",
     "detect_bocpd": "changepoints",
+    "match_changepoints": "changepoints",
     "bocpd": "changepoints",
     "DriftAttribution": "attribution",
     "CohortAttribution": "attribution",

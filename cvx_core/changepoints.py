@@ -36,6 +36,7 @@ Indices are plain Python ints; a change point's index is the first post of the n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +56,7 @@ __all__ = [
     "bocpd",
     "bocpd_statistic",
     "detect_bocpd",
+    "match_changepoints",
 ]
 
 _MAD_TO_SD = 1.4826
@@ -245,6 +247,18 @@ def segment_cost(x: np.ndarray, indices: tuple[int, ...] | list[int]) -> float:
         if seg.shape[0]:
             total += float(np.sum((seg - seg.mean(axis=0)) ** 2))
     return total
+
+
+def match_changepoints(
+    planted: Sequence[int], detected: Sequence[int], *, margin: int = 2
+) -> tuple[int, int]:
+    """Score detected change points against known ones: ``(found, false)``, where ``found``
+    counts the planted points with a detection within ``margin`` posts and ``false`` the
+    detections farther than ``margin`` from every planted point."""
+    p = np.asarray(planted, dtype=np.int64).reshape(-1, 1)
+    d = np.asarray(detected, dtype=np.int64).reshape(1, -1)
+    near = np.abs(p - d) <= margin  # [planted, detected]
+    return int(near.any(axis=1).sum()), int((~near.any(axis=0)).sum())
 
 
 def detect_changepoints(
