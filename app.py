@@ -1,12 +1,12 @@
 """CVX app: the landing page. Run with ``streamlit run app.py`` (or ``make run``).
 
 Pages live in ``pages/`` (Streamlit's pages folder); every page, this one included, starts
-with ``app_support.bootstrap`` so any page URL works as the first request to a fresh server.
+with ``cvx_app.support.bootstrap`` so any page URL works as the first request to a fresh server.
 """
 
 import streamlit as st
 
-import app_support as ui
+from cvx_app import support as ui
 
 name = ui.bootstrap("Home")
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cvx_core.analysis import analyze_set
-from cvx_core.attribution import attribute_drift, cohort_attribution
-from cvx_core.changepoints import ChangePointConfig, detect_bocpd, detect_changepoints, match_changepoints
-from cvx_core.narrative import narrate_changepoints
-from cvx_core.projection import clear_projection_cache, project_posts
-from cvx_core.trajectory import Trajectory, TrajectorySet
+from cvx_core.analysis.batch import analyze_set
+from cvx_core.analysis.attribution import attribute_drift, cohort_attribution
+from cvx_core.analysis.changepoints import ChangePointConfig, detect_bocpd, detect_changepoints, match_changepoints
+from cvx_core.analysis.narrative import narrate_changepoints
+from cvx_core.analysis.projection import clear_projection_cache, project_posts
+from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis.json"
 

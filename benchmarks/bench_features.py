@@ -41,9 +41,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cvx_core.config import TemporalFeaturesConfig  # noqa: E402
-from cvx_core.features import AnalyticBackend  # noqa: E402
-from cvx_core.torch_backend import TorchBackend  # noqa: E402
+from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
+from cvx_core.features.analytic import AnalyticBackend  # noqa: E402
+from cvx_core.features.differentiable import TorchBackend  # noqa: E402
 
 
 def cpu_model() -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvx_core.changepoints import detect_bocpd, detect_changepoints
-from cvx_core.io import load_trajectories
+from cvx_core.analysis.changepoints import detect_bocpd, detect_changepoints
+from cvx_core.data.io import load_trajectories
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "sample.json"

@@ -1,7 +1,7 @@
 """Command line: ``python -m cvx_core train|extract|compare ...``.
 
 - ``train DATA --out RUN_DIR [--epochs N --lr X --device auto|cpu|cuda --seed S ...]``:
-  trains the temporal-feature classifier, writes the run folder (see ``cvx_core.runs``)
+  trains the temporal-feature classifier, writes the run folder (see ``cvx_core.learn.runs``)
   and the attention-vs-attribution comparison (``comparison.json``), prints the metrics.
 - ``extract DATA --out FEATURES.parquet``: analytic feature vector per user (columns
   ``user_id``, ``label``, then one column per feature name), written atomically.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import COMPARISON_FILE
+from cvx_core.learn.runs import COMPARISON_FILE
 
 __all__ = ["main", "build_parser", "COMPARISON_FILE"]
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .training import TrainConfig
+    from cvx_core.learn.training import TrainConfig
 
     mapping = {
         "epochs": args.epochs, "lr": args.lr, "feature_lr": args.feature_lr, "batch_size": args.batch_size,
@@ -96,10 +96,10 @@ def _print_comparison(cmp: Any) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import runs
-    from .compare import compare_attention
-    from .io import load_trajectories
-    from .training import TrainProgress, Trainer
+    from cvx_core.learn import runs
+    from cvx_core.learn.compare import compare_attention
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.learn.training import TrainProgress, Trainer
 
     ts = load_trajectories(args.data)
     config = _train_config(args)
@@ -131,10 +131,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from .config import TemporalFeaturesConfig
-    from .features import AnalyticBackend, feature_names
-    from .io import load_trajectories
-    from .atomic import atomic_replace
+    from cvx_core.features.config import TemporalFeaturesConfig
+    from cvx_core.features.analytic import AnalyticBackend, feature_names
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.data.atomic import atomic_replace
 
     config = None
     if args.config:
@@ -154,9 +154,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_attention
-    from .io import load_trajectories
-    from .runs import atomic_write_json, load_run
+    from cvx_core.learn.compare import compare_attention
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.learn.runs import atomic_write_json, load_run
 
     run = load_run(args.run)
     ts = load_trajectories(args.data)
@@ -172,9 +172,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
-    from .runs import RunError
-    from .training import DeviceUnavailableError
-    from .trajectory import TrajectoryError
+    from cvx_core.learn.runs import RunError
+    from cvx_core.learn.training import DeviceUnavailableError
+    from cvx_core.data.trajectory import TrajectoryError
 
     args = build_parser().parse_args(argv)
     handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare}

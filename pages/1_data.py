@@ -4,8 +4,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-import app_support as ui
-from cvx_core.trajectory import TrajectoryError
+from cvx_app import support as ui
+from cvx_core.data.trajectory import TrajectoryError
 
 name = ui.bootstrap("Data")
 st.title("Data")

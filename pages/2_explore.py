@@ -3,8 +3,8 @@ one user's timeline (velocity, cosine distance, drift, BOCPD) with change-point 
 
 import streamlit as st
 
-import app_figures as figures
-import app_support as ui
+from cvx_app import figures
+from cvx_app import support as ui
 
 name = ui.bootstrap("Explore")
 st.title("Explore")

@@ -6,16 +6,16 @@ import math
 import pandas as pd
 import streamlit as st
 
-import app_figures as figures
-import app_support as ui
+from cvx_app import figures
+from cvx_app import support as ui
 
 ui.bootstrap("Train")
 st.title("Train")
 name = ui.dataset_picker("train_dataset", label="Dataset to train on")
 ts = ui.require_dataset(name)
 
-from cvx_core.config import TemporalFeaturesConfig  # noqa: E402
-from cvx_core.training import TrainConfig  # noqa: E402
+from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
+from cvx_core.learn.training import TrainConfig  # noqa: E402
 
 SCALE_CHOICES = [0.25, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0]
 defaults = TrainConfig()

@@ -4,8 +4,8 @@ drift attribution, with correlation statistics, the verdict, and planted truth i
 import pandas as pd
 import streamlit as st
 
-import app_figures as figures
-import app_support as ui
+from cvx_app import figures
+from cvx_app import support as ui
 
 name = ui.bootstrap("Compare")
 st.title("Compare")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cvx_core.atomic import atomic_write_bytes
-from cvx_core.io import save_trajectories
-from cvx_core.synthetic import make_planted_trajectory_set
+from cvx_core.data.atomic import atomic_write_bytes
+from cvx_core.data.io import save_trajectories
+from cvx_core.data.synthetic import make_planted_trajectory_set
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261125

@@ -22,7 +22,7 @@ TRUTH = ROOT / "sample_data" / "truth.json"
 
 @pytest.fixture(scope="session")
 def sample_set():
-    from cvx_core.io import load_trajectories
+    from cvx_core.data.io import load_trajectories
 
     return load_trajectories(SAMPLE)
 
@@ -59,7 +59,7 @@ def open_app():
 @pytest.fixture(scope="session")
 def small_planted():
     """A small planted set (40 users, D=32) and its truth, for fast tests."""
-    from cvx_core.synthetic import PlantedConfig, make_planted_trajectory_set
+    from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 
     cfg = PlantedConfig(n_users=40, dim=32, n_planted=4, mean_posts=15, max_posts=40)
     return make_planted_trajectory_set(config=cfg, seed=7, name="small")

@@ -1,0 +1,211 @@
+"""Plotly figures of the CVX app: pure functions from results to figures (no Streamlit).
+
+Pages read widgets, call ``cvx_core`` through ``cvx_app.support``, and draw what these
+functions build. User-supplied text (user ids) reaches a figure only HTML-escaped
+(``cvx_app.support.escape_hover``), never as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+LABEL_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+PATH_COLOURS = ["#111111", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+_MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+# ------------------------------------------------------------------------------------------
+# Explore
+# ------------------------------------------------------------------------------------------
+def projection_figure(
+    proj: pd.DataFrame,
+    *,
+    method: str,
+    colour_by: str,
+    paths: Sequence[str],
+    changepoints: Mapping[str, Sequence[int]],
+    escape: Callable[[object], str],
+    zoom: bool = False,
+) -> go.Figure:
+    """The 2-D projection: every post (WebGL), the time-ordered paths of ``paths`` and their
+    change points as ✕. ``proj`` is ``cvx_app.support.projection_frame``'s table."""
+    fig = go.Figure()
+    hover = "user %{customdata[0]}<br>post %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
+    if colour_by == "label":
+        for k, lab in enumerate(sorted(proj["label"].unique())):
+            part = proj[proj["label"] == lab]
+            fig.add_trace(go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=f"label {lab}",
+                marker=dict(size=5, opacity=0.35, color=LABEL_COLOURS[k % len(LABEL_COLOURS)]),
+                customdata=part[["user_id_safe", "post", "when"]].to_numpy(), hovertemplate=hover,
+            ))
+    else:
+        fig.add_trace(go.Scattergl(
+            x=proj["x"], y=proj["y"], mode="markers", name="posts",
+            marker=dict(size=5, opacity=0.6, color=proj["days_since_start"], colorscale="Viridis",
+                        colorbar=dict(title="days since<br>first post")),
+            customdata=proj[["user_id_safe", "post", "when"]].to_numpy(), hovertemplate=hover,
+        ))
+    for k, uid in enumerate(paths):
+        part = proj[proj["user_id"] == uid].sort_values("post")
+        colour = PATH_COLOURS[k % len(PATH_COLOURS)]
+        safe = escape(uid)
+        # WebGL traces draw above SVG ones, so the paths are WebGL too (else the cloud hides them)
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
+            line=dict(color=colour, width=2), marker=dict(size=5, color=colour),
+            hovertemplate=f"user {safe}<br>post %{{text}}<extra></extra>", text=part["post"],
+        ))
+        cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
+        if cps:
+            at = part.iloc[cps]
+            fig.add_trace(go.Scattergl(
+                x=at["x"], y=at["y"], mode="markers", name=f"change points {safe}",
+                marker=dict(symbol="x", size=16, color=colour, line=dict(width=1, color="white")),
+                hovertemplate=f"change point of {safe}<br>post %{{text}}<extra></extra>", text=at["post"],
+            ))
+    if zoom:
+        drawn = proj[proj["user_id"].isin(paths)]
+        pad_x = 0.15 * max(float(np.ptp(drawn["x"])), 1e-6)
+        pad_y = 0.15 * max(float(np.ptp(drawn["y"])), 1e-6)
+        fig.update_xaxes(range=[drawn["x"].min() - pad_x, drawn["x"].max() + pad_x])
+        fig.update_yaxes(range=[drawn["y"].min() - pad_y, drawn["y"].max() + pad_y])
+    fig.update_layout(
+        height=560, margin=dict(l=10, r=10, t=30, b=10), dragmode="zoom",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+        xaxis_title=f"{method} 1", yaxis_title=f"{method} 2",
+    )
+    return fig
+
+
+def timeline_figure(tl: Any) -> go.Figure:
+    """One user's timeline over real time: velocity norm, cosine distance, drift and BOCPD
+    change probability; PELT change points as dashed lines, silences as grey bands.
+    ``tl`` is an ``cvx_app.support.Timeline``."""
+    fig = make_subplots(
+        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+        subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",
+                        "drift |v_i - v_1|", "BOCPD change probability"),
+    )
+    fig.add_trace(go.Scatter(x=tl.steps["when"], y=tl.steps["velocity_norm"], mode="lines+markers",
+                             name="velocity", marker=dict(size=4)), row=1, col=1)
+    fig.add_trace(go.Scatter(x=tl.steps["when"], y=tl.steps["cosine_distance"], mode="lines+markers",
+                             name="cosine distance", marker=dict(size=4)), row=2, col=1)
+    fig.add_trace(go.Scatter(x=tl.posts["when"], y=tl.posts["drift"], mode="lines+markers",
+                             name="drift", marker=dict(size=4)), row=3, col=1)
+    fig.add_trace(go.Scatter(x=tl.posts["when"], y=tl.posts["change_probability"], mode="lines+markers",
+                             name="BOCPD", marker=dict(size=4)), row=4, col=1)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=4, col=1)
+    for start, end in tl.silences:
+        fig.add_vrect(x0=start, x1=end, fillcolor="#999999", opacity=0.18, line_width=0, row="all", col=1)
+    for _index, when in tl.change_points:
+        fig.add_vline(x=when, line=dict(color="#d62728", width=2, dash="dash"), row="all", col=1)
+    fig.update_layout(height=640, showlegend=False, margin=_MARGIN)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Train
+# ------------------------------------------------------------------------------------------
+def loss_auc_figures(steps: Sequence[Sequence[float]], epochs: Sequence[Mapping[str, Any]]) -> tuple[go.Figure, go.Figure]:
+    """Live curves: training loss per step (with validation loss per epoch), and validation
+    ROC AUC per epoch. ``steps`` are ``(step, loss)`` pairs; ``epochs`` dicts with ``epoch``,
+    ``val_loss``, ``val_auc``."""
+    loss = go.Figure()
+    if steps:
+        s = np.array(steps, dtype=float)
+        loss.add_trace(go.Scatter(x=s[:, 0], y=s[:, 1], mode="lines", name="training loss (step)"))
+    if epochs:
+        e = pd.DataFrame(epochs)
+        per_step = max(1, (steps[-1][0] if steps else 1) / max(1, e["epoch"].max()))
+        loss.add_trace(go.Scatter(x=e["epoch"] * per_step, y=e["val_loss"], mode="lines+markers",
+                                  name="validation loss (epoch)"))
+    loss.update_layout(title="Loss", xaxis_title="step", height=280, margin=_MARGIN,
+                       legend=dict(orientation="h", y=-0.3))
+    auc = go.Figure()
+    if epochs:
+        e = pd.DataFrame(epochs)
+        auc.add_trace(go.Scatter(x=e["epoch"], y=e["val_auc"], mode="lines+markers", name="validation AUC"))
+    auc.update_layout(title="Validation ROC AUC", xaxis_title="epoch", yaxis_range=[0, 1.02], height=280,
+                      margin=_MARGIN)
+    return loss, auc
+
+
+def roc_figure(metrics: Mapping[str, Any]) -> go.Figure:
+    """The test ROC curve of a run's ``metrics.json`` (with the chance diagonal)."""
+    fig = go.Figure()
+    roc = metrics.get("roc")
+    if roc:
+        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="model", line=dict(width=3)))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line=dict(dash="dot", color="#999999")))
+    fig.update_layout(title=f"ROC curve (test, AUC {metrics['test_auc']:.3f})", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", height=360, margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def confusion_figure(metrics: Mapping[str, Any]) -> go.Figure:
+    """The test confusion matrix of a run's ``metrics.json``."""
+    conf = np.array(metrics["confusion"])
+    classes = [str(c) for c in metrics.get("classes", range(conf.shape[0]))]
+    fig = go.Figure(go.Heatmap(
+        z=conf, x=[f"pred {c}" for c in classes], y=[f"true {c}" for c in classes],
+        text=conf, texttemplate="%{text}", colorscale="Blues", showscale=False,
+    ))
+    fig.update_layout(title="Confusion matrix (test)", height=360, margin=_MARGIN, yaxis_autorange="reversed")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Compare
+# ------------------------------------------------------------------------------------------
+def attention_bars(top: pd.DataFrame, *, order_by: str) -> go.Figure:
+    """Two aligned bar charts over the same dimensions (same x axis, same order): learned
+    alpha (bars from 1 = neutral) above, analytic attribution below; planted dims in red
+    and starred. ``top`` has ``dimension``, ``alpha``, ``attribution``, ``planted``."""
+    labels = [f"{d}★" if pl else str(d) for d, pl in zip(top["dimension"], top["planted"])]
+    colours_a = np.where(top["planted"], "#d62728", "#1f77b4")
+    colours_b = np.where(top["planted"], "#d62728", "#2ca02c")
+    bars = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                         subplot_titles=("learned attention alpha (bars start at 1 = neutral)",
+                                         "analytic drift attribution"))
+    bars.add_trace(go.Bar(x=labels, y=top["alpha"] - 1.0, base=1.0, marker_color=colours_a, name="alpha",
+                          customdata=top["alpha"],
+                          hovertemplate="dim %{x}<br>alpha %{customdata:.3f}<extra></extra>"), row=1, col=1)
+    bars.add_trace(go.Bar(x=labels, y=top["attribution"], marker_color=colours_b, name="attribution",
+                          hovertemplate="dim %{x}<br>attribution %{y:.4f}<extra></extra>"), row=2, col=1)
+    bars.add_hline(y=1.0, line=dict(color="#999999", dash="dot"), row=1, col=1)
+    bars.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
+    bars.update_xaxes(title_text="dimension (ordered by " + order_by + ")", row=2, col=1)
+    bars.update_layout(height=520, showlegend=False, margin=_MARGIN)
+    return bars
+
+
+def attention_scatter(table: pd.DataFrame, *, dim: int, spearman: float, planted: bool) -> go.Figure:
+    """Learned alpha against analytic attribution for every dimension; planted dims as stars."""
+    scatter = go.Figure()
+    rest = table[~table["planted"]]
+    scatter.add_trace(go.Scattergl(
+        x=rest["attribution"], y=rest["alpha"], mode="markers", name="dimension",
+        marker=dict(size=6, color="#1f77b4", opacity=0.6), customdata=rest["dimension"],
+        hovertemplate="dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>",
+    ))
+    if planted:
+        pl = table[table["planted"]]
+        scatter.add_trace(go.Scattergl(
+            x=pl["attribution"], y=pl["alpha"], mode="markers", name="planted dimension",
+            marker=dict(size=10, color="#d62728", symbol="star"), customdata=pl["dimension"],
+            hovertemplate="planted dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>",
+        ))
+    scatter.update_layout(title=f"alpha vs attribution, all {dim} dimensions (Spearman {spearman:.2f})",
+                          xaxis_title="analytic drift attribution", yaxis_title="learned alpha", height=460,
+                          margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
+    return scatter

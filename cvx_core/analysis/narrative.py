@@ -1,0 +1,203 @@
+"""Plain-language narratives of a trajectory's change points, for analysts.
+
+For each change point (first post of a new segment) a :class:`ChangePointNarrative` holds
+the facts and a one-paragraph plain-text ``text``:
+
+- when: the date of the first post of the new segment, and its day offset;
+- how severe: the jump between the means of the segments on each side, in units of the
+  user's median post-to-post step norm ``|v_{i+1} - v_i|`` (so 1.0 = "as large as a
+  typical single step", which for a noisy user is already a clear, sustained shift);
+- which dimensions: the top dimensions by share of the jump between segment means
+  (``attribute_change``) and the size of the Pareto set;
+- posting rhythm: median gap (days, SPEC's floored ``dt``) within the segment before and
+  within the segment after.
+
+The text never contains the user id or any user-supplied string (only numbers, dates and
+dimension names chosen by the caller), and no markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cvx_core.analysis.attribution import attribute_change
+from cvx_core.analysis.changepoints import ChangePointConfig, ChangePointResult, detect_changepoints
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.data.trajectory import Trajectory
+
+__all__ = ["ChangePointNarrative", "narrate_changepoints", "severity_label"]
+
+# severity (jump / median step norm) -> word; thresholds are upper bounds
+_SEVERITY_WORDS: tuple[tuple[float, str], ...] = (
+    (0.5, "subtle"),
+    (1.0, "moderate"),
+    (2.0, "strong"),
+    (float("inf"), "very strong"),
+)
+
+
+def severity_label(severity: float) -> str:
+    """Word for a severity in units of the median step norm: subtle (< 0.5), moderate
+    (< 1), strong (< 2), very strong (>= 2)."""
+    for bound, word in _SEVERITY_WORDS:
+        if severity < bound:
+            return word
+    return _SEVERITY_WORDS[-1][1]
+
+
+@dataclass(frozen=True)
+class ChangePointNarrative:
+    """One change point, explained.
+
+    Attributes:
+        user_id: the trajectory's id (not repeated in ``text``).
+        index: first post of the new segment.
+        datetime: ``datetime64[ns]`` of that post.
+        day: its offset in days since the trajectory's first post.
+        n_before, n_after: posts in the segments compared (before / after the point).
+        jump_norm: ``|mean(after) - mean(before)|``.
+        median_step_norm: the user's median ``|v_{i+1} - v_i|`` over the whole trajectory.
+        severity: ``jump_norm / median_step_norm`` (``inf`` if the user never otherwise moves).
+        severity_label: word for ``severity`` (see :func:`severity_label`).
+        top_dims: the dimensions with the largest share of the jump (rank order).
+        top_shares: their shares (same order).
+        pareto_size: how many dimensions reach the configured ``pareto_fraction``.
+        gap_before_days, gap_after_days: median gap between posts within each segment
+            (``None`` for a one-post segment).
+        text: the plain-text narrative.
+    """
+
+    user_id: str
+    index: int
+    datetime: np.datetime64
+    day: float
+    n_before: int
+    n_after: int
+    jump_norm: float
+    median_step_norm: float
+    severity: float
+    severity_label: str
+    top_dims: tuple[int, ...]
+    top_shares: tuple[float, ...]
+    pareto_size: int
+    gap_before_days: float | None
+    gap_after_days: float | None
+    text: str
+
+
+def _fmt_days(days: float) -> str:
+    if days < 1.0 / 24.0:
+        return f"{days * 1440.0:.0f} min"
+    if days < 1.0:
+        return f"{days * 24.0:.1f} h"
+    return f"{days:.1f} days"
+
+
+def _rhythm(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return ""
+    if after > 1.5 * before:
+        trend = "posting slowed down"
+    elif after < before / 1.5:
+        trend = "posting sped up"
+    else:
+        trend = "posting rhythm about the same"
+    return (
+        f" Median gap between posts: {_fmt_days(before)} before, {_fmt_days(after)} after "
+        f"({trend})."
+    )
+
+
+def narrate_changepoints(
+    trajectory: Trajectory,
+    changepoints: ChangePointResult | Sequence[int] | None = None,
+    *,
+    cp_config: ChangePointConfig | None = None,
+    features_config: TemporalFeaturesConfig | None = None,
+    top_k: int = 3,
+    dim_names: Sequence[str] | None = None,
+) -> tuple[ChangePointNarrative, ...]:
+    """Narratives for every change point of ``trajectory``, in time order.
+
+    Args:
+        trajectory: the user's trajectory.
+        changepoints: a :class:`ChangePointResult` or change-point indices; ``None`` runs
+            :func:`detect_changepoints` with ``cp_config``.
+        features_config: gives ``pareto_fraction`` and ``min_dt``.
+        top_k: how many top dimensions to name.
+        dim_names: optional names of the ``D`` dimensions (default ``"dim 17"``). They are
+            put into the text as given: pass trusted names only.
+    """
+    if changepoints is None:
+        changepoints = detect_changepoints(trajectory, config=cp_config)
+    indices = changepoints.indices if isinstance(changepoints, ChangePointResult) else tuple(changepoints)
+    n = trajectory.n_posts
+    indices = tuple(sorted({int(i) for i in indices}))
+    for i in indices:
+        if not 0 < i < n:
+            raise ValueError(f"change point {i} is outside [1, {n - 1}] for user {trajectory.user_id!r}")
+    if dim_names is not None and len(dim_names) != trajectory.dim:
+        raise ValueError(f"dim_names has {len(dim_names)} names for D={trajectory.dim}")
+    if not indices:
+        return ()
+
+    from cvx_core.features.analytic import AnalyticBackend
+
+    fcfg = features_config or TemporalFeaturesConfig()
+    x = np.asarray(trajectory.embeddings, dtype=np.float64)
+    steps = np.linalg.norm(np.diff(x, axis=0), axis=1)
+    med_step = float(np.median(steps)) if steps.size else 0.0
+    gaps = AnalyticBackend.time_steps(trajectory.timestamps, fcfg)
+
+    bounds = (0, *indices, n)
+    out: list[ChangePointNarrative] = []
+    for k, c in enumerate(indices):
+        lo, hi = bounds[k], bounds[k + 2]
+        att = attribute_change(x, c, changepoints=indices, config=fcfg)
+        jump = att.drift_norm
+        severity = jump / med_step if med_step > 0 else (float("inf") if jump > 0 else 0.0)
+        top = att.top(top_k)
+        g_before = float(np.median(gaps[lo : c - 1])) if c - 1 > lo else None
+        g_after = float(np.median(gaps[c : hi - 1])) if hi - 1 > c else None
+        when = np.datetime_as_string(trajectory.datetimes[c], unit="m").replace("T", " ")
+        day = float(trajectory.timestamps[c])
+        label = severity_label(severity)
+        names = [dim_names[d] if dim_names is not None else f"dim {d}" for d, _ in top]
+        text = (
+            f"On {when} UTC (day {day:.1f}, post {c + 1} of {n}) the posts changed: the average "
+            f"embedding after this point differs from the one before by "
+            f"{severity:.1f}x this user's median step between consecutive posts ({label} change; "
+            f"{c - lo} posts before, {hi - c} after)."
+        )
+        if top:
+            share = sum(s for _, s in top)
+            listed = ", ".join(f"{nm} ({s:.0%})" for nm, (_, s) in zip(names, top))
+            text += (
+                f" The dimensions that moved most: {listed}, together {share:.0%} of the change;"
+                f" {att.pareto_size} dimensions carry {fcfg.pareto_fraction:.0%} of it."
+            )
+        text += _rhythm(g_before, g_after)
+        out.append(
+            ChangePointNarrative(
+                user_id=trajectory.user_id,
+                index=c,
+                datetime=trajectory.datetimes[c],
+                day=day,
+                n_before=c - lo,
+                n_after=hi - c,
+                jump_norm=jump,
+                median_step_norm=med_step,
+                severity=float(severity),
+                severity_label=label,
+                top_dims=tuple(d for d, _ in top),
+                top_shares=tuple(s for _, s in top),
+                pareto_size=att.pareto_size,
+                gap_before_days=g_before,
+                gap_after_days=g_after,
+                text=text,
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,738 @@
+"""The differentiable path of SPEC.md on PyTorch (CPU or CUDA), batched and ragged.
+
+- :class:`TorchBackend`: the :class:`~cvx_core.features.analytic.TemporalOps` on tensors. Single ops
+  (``velocity``, ``cosine_distance``, ...) take one trajectory ``E [T, D]``, ``t [T]`` and use
+  plain autograd. :meth:`TorchBackend.extract_all` takes one trajectory or a padded batch
+  ``[B, T_max, D]`` with ``lengths [B]`` (or a mask) and returns ``[B, 4*D + 5 + 2*S]``
+  with no Python loop over users or posts.
+- ``_TemporalFeaturesFn``: the whole feature vector as one ``torch.autograd.Function`` with
+  a hand-written, fused backward (gradients for the embeddings, the attention weights
+  ``alpha``, the scale weights ``beta`` and the change-point temperature), checked against
+  ``torch.autograd.gradcheck`` in the tests.
+- :func:`temporal_features`: the convenience entry point (tensors or NumPy timestamps).
+
+Timestamps are float64 days on every device and for every embedding dtype; padding values
+are never read (everything is masked by ``lengths``). Gradients flow to the embeddings, not
+to the timestamps.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.features.analytic import COSINE_EPS, VOLATILITY_EPS, FeatureLayout, feature_layout, resolve_config
+
+__all__ = ["TorchBackend", "temporal_features"]
+
+
+# --------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------
+_LOW_PRECISION_TIMES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _warn_low_precision(dtype: Any) -> None:
+    warnings.warn(
+        f"timestamps given as {dtype}: they are used as float64 days, but the gaps have already "
+        "lost precision (float32 days resolve about 4 s at day 700, float16 about a day); pass "
+        "float64 timestamps",
+        stacklevel=4,
+    )
+
+
+def _to_days(t: Any, device: torch.device) -> Tensor:
+    """Timestamps (tensor, NumPy array or sequence of days) -> float64 tensor on ``device``.
+
+    Low-precision float timestamps are accepted with a warning (SPEC: timestamps stay
+    float64 on both paths whatever the embeddings' dtype).
+    """
+    if isinstance(t, Tensor):
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"timestamps must be numeric days, got dtype {t.dtype}")
+        if t.dtype in _LOW_PRECISION_TIMES:
+            _warn_low_precision(t.dtype)
+        return t.detach().to(device=device, dtype=torch.float64)
+    arr = np.asarray(t)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(
+            f"timestamps must be numeric days (float), got dtype {arr.dtype}; convert datetimes "
+            "with cvx_core.data.trajectory.days_since_first"
+        )
+    if arr.dtype.kind == "f" and arr.dtype.itemsize < 8:
+        _warn_low_precision(arr.dtype)
+    return torch.as_tensor(arr.astype(np.float64), device=device)
+
+
+def _prepare_batch(
+    E: Tensor, t: Any, lengths: Any = None, mask: Any = None
+) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+    """-> ``(E [B,T,D], t [B,T] float64, lengths [B] int64 or None (no padding), single)``;
+    validates shapes, lengths and the ordering of timestamps."""
+    if not isinstance(E, Tensor):
+        raise TypeError(f"embeddings must be a torch.Tensor, got {type(E).__name__}")
+    if not E.is_floating_point():
+        raise TypeError(f"embeddings must be a floating-point tensor, got {E.dtype}")
+    single = E.dim() == 2
+    if single:
+        E = E.unsqueeze(0)
+    if E.dim() != 3:
+        raise ValueError(f"embeddings must be [T, D] or [B, T, D], got shape {tuple(E.shape)}")
+    B, T, D = E.shape
+    if T < 1 or D < 1:
+        raise ValueError(f"embeddings need T >= 1 posts and D >= 1, got shape {tuple(E.shape)}")
+    tt = _to_days(t, E.device)
+    if single and tt.dim() == 1:
+        tt = tt.unsqueeze(0)
+    if tuple(tt.shape) != (B, T):
+        raise ValueError(f"timestamps must have shape {(B, T) if not single else (T,)}, got {tuple(tt.shape)}")
+    if lengths is not None and mask is not None:
+        raise ValueError("give lengths or mask, not both")
+    if mask is not None:
+        m = torch.as_tensor(mask, device=E.device).bool()
+        if tuple(m.shape) != (B, T):
+            raise ValueError(f"mask must have shape {(B, T)}, got {tuple(m.shape)}")
+        ln = m.sum(1)
+        # a mask must be a prefix: True on the first lengths[b] posts, False after
+        expect = torch.arange(T, device=E.device)[None, :] < ln[:, None]
+        if not bool((expect == m).all()):
+            raise ValueError("mask must be True on each row's first posts and False after them")
+        lengths = ln
+    if lengths is None:
+        if T > 1 and not bool((tt[:, 1:] >= tt[:, :-1]).all()):  # also rejects NaN
+            raise ValueError("timestamps must be non-decreasing within each trajectory (sort posts by time)")
+        return E, tt, None, single
+    ln = torch.as_tensor(lengths, device=E.device).to(torch.int64).reshape(-1)
+    if ln.shape[0] != B:
+        raise ValueError(f"lengths must have {B} entries, got {ln.shape[0]}")
+    # one host sync checks lengths and the ordering of real timestamps together
+    checks = [ln.min(), ln.max()]
+    if T > 1:
+        valid_step = torch.arange(T - 1, device=E.device)[None, :] < (ln - 1)[:, None]
+        checks.append(((tt[:, 1:] >= tt[:, :-1]) | ~valid_step).all())
+    vals = torch.stack([c.to(torch.int64) for c in checks]).tolist()
+    if vals[0] < 1 or vals[1] > T:
+        raise ValueError(f"lengths must lie in [1, {T}], got min {vals[0]}, max {vals[1]}")
+    if T > 1 and not vals[2]:
+        raise ValueError("timestamps must be non-decreasing within each trajectory (sort posts by time)")
+    if vals[0] == T:
+        return E, tt, None, single  # no padding anywhere
+    return E, tt, ln, single
+
+
+def _clean_padding(E: Tensor, t: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Zero padded embeddings and repeat the last real timestamp (padding values are never
+    trusted). Returns ``(E, t, mask [B,T] bool)``."""
+    T = E.shape[1]
+    mask = torch.arange(T, device=E.device)[None, :] < lengths[:, None]
+    E = torch.where(mask[..., None], E, E.new_zeros(()))
+    t_last = t.gather(1, (lengths - 1)[:, None])
+    t = torch.where(mask, t, t_last)
+    return E, t, mask
+
+
+# --------------------------------------------------------------------------------------
+# batched resampling (segment means with bin ids per row, no loops)
+# --------------------------------------------------------------------------------------
+def _bins(t: Tensor, mask: Tensor | None, widths: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Bin ids of every post for each width (padded to a common ``K``), anchored at each
+    row's first post. Used for bursts and the public ``resample`` ops; the feature vector
+    uses the tighter :class:`_ScaleLayout`.
+
+    ``t [B, T]`` float64 (padding already repeats the last real time), ``mask [B, T]`` or
+    ``None`` (no padding), ``widths [S]`` float64. Bins are ``k = floor((t - t_1) / w)``;
+    consecutive posts with the same ``k`` share a bin (posts are in time order).
+    Returns ``(flat [S*B*T] index into S*B*K + 1 slots (the last one collects padding),
+    n_bins [S*B], K = max n_bins)``; rows are ordered width-major (``s*B + b``).
+    """
+    B, T = t.shape
+    S = widths.shape[0]
+    k = torch.floor((t - t[:, :1]) / widths[:, None, None])  # [S, B, T]
+    idx = torch.zeros((S, B, T), dtype=torch.int64, device=t.device)
+    if T > 1:
+        idx[..., 1:] = torch.cumsum(k[..., 1:] != k[..., :-1], dim=-1)
+    n_bins = idx[..., -1].reshape(S * B) + 1
+    K = int(n_bins.max())
+    flat = idx + (torch.arange(S * B, device=t.device) * K).reshape(S, B, 1)
+    if mask is not None:
+        flat = torch.where(mask, flat, S * B * K)
+    return flat.reshape(-1), n_bins, K
+
+
+def _segment_mean(X: Tensor, flat: Tensor, K: int, *, exact: bool = False) -> Tensor:
+    """Bin means of ``X [B, T, ...]`` for one width (``flat`` from :func:`_bins`) ->
+    ``[B, K, ...]`` (empty bins are 0); differentiable in ``X``.
+
+    ``exact=True`` (bin *times*) divides the sum by the count instead of multiplying by its
+    reciprocal: the analytic path's canonical mean (a sequential sum in time order, then a
+    true division). On the CPU ``index_add_`` adds in index order, so both paths give the
+    same bits and an aggregated time on a scale's bin edge falls on the same side; on CUDA
+    the atomic adds have no fixed order (agreement to rounding, not bit for bit).
+    """
+    B, T = X.shape[:2]
+    rest = X.shape[2:]
+    sums = X.new_zeros((B * K + 1,) + rest).index_add_(0, flat, X.reshape((B * T,) + rest))
+    counts = torch.bincount(flat, minlength=B * K + 1)[: B * K].reshape(B, K)
+    cnt = counts.clamp_min(1).to(X.dtype).reshape((B, K) + (1,) * len(rest))
+    if exact:
+        return sums[: B * K].reshape((B, K) + rest) / cnt
+    return sums[: B * K].reshape((B, K) + rest) * (1.0 / cnt)
+
+
+def _resample_batch(
+    E: Tensor, t: Tensor, lengths: Tensor | None, width: float
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Batched ``resample``: ``E [B,T,D]``, ``t [B,T]`` float64, ``lengths [B]`` (or ``None``)
+    -> ``(E_r [B,K,D], t_r [B,K] float64, lengths_r [B])``; differentiable in ``E``."""
+    mask = None
+    if lengths is not None:
+        E, t, mask = _clean_padding(E, t, lengths)
+    widths = torch.tensor([float(width)], dtype=torch.float64, device=E.device)
+    flat, n_bins, K = _bins(t, mask, widths)
+    E_r = _segment_mean(E, flat, K)
+    t_r = _segment_mean(t, flat, K, exact=True)
+    # padding of the result repeats the last real bin time, like PaddedBatch
+    m_r = torch.arange(K, device=E.device)[None, :] < n_bins[:, None]
+    t_r = torch.where(m_r, t_r, t_r.gather(1, (n_bins - 1)[:, None]))
+    return E_r, t_r, n_bins
+
+
+class _ScaleLayout:
+    """Where every post lands when the batch is resampled at every scale at once.
+
+    The bins of all (scale ``s``, row ``b``) sequences are stored back to back in one flat
+    array of ``M = B * sum_s K_s`` slots (``K_s`` = most bins of any row at scale ``s``),
+    so consecutive slots of one sequence are consecutive rows of a ``[M, D]`` tensor.
+
+    Attributes: ``flat [S, B*T]`` slot of each post (``M`` for padding), ``row [M]`` the
+    sequence ``s*B + b`` of each slot, ``step_valid [M-1]`` whether slots ``j, j+1`` are
+    two consecutive real bins of one sequence, ``n_bins [S*B]``, ``M``.
+    """
+
+    def __init__(self, t: Tensor, mask: Tensor | None, widths: Tensor) -> None:
+        B, T = t.shape
+        S = widths.shape[0]
+        dev = t.device
+        k = torch.floor((t - t[:, :1]) / widths[:, None, None])  # [S, B, T]
+        idx = torch.zeros((S, B, T), dtype=torch.int64, device=dev)
+        if T > 1:
+            idx[..., 1:] = torch.cumsum(k[..., 1:] != k[..., :-1], dim=-1)
+        n_bins = idx[..., -1] + 1  # [S, B]
+        Ks = n_bins.max(dim=1).values.tolist()  # one host sync
+        bases = [0]
+        for K in Ks[:-1]:
+            bases.append(bases[-1] + B * K)
+        M = bases[-1] + B * Ks[-1]
+        Kt = torch.tensor(Ks, dtype=torch.int64, device=dev)
+        off = torch.tensor(bases, dtype=torch.int64, device=dev)[:, None] + torch.arange(B, device=dev)[None, :] * Kt[:, None]
+        flat = idx + off[..., None]
+        if mask is not None:
+            flat = torch.where(mask, flat, M)
+        self.flat = flat.reshape(S, B * T)
+        self.n_bins = n_bins.reshape(S * B)
+        self.max_bins = max(Ks)
+        self.M = M
+        self.row = torch.repeat_interleave(torch.arange(S * B, device=dev), Kt.repeat_interleave(B), output_size=M)
+        local = torch.arange(M, device=dev) - off.reshape(S * B)[self.row]
+        self.step_valid = (local < (self.n_bins - 1)[self.row])[:-1]
+
+
+# --------------------------------------------------------------------------------------
+# cosine distance pieces (the backward reuses them)
+# --------------------------------------------------------------------------------------
+def _cosine_parts(X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``X [B, T, D]`` -> ``(c, p, N, q, unclamped)``; ``c, p, q, unclamped: [B, T-1]``, ``N: [B, T]``."""
+    N = torch.linalg.vecdot(X, X)
+    p = torch.linalg.vecdot(X[:, :-1], X[:, 1:])
+    q2 = N[:, :-1] * N[:, 1:]
+    unclamped = q2 > COSINE_EPS
+    q = q2.clamp_min_(COSINE_EPS).sqrt_()
+    c = 1.0 - p / q
+    return c, p, N, q, unclamped
+
+
+# --------------------------------------------------------------------------------------
+# the fused feature function
+# --------------------------------------------------------------------------------------
+class _TemporalFeaturesFn(torch.autograd.Function):
+    """``(E [B,T,D], t [B,T] f64, lengths [B] | None, alpha [D] | None, beta [S] | None,
+    temperature, cfg) -> [B, 4*D + 5 + 2*S]`` with a fused hand-written backward (once
+    differentiable). ``lengths=None`` means no padding: every mask is skipped and counts
+    are Python numbers (the fast path); otherwise padding is masked by ``lengths``.
+    """
+
+    @staticmethod
+    def forward(ctx, E, t, lengths, alpha, beta, temperature, cfg):  # type: ignore[override]
+        E = E.contiguous()
+        B, T, D = E.shape
+        S = cfg.n_scales
+        dtype, device = E.dtype, E.device
+        padded = lengths is not None
+        mask = smask = smf = None
+        # inputs go through save_for_backward (version checks); intermediates live on ctx
+        ctx.save_for_backward(
+            None if padded else E, alpha, beta, temperature if isinstance(temperature, Tensor) else None
+        )
+        if padded:
+            E, t, mask = _clean_padding(E, t, lengths)
+            n = lengths - 1
+            nf = n.clamp_min(1).to(dtype)[:, None]  # [B, 1] steps per row (>= 1)
+            nf1 = nf[:, 0]
+            has = n > 0
+        else:
+            nf = nf1 = float(max(T - 1, 1))
+            has = None
+        temp = temperature.to(dtype) if isinstance(temperature, Tensor) else float(temperature)
+        ctx.shape = (B, T, D, S)
+        ctx.padded = padded
+        ctx.temp_dtype = temperature.dtype if isinstance(temperature, Tensor) else None
+        sv: dict[str, Any] = {"E": E if padded else None, "lengths": lengths, "nf": nf,
+                              "temp": None if isinstance(temp, Tensor) else temp, "mask": mask, "scales": None}
+        ctx.sv = sv
+        # drift
+        last = E[torch.arange(B, device=device), lengths - 1] if padded else E[:, -1]
+        d = last - E[:, 0]
+        r = torch.linalg.vector_norm(d, dim=-1)
+        sv.update(d=d, r=r)
+        drift_out = d * alpha if alpha is not None else d
+        if T < 2:
+            zD = E.new_zeros((B, D))
+            vol = torch.full_like(zD, math.sqrt(VOLATILITY_EPS))
+            scal = torch.nn.functional.pad(r[:, None], (4, 0))
+            return torch.cat([zD, drift_out, vol, zD, scal, E.new_zeros((B, 2 * S))], 1)
+        # --- per-step quantities -----------------------------------------------------------
+        dt64 = (t[:, 1:] - t[:, :-1]).clamp_min_(cfg.min_dt)
+        inv64 = dt64.reciprocal()
+        if padded:
+            smask = torch.arange(T - 1, device=device)[None, :] < n[:, None]
+            smf = smask.to(dtype)
+            inv64 = inv64 * smask
+        inv_dt = inv64.to(dtype)
+        u = (E[:, 1:] - E[:, :-1]).mul_(inv_dt[..., None])
+        mu = u.sum(1).div_(nf)
+        w = None
+        if T >= 3:
+            ih = 2.0 / (dt64[:, :-1] + dt64[:, 1:])
+            if padded:
+                ih = ih * smask[:, 1:]
+                ih = ih / (lengths - 2).clamp_min(1)[:, None]
+            else:
+                ih = ih * (1.0 / (T - 2))
+            # mean_i (u_{i+1} - u_i) / h_i == sum_j w_j u_j with w_j = ih_{j-1} - ih_j
+            w = torch.diff(torch.nn.functional.pad(ih, (1, 1)), dim=1).neg_().to(dtype)
+            acc = torch.bmm(w[:, None, :], u)[:, 0]
+        else:
+            acc = E.new_zeros((B, D))
+        dev = u.sub_(mu[:, None])  # u is not needed any more: reuse its memory
+        if padded:
+            dev.mul_(smf[..., None])
+        vol = torch.linalg.vecdot(dev, dev, dim=1).div_(nf).add_(VOLATILITY_EPS).sqrt_()
+        if ctx.needs_input_grad[0]:
+            dev.mul_(inv_dt[..., None])  # the backward needs (u_i - mean u) / dt_i
+        # --- cosine distances and the soft scalars -------------------------------------------
+        c, p, N, q, unc = _cosine_parts(E)
+        z = (c - cfg.cp_threshold) / temp
+        sig = torch.sigmoid(z)
+        x = c / temp
+        if padded:
+            sig = sig * smf
+            x = x.masked_fill(~smask, -math.inf)
+        lse = torch.logsumexp(x, dim=1)
+        if padded:
+            lse = torch.where(has, lse, 0.0)
+        smax = temp * lse
+        sil = torch.sigmoid((dt64 - cfg.silence_gap) * (1.0 / cfg.silence_temperature))
+        cm = c
+        if padded:
+            sil = sil * smask
+            cm = c * smf
+        scal = torch.stack([sig.sum(1), smax, sil.sum(1).to(dtype), cm.sum(1) / nf1, r], 1)
+        sv.update(smf=smf, inv_dt=inv_dt, dev_dt=dev, vol=vol, w=w, c=c, p=p, N=N, q=q, unc=unc, z=z,
+                  sig=sig, x=x, lse=lse, has=has)
+        # --- all scales at once ---------------------------------------------------------------
+        widths = torch.tensor(cfg.scales, dtype=torch.float64, device=device)
+        lay = _ScaleLayout(t, mask, widths)
+        if lay.max_bins >= 2:
+            M = lay.M
+            Ef = E.reshape(B * T, D)
+            sums = E.new_zeros((M + 1, D))
+            for s in range(S):  # a handful of scales; each adds the whole batch at once
+                sums.index_add_(0, lay.flat[s], Ef)
+            counts = torch.bincount(lay.flat.reshape(-1), minlength=M + 1)[:M]
+            inv_cnt = counts.clamp_min(1).to(dtype).reciprocal_()
+            V = sums[:M].mul_(inv_cnt[:, None])  # [M, D] bin means, sequences back to back
+            delta = V[1:] - V[:-1]
+            rho = torch.linalg.vector_norm(delta, dim=-1)  # [M-1]
+            ck, pk, Nk, qk, unck = _cosine_parts(V[None])
+            valid = lay.step_valid.to(dtype)
+            rows = lay.row[:-1]
+            nkf = (lay.n_bins - 1).clamp_min(1).to(dtype)[:, None]  # [S*B, 1]
+            per_step = torch.stack([rho, ck[0]], 1) * valid[:, None]  # [M-1, 2]
+            raw = E.new_zeros((S * B, 2)).index_add_(0, rows, per_step) / nkf
+            raw = raw.reshape(S, B, 2).transpose(0, 1)  # [B, S, 2]
+            sv["scales"] = dict(lay=lay, inv_cnt=inv_cnt, V=V, valid=valid, nkf=nkf, delta=delta,
+                                rho=rho, pk=pk, Nk=Nk, qk=qk, unck=unck, raw=raw)
+        else:
+            raw = E.new_zeros((B, S, 2))
+        scales_out = raw * beta[:, None] if beta is not None else raw
+        return torch.cat([mu, drift_out, vol, acc, scal, scales_out.reshape(B, 2 * S)], 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, G):  # type: ignore[override]
+        sv = ctx.sv
+        B, T, D, S = ctx.shape
+        padded = ctx.padded
+        E_in, alpha, beta, temp_in = ctx.saved_tensors
+        E = sv["E"] if padded else E_in
+        G = G.to(E.dtype).contiguous()  # `.sum().backward()` passes an expanded (stride-0) tensor
+        need_E, _, _, need_alpha, need_beta, need_temp, _ = ctx.needs_input_grad
+        temp = temp_in.to(E.dtype) if temp_in is not None else sv["temp"]
+        temp_grad = need_temp and isinstance(temp, Tensor)
+        gE = None
+        ss = sv["scales"]
+        g_alpha = g_beta = g_temp = None
+        d, r = sv["d"], sv["r"]
+        g_drift = G[:, D : 2 * D]
+        if need_alpha and alpha is not None:
+            g_alpha = (g_drift * d).sum(0)
+        Gsc = G[:, 4 * D + 5 :].reshape(B, S, 2)
+        if need_beta and beta is not None:
+            g_beta = torch.zeros_like(beta) if ss is None else (Gsc * ss["raw"]).sum((0, 2))
+        if need_E and ss is not None:
+            # multi-scale block first: the gradient of every bin mean V_k, then one gather-sum
+            # per post over its S bins (weighted by 1 / bin count) creates gE
+            if beta is not None:
+                Gsc = Gsc * beta[:, None]
+            Gsc = Gsc.transpose(0, 1).reshape(S * B, 2) / ss["nkf"]  # width-major rows, like the layout
+            lay, V, rho, delta = ss["lay"], ss["V"], ss["rho"], ss["delta"]
+            M = lay.M
+            g_step = Gsc[lay.row[:-1]] * ss["valid"][:, None]  # [M-1, 2]
+            coef = (g_step[:, 0] / torch.where(rho > 0, rho, 1.0)).masked_fill_(rho == 0, 0.0)
+            qk, Nk = ss["qk"][0], ss["Nk"][0]
+            ak = g_step[:, 1] / qk
+            bk = torch.where(ss["unck"][0], ak * ss["pk"][0] / (qk * qk), 0.0)
+            ck = torch.nn.functional.pad(bk * Nk[1:], (0, 1)) + torch.nn.functional.pad(bk * Nk[:-1], (1, 0))
+            # rho_k = |delta_k| (delta_k = V_{k+1} - V_k) gives +-coef_k delta_k; the cosine distance
+            # of bins k, k+1 (as on the posts below) gives -a_k V_{k+1} to bin k and -a_k V_k to
+            # bin k+1, i.e. -a_k V_k - a_k delta_k and -a_k V_{k+1} + a_k delta_k: all in
+            # GV_j = diag_j V_j + e_{j-1} delta_{j-1} - e_j delta_j,  e = coef + a
+            diag = ck - torch.nn.functional.pad(ak, (0, 1)) - torch.nn.functional.pad(ak, (1, 0))
+            e = (coef + ak)[:, None]
+            GVf = torch.empty((M + 1, D), dtype=V.dtype, device=V.device)
+            GVf[M] = 0.0  # the slot of padding posts
+            GV = torch.mul(V, diag[:, None], out=GVf[:M])
+            GV[1:].addcmul_(delta, e)
+            GV[:-1].addcmul_(delta, e, value=-1.0)
+            idx = lay.flat.t()  # [B*T, S] the slot of each post at each scale
+            w_ps = torch.nn.functional.pad(ss["inv_cnt"], (0, 1))[idx]
+            gE = torch.nn.functional.embedding_bag(idx, GVf, mode="sum", per_sample_weights=w_ps).view(B, T, D)
+            del GVf, GV
+        if T >= 2:
+            nf, smf = sv["nf"], sv["smf"]
+            sig, z, x, lse, c = sv["sig"], sv["z"], sv["x"], sv["lse"], sv["c"]
+            g_cp = G[:, 4 * D : 4 * D + 1]
+            g_smax = G[:, 4 * D + 1 : 4 * D + 2]
+            g_mc = G[:, 4 * D + 3 : 4 * D + 4]
+            soft = torch.exp(x - lse[:, None])  # softmax of c / temperature; 0 on padding (x = -inf)
+            sig1 = sig * (1.0 - sig)
+            if need_E:
+                # cosine distances: dc_i/dv_i = -v_{i+1}/q_i + b_i |v_{i+1}|^2 v_i, and symmetrically
+                Gc = torch.addcmul(soft * g_smax, sig1, g_cp / temp)
+                Gc += (g_mc / nf) if smf is None else (g_mc / nf) * smf
+                q, N = sv["q"], sv["N"]
+                a = Gc / q
+                b = torch.where(sv["unc"], a * sv["p"] / (q * q), 0.0)
+                coef = torch.nn.functional.pad(b * N[:, 1:], (0, 1)) + torch.nn.functional.pad(b * N[:, :-1], (1, 0))
+                if gE is None:
+                    gE = E * coef[..., None]
+                else:
+                    gE.addcmul_(E, coef[..., None])
+                # velocity mean, volatility and acceleration mean act through the steps
+                # s_i = (v_{i+1} - v_i) * inv_dt_i: post j gets s-gradient_{j-1} - s-gradient_j.
+                # The mean and acceleration parts are rank one in (post, dimension) each.
+                g_mu, g_vol, g_acc = G[:, :D], G[:, 2 * D : 3 * D], G[:, 3 * D : 4 * D]
+                inv_dt = sv["inv_dt"]
+                ldt = torch.nn.functional.pad(inv_dt, (1, 0)) - torch.nn.functional.pad(inv_dt, (0, 1))  # [B, T]
+                gE.addcmul_(ldt[..., None], (g_mu / nf)[:, None, :])
+                if sv["w"] is not None:
+                    iw = inv_dt * sv["w"]
+                    lw = torch.nn.functional.pad(iw, (1, 0)) - torch.nn.functional.pad(iw, (0, 1))
+                    gE.addcmul_(lw[..., None], g_acc[:, None, :])
+                dev_dt, A = sv["dev_dt"], (g_vol / (sv["vol"] * nf))[:, None, :]
+                a = a[..., None]
+                # with Gs_i = A * (u_i - mean u) / dt_i (volatility; saved pre-scaled by the forward):
+                # rows 1..T-1 get  Gs_{i-1} - a_{i-1} v_{i-1};  rows 0..T-2 get  -(Gs_i + a_i v_{i+1})
+                gE[:, 1:].addcmul_(dev_dt, A).addcmul_(a, E[:, :-1], value=-1.0)
+                gE[:, :-1].addcmul_(dev_dt, A, value=-1.0).addcmul_(a, E[:, 1:], value=-1.0)
+            if temp_grad:
+                dcp = (sig1 * z).sum(1) / (-temp)
+                cm = c if smf is None else c.masked_fill(smf == 0, 0.0)
+                dsm = lse - (soft * cm).sum(1) / temp
+                if padded:
+                    dsm = torch.where(sv["has"], dsm, 0.0)
+                g_temp = (g_cp[:, 0] * dcp + g_smax[:, 0] * dsm).sum()
+        if need_E:
+            if gE is None:
+                gE = torch.zeros_like(E)
+            # drift block and drift norm: both act on v_T - v_1
+            gd = g_drift * alpha if alpha is not None else g_drift.clone()
+            gd.addcmul_((G[:, 4 * D + 4] / torch.where(r > 0, r, 1.0)).masked_fill_(r == 0, 0.0)[:, None], d)
+            if padded:
+                gE.index_put_((torch.arange(B, device=E.device), sv["lengths"] - 1), gd, accumulate=True)
+            else:
+                gE[:, -1].add_(gd)
+            gE[:, 0].sub_(gd)
+        if temp_grad and g_temp is None:
+            g_temp = temp.new_zeros(())
+        if need_E and padded:
+            gE.mul_(sv["mask"][..., None])
+        if g_temp is not None:
+            g_temp = g_temp.to(ctx.temp_dtype)
+        return gE, None, None, g_alpha, g_beta, g_temp, None
+
+
+def _extract_batch(
+    E: Tensor,
+    t: Tensor,
+    lengths: Tensor,
+    cfg: TemporalFeaturesConfig,
+    alpha: Tensor | None,
+    beta: Tensor | None,
+    temperature: Tensor | float | None,
+) -> Tensor:
+    """Validated ``[B,T,D]`` input -> ``[B, F]`` (burst aggregation with plain autograd, then the fused op)."""
+    B, T, D = E.shape
+    if alpha is not None:
+        alpha = alpha.to(device=E.device, dtype=E.dtype)
+        if tuple(alpha.shape) != (D,):
+            raise ValueError(f"alpha must have shape ({D},), got {tuple(alpha.shape)}")
+    if beta is not None:
+        beta = beta.to(device=E.device, dtype=E.dtype)
+        if tuple(beta.shape) != (cfg.n_scales,):
+            raise ValueError(f"beta must have shape ({cfg.n_scales},), got {tuple(beta.shape)}")
+    if temperature is None:
+        temperature = cfg.temperature
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(device=E.device).reshape(())
+    elif not (math.isfinite(float(temperature)) and float(temperature) > 0):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if cfg.burst_window is not None:
+        E, t, lengths = _resample_batch(E, t, lengths, cfg.burst_window)
+    return _TemporalFeaturesFn.apply(E, t, lengths, alpha, beta, temperature, cfg)
+
+
+# --------------------------------------------------------------------------------------
+# The backend
+# --------------------------------------------------------------------------------------
+class TorchBackend:
+    """SPEC.md on PyTorch: the same ops as :class:`~cvx_core.features.analytic.AnalyticBackend`, on
+    tensors, differentiable in the embeddings. Single ops take one trajectory ``E [T, D]``,
+    ``t [T]`` (days, converted to float64); :meth:`extract_all` also takes padded batches.
+    """
+
+    @staticmethod
+    def time_steps(t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """``dt_i = max(t_{i+1} - t_i, min_dt)`` -> ``[T-1]`` float64."""
+        cfg = resolve_config(config)
+        tt = _to_days(t, t.device if isinstance(t, Tensor) else torch.device("cpu"))
+        return (tt[..., 1:] - tt[..., :-1]).clamp_min(cfg.min_dt)
+
+    @staticmethod
+    def cosine_distance(E: Tensor) -> Tensor:
+        """``c_i = 1 - <v_i, v_{i+1}> / sqrt(max(|v_i|^2 |v_{i+1}|^2, 1e-16))`` -> ``[T-1]``."""
+        N = (E * E).sum(-1)
+        p = (E[..., :-1, :] * E[..., 1:, :]).sum(-1)
+        q = torch.sqrt((N[..., :-1] * N[..., 1:]).clamp_min(COSINE_EPS))
+        return 1.0 - p / q
+
+    @staticmethod
+    def velocity(E: Tensor, t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """``u_i = (v_{i+1} - v_i) / dt_i`` -> ``[T-1, D]``."""
+        dt = TorchBackend.time_steps(_to_days(t, E.device), config).to(E.dtype)
+        return (E[..., 1:, :] - E[..., :-1, :]) / dt[..., None]
+
+    @staticmethod
+    def acceleration(E: Tensor, t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """``a_i = (u_{i+1} - u_i) / (0.5 (dt_i + dt_{i+1}))`` -> ``[T-2, D]``."""
+        dt = TorchBackend.time_steps(_to_days(t, E.device), config)
+        u = (E[..., 1:, :] - E[..., :-1, :]) / dt.to(E.dtype)[..., None]
+        h = (0.5 * (dt[..., :-1] + dt[..., 1:])).to(E.dtype)
+        return (u[..., 1:, :] - u[..., :-1, :]) / h[..., None]
+
+    @staticmethod
+    def drift(E: Tensor) -> Tensor:
+        """``v_T - v_1`` -> ``[D]``."""
+        return E[..., -1, :] - E[..., 0, :]
+
+    @staticmethod
+    def volatility(E: Tensor, t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """``sqrt(mean_i (u_i - mean u)^2 + 1e-12)`` per dimension -> ``[D]``."""
+        u = TorchBackend.velocity(E, t, config)
+        if u.shape[-2] == 0:
+            return torch.full(E.shape[:-2] + E.shape[-1:], math.sqrt(VOLATILITY_EPS), dtype=E.dtype, device=E.device)
+        dev = u - u.mean(-2, keepdim=True)
+        return torch.sqrt((dev * dev).mean(-2) + VOLATILITY_EPS)
+
+    @staticmethod
+    def ema(E: Tensor, t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """EMA ``m_1 = v_1``, ``m_{i+1} = g_i m_i + (1 - g_i) v_{i+1}``, ``g_i = exp(-dt_i/ema_tau)``
+        -> ``[T, D]``, as one lower-triangular weight matrix (no loop over posts)."""
+        cfg = resolve_config(config)
+        dt = TorchBackend.time_steps(_to_days(t, E.device), cfg)  # [..., T-1]
+        T = E.shape[-2]
+        # cumulative (floored) time sigma_j, weight of v_i in m_j:
+        #   i = 1: exp(-sigma_j / tau);  i > 1: (1 - g_{i-1}) exp(-(sigma_j - sigma_i) / tau)
+        sigma = torch.cat([dt.new_zeros(dt.shape[:-1] + (1,)), torch.cumsum(dt, -1)], -1)
+        diff = sigma[..., :, None] - sigma[..., None, :]
+        tri = torch.ones(T, T, dtype=torch.bool, device=E.device).tril()
+        W = torch.where(tri, torch.exp(-diff.clamp_min(0.0) / cfg.ema_tau), 0.0)
+        first = torch.cat([dt.new_ones(dt.shape[:-1] + (1,)), -torch.expm1(-dt / cfg.ema_tau)], -1)
+        W = W * first[..., None, :]
+        return W.to(E.dtype) @ E
+
+    @staticmethod
+    def resample(E: Tensor, t: Any, width: float) -> tuple[Tensor, Tensor]:
+        """Bins of ``width`` days anchored at ``t_1`` -> ``(E_r [K, D], t_r [K] float64)``."""
+        if not (math.isfinite(width) and width > 0):
+            raise ValueError(f"resampling width must be a finite number of days > 0, got {width!r}")
+        Eb, tt, ln, single = _prepare_batch(E, t)
+        E_r, t_r, n_r = _resample_batch(Eb, tt, ln, float(width))
+        if single:
+            return E_r[0], t_r[0]
+        return E_r, t_r
+
+    @staticmethod
+    def resample_batch(E: Tensor, t: Any, lengths: Any, width: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Batched :meth:`resample`: ``[B,T,D]``, ``[B,T]``, ``lengths [B]`` ->
+        ``(E_r [B,K,D], t_r [B,K], lengths_r [B])`` (padding repeats the last bin time)."""
+        if not (math.isfinite(width) and width > 0):
+            raise ValueError(f"resampling width must be a finite number of days > 0, got {width!r}")
+        Eb, tt, ln, _ = _prepare_batch(E, t, lengths)
+        return _resample_batch(Eb, tt, ln, float(width))
+
+    @staticmethod
+    def soft_changepoints(
+        E: Tensor, config: TemporalFeaturesConfig | None = None, *, temperature: Tensor | float | None = None
+    ) -> Tensor:
+        """``sigmoid((c_i - cp_threshold) / temperature)`` per step -> ``[T-1]``."""
+        cfg = resolve_config(config)
+        temp = cfg.temperature if temperature is None else temperature
+        return torch.sigmoid((TorchBackend.cosine_distance(E) - cfg.cp_threshold) / temp)
+
+    @staticmethod
+    def smooth_max_severity(
+        E: Tensor, config: TemporalFeaturesConfig | None = None, *, temperature: Tensor | float | None = None
+    ) -> Tensor:
+        """``temperature * logsumexp(c_i / temperature)``; 0 if T < 2."""
+        cfg = resolve_config(config)
+        temp = cfg.temperature if temperature is None else temperature
+        c = TorchBackend.cosine_distance(E)
+        if c.shape[-1] == 0:
+            return c.sum(-1)
+        return temp * torch.logsumexp(c / temp, dim=-1)
+
+    @staticmethod
+    def soft_silences(t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
+        """``sigmoid((dt_i - silence_gap) / silence_temperature)`` per step -> ``[T-1]`` float64."""
+        cfg = resolve_config(config)
+        dt = TorchBackend.time_steps(t, cfg)
+        return torch.sigmoid((dt - cfg.silence_gap) / cfg.silence_temperature)
+
+    @staticmethod
+    def soft_topk(
+        scores: Tensor,
+        k: int,
+        temperature: float | Tensor,
+        *,
+        hard: bool = True,
+        gumbel: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Relaxed top-``k`` mask over the last dimension (e.g. ``|v_T - v_1|``) -> same shape.
+
+        ``k`` successive softmaxes of ``scores / temperature``, each after suppressing what
+        the previous one took (Xie & Ermon 2019), optionally with Gumbel noise (training). ``hard=True`` returns the exact
+        top-``k`` mask in the forward pass with the soft mask's gradient (straight-through).
+        As ``temperature -> 0`` the soft mask converges to the exact top-``k`` mask.
+        """
+        D = scores.shape[-1]
+        if not 0 <= k <= D:
+            raise ValueError(f"k must lie in [0, {D}], got {k}")
+        s = scores
+        if gumbel:
+            # draw on the generator's own device (a CPU generator may drive CUDA scores)
+            noise_device = generator.device if generator is not None else scores.device
+            u = torch.rand(scores.shape, generator=generator, dtype=scores.dtype, device=noise_device)
+            u = u.to(scores.device)
+            s = s - temperature * torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        noisy = s
+        tiny = torch.finfo(scores.dtype).tiny
+        soft = torch.zeros_like(scores)
+        w = torch.zeros_like(scores)
+        for _ in range(k):  # k is a handful of dimensions, not a loop over data
+            # suppress what the previous draw took, in the unscaled domain (Xie & Ermon 2019)
+            s = s + torch.log((1.0 - w).clamp_min(tiny))
+            w = torch.softmax(s / temperature, dim=-1)
+            soft = soft + w
+        if not hard:
+            return soft
+        idx = torch.topk(noisy, k, dim=-1).indices  # deterministic top-k without noise
+        hard_mask = torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+        return hard_mask - soft.detach() + soft
+
+    @staticmethod
+    def extract_all(
+        E: Tensor,
+        t: Any,
+        config: TemporalFeaturesConfig | None = None,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+        alpha: Tensor | None = None,
+        beta: Tensor | None = None,
+        temperature: Tensor | float | None = None,
+    ) -> Tensor:
+        """The feature vector: ``E [T, D]`` -> ``[F]`` or ``E [B, T, D]`` (+ ``lengths [B]`` or a
+        prefix ``mask [B, T]``) -> ``[B, F]``, ``F = 4*D + 5 + 2*S``, in ``E``'s dtype.
+
+        ``alpha [D]`` (attention), ``beta [S]`` (scale weights) and ``temperature`` (the
+        change-point temperature, may be a learnable 0-d tensor) default to the analytic
+        values (ones, ones, ``config.temperature``).
+        """
+        cfg = resolve_config(config)
+        Eb, tt, ln, single = _prepare_batch(E, t, lengths, mask)
+        out = _extract_batch(Eb, tt, ln, cfg, alpha, beta, temperature)
+        return out[0] if single else out
+
+    @staticmethod
+    def layout(dim: int, config: TemporalFeaturesConfig | None = None) -> FeatureLayout:
+        """Same as :func:`cvx_core.features.analytic.feature_layout`."""
+        return feature_layout(dim, config)
+
+
+def temporal_features(
+    embeddings: Tensor,
+    timestamps: Any,
+    config: TemporalFeaturesConfig | None = None,
+    lengths: Any = None,
+) -> Tensor:
+    """Differentiable SPEC feature vector.
+
+    Args:
+        embeddings: ``[T, D]`` or padded ``[B, T, D]`` float tensor (may require grad;
+            gradients flow back into it).
+        timestamps: ``[T]`` or ``[B, T]`` days (tensor or NumPy; converted to float64).
+        config: :class:`TemporalFeaturesConfig`; ``None`` means defaults.
+        lengths: ``[B]`` real posts per row (padded batches); ``None`` means no padding.
+
+    Returns:
+        ``[F]`` or ``[B, F]`` with ``F = 4*D + 5 + 2*S``, in the embeddings' dtype.
+    """
+    return TorchBackend.extract_all(embeddings, timestamps, config, lengths=lengths)

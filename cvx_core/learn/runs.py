@@ -1,0 +1,260 @@
+"""Run folders: where a training run keeps its weights, config, data summary and metrics.
+
+Layout of a run folder (every file is written atomically: temp file in the same folder,
+then ``os.replace``, so a reader never sees half a file and an interrupted run keeps its
+last good checkpoint)::
+
+    RUN_DIR/
+      config.json      TrainConfig + the model spec needed to rebuild the model
+      data.json        data summary and the split (user ids of train / val / test)
+      model.pt         best-so-far weights, ``torch.save(state_dict)``
+      checkpoint.json  epoch and validation AUC of the weights in model.pt
+      history.json     per-epoch curves (loss, validation AUC)
+      metrics.json     final test metrics (only once training has finished)
+      comparison.json  learned attention vs analytic attribution (written by the CLI)
+
+Weights are loaded with ``torch.load(..., weights_only=True)``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvx_core.data.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from cvx_core.learn.training import TrainConfig
+
+__all__ = [
+    "CONFIG_FILE",
+    "COMPARISON_FILE",
+    "DATA_FILE",
+    "WEIGHTS_FILE",
+    "CHECKPOINT_FILE",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "RunError",
+    "RunInfo",
+    "LoadedRun",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "read_json",
+    "new_run_dir",
+    "clear_run_files",
+    "save_weights",
+    "load_weights",
+    "load_run",
+    "list_runs",
+]
+
+CONFIG_FILE = "config.json"
+COMPARISON_FILE = "comparison.json"
+DATA_FILE = "data.json"
+WEIGHTS_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+
+
+class RunError(RuntimeError):
+    """A run folder is missing, incomplete or unreadable; the message says which file."""
+
+
+# atomic writes live in cvx_core.data.atomic; they are re-exported here for run-folder users
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+# -- folders ------------------------------------------------------------------------------
+def new_run_dir(workspace: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Create and return a fresh run folder under ``workspace``.
+
+    The default name is the UTC time (``run-YYYYmmdd-HHMMSS``); a numeric suffix keeps it
+    unique.
+    """
+    ws = Path(workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    base = name or datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+    for i in range(10_000):
+        candidate = ws / (base if i == 0 else f"{base}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunError(f"{ws}: could not create a unique run folder named {base!r}")
+
+
+def clear_run_files(run_dir: str | os.PathLike[str]) -> None:
+    """Remove the files a previous run left in ``run_dir`` (weights, metrics, curves...),
+    so a new run in the same folder never shows stale results. Other files are kept."""
+    d = Path(run_dir)
+    for name in (METRICS_FILE, COMPARISON_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE, DATA_FILE, CONFIG_FILE):
+        try:
+            (d / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def save_weights(run_dir: str | os.PathLike[str], state_dict: Mapping[str, "torch.Tensor"]) -> None:
+    """Save a state dict (moved to CPU) as ``RUN_DIR/model.pt``, atomically."""
+    cpu = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+    atomic_torch_save(cpu, Path(run_dir) / WEIGHTS_FILE)
+
+
+def load_weights(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+    """Load ``RUN_DIR/model.pt`` with ``weights_only=True`` (tensors only, nothing unpickled)."""
+    import torch
+
+    path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: no weights in this run folder (training never reached a checkpoint)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise RunError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from None
+
+
+# -- reading runs -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunInfo:
+    """One line of the run list.
+
+    Attributes:
+        name: folder name.
+        path: folder path.
+        modified: last modification time (UTC) of the folder's newest file.
+        complete: True when ``metrics.json`` exists (training finished).
+        has_weights: True when a checkpoint ``model.pt`` exists (the run can be loaded).
+        test_auc, baseline_auc, test_f1: from ``metrics.json`` (None while incomplete).
+        epochs: epochs run (from ``metrics.json``, else the checkpoint's epoch).
+        device: device the run trained on.
+    """
+
+    name: str
+    path: Path
+    modified: datetime
+    complete: bool
+    has_weights: bool
+    test_auc: float | None
+    baseline_auc: float | None
+    test_f1: float | None
+    epochs: int | None
+    device: str | None
+
+
+def list_runs(workspace: str | os.PathLike[str]) -> list[RunInfo]:
+    """Run folders directly under ``workspace`` (those holding a ``config.json``), newest first."""
+    ws = Path(workspace)
+    if not ws.is_dir():
+        return []
+    runs: list[RunInfo] = []
+    for d in ws.iterdir():
+        if not d.is_dir() or not (d / CONFIG_FILE).is_file():
+            continue
+        files = [p for p in d.iterdir() if p.is_file()]
+        mtime = max(p.stat().st_mtime for p in files)
+        metrics: dict[str, Any] = {}
+        ckpt: dict[str, Any] = {}
+        try:
+            if (d / METRICS_FILE).is_file():
+                metrics = read_json(d / METRICS_FILE)
+            if (d / CHECKPOINT_FILE).is_file():
+                ckpt = read_json(d / CHECKPOINT_FILE)
+        except RunError:
+            pass
+        epochs = metrics.get("epochs", ckpt.get("epoch"))
+        runs.append(
+            RunInfo(
+                name=d.name,
+                path=d,
+                modified=datetime.fromtimestamp(mtime, tz=timezone.utc),
+                complete=bool(metrics),
+                has_weights=(d / WEIGHTS_FILE).is_file(),
+                test_auc=metrics.get("test_auc"),
+                baseline_auc=metrics.get("baseline_auc"),
+                test_f1=metrics.get("test_f1"),
+                epochs=None if epochs is None else int(epochs),
+                device=metrics.get("device", ckpt.get("device")),
+            )
+        )
+    runs.sort(key=lambda r: (r.modified, r.name), reverse=True)
+    return runs
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedRun:
+    """A run read back from its folder.
+
+    Attributes:
+        path: the run folder.
+        model: the rebuilt model with the saved weights, in eval mode.
+        config: the run's TrainConfig.
+        spec: the model spec (dimension, classes, head sizes, text encoder) from config.json.
+        data: the data summary and split from data.json ({} if absent).
+        checkpoint: epoch / validation AUC of the saved weights.
+        metrics: final metrics, or None if the run did not finish (interrupted).
+        history: per-epoch curves ([] if absent).
+    """
+
+    path: Path
+    model: "torch.nn.Module"
+    config: "TrainConfig"
+    spec: dict[str, Any]
+    data: dict[str, Any]
+    checkpoint: dict[str, Any]
+    metrics: dict[str, Any] | None
+    history: list[dict[str, Any]]
+
+    @property
+    def complete(self) -> bool:
+        return self.metrics is not None
+
+
+def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> LoadedRun:
+    """Rebuild the model of a run folder with its best saved weights.
+
+    Works on finished runs and on interrupted ones that wrote at least one checkpoint.
+    Raises :class:`RunError` naming the missing or bad file otherwise.
+    """
+    from cvx_core.learn.training import TrainConfig, build_model_from_spec
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: not a run folder")
+    cfg_doc = read_json(path / CONFIG_FILE)
+    try:
+        config = TrainConfig.from_dict(cfg_doc["train_config"])
+        spec = dict(cfg_doc["model_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path / CONFIG_FILE}: not a CVX run config ({exc})") from None
+    state = load_weights(path, device="cpu")
+    model = build_model_from_spec(spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunError(f"{path / WEIGHTS_FILE}: weights do not match the model in config.json ({exc})") from None
+    model.to(device)
+    model.eval()
+    data = read_json(path / DATA_FILE) if (path / DATA_FILE).is_file() else {}
+    ckpt = read_json(path / CHECKPOINT_FILE) if (path / CHECKPOINT_FILE).is_file() else {}
+    metrics = read_json(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
+    history = read_json(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []
+    return LoadedRun(path, model, config, spec, data, ckpt, metrics, history)

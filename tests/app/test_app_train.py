@@ -1,0 +1,139 @@
+"""AppTest checks of the Train page: a one-epoch run, live progress, stop, and run results."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+TIMEOUT = 120
+START = "FormSubmitter:train_form-Start training"
+
+
+@pytest.fixture
+def train_page(app_workspace, open_app, monkeypatch, small_planted) -> tuple[AppTest, Path]:
+    from cvx_core.data.io import save_trajectories
+
+    ws = app_workspace
+    monkeypatch.setenv("CVX_DATASET", "small")
+    save_trajectories(small_planted[0], ws / "datasets" / "small.parquet")
+    at = open_app("pages/3_train.py", timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox[0].value == "small"
+    return at, ws
+
+
+def _wait_until_finished(at: AppTest, limit_s: float = 90.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+        if not any("Training run-" in (p.text or "") for p in at.progress):
+            return
+    raise AssertionError("training did not finish in time")
+
+
+def _array(value) -> list:
+    """A Plotly JSON array: a plain list, or a typed buffer ``{dtype, bdata, shape}``."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        if "shape" in value:
+            arr = arr.reshape([int(x) for x in str(value["shape"]).split(",")])
+        return arr.tolist()
+    return list(value)
+
+
+def _figure(at: AppTest, key_title: str) -> dict:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec["layout"].get("title", {})
+        if key_title in (title.get("text", "") if isinstance(title, dict) else str(title)):
+            return spec
+    raise AssertionError(f"no chart titled {key_title!r}")
+
+
+def test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion(train_page):
+    at, ws = train_page
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_device").set_value("cpu")
+    at.button(key=START).click().run()
+    assert not at.exception
+    bars = [p for p in at.progress if "Training run-" in (p.text or "")]
+    assert bars, "a progress bar appears while training"
+    assert at.button(key="train_stop")  # the stop button is offered
+    _wait_until_finished(at)
+
+    run_dirs = list((ws / "runs").iterdir())
+    assert len(run_dirs) == 1
+    metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
+    assert json.loads((run_dirs[0] / "app.json").read_text())["dataset"] == "small"
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Test ROC AUC"] == f"{metrics['test_auc']:.3f}"
+    assert shown["Baseline AUC (mean embedding)"] == f"{metrics['baseline_auc']:.3f}"
+    assert metrics["epochs"] == 1 and metrics["device"] == "cpu"
+    roc = _figure(at, "ROC curve")
+    assert _array(roc["data"][0]["x"]) == pytest.approx(metrics["roc"]["fpr"])
+    confusion = _figure(at, "Confusion matrix")
+    assert _array(confusion["data"][0]["z"]) == metrics["confusion"]
+    runs_table = at.dataframe[0].value
+    assert list(runs_table["status"]) == ["finished"]
+    assert list(runs_table["dataset"]) == ["small"]
+
+
+def test_stop_button_ends_training_and_keeps_the_best_checkpoint(train_page):
+    from cvx_core.learn.runs import load_run
+
+    at, ws = train_page
+    at.number_input(key="train_epochs").set_value(300)
+    at.number_input(key="train_patience").set_value(300)  # only the stop button can end it early
+    at.selectbox(key="train_device").set_value("cpu")
+    at.button(key=START).click().run()
+    at.button(key="train_stop").click().run()
+    _wait_until_finished(at)
+    run_dir = next((ws / "runs").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and metrics["epochs"] < 300
+    assert json.loads((run_dir / "config.json").read_text())["train_config"]["patience"] == 300
+    loaded = load_run(run_dir)  # the kept checkpoint rebuilds the model
+    assert loaded.checkpoint["epoch"] >= 1
+    assert "stopped by the user" in at.caption[-1].value or any(
+        "stopped by the user" in c.value for c in at.caption
+    )
+
+
+def test_form_offers_the_documented_controls(train_page):
+    at, _ = train_page
+    for key in ("train_epochs", "train_lr", "train_batch", "train_temp", "train_silence_temp", "train_seed",
+                "train_patience"):
+        assert at.number_input(key=key) is not None
+    assert at.multiselect(key="train_scales").value == [1.0, 7.0, 30.0]
+    assert at.toggle(key="train_learn_temp").value is True
+    assert at.selectbox(key="train_device").options[0] == "CPU"  # CUDA is listed only with a GPU
+    assert at.info[0].value.startswith("No runs yet")
+
+
+@pytest.mark.cuda
+def test_cuda_is_offered_and_trains_when_a_gpu_is_present(train_page):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    at, ws = train_page
+    device = at.selectbox(key="train_device")
+    assert device.options[-1].startswith("CUDA")
+    assert device.value == "cuda"  # preselected when present
+    at.number_input(key="train_epochs").set_value(1)
+    at.button(key=START).click().run()
+    _wait_until_finished(at)
+    metrics = json.loads((next((ws / "runs").iterdir()) / "metrics.json").read_text())
+    assert metrics["device"] == "cuda"

@@ -1,0 +1,400 @@
+"""Loaders and writers: every format round-trips exactly, every bad input names file/row/column."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvx_core.data.io import load_trajectories, save_trajectories
+from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
+
+
+# ------------------------------------------------------------------------------------------
+# writing a TrajectorySet in each input format
+# ------------------------------------------------------------------------------------------
+def _long_frame(ts: TrajectorySet, *, shuffle: bool = True, seed: int = 0) -> pd.DataFrame:
+    rows = []
+    for tr in ts:
+        for i in range(tr.n_posts):
+            rows.append(
+                {
+                    "user_id": tr.user_id,
+                    "timestamp": pd.Timestamp(tr.datetimes[i]).tz_localize("UTC"),
+                    "label": tr.label,
+                    "text": tr.texts[i] if tr.texts else f"t{i}",
+                    "embedding": tr.embeddings[i],
+                }
+            )
+    frame = pd.DataFrame(rows)
+    if shuffle:  # loaders must sort posts by time within each user
+        frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        # keep users' first-appearance order identical to the set's order
+        order = {u: k for k, u in enumerate(ts.user_ids)}
+        frame = frame.iloc[np.argsort(frame["user_id"].map(order).to_numpy(), kind="stable")]
+    return frame
+
+
+def write_format(ts: TrajectorySet, path: Path, fmt: str, *, wide: bool = False, shuffle: bool = True) -> Path:
+    frame = _long_frame(ts, shuffle=shuffle)
+    if fmt == "csv":
+        out = frame.drop(columns=["embedding"]).copy()
+        out["timestamp"] = frame["timestamp"].map(lambda x: x.isoformat())
+        if wide:
+            emb = np.stack(frame["embedding"].to_list())
+            for j in range(emb.shape[1]):
+                out[f"e{j}"] = [repr(float(v)) for v in emb[:, j]]
+        else:
+            out["embedding"] = frame["embedding"].map(lambda v: json.dumps([float(x) for x in v]))
+        out.to_csv(path, index=False)
+    elif fmt == "parquet":
+        out = frame.copy()
+        out["embedding"] = out["embedding"].map(list)
+        out.to_parquet(path)
+    elif fmt == "jsonl":
+        with open(path, "w") as fh:
+            for r in frame.itertuples(index=False):
+                fh.write(
+                    json.dumps(
+                        {
+                            "user_id": r.user_id,
+                            "timestamp": r.timestamp.timestamp(),  # epoch seconds
+                            "label": r.label,
+                            "text": r.text,
+                            "embedding": [float(x) for x in r.embedding],
+                        }
+                    )
+                    + "\n"
+                )
+    elif fmt == "npz":
+        np.savez(
+            path,
+            embeddings=np.stack(frame["embedding"].to_list()).astype(np.float32),
+            timestamps=np.array([t.to_datetime64() for t in frame["timestamp"].dt.tz_localize(None)], dtype="datetime64[ns]"),
+            user_ids=frame["user_id"].to_numpy().astype(str),
+            labels=frame["label"].to_numpy().astype(np.int64),
+            texts=frame["text"].to_numpy().astype(str),
+        )
+    else:
+        raise AssertionError(fmt)
+    return path
+
+
+def assert_same_sets(a: TrajectorySet, b: TrajectorySet, *, texts: bool = True) -> None:
+    assert a.user_ids == b.user_ids
+    assert a.dim == b.dim
+    for ta, tb in zip(a, b):
+        assert ta.label == tb.label
+        np.testing.assert_array_equal(ta.embeddings, tb.embeddings)
+        np.testing.assert_array_equal(ta.datetimes, tb.datetimes)
+        np.testing.assert_array_equal(ta.timestamps, tb.timestamps)
+        if texts:
+            assert ta.texts == tb.texts
+
+
+@pytest.fixture(scope="module")
+def planted_with_text():
+    from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
+
+    cfg = PlantedConfig(n_users=12, dim=8, n_planted=2, mean_posts=8, max_posts=20)
+    ts, _ = make_planted_trajectory_set(config=cfg, seed=3, with_text=True, name="t")
+    return ts
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl", "npz"])
+def test_every_format_round_trips_through_parquet_keeping_every_value(tmp_path, planted_with_text, fmt):
+    src = write_format(planted_with_text, tmp_path / f"in.{fmt}", fmt)
+    loaded = load_trajectories(src)
+    assert_same_sets(planted_with_text, loaded)
+    out = save_trajectories(loaded, tmp_path / "out.parquet")
+    again = load_trajectories(out)
+    assert_same_sets(planted_with_text, again)
+
+
+def test_wide_csv_columns_e0_to_eD_load_like_a_list_column(tmp_path, planted_with_text):
+    src = write_format(planted_with_text, tmp_path / "wide.csv", "csv", wide=True)
+    assert_same_sets(planted_with_text, load_trajectories(src))
+
+
+def test_open_binary_buffer_with_a_name_loads_like_the_file(tmp_path, planted_with_text):
+    src = write_format(planted_with_text, tmp_path / "in.parquet", "parquet")
+    buf = io.BytesIO(src.read_bytes())
+    buf.name = "uploaded.parquet"
+    ts = load_trajectories(buf)
+    assert ts.name == "uploaded.parquet"
+    assert_same_sets(planted_with_text, ts)
+
+
+def test_unsorted_posts_are_sorted_stably_and_equal_timestamps_kept_in_file_order():
+    csv = (
+        "user_id,timestamp,e0\n"
+        "a,2024-01-03T00:00:00Z,3\n"
+        "a,2024-01-01T00:00:00Z,1\n"
+        "a,2024-01-02T00:00:00Z,20\n"
+        "a,2024-01-02T00:00:00Z,21\n"
+        "b,2024-01-05T00:00:00Z,5\n"
+    ).encode()
+    ts = load_trajectories(csv, name="x.csv")
+    assert ts.user_ids == ["a", "b"]
+    np.testing.assert_array_equal(ts["a"].embeddings[:, 0], [1, 20, 21, 3])
+    np.testing.assert_array_equal(ts["a"].timestamps, [0.0, 1.0, 1.0, 2.0])
+    assert ts["b"].n_posts == 1 and ts["b"].timestamps.tolist() == [0.0]
+
+
+def test_timestamps_accept_iso_with_offsets_epoch_seconds_and_mixed_text():
+    csv = (
+        "user_id,timestamp,e0\n"
+        "a,2024-01-01T01:00:00+01:00,1\n"  # = 00:00Z
+        "a,1704070800,2\n"  # epoch seconds = 2024-01-01T01:00Z
+        "a,2024-01-01 12:00,3\n"
+    ).encode()
+    tr = load_trajectories(csv, name="x.csv")["a"]
+    np.testing.assert_allclose(tr.timestamps, [0.0, 1 / 24, 0.5])
+    assert str(tr.datetimes[0]) == "2024-01-01T00:00:00.000000000"
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, planted_with_text):
+    target = tmp_path / "ds.parquet"
+    save_trajectories(planted_with_text, target)
+    before = target.read_bytes()
+    # a failing write (bad object) must leave the existing file untouched
+    class Broken(TrajectorySet):
+        @property
+        def has_text(self):  # type: ignore[override]
+            raise RuntimeError("disk full")
+
+    broken = Broken(list(planted_with_text))
+    with pytest.raises(RuntimeError):
+        save_trajectories(broken, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.parquet"]
+
+
+def test_saved_file_is_readable_by_others_not_private(tmp_path, planted_with_text):
+    target = save_trajectories(planted_with_text, tmp_path / "ds.parquet")
+    assert os.stat(target).st_mode & 0o044  # group/other read, like a normally created file
+
+
+# ------------------------------------------------------------------------------------------
+# bad input: one error class, message names file, row and column
+# ------------------------------------------------------------------------------------------
+GOOD_HEADER = "user_id,timestamp,label,e0,e1\n"
+
+
+def _err(data: bytes, name: str) -> TrajectoryError:
+    with pytest.raises(TrajectoryError) as info:
+        load_trajectories(data, name=name)
+    assert isinstance(info.value, ValueError)
+    assert name in str(info.value)
+    return info.value
+
+
+def test_missing_required_column_is_named():
+    e = _err(b"user_id,e0\nu,1\n", "nots.csv")
+    assert e.column == "timestamp" and "missing required column 'timestamp'" in str(e)
+    e = _err(b"timestamp,e0\n2024-01-01,1\n", "nouser.csv")
+    assert e.column == "user_id"
+
+
+def test_missing_embedding_columns_say_what_is_expected():
+    e = _err(b"user_id,timestamp\nu,2024-01-01\n", "noemb.csv")
+    assert e.column == "embedding" and "'e0'" in str(e)
+
+
+def test_gap_in_wide_embedding_columns_names_the_missing_column():
+    e = _err(b"user_id,timestamp,e0,e2\nu,2024-01-01,1,2\n", "gap.csv")
+    assert e.column == "e1"
+
+
+def test_empty_file_and_header_only_file_are_clear_errors():
+    assert "empty" in str(_err(b"", "empty.csv"))
+    assert "no rows" in str(_err(GOOD_HEADER.encode(), "header.csv"))
+    assert "empty" in str(_err(b"", "empty.parquet"))
+    assert "no records" in str(_err(b"\n\n", "empty.jsonl"))
+
+
+def test_non_numeric_embedding_value_names_row_line_and_column():
+    e = _err((GOOD_HEADER + "u,2024-01-01,1,0.5,0.1\nu,2024-01-02,1,0.5,oops\n").encode(), "text.csv")
+    assert (e.row, e.column) == (2, "e1")
+    assert "row 2 (line 3)" in str(e) and "'oops'" in str(e)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", ""])
+def test_non_finite_or_empty_embedding_value_is_rejected_with_row_and_column(value):
+    data = (GOOD_HEADER + f"u,2024-01-01,1,0.5,0.1\nv,2024-01-02,0,{value},0.1\n").encode()
+    e = _err(data, "nonfinite.csv")
+    assert (e.row, e.column) == (2, "e0")
+    assert "not finite" in str(e)
+
+
+def test_non_finite_value_inside_a_list_column_names_the_position():
+    data = b'user_id,timestamp,embedding\nu,2024-01-01,"[1, 2]"\nu,2024-01-02,"[1, NaN]"\n'
+    e = _err(data, "listnan.csv")
+    assert (e.row, e.column) == (2, "embedding")
+    assert "position 1" in str(e)
+
+
+def test_embedding_length_differing_from_the_rest_is_rejected():
+    rows = [
+        {"user_id": "u", "timestamp": "2024-01-01", "embedding": [1.0, 2.0, 3.0]},
+        {"user_id": "u", "timestamp": "2024-01-02", "embedding": [1.0, 2.0, 3.0]},
+        {"user_id": "v", "timestamp": "2024-01-02", "embedding": [1.0, 2.0]},
+    ]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    e = _err(data, "ragged.jsonl")
+    assert (e.row, e.column) == (3, "embedding")
+    assert "has 2 values, expected 3" in str(e) and "line 3" in str(e)
+
+
+def test_embedding_list_with_text_inside_is_rejected():
+    data = b'{"user_id": "u", "timestamp": "2024-01-01", "embedding": [1, "x"]}\n'
+    e = _err(data, "textlist.jsonl")
+    assert (e.row, e.column) == (1, "embedding")
+
+
+@pytest.mark.parametrize("stamp", ["yesterday", "2024-13-45", "2024-01-01T25:00"])
+def test_unparseable_timestamp_names_row_and_column(stamp):
+    data = (GOOD_HEADER + f"u,2024-01-01,1,0.5,0.1\nu,{stamp},1,0.5,0.1\n").encode()
+    e = _err(data, "time.csv")
+    assert (e.row, e.column) == (2, "timestamp")
+    assert repr(stamp) in str(e) and "ISO-8601" in str(e)
+
+
+def test_missing_timestamp_is_rejected():
+    e = _err((GOOD_HEADER + "u,,1,0.5,0.1\n").encode(), "notime.csv")
+    assert (e.row, e.column) == (1, "timestamp")
+
+
+def test_label_that_differs_between_posts_of_one_user_names_user_rows_and_column():
+    data = (GOOD_HEADER + "u,2024-01-01,1,0,0\nv,2024-01-01,0,0,0\nu,2024-01-02,0,0,0\n").encode()
+    e = _err(data, "labels.csv")
+    assert e.column == "label" and e.user == "u" and e.row == 3
+    assert "row 1" in str(e) and "row 3" in str(e)
+
+
+def test_label_missing_on_some_posts_of_a_labelled_user_is_rejected():
+    data = (GOOD_HEADER + "u,2024-01-01,1,0,0\nu,2024-01-02,,0,0\n").encode()
+    e = _err(data, "partial.csv")
+    assert e.row == 2 and "no label" in str(e)
+
+
+def test_non_integer_label_is_rejected():
+    e = _err((GOOD_HEADER + "u,2024-01-01,0.5,0,0\n").encode(), "frac.csv")
+    assert (e.row, e.column) == (1, "label")
+    e = _err((GOOD_HEADER + "u,2024-01-01,yes,0,0\n").encode(), "word.csv")
+    assert (e.row, e.column) == (1, "label")
+
+
+def test_unlabelled_users_are_allowed():
+    ts = load_trajectories(b"user_id,timestamp,label,e0\nu,2024-01-01,,1\nv,2024-01-01,1,1\n", name="x.csv")
+    assert ts["u"].label is None and ts["v"].label == 1
+    assert ts.labels.tolist() == [-1, 1] and not ts.has_labels
+
+
+def test_empty_user_id_is_rejected():
+    e = _err(b"user_id,timestamp,e0\n,2024-01-01,1\n", "nouid.csv")
+    assert (e.row, e.column) == (1, "user_id")
+
+
+def test_file_that_is_not_the_format_its_name_says_is_rejected(tmp_path, planted_with_text):
+    csv_bytes = (GOOD_HEADER + "u,2024-01-01,1,0,0\n").encode()
+    assert "not a Parquet file" in str(_err(csv_bytes, "fake.parquet"))
+    assert "not a NumPy .npz" in str(_err(csv_bytes, "fake.npz"))
+    pq = write_format(planted_with_text, tmp_path / "real.parquet", "parquet").read_bytes()
+    assert "not a CSV" in str(_err(pq, "fake.csv"))
+    assert "not a JSON Lines" in str(_err(pq, "fake.jsonl"))
+    assert "line 1 is not valid JSON" in str(_err(csv_bytes, "fake2.jsonl"))
+
+
+def test_unknown_extension_is_rejected():
+    assert "extension" in str(_err(b"abc", "data.xlsx"))
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(
+        path,
+        embeddings=np.zeros((2, 3)),
+        timestamps=np.array([0.0, 1.0]),
+        user_ids=np.array(["a", {"evil": 1}], dtype=object),
+    )
+    with pytest.raises(TrajectoryError) as info:
+        load_trajectories(path)
+    assert info.value.column == "user_ids" and "allow_pickle=False" in str(info.value)
+
+
+def test_npz_missing_or_misshapen_arrays_are_named(tmp_path):
+    path = tmp_path / "miss.npz"
+    np.savez(path, embeddings=np.zeros((2, 3)), timestamps=np.array([0.0, 1.0]))
+    with pytest.raises(TrajectoryError, match="user_ids"):
+        load_trajectories(path)
+    np.savez(path, embeddings=np.zeros((2, 3)), timestamps=np.array([0.0]), user_ids=np.array(["a", "b"]))
+    with pytest.raises(TrajectoryError, match="'timestamps' must have shape"):
+        load_trajectories(path)
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(TrajectoryError, match="no such file"):
+        load_trajectories(tmp_path / "nope.csv")
+
+
+def test_sample_data_loads_with_planted_truth(sample_set, sample_truth):
+    assert len(sample_set) == sample_truth["generator"]["n_users"]
+    assert sample_set.dim == 384
+    assert set(sample_set.labels.tolist()) == {0, 1}
+    lengths = sample_set.lengths
+    assert lengths.min() >= 5 and lengths.max() <= 300
+    assert set(sample_truth["change_points"]) == set(sample_set.user_ids)
+    for uid, cp in list(sample_truth["change_points"].items())[:20]:
+        tr = sample_set[uid]
+        assert str(tr.datetimes[cp["index"]]).startswith(cp["datetime"][:19])
+
+
+# ------------------------------------------------------------------------------------------
+# property test: random sets (single posts, equal timestamps, any D) survive every format
+# ------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from cvx_core.data.trajectory import Trajectory  # noqa: E402
+
+
+@st.composite
+def trajectory_sets(draw):
+    d = draw(st.integers(1, 5))
+    n_users = draw(st.integers(1, 4))
+    trajs = []
+    for u in range(n_users):
+        n = draw(st.integers(1, 6))
+        secs = sorted(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))  # many equal stamps
+        dts = np.datetime64("2024-02-29T23:59:00", "ns") + (np.array(secs, dtype=np.int64) * 3600 * 10**9).astype(
+            "timedelta64[ns]"
+        )
+        values = draw(
+            st.lists(
+                st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=n * d, max_size=n * d
+            )
+        )
+        label = draw(st.one_of(st.none(), st.integers(0, 3)))
+        trajs.append(Trajectory(f"u{u}", np.array(values, dtype=np.float32).reshape(n, d), dts, label=label))
+    return TrajectorySet(trajs, name="h")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ts=trajectory_sets(), fmt=st.sampled_from(["csv", "parquet", "jsonl", "npz"]))
+def test_random_sets_round_trip_exactly_in_every_format(tmp_path, ts, fmt):
+    if fmt == "npz" and not ts.has_labels:
+        ts = TrajectorySet([Trajectory(t.user_id, t.embeddings, t.datetimes, label=0) for t in ts])
+    texts_ts = TrajectorySet(
+        [Trajectory(t.user_id, t.embeddings, t.datetimes, label=t.label, texts=tuple(f"t{i}" for i in range(t.n_posts))) for t in ts]
+    )
+    # no shuffling: with equal timestamps the file order is the order (stable sort)
+    src = write_format(texts_ts, tmp_path / f"h.{fmt}", fmt, shuffle=False)
+    loaded = load_trajectories(src)
+    assert_same_sets(texts_ts, loaded)
+    assert_same_sets(texts_ts, load_trajectories(save_trajectories(loaded, tmp_path / "h.parquet")))
