@@ -1,14 +1,14 @@
 """CVX app: the landing page. Run with ``streamlit run app.py`` (or ``make run``).
 
 Pages live in ``pages/`` (Streamlit's pages folder); every page, this one included, starts
-with ``cvx_app.support.bootstrap`` so any page URL works as the first request to a fresh server.
+with ``cvx_app.session.bootstrap`` so any page URL works as the first request to a fresh server.
 """
 
 import streamlit as st
 
-from cvx_app import support as ui
+from cvx_app import session
 
-name = ui.bootstrap("Home")
+name = session.bootstrap("Home")
 
 st.title("CVX: temporal ML on embedding trajectories")
 st.markdown(

@@ -1,8 +1,8 @@
 """Plotly figures of the CVX app: pure functions from results to figures (no Streamlit).
 
-Pages read widgets, call ``cvx_core`` through ``cvx_app.support``, and draw what these
+Pages read widgets, call ``cvx_core`` through the ``cvx_app`` modules, and draw what these
 functions build. User-supplied text (user ids) reaches a figure only HTML-escaped
-(``cvx_app.support.escape_hover``), never as markup.
+(``cvx_app.escape.escape_hover``), never as markup.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def projection_figure(
     zoom: bool = False,
 ) -> go.Figure:
     """The 2-D projection: every post (WebGL), the time-ordered paths of ``paths`` and their
-    change points as ✕. ``proj`` is ``cvx_app.support.projection_frame``'s table."""
+    change points as ✕. ``proj`` is ``cvx_app.cache.projection_frame``'s table."""
     fig = go.Figure()
     hover = "user %{customdata[0]}<br>post %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
     if colour_by == "label":
@@ -87,7 +87,7 @@ def projection_figure(
 def timeline_figure(tl: Any) -> go.Figure:
     """One user's timeline over real time: velocity norm, cosine distance, drift and BOCPD
     change probability; PELT change points as dashed lines, silences as grey bands.
-    ``tl`` is an ``cvx_app.support.Timeline``."""
+    ``tl`` is an ``cvx_app.cache.Timeline``."""
     fig = make_subplots(
         rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
         subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from cvx_core.learn.training import TrainConfig
+    from cvx_core.learn.config import TrainConfig
 
     mapping = {
         "epochs": args.epochs, "lr": args.lr, "feature_lr": args.feature_lr, "batch_size": args.batch_size,
@@ -99,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cvx_core.learn import runs
     from cvx_core.learn.compare import compare_attention
     from cvx_core.data.io import load_trajectories
-    from cvx_core.learn.training import TrainProgress, Trainer
+    from cvx_core.learn.trainer import TrainProgress, Trainer
 
     ts = load_trajectories(args.data)
     config = _train_config(args)
@@ -173,7 +173,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
     from cvx_core.learn.runs import RunError
-    from cvx_core.learn.training import DeviceUnavailableError
+    from cvx_core.learn.config import DeviceUnavailableError
     from cvx_core.data.trajectory import TrajectoryError
 
     args = build_parser().parse_args(argv)

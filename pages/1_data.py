@@ -4,10 +4,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvx_app import support as ui
+from cvx_app import escape, session, workspace
 from cvx_core.data.trajectory import TrajectoryError
 
-name = ui.bootstrap("Data")
+name = session.bootstrap("Data")
 st.title("Data")
 
 # ---- upload --------------------------------------------------------------------------------
@@ -16,7 +16,7 @@ with st.container(border=True):
     st.subheader("Add a dataset")
     uploaded = st.file_uploader(
         "Trajectory file (CSV, Parquet, JSON Lines or NumPy .npz)",
-        type=ui.UPLOAD_TYPES,
+        type=workspace.UPLOAD_TYPES,
         key="data_upload",
         help=f"Files up to {limit_mb} MB (server.maxUploadSize in .streamlit/config.toml).",
     )
@@ -31,11 +31,11 @@ with st.container(border=True):
         if st.session_state.get("data_upload_key") != file_key:
             st.session_state["data_upload_key"] = file_key
             try:
-                new_name, new_ts = ui.import_upload(uploaded.getvalue(), uploaded.name)
+                new_name, new_ts = workspace.import_upload(uploaded.getvalue(), uploaded.name)
             except TrajectoryError as exc:
                 st.session_state["data_upload_result"] = ("error", str(exc))
             else:
-                ui.set_current_dataset(new_name)
+                session.set_current_dataset(new_name)
                 st.session_state["data_upload_result"] = (
                     "success",
                     f"Saved {new_name}: {len(new_ts)} users, {new_ts.n_posts} posts, D = {new_ts.dim}.",
@@ -45,37 +45,37 @@ with st.container(border=True):
         if kind == "error":
             st.error(
                 "This file was not imported; the datasets in the workspace are unchanged.\n\n"
-                + ui.escape_markdown(message),
+                + escape.escape_markdown(message),
                 icon=":material/error:",
             )
         elif kind == "success":
-            st.success(ui.escape_markdown(message), icon=":material/check_circle:")
+            st.success(escape.escape_markdown(message), icon=":material/check_circle:")
     else:
         st.session_state.pop("data_upload_key", None)
         st.session_state.pop("data_upload_result", None)
 
 # ---- choose / delete -------------------------------------------------------------------------
-entries = ui.list_datasets()
+entries = workspace.list_datasets()
 if not entries:
     st.info("No dataset yet. Upload a file above.")
     st.stop()
 
 by_name = {e.name: e for e in entries}
 st.subheader("Datasets in the workspace")
-chosen = ui.dataset_picker("data_choice", label="Work with")
+chosen = session.dataset_picker("data_choice", label="Work with")
 
 entry = by_name[chosen]
 if not entry.is_sample:
     with st.expander("Delete this dataset"):
         st.write("This removes the file from the workspace; runs trained on it are kept.")
         if st.button("Delete permanently", key="data_delete", type="primary"):
-            ui.delete_dataset(chosen)
-            ui.set_current_dataset(None)
+            workspace.delete_dataset(chosen)
+            session.set_current_dataset(None)
             st.toast("Dataset deleted.")
             st.rerun()
 
 # ---- summary ---------------------------------------------------------------------------------
-ts = ui.require_dataset(chosen)
+ts = session.require_dataset(chosen)
 summary = ts.summary()
 c1, c2, c3, c4, c5 = st.columns(5)
 c1.metric("Users", f"{summary.n_users:,}")
@@ -109,4 +109,4 @@ with right:
     st.plotly_chart(fig, key="data_labels")
 
 st.subheader("Preview")
-st.dataframe(ui.preview_frame(ts), hide_index=True, height=280)
+st.dataframe(session.preview_frame(ts), hide_index=True, height=280)

@@ -3,12 +3,11 @@ one user's timeline (velocity, cosine distance, drift, BOCPD) with change-point 
 
 import streamlit as st
 
-from cvx_app import figures
-from cvx_app import support as ui
+from cvx_app import cache, escape, figures, session
 
-name = ui.bootstrap("Explore")
+name = session.bootstrap("Explore")
 st.title("Explore")
-ts = ui.require_dataset(name)
+ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
 # a user clicked in the projection on the previous run becomes the selected user
@@ -40,22 +39,22 @@ paths = [selected] + [u for u in traced if u != selected]
 
 # ---- long steps, each behind a progress indicator and cached by the dataset's digest --------
 with st.status(f"Projecting {ts.n_posts:,} posts with {method}…", expanded=False) as status:
-    proj = ui.projection_frame(ts, method.lower())
+    proj = cache.projection_frame(ts, method.lower())
     status.update(label=f"{method} projection of {ts.n_posts:,} posts", state="complete")
-analysis = ui.set_analysis(ts)
+analysis = cache.set_analysis(ts)
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
 
 # ---- projection figure -------------------------------------------------------------------------
 fig = figures.projection_figure(
     proj, method=method, colour_by=colour_by, paths=paths, changepoints=changepoints,
-    escape=ui.escape_hover, zoom=zoom,
+    escape=escape.escape_hover, zoom=zoom,
 )
 event = st.plotly_chart(
     fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
     config={"scrollZoom": True},
 )
-clicked = ui.user_from_selection(event, proj)
-chosen_users = ui.users_in_selection(event, proj)
+clicked = session.user_from_selection(event, proj)
+chosen_users = session.users_in_selection(event, proj)
 if clicked and clicked != selected and clicked != st.session_state.get("explore_last_click"):
     st.session_state["explore_last_click"] = clicked
     st.session_state["explore_pending_user"] = clicked
@@ -68,14 +67,14 @@ st.caption(
 if len(chosen_users) > 1:
     with st.container(border=True):
         st.markdown(f"**Selection: {len(chosen_users)} users**")
-        table = ui.users_frame(analysis)
+        table = cache.users_frame(analysis)
         st.dataframe(table[table["user_id"].isin(chosen_users)], hide_index=True, height=240)
 
 with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s to analyse)"):
-    st.dataframe(ui.users_frame(analysis), hide_index=True, height=300)
+    st.dataframe(cache.users_frame(analysis), hide_index=True, height=300)
 
 # ---- one user's timeline -------------------------------------------------------------------------
-tl = ui.user_timeline(ts, selected)
+tl = cache.user_timeline(ts, selected)
 st.subheader("Timeline of one user")
 st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label}  ·  {tl.n_posts} posts  ·  "
         f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
@@ -85,7 +84,7 @@ with left:
     st.plotly_chart(tfig, key="explore_timeline")
     st.caption(
         "Red dashed lines: PELT change points. Grey bands: silences longer than "
-        f"{ui.features_config().silence_gap:g} days. Velocity uses the real gaps between posts."
+        f"{cache.features_config().silence_gap:g} days. Velocity uses the real gaps between posts."
     )
 with right:
     st.markdown("**What changed, in words**")

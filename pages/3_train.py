@@ -6,24 +6,23 @@ import math
 import pandas as pd
 import streamlit as st
 
-from cvx_app import figures
-from cvx_app import support as ui
+from cvx_app import escape, figures, jobs, session, workspace
 
-ui.bootstrap("Train")
+session.bootstrap("Train")
 st.title("Train")
-name = ui.dataset_picker("train_dataset", label="Dataset to train on")
-ts = ui.require_dataset(name)
+name = session.dataset_picker("train_dataset", label="Dataset to train on")
+ts = session.require_dataset(name)
 
-from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
-from cvx_core.learn.training import TrainConfig  # noqa: E402
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.learn.config import TrainConfig
 
 SCALE_CHOICES = [0.25, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0]
 defaults = TrainConfig()
 fdefaults = TemporalFeaturesConfig()
 
 # ---- set-up form ---------------------------------------------------------------------------
-job = ui.training_jobs().get(st.session_state.get("train_run", ""))
-busy = ui.running_job()
+job = jobs.training_jobs().get(st.session_state.get("train_run", ""))
+busy = jobs.running_job()
 if not ts.has_labels:
     st.warning("Training needs a label on every user; this dataset has unlabelled users.")
 with st.form("train_form", border=True):
@@ -36,10 +35,10 @@ with st.form("train_form", border=True):
                          step=1e-3, format="%.4f", key="train_lr")
     batch = c3.number_input("Batch size", min_value=1, max_value=1024, value=defaults.batch_size,
                             step=1, key="train_batch")
-    devices = ["cpu"] + (["cuda"] if ui.cuda_available() else [])
+    devices = ["cpu"] + (["cuda"] if jobs.cuda_available() else [])
     device = c4.selectbox(
         "Device", devices, index=len(devices) - 1, key="train_device",
-        format_func=lambda d: f"CUDA ({ui.cuda_name()})" if d == "cuda" else "CPU",
+        format_func=lambda d: f"CUDA ({jobs.cuda_name()})" if d == "cuda" else "CPU",
         help="CUDA appears when a GPU is available.",
     )
     c5, c6, c7, c8 = st.columns(4)
@@ -79,9 +78,9 @@ if submitted:
                     temperature=float(temperature), silence_temperature=float(silence_temp),
                 ),
             )
-            job = ui.start_training(name, ts, config)
+            job = jobs.start_training(name, ts, config)
         except (ValueError, RuntimeError) as exc:
-            st.error(ui.escape_markdown(exc))
+            st.error(escape.escape_markdown(exc))
         else:
             st.session_state["train_run"] = job.run_name
             st.session_state["train_show"] = job.run_name
@@ -89,7 +88,7 @@ if submitted:
 
 
 @st.fragment(run_every=1.0)
-def live_panel(job: "ui.TrainJob") -> None:
+def live_panel(job: "jobs.TrainJob") -> None:
     snap = job.snapshot()
     if snap["status"] != "running":
         st.rerun()  # full rerun: show the finished run below
@@ -111,11 +110,11 @@ if job is not None and job.snapshot()["status"] == "running":
     st.subheader("Training")
     live_panel(job)
 elif job is not None and job.status == "error":
-    st.error("Training failed: " + ui.escape_markdown(job.error))
+    st.error("Training failed: " + escape.escape_markdown(job.error))
 
 # ---- runs --------------------------------------------------------------------------------------
 st.subheader("Runs in the workspace")
-runs = ui.list_runs()
+runs = workspace.list_runs()
 if not runs:
     if job is not None and job.status == "running":
         st.info("The run is listed here once its first files are written.")
@@ -131,9 +130,9 @@ def _fmt(v):
 table = pd.DataFrame([
     {
         "run": r.name,
-        "dataset": ui.run_dataset(r.path) or "?",
-        "status": "finished" if r.complete else ("running" if r.name in ui.training_jobs()
-                                                 and ui.training_jobs()[r.name].status == "running"
+        "dataset": workspace.run_dataset(r.path) or "?",
+        "status": "finished" if r.complete else ("running" if r.name in jobs.training_jobs()
+                                                 and jobs.training_jobs()[r.name].status == "running"
                                                  else "interrupted"),
         "test AUC": _fmt(r.test_auc),
         "baseline AUC": _fmt(r.baseline_auc),
@@ -150,7 +149,7 @@ names = [r.name for r in runs]
 if st.session_state.get("train_show") not in names:
     st.session_state["train_show"] = names[0]
 show = st.selectbox("Show run", names, key="train_show")
-docs = ui.run_documents(next(r.path for r in runs if r.name == show))
+docs = workspace.run_documents(next(r.path for r in runs if r.name == show))
 metrics = docs["metrics"]
 if metrics is None:
     st.info("This run has not finished (it is running or was interrupted); its best checkpoint "

@@ -4,15 +4,14 @@ drift attribution, with correlation statistics, the verdict, and planted truth i
 import pandas as pd
 import streamlit as st
 
-from cvx_app import figures
-from cvx_app import support as ui
+from cvx_app import cache, escape, figures, session, workspace
 
-name = ui.bootstrap("Compare")
+name = session.bootstrap("Compare")
 st.title("Compare")
 st.caption("A trained run's learned DimensionAttention weights (alpha) beside the analytic drift "
            "attribution of the same data: does the model weight the dimensions the analytics single out?")
 
-runs = [r for r in ui.list_runs() if r.has_weights]
+runs = [r for r in workspace.list_runs() if r.has_weights]
 if not runs:
     st.info("No trained run yet. Train one on the Train page first.")
     st.page_link("pages/3_train.py", label="Go to Train", icon=":material/model_training:")
@@ -30,23 +29,23 @@ top_n = c2.slider("Top dimensions shown", min_value=10, max_value=80, value=30, 
 order_by = c3.radio("Order by", ["learned alpha", "attribution"], key="compare_order", horizontal=True)
 run = next(r for r in runs if r.name == run_name)
 
-dataset = ui.run_dataset(run.path)
+dataset = workspace.run_dataset(run.path)
 if dataset is None:
     dataset = name
     st.warning("The dataset this run was trained on is not in the workspace any more; "
                "comparing on the current dataset instead.")
-ts = ui.require_dataset(dataset)
-truth = ui.load_truth(dataset)
+ts = session.require_dataset(dataset)
+truth = workspace.load_truth(dataset)
 planted = list(truth.get("planted_dims", [])) if truth else None
 
 with st.spinner("Loading the run and computing the analytic attribution…"):
     try:
-        cmp = ui.comparison(run.path, ts, planted)
+        cmp = cache.comparison(run.path, ts, planted)
     except ValueError as exc:
-        st.error(ui.escape_markdown(exc))
+        st.error(escape.escape_markdown(exc))
         st.stop()
 
-kind_text = ui.attribution_description(cmp.attribution_kind, cmp.positive_class)
+kind_text = cache.attribution_description(cmp.attribution_kind, cmp.positive_class)
 st.caption("Run and dataset:")
 st.code(f"run {run.name}  ·  dataset {dataset}  ·  D = {ts.dim}  ·  attribution per dimension: {kind_text}",
         language=None, wrap_lines=True)

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from cvx_core.cli import COMPARISON_FILE, main
-from cvx_core.features.analytic import AnalyticBackend, feature_names
 from cvx_core.data.io import save_trajectories
-from cvx_core.learn.runs import METRICS_FILE, load_run
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
+from cvx_core.features.analytic import AnalyticBackend, feature_names
+from cvx_core.learn.runs import METRICS_FILE, load_run
 
 
 @pytest.fixture(scope="module")

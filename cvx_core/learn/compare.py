@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.data.trajectory import TrajectorySet
+from cvx_core.features.config import TemporalFeaturesConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
-    from cvx_core.learn.training import rankdata
+    from cvx_core.learn.metrics import rankdata
 
     return rankdata(x)
 

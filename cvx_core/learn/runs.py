@@ -26,12 +26,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvx_core.data.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from cvx_core.data.atomic import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from cvx_core.learn.training import TrainConfig
+    from cvx_core.learn.config import TrainConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -234,7 +238,8 @@ def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> LoadedR
     Works on finished runs and on interrupted ones that wrote at least one checkpoint.
     Raises :class:`RunError` naming the missing or bad file otherwise.
     """
-    from cvx_core.learn.training import TrainConfig, build_model_from_spec
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.model import build_model_from_spec
 
     path = Path(run_dir)
     if not path.is_dir():

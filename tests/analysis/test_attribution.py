@@ -16,8 +16,8 @@ from cvx_core.analysis.attribution import (
     pareto_dims,
     rank_dimensions,
 )
-from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
+from cvx_core.features.config import TemporalFeaturesConfig
 
 
 def traj(uid: str, emb, label=None) -> Trajectory:

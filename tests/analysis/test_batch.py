@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvx_core.analysis.batch import SetAnalysis, analyze_set
 from cvx_core.analysis.attribution import cohort_attribution
-from cvx_core.analysis.changepoints import BOCPDConfig, ChangePointConfig, detect_changepoints
+from cvx_core.analysis.batch import SetAnalysis, analyze_set
+from cvx_core.analysis.changepoints import (
+    BOCPDConfig,
+    ChangePointConfig,
+    detect_changepoints,
+)
 
 
 def test_progress_is_called_with_increasing_counts_ending_at_total(small_planted):
@@ -80,8 +84,8 @@ def test_optional_bocpd_and_narratives_and_changepoint_frame(small_planted):
 # ------------------------------------------------------------------------------------------
 def test_user_timeline_aligns_posts_steps_silences_and_narratives(sample_set, sample_truth):
     from cvx_core.analysis.batch import user_timeline
-    from cvx_core.features.config import TemporalFeaturesConfig
     from cvx_core.features.analytic import AnalyticBackend
+    from cvx_core.features.config import TemporalFeaturesConfig
 
     cfg = TemporalFeaturesConfig()
     tr = max(sample_set, key=lambda t: t.n_posts)
@@ -110,8 +114,8 @@ def test_user_timeline_of_a_single_post_user_is_empty_but_valid():
 
 def test_user_timeline_silences_index_posts_even_with_burst_aggregation():
     from cvx_core.analysis.batch import user_timeline
-    from cvx_core.features.config import TemporalFeaturesConfig
     from cvx_core.data.trajectory import Trajectory
+    from cvx_core.features.config import TemporalFeaturesConfig
 
     # a burst of three posts, then a 10-day silence, then two posts
     days = np.array([0.0, 0.001, 0.002, 10.0, 11.0])

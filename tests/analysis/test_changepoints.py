@@ -16,9 +16,9 @@ from cvx_core.analysis.changepoints import (
     bocpd,
     default_penalty,
     detect_bocpd,
-    match_changepoints,
     detect_changepoints,
     estimate_noise_variance,
+    match_changepoints,
 )
 from cvx_core.data.trajectory import Trajectory
 

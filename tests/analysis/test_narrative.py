@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from cvx_core.analysis.changepoints import detect_changepoints
-from cvx_core.analysis.narrative import ChangePointNarrative, narrate_changepoints, severity_label
+from cvx_core.analysis.narrative import (
+    ChangePointNarrative,
+    narrate_changepoints,
+    severity_label,
+)
 from cvx_core.data.trajectory import Trajectory
 
 

@@ -7,7 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from cvx_core.analysis.projection import Projection, clear_projection_cache, pca_2d, project_posts
+from cvx_core.analysis.projection import (
+    Projection,
+    clear_projection_cache,
+    pca_2d,
+    project_posts,
+)
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
 

@@ -16,8 +16,9 @@ TIMEOUT = 120
 @pytest.fixture(scope="module")
 def trained_workspace(tmp_path_factory, sample_set) -> Path:
     """A workspace holding one short run trained on the shipped sample (as the app records it)."""
+    from cvx_core.learn.config import TrainConfig
     from cvx_core.learn.runs import atomic_write_json
-    from cvx_core.learn.training import TrainConfig, train
+    from cvx_core.learn.trainer import train
 
     ws = tmp_path_factory.mktemp("compare") / "ws"
     run_dir = ws / "runs" / "run-sample"

@@ -137,19 +137,19 @@ def test_sidebar_choice_carries_across_pages(workspace, data_page):
 
 
 def test_dataset_names_from_uploads_are_safe_file_stems():
-    from cvx_app import support as ui
+    from cvx_app import workspace  # noqa: E402
 
-    assert ui.safe_dataset_name("My data (v2).csv") == "My_data_v2"
-    assert ui.safe_dataset_name("../../etc/passwd.parquet") == "passwd"
-    assert ui.safe_dataset_name("<script>.jsonl") == "script"
-    assert ui.safe_dataset_name("....npz") == "dataset"
+    assert workspace.safe_dataset_name("My data (v2).csv") == "My_data_v2"
+    assert workspace.safe_dataset_name("../../etc/passwd.parquet") == "passwd"
+    assert workspace.safe_dataset_name("<script>.jsonl") == "script"
+    assert workspace.safe_dataset_name("....npz") == "dataset"
 
 
 def test_escape_markdown_makes_user_text_literal():
-    from cvx_app import support as ui
+    from cvx_app import escape  # noqa: E402
 
     raw = "user **x** [link](http://e.x) <b>y</b> `z`"
-    escaped = ui.escape_markdown(raw)
+    escaped = escape.escape_markdown(raw)
     assert "**" not in escaped.replace("\\*", "")
     assert "<b>" not in escaped.replace("\\<", "")
     assert escaped.replace("\\", "") == raw

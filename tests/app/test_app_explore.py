@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from cvx_app import support as ui  # noqa: E402
+from cvx_app import cache, escape, session  # noqa: E402
 
 TIMEOUT = 120
 
@@ -64,7 +64,7 @@ def test_choosing_a_user_opens_their_timeline(explore, sample_set):
 
 
 def test_clicking_a_post_selects_its_user(explore, sample_set):
-    proj = ui.projection_frame(sample_set, "pca")
+    proj = cache.projection_frame(sample_set, "pca")
     row = proj[proj["user_id"] == sample_set.at(7).user_id].iloc[0]
     explore.session_state["explore_proj"] = {
         "selection": {
@@ -87,11 +87,11 @@ def test_colour_by_time_uses_one_trace_with_a_colour_bar(explore):
 
 
 def test_user_from_selection_maps_escaped_ids_back():
-    frame = pd.DataFrame({"user_id": ["<b>x</b>", "y"], "user_id_safe": [ui.escape_hover("<b>x</b>"), "y"]})
-    event = {"selection": {"points": [{"customdata": [ui.escape_hover("<b>x</b>"), 0, ""]}]}}
-    assert ui.user_from_selection(event, frame) == "<b>x</b>"
-    assert ui.user_from_selection({"selection": {"points": []}}, frame) is None
-    assert ui.user_from_selection(None, frame) is None
+    frame = pd.DataFrame({"user_id": ["<b>x</b>", "y"], "user_id_safe": [escape.escape_hover("<b>x</b>"), "y"]})
+    event = {"selection": {"points": [{"customdata": [escape.escape_hover("<b>x</b>"), 0, ""]}]}}
+    assert session.user_from_selection(event, frame) == "<b>x</b>"
+    assert session.user_from_selection({"selection": {"points": []}}, frame) is None
+    assert session.user_from_selection(None, frame) is None
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_umap_projection_on_request(app_workspace, open_app, monkeypatch, small_
 
 
 def test_a_box_selection_over_several_users_lists_them(explore, sample_set):
-    proj = ui.projection_frame(sample_set, "pca")
+    proj = cache.projection_frame(sample_set, "pca")
     picked = [sample_set.at(i).user_id for i in (2, 3, 4)]
     rows = [proj[proj["user_id"] == u].iloc[0] for u in picked]
     explore.session_state["explore_proj"] = {
@@ -128,4 +128,4 @@ def test_a_box_selection_over_several_users_lists_them(explore, sample_set):
     assert any(m.value == "**Selection: 3 users**" for m in explore.markdown)
     listed = explore.dataframe[0].value  # drawn above the all-users table
     assert sorted(listed["user_id"]) == sorted(picked)
-    assert ui.users_in_selection(explore.session_state["explore_proj"], proj) == picked
+    assert session.users_in_selection(explore.session_state["explore_proj"], proj) == picked

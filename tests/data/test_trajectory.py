@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet, days_since_first
+from cvx_core.data.trajectory import (
+    Trajectory,
+    TrajectoryError,
+    TrajectorySet,
+    days_since_first,
+)
 
 
 def _traj(uid: str, n: int, d: int = 3, label: int | None = 0, seed: int = 0) -> Trajectory:

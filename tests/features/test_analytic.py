@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.analytic import (
     COSINE_EPS,
     VOLATILITY_EPS,
@@ -18,6 +17,7 @@ from cvx_core.features.analytic import (
     feature_layout,
     feature_names,
 )
+from cvx_core.features.config import TemporalFeaturesConfig
 
 A = AnalyticBackend
 

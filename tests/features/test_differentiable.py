@@ -20,8 +20,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.analytic import AnalyticBackend, TemporalOps, feature_layout
+from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.differentiable import TorchBackend, temporal_features
 
 A, TB = AnalyticBackend, TorchBackend

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.analytic import AnalyticBackend, feature_layout
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.features.differentiable import TorchBackend
 from cvx_core.features.learnable import (
     DimensionAttention,
     MultiScaleAggregator,
     SoftChangePointDetector,
     TemporalFeatureExtractor,
 )
-from cvx_core.features.differentiable import TorchBackend
 
 
 def padded(rng, lengths, D):

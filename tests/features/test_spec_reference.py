@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_spec import ref_bin_ids, ref_block_scales, ref_extract_all, ref_resample  # noqa: E402
 
-from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
 from cvx_core.features.analytic import AnalyticBackend  # noqa: E402
+from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
 from cvx_core.features.differentiable import TorchBackend  # noqa: E402
 
 RTOL = 1e-10

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cvx_core.analysis.attribution import cohort_attribution
+from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 from cvx_core.learn.compare import (
     compare_attention,
     learned_alpha,
@@ -17,8 +18,7 @@ from cvx_core.learn.compare import (
     topk_jaccard,
     verdict,
 )
-from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
-from cvx_core.learn.training import TrajectoryClassifier
+from cvx_core.learn.model import TrajectoryClassifier
 
 
 @pytest.fixture(scope="module")

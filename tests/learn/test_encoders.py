@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
+from cvx_core.features.differentiable import temporal_features
+from cvx_core.learn.config import TrainConfig
 from cvx_core.learn.encoders import (
     HashingBagEncoder,
     MiniLMEncoder,
@@ -17,9 +20,8 @@ from cvx_core.learn.encoders import (
     minilm_available,
     set_encoder_trainable,
 )
-from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
-from cvx_core.features.differentiable import temporal_features
-from cvx_core.learn.training import TrainConfig, TrajectoryClassifier, predict_proba, train
+from cvx_core.learn.model import TrajectoryClassifier, predict_proba
+from cvx_core.learn.trainer import train
 
 POSTS = ["I slept badly again", "a good walk in the park", "nothing matters lately", "dinner with friends",
          "tired of everything", "new job starts monday"]

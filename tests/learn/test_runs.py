@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from cvx_core.learn import runs
-from cvx_core.learn.runs import RunError, list_runs, load_run, new_run_dir
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
-from cvx_core.learn.training import TrainConfig, predict_proba, train
+from cvx_core.learn import runs
+from cvx_core.learn.config import TrainConfig
+from cvx_core.learn.model import predict_proba
+from cvx_core.learn.runs import RunError, list_runs, load_run, new_run_dir
+from cvx_core.learn.trainer import train
 
 FAST = dict(epochs=3, patience=3, batch_size=16, hidden=8, eval_batch_size=64, device="cpu")
 

@@ -10,26 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from cvx_core.learn.compare import spearman
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
-from cvx_core.learn.training import (
-    TrainConfig,
-    TrainProgress,
-    Trainer,
-    TrajectoryClassifier,
+from cvx_core.learn.baseline import mean_embedding_baseline
+from cvx_core.learn.compare import spearman
+from cvx_core.learn.config import TrainConfig, resolve_device
+from cvx_core.learn.metrics import (
     class_weights,
     classification_metrics,
-    length_buckets,
-    mean_embedding_baseline,
-    predict_proba,
     rankdata,
-    resolve_device,
     roc_auc,
     roc_curve,
-    stratified_split,
-    train,
 )
+from cvx_core.learn.model import TrajectoryClassifier, predict_proba
+from cvx_core.learn.splits import length_buckets, stratified_split
+from cvx_core.learn.trainer import Trainer, TrainProgress, train
 
 FAST = dict(epochs=20, patience=20, batch_size=16, hidden=64, eval_batch_size=64)
 

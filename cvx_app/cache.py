@@ -1,0 +1,254 @@
+"""Cached wrappers around ``cvx_core`` keyed by ``TrajectorySet.digest()`` strings (never by hashing arrays; heavy objects travel as ``_``-prefixed arguments the cache does not hash), and a process-wide result store for steps that report progress.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cvx_app.escape import escape_hover
+from cvx_app.workspace import dataset_entry, weights_stamp
+from cvx_core.data.trajectory import TrajectorySet
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
+def _load_cached(path: str, mtime_ns: int, size: int) -> TrajectorySet:
+    from cvx_core.data.io import load_trajectories
+
+    return load_trajectories(path, name=Path(path).name)
+
+
+def load_dataset(name: str) -> TrajectorySet:
+    """The TrajectorySet of a listed dataset, cached per file version (immutable: shared)."""
+    entry = dataset_entry(name)
+    if entry is None:
+        raise KeyError(f"no dataset named {name!r}")
+    stat = entry.path.stat()
+    return _load_cached(str(entry.path), stat.st_mtime_ns, stat.st_size)
+
+
+class _ResultStore:
+    """Bounded LRU of finished results, shared by all sessions (values are never mutated)."""
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@st.cache_resource
+def result_store() -> _ResultStore:
+    return _ResultStore()
+
+
+def cached_with_progress(
+    key: tuple, compute: Callable[[Callable[[int, int], None]], Any], *, label: str
+) -> Any:
+    """Return the stored result for ``key`` or compute it under a progress bar.
+
+    ``compute(progress)`` receives a ``progress(done, total)`` callback. (``st.cache_data``
+    cannot drive a progress bar created outside the cached function, hence this store.)
+    """
+    store = result_store()
+    hit = store.get(key)
+    if hit is not None:
+        return hit
+    bar = st.progress(0.0, text=label)
+
+    def progress(done: int, total: int) -> None:
+        frac = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+        bar.progress(frac, text=f"{label} {done}/{total}")
+
+    value = compute(progress)
+    bar.empty()
+    store.put(key, value)
+    return value
+
+
+def set_analysis(ts: TrajectorySet) -> Any:
+    """``cvx_core.analysis.batch.analyze_set`` of the whole dataset (PELT change points and drift
+    attribution of every user, cohort attribution), computed once per dataset under a
+    progress bar and kept in the process-wide store."""
+
+    def compute(progress: Callable[[int, int], None]) -> Any:
+        from cvx_core.analysis.batch import analyze_set
+
+        return analyze_set(ts, progress=progress)
+
+    return cached_with_progress(
+        ("analyze_set", ts.digest()), compute, label="Finding change points (PELT) for every user…"
+    )
+
+
+def users_frame(analysis: Any) -> pd.DataFrame:
+    """One row per user of a set analysis: posts, label, change points, drift and its
+    top dimensions (for the Explore page's user table)."""
+    rows = []
+    for u in analysis:
+        rows.append(
+            {
+                "user_id": u.user_id,
+                "label": u.label,
+                "posts": u.n_posts,
+                "change points": u.changepoints.n_changes,
+                "drift |v_T - v_1|": round(u.attribution.drift_norm, 4),
+                "dims for 80% of drift": u.attribution.pareto_size,
+                "top drift dims": ", ".join(str(int(d)) for d in u.attribution.order[:5]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _projection_frame(digest: str, method: str, _ts: TrajectorySet) -> pd.DataFrame:
+    from cvx_core.analysis.projection import project_posts
+
+    proj = project_posts(_ts, method=method)
+    coords = np.asarray(proj.coords)
+    uids = np.asarray(proj.row_user_ids, dtype=object)
+    posts = np.asarray(proj.post_index, dtype=np.int64)
+    # rows follow the projection's own (user, post) indices, not an assumed order
+    all_when = np.concatenate([tr.datetimes for tr in _ts]).astype("datetime64[ns]")
+    starts = np.concatenate([[0], np.cumsum(_ts.lengths)[:-1]]).astype(np.int64)
+    user_index = np.asarray(proj.user_index, dtype=np.int64)
+    when = all_when[starts[user_index] + posts]
+    labels = np.array(["none" if tr.label is None else str(tr.label) for tr in _ts], dtype=object)
+    start = when.min()
+    frame = pd.DataFrame(
+        {
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "user_id": uids,
+            "user_id_safe": [escape_hover(u) for u in uids],
+            "post": posts,
+            "label": labels[user_index],
+            "when": pd.to_datetime(when).strftime("%Y-%m-%d %H:%M"),
+            "days_since_start": (when - start) / np.timedelta64(1, "D"),
+        }
+    )
+    return frame
+
+
+def projection_frame(ts: TrajectorySet, method: str) -> pd.DataFrame:
+    """One row per post: ``x, y`` (2-D projection), ``user_id``, ``post`` (index in the
+    user's trajectory), ``label``, ``when`` and ``days_since_start``; cached per dataset."""
+    return _projection_frame(ts.digest(), method, ts)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What the Explore page draws for one user.
+
+    Attributes:
+        posts: per post ``when`` (datetime), ``drift`` (``|v_i - v_1|``) and
+            ``change_probability`` (BOCPD).
+        steps: per step (at the later post) ``when``, ``velocity_norm``, ``cosine_distance``.
+        change_points: ``(index, datetime)`` of the PELT change points.
+        silences: ``(start, end)`` datetimes of gaps longer than ``silence_gap``.
+        narratives: one plain-text paragraph per change point.
+    """
+
+    user_id: str
+    label: int | None
+    n_posts: int
+    posts: pd.DataFrame
+    steps: pd.DataFrame
+    change_points: list[tuple[int, pd.Timestamp]]
+    silences: list[tuple[pd.Timestamp, pd.Timestamp]]
+    narratives: list[str]
+
+
+@st.cache_data(max_entries=64, show_spinner="Analysing this user…")
+def _user_timeline(digest: str, user_id: str, _ts: TrajectorySet) -> Timeline:
+    from cvx_core.analysis.batch import user_timeline as compute_timeline
+
+    tl = compute_timeline(_ts[user_id], features_config=features_config())
+    when = pd.to_datetime(tl.datetimes)
+    return Timeline(
+        user_id=tl.user_id,
+        label=tl.label,
+        n_posts=tl.n_posts,
+        posts=pd.DataFrame({"when": when, "drift": tl.drift, "change_probability": tl.change_probability}),
+        steps=pd.DataFrame(
+            {"when": when[1:], "velocity_norm": tl.velocity_norm, "cosine_distance": tl.cosine_distance}
+        ),
+        change_points=[(int(i), when[i]) for i in tl.changepoints.indices],
+        silences=[(when[i], when[j]) for i, j in tl.silences],
+        narratives=[n.text for n in tl.narratives],
+    )
+
+
+def user_timeline(ts: TrajectorySet, user_id: str) -> Timeline:
+    return _user_timeline(ts.digest(), user_id, ts)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the trained model…")
+def _load_run(path: str, weights_mtime_ns: int) -> Any:
+    from cvx_core.learn.runs import load_run
+
+    return load_run(path, device="cpu")
+
+
+def load_run(run_dir: Path) -> Any:
+    """The run's rebuilt model and documents (``cvx_core.learn.runs.LoadedRun``), cached per checkpoint."""
+    return _load_run(str(run_dir), weights_stamp(run_dir))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _comparison(run_key: str, digest: str, planted: tuple[int, ...] | None, _run: Any, _ts: TrajectorySet) -> Any:
+    from cvx_core.learn.compare import compare_attention
+
+    return compare_attention(
+        _run.model, _ts, config=_run.config.features, planted_dims=list(planted) if planted else None
+    )
+
+
+def comparison(run_dir: Path, ts: TrajectorySet, planted_dims: list[int] | None) -> Any:
+    """``cvx_core.learn.compare.AttentionComparison`` of a run on ``ts``, cached per checkpoint and data."""
+    run = load_run(run_dir)
+    key = f"{run_dir}:{weights_stamp(run_dir)}"
+    planted = tuple(int(d) for d in planted_dims) if planted_dims else None
+    return _comparison(key, ts.digest(), planted, run, ts)
+
+
+def attribution_description(kind: str, positive_class: int | None) -> str:
+    """Plain words for ``AttentionComparison.attribution_kind``."""
+    if kind == "abs_class_difference":
+        return f"|mean drift share of label {positive_class} − that of the other label|"
+    if kind == "class_difference":
+        return f"mean drift share of label {positive_class} − that of the other label"
+    if kind == "mean_shares":
+        return "mean drift share over all users"
+    return kind.replace("_", " ")
+
+
+def features_config():
+    from cvx_core.features.config import TemporalFeaturesConfig
+
+    return TemporalFeaturesConfig()

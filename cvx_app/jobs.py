@@ -1,0 +1,153 @@
+"""Training jobs: one background thread per training run, its live progress and stop signal, and the CUDA probe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from cvx_app.workspace import APP_RUN_FILE, runs_dir
+from cvx_core.data.trajectory import TrajectorySet
+
+MAX_FINISHED_JOBS = 16
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def cuda_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+class TrainJob:
+    """One training run in a worker thread. The worker touches no Streamlit API; the page
+    reads the fields below (under ``lock``) and sets ``stop`` to end training early."""
+
+    def __init__(self, dataset: str, ts: TrajectorySet, config: Any, run_dir: Path) -> None:
+        self.dataset = dataset
+        self.run_dir = run_dir
+        self.run_name = run_dir.name
+        self.config = config
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.steps: list[tuple[int, float]] = []  # (step, loss)
+        self.epochs: list[dict[str, float]] = []  # epoch, train_loss, val_loss, val_auc
+        self.step = 0
+        self.epoch = 0
+        self.steps_per_epoch = 0
+        self.status = "running"  # running | done | error
+        self.error: str | None = None
+        self.interrupted = False
+        self.started = time.time()
+        self._ts = ts
+        self.thread = threading.Thread(target=self._work, name=f"cvx-train-{self.run_name}", daemon=True)
+
+    # progress as a fraction of the planned steps
+    @property
+    def fraction(self) -> float:
+        total = max(1, self.steps_per_epoch * int(self.config.epochs))
+        return min(1.0, self.step / total)
+
+    def _on_step(self, p: Any) -> None:
+        with self.lock:
+            self.step, self.epoch, self.steps_per_epoch = p.step, p.epoch, p.steps_per_epoch
+            self.steps.append((p.step, float(p.loss)))
+
+    def _on_epoch(self, p: Any) -> None:
+        with self.lock:
+            self.epoch = p.epoch
+            self.epochs.append(
+                {"epoch": p.epoch, "train_loss": p.train_loss, "val_loss": p.val_loss, "val_auc": p.val_auc}
+            )
+
+    def _on_start(self, p: Any) -> None:
+        with self.lock:
+            self.steps_per_epoch = p.steps_per_epoch
+
+    def _work(self) -> None:
+        from cvx_core.learn.trainer import train
+
+        try:
+            result = train(
+                self._ts,
+                self.config,
+                run_dir=self.run_dir,
+                callbacks={
+                    "on_train_start": self._on_start,
+                    "on_step_end": self._on_step,
+                    "on_epoch_end": self._on_epoch,
+                },
+                should_stop=self.stop,
+            )
+        except Exception as exc:  # shown on the page; the run folder keeps what was saved
+            with self.lock:
+                self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+        else:
+            # the page reads results from the run folder: keep no model (it may sit on the GPU)
+            interrupted = bool(result.interrupted)
+            del result
+            with self.lock:
+                self.status, self.interrupted = "done", interrupted
+        finally:
+            self._ts = None  # type: ignore[assignment]
+            _release_cuda_memory()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "status": self.status,
+                "error": self.error,
+                "step": self.step,
+                "epoch": self.epoch,
+                "steps": list(self.steps),
+                "epochs": list(self.epochs),
+                "fraction": self.fraction,
+                "elapsed": time.time() - self.started,
+                "stopping": self.stop.is_set(),
+            }
+
+
+def _release_cuda_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@st.cache_resource
+def training_jobs() -> dict[str, TrainJob]:
+    """Every training job of this server process, by run name (shared across sessions)."""
+    return {}
+
+
+def running_job() -> TrainJob | None:
+    for job in training_jobs().values():
+        if job.status == "running":
+            return job
+    return None
+
+
+def start_training(dataset: str, ts: TrajectorySet, config: Any) -> TrainJob:
+    """Create a run folder, record which dataset it uses, and start training in a thread."""
+    from cvx_core.learn.runs import atomic_write_json, new_run_dir
+
+    if running_job() is not None:
+        raise RuntimeError("a training run is already in progress on this server")
+    run_dir = new_run_dir(runs_dir())
+    atomic_write_json(run_dir / APP_RUN_FILE, {"dataset": dataset, "digest": ts.digest()})
+    job = TrainJob(dataset, ts, config, run_dir)
+    jobs = training_jobs()
+    for old in [n for n, j in jobs.items() if j.status != "running"][:-MAX_FINISHED_JOBS]:
+        jobs.pop(old, None)  # finished jobs hold only progress curves; keep a few
+    jobs[job.run_name] = job
+    job.thread.start()
+    return job

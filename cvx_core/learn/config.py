@@ -1,0 +1,144 @@
+"""Training configuration and device choice: ``TrainConfig`` (frozen, JSON round-trip) and ``resolve_device``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cvx_core.features.config import TemporalFeaturesConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run is set up with (saved in the run folder's config.json).
+
+    Attributes:
+        epochs: maximum number of epochs.
+        lr: AdamW learning rate of the head.
+        feature_lr: learning rate of the feature parameters (attention ``w``, scale weights
+            ``b``, change-point ``log_temperature``); they get no weight decay.
+        batch_size: trajectories per training step.
+        weight_decay: AdamW weight decay of the head.
+        patience: stop after this many epochs without a better validation AUC.
+        seed: seed of the split, the batch order and the initial weights.
+        val_fraction, test_fraction: share of each class held out (stratified).
+        device: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+        learn_attention: train DimensionAttention (else alpha stays all ones).
+        learn_scales: train MultiScaleAggregator's scale weights.
+        learn_temperatures: train the soft change-point temperature.
+        hidden: hidden units of the MLP head (0: a linear head).
+        dropout: dropout before the head's output layer.
+        magnitude_inputs: feed the head ``|z|`` beside the standardised features ``z``
+            (``[B, 2F]``), so a drift of either sign along a dimension counts the same
+            without the head having to learn ``|x|`` from few users.
+        max_len: keep only each trajectory's last ``max_len`` posts (None: all).
+        class_weighting: weight the loss by inverse class frequency (imbalanced labels).
+        mixed_precision: bf16 autocast for the head on CUDA (ignored on CPU and on GPUs without bf16).
+        feature_dtype: "float32" or "float64" for the temporal features.
+        grad_clip: max gradient norm (0: no clipping).
+        eval_batch_size: trajectories per evaluation batch.
+        text_encoder: None (use the stored embeddings), "hashing" (the small built-in
+            encoder) or "minilm" (all-MiniLM-L6-v2, optional extra): end-to-end from text.
+        freeze_encoder: keep the text encoder's weights fixed.
+        encoder_lr: learning rate of the text encoder.
+        features: the temporal features' constants.
+    """
+
+    epochs: int = 40
+    lr: float = 3e-3
+    feature_lr: float = 5e-2
+    batch_size: int = 32
+    weight_decay: float = 1e-2
+    patience: int = 10
+    seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    device: str = "auto"
+    learn_attention: bool = True
+    learn_scales: bool = True
+    learn_temperatures: bool = True
+    hidden: int = 64
+    dropout: float = 0.1
+    magnitude_inputs: bool = True
+    max_len: int | None = None
+    class_weighting: bool = True
+    mixed_precision: bool = True
+    feature_dtype: str = "float32"
+    grad_clip: float = 5.0
+    eval_batch_size: int = 128
+    text_encoder: str | None = None
+    freeze_encoder: bool = False
+    encoder_lr: float = 2e-5
+    features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        check(is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        check(is_int(self.eval_batch_size) and self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        check(is_int(self.patience) and self.patience >= 1, f"patience must be >= 1, got {self.patience!r}")
+        check(is_int(self.hidden) and self.hidden >= 0, f"hidden must be >= 0, got {self.hidden!r}")
+        check(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        for name in ("lr", "feature_lr", "encoder_lr"):
+            v = getattr(self, name)
+            check(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{name} must be > 0, got {v!r}")
+        for name in ("weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be >= 0, got {v!r}")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        check(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        check(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        check(self.val_fraction + self.test_fraction < 1.0, "val_fraction + test_fraction must be < 1")
+        check(self.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        check(self.feature_dtype in ("float32", "float64"), f"feature_dtype must be 'float32' or 'float64', got {self.feature_dtype!r}")
+        check(self.max_len is None or (is_int(self.max_len) and self.max_len >= 1), f"max_len must be None or >= 1, got {self.max_len!r}")
+        check(self.text_encoder in (None, "hashing", "minilm"), f"text_encoder must be None, 'hashing' or 'minilm', got {self.text_encoder!r}")
+        if isinstance(self.features, Mapping):
+            object.__setattr__(self, "features", TemporalFeaturesConfig.from_dict(dict(self.features)))
+        check(isinstance(self.features, TemporalFeaturesConfig), "features must be a TemporalFeaturesConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "features"}
+        d["features"] = self.features.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        kw = dict(d)
+        if "features" in kw and isinstance(kw["features"], Mapping):
+            kw["features"] = TemporalFeaturesConfig.from_dict(dict(kw["features"]))
+        return cls(**kw)
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested device (CUDA) is not available on this machine."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            "device='cuda' was asked for but no CUDA device is available (torch.cuda.is_available() is False); "
+            "use device='auto' or 'cpu'"
+        )
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return torch.device(device)

@@ -1,0 +1,170 @@
+"""The classifier: ``TemporalFeatureExtractor`` then a fixed standardisation and an MLP head; rebuilding a model from its spec, and class probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvx_core.data.trajectory import TrajectorySet
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.learn.config import resolve_device
+from cvx_core.learn.splits import length_buckets
+
+
+class TrajectoryClassifier(nn.Module):
+    """Temporal features -> fixed standardisation -> MLP head -> class logits.
+
+    ``forward(values [B,T,D], timestamps [B,T] float64, lengths [B] int64) -> logits [B, K]``.
+    The buffers ``feature_mean`` / ``feature_std`` ``[F]`` are set once by
+    :meth:`fit_normalisation` (training-set statistics at initialisation) and saved with
+    the weights.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_classes: int,
+        *,
+        hidden: int = 64,
+        dropout: float = 0.1,
+        features: TemporalFeaturesConfig | None = None,
+        feature_dtype: torch.dtype = torch.float32,
+        magnitude_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        from cvx_core.features.learnable import TemporalFeatureExtractor
+
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.dim = int(dim)
+        self.n_classes = int(n_classes)
+        self.feature_dtype = feature_dtype
+        self.extractor = TemporalFeatureExtractor(dim, config=features)
+        if feature_dtype == torch.float64:
+            self.extractor.double()
+        n_feat = int(self.extractor.out_dim)
+        self.register_buffer("feature_mean", torch.zeros(n_feat, dtype=torch.float64))
+        self.register_buffer("feature_std", torch.ones(n_feat, dtype=torch.float64))
+        self.magnitude_inputs = bool(magnitude_inputs)
+        n_in = 2 * n_feat if magnitude_inputs else n_feat
+        if hidden > 0:
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+            )
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, n_classes))
+        # bf16 autocast of the head: switched on by the trainer for its CUDA training steps
+        # only; evaluation and loaded models run in full precision. Not part of the state.
+        self.autocast_head = False
+
+    @property
+    def out_features(self) -> int:
+        return int(self.feature_mean.numel())
+
+    def features(self, values: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw temporal features ``[B, F]`` in ``feature_dtype`` (never autocast)."""
+        with torch.autocast(device_type=values.device.type, enabled=False):
+            return self.extractor(values.to(self.feature_dtype), timestamps.to(torch.float64), lengths)
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(feats - mean) / std`` with the fixed training statistics, as float32 ``[B, F]``."""
+        mean = self.feature_mean.to(feats.dtype)
+        std = self.feature_std.to(feats.dtype)
+        return ((feats - mean) / std).float()
+
+    def head_logits(self, z: torch.Tensor) -> torch.Tensor:
+        if self.magnitude_inputs:
+            z = torch.cat([z, z.abs()], dim=1)
+        if self.autocast_head and z.device.type == "cuda":
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                return self.head(z).float()
+        return self.head(z)
+
+    def forward(self, values: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head_logits(self.normalise(self.features(values, timestamps, lengths)))
+
+    @torch.no_grad()
+    def fit_normalisation(self, feats: torch.Tensor) -> None:
+        """Set the buffers from training features ``[N, F]``; constant features get std 1."""
+        f = feats.detach().to(torch.float64)
+        mean = f.mean(dim=0)
+        std = f.std(dim=0, unbiased=False)
+        scale = torch.clamp(mean.abs(), min=1.0)
+        std = torch.where(std > 1e-9 * scale, std, torch.ones_like(std))
+        self.feature_mean.copy_(mean.to(self.feature_mean.device))
+        self.feature_std.copy_(std.to(self.feature_std.device))
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def build_model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    """Rebuild an (untrained) model from the ``model_spec`` stored in a run's config.json."""
+    features = TemporalFeaturesConfig.from_dict(dict(spec["features"]))
+    encoder_spec = spec.get("encoder")
+    dim = int(spec["dim"])
+    clf = TrajectoryClassifier(
+        dim,
+        len(spec["classes"]),
+        hidden=int(spec["hidden"]),
+        dropout=float(spec["dropout"]),
+        features=features,
+        feature_dtype=_DTYPES[spec.get("feature_dtype", "float32")],
+        magnitude_inputs=bool(spec.get("magnitude_inputs", False)),
+    )
+    if encoder_spec:
+        from cvx_core.learn.encoders import TextTrajectoryClassifier, build_text_encoder
+
+        return TextTrajectoryClassifier(build_text_encoder(encoder_spec), clf)
+    return clf
+
+
+
+
+def _recent_texts(data: TrajectorySet, indices: Sequence[int], lengths: Sequence[int]) -> list[list[str]]:
+    """The texts of each user's last ``lengths[k]`` posts (the posts a padded batch kept)."""
+    out = []
+    for i, n in zip(indices, lengths):
+        tr = data.at(int(i))
+        out.append(list(tr.texts[tr.n_posts - int(n) :]))
+    return out
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    data: TrajectorySet,
+    *,
+    indices: Sequence[int] | None = None,
+    max_len: int | None = None,
+    batch_size: int = 128,
+    device: str = "auto",
+) -> np.ndarray:
+    """Class probabilities ``[N, K]`` (float64) of a trained model for the users at ``indices``.
+
+    Columns follow the model's classes (sorted labels). Works for stored-embedding models
+    and, when the data has texts, for end-to-end text models.
+    """
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    text_mode = hasattr(model, "encoder")
+    if text_mode and not data.has_text:
+        raise ValueError("this model reads texts, but the data has none")
+    n_classes = model.classifier.n_classes if text_mode else model.n_classes
+    out = np.zeros((idx.size, n_classes), dtype=np.float64)
+    pos = {int(i): k for k, i in enumerate(idx)}
+    for b in length_buckets(data.lengths, idx, batch_size):
+        batch = data.padded(b, max_len=max_len)
+        values, stamps, lengths = batch.to_torch(dev)
+        if text_mode:
+            logits = model(_recent_texts(data, b, batch.lengths), stamps, lengths)
+        else:
+            logits = model(values, stamps, lengths)
+        out[[pos[int(i)] for i in b]] = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+    return out
