@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "TrajectoryError": "data.trajectory",
     "load_trajectories": "data.io",
     "save_trajectories": "data.io",
+    "read_posts": "data.io",
+    "PostTable": "data.io",
     # temporal features
     "TemporalFeaturesConfig": "features.config",
     "TemporalOps": "features.analytic",

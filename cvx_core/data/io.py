@@ -15,6 +15,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -24,7 +25,7 @@ import pandas as pd
 from cvx_core.data.atomic import atomic_replace
 from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
 
-__all__ = ["load_trajectories", "save_trajectories", "FORMATS", "TrajectoryError"]
+__all__ = ["load_trajectories", "read_posts", "PostTable", "save_trajectories", "FORMATS", "TrajectoryError"]
 
 Source = Union[str, os.PathLike, IO[bytes], bytes]
 
@@ -55,8 +56,62 @@ def load_trajectories(
         format: ``"csv" | "parquet" | "jsonl" | "npz"``; default from the file extension.
 
     Posts are sorted stably by time within each user; users keep the order of their first
-    row. Raises :class:`TrajectoryError` on any invalid input.
+    row. Raises :class:`TrajectoryError` on any invalid input, including a table of texts
+    with no embedding (embed those with :func:`cvx_core.embed_posts`).
     """
+    return read_posts(source, name=name, format=format, need_embeddings=True).to_set()
+
+
+@dataclass(frozen=True, eq=False)
+class PostTable:
+    """A validated long table of posts, one row per post, in file order.
+
+    ``user_ids`` ``[N]`` (str objects), ``datetimes`` ``[N]`` (datetime64), ``labels`` ``[N]``
+    float64 with NaN for "no label" (or ``None`` without a label column), ``texts`` ``[N]``
+    (str objects, or ``None``), ``embeddings`` ``[N, D]`` float32 (or ``None`` for a table of
+    texts), ``extra`` the remaining columns (for per-user metadata). ``where(i)`` describes
+    0-based row ``i`` for messages.
+    """
+
+    file: str
+    user_ids: np.ndarray
+    datetimes: np.ndarray
+    labels: np.ndarray | None
+    texts: np.ndarray | None
+    embeddings: np.ndarray | None
+    extra: pd.DataFrame
+    _table: "_Table"
+
+    def __len__(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    def where(self, i: int) -> str:
+        return self._table.where(i)
+
+    def to_set(self, embeddings: np.ndarray | None = None) -> TrajectorySet:
+        """Group the rows into trajectories (users in order of first row, posts stably by
+        time). ``embeddings`` ``[N, D]`` (row order of this table) replaces the table's own,
+        e.g. after embedding ``texts``."""
+        matrix = self.embeddings if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+        if matrix is None:
+            raise TrajectoryError(
+                f"{self.file}: this table has no embedding; expected a list column 'embedding' or columns "
+                "'e0', 'e1', …",
+                file=self.file,
+                column="embedding",
+            )
+        if matrix.ndim != 2 or matrix.shape[0] != len(self):
+            raise ValueError(f"embeddings must be [N={len(self)}, D]; got {tuple(matrix.shape)}")
+        return _group(self, matrix)
+
+
+def read_posts(
+    source: Source, *, name: str | None = None, format: str | None = None, need_embeddings: bool = True
+) -> PostTable:
+    """Read and validate a long table of posts without grouping it (see :class:`PostTable`).
+
+    With ``need_embeddings=False`` a table of texts with no embedding is accepted (its
+    ``text`` column is then required and every cell must hold text)."""
     data, fname = _read_bytes(source, name)
     fmt = _detect_format(fname, format)
     if len(data) == 0:
@@ -65,7 +120,7 @@ def load_trajectories(
         table = _read_npz(data, fname)
     else:
         table = _read_frame(data, fname, fmt)
-    return _table_to_set(table, fname, fmt)
+    return _parse_posts(table, fname, need_embeddings=need_embeddings)
 
 
 def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> Path:
@@ -317,7 +372,14 @@ def _first_line(exc: BaseException) -> str:
 # -------------------------------------------------------------------------------------------
 # validation and assembly
 # -------------------------------------------------------------------------------------------
-def _table_to_set(table: _Table, fname: str, fmt: str) -> TrajectorySet:
+_KNOWN_COLUMNS = {"user_id", "timestamp", "label", "text", "embedding"}
+
+
+def _has_embedding(cols: list[str]) -> bool:
+    return "embedding" in cols or any(_E_COL.match(c) for c in cols)
+
+
+def _parse_posts(table: _Table, fname: str, *, need_embeddings: bool) -> PostTable:
     frame = table.frame
     if len(frame) == 0:
         raise TrajectoryError(f"{fname}: the table has a header but no rows; expected one row per post", file=fname)
@@ -331,11 +393,38 @@ def _table_to_set(table: _Table, fname: str, fmt: str) -> TrajectorySet:
                 file=fname,
                 column=required,
             )
-    if table.matrix is None:
-        matrix, emb_desc = _embedding_matrix(frame, table, fname)
-    else:
+    matrix: np.ndarray | None
+    if table.matrix is not None:
         matrix, emb_desc = table.matrix, "embeddings"
-    _check_finite(matrix, table, fname, emb_desc)
+    elif _has_embedding(cols):
+        matrix, emb_desc = _embedding_matrix(frame, table, fname)
+    elif need_embeddings and "text" in cols:
+        raise TrajectoryError(
+            f"{fname}: the table has texts but no embedding (no 'embedding' or 'e0', 'e1', … columns); "
+            "embed the posts first: `python -m cvx_core embed "
+            f"{fname} --out TRAJ.parquet` or `cvx_core.embed_posts(...)` (the app's Data page embeds "
+            "text uploads itself)",
+            file=fname,
+            column="embedding",
+        )
+    elif need_embeddings:
+        matrix, emb_desc = _embedding_matrix(frame, table, fname)  # raises: names what is missing
+    else:
+        matrix, emb_desc = None, ""
+    if matrix is not None:
+        _check_finite(matrix, table, fname, emb_desc)
+        matrix32 = matrix.astype(np.float32)
+        if not np.isfinite(matrix32).all():
+            bad = int(np.argwhere(~np.isfinite(matrix32))[0][0])
+            raise TrajectoryError(
+                f"{fname}: {table.where(bad)}, column '{emb_desc}': value too large for float32; expected "
+                "finite embedding values",
+                file=fname,
+                row=bad + 1,
+                column=emb_desc,
+            )
+    else:
+        matrix32 = None
 
     user_ids = _user_ids(frame["user_id"], table, fname)
     times = _parse_timestamps(frame["timestamp"], table, fname)
@@ -343,22 +432,33 @@ def _table_to_set(table: _Table, fname: str, fmt: str) -> TrajectorySet:
     texts = None
     if "text" in cols:
         texts = frame["text"].astype(object).where(frame["text"].notna(), "").astype(str).to_numpy()
+    elif matrix32 is None:
+        raise TrajectoryError(
+            f"{fname}: missing column 'text'; a table without an embedding needs the posts' texts",
+            file=fname,
+            column="text",
+        )
+    extra_cols = [c for c in cols if c not in _KNOWN_COLUMNS and not _E_COL.match(c)]
+    return PostTable(
+        file=fname,
+        user_ids=user_ids,
+        datetimes=times,
+        labels=labels,
+        texts=texts,
+        embeddings=matrix32,
+        extra=frame[extra_cols].copy(),
+        _table=table,
+    )
 
-    # group rows by user, keeping the order of first appearance; sort posts stably by time
+
+def _group(posts: PostTable, matrix32: np.ndarray) -> TrajectorySet:
+    """Rows -> trajectories: users in order of first row, posts sorted stably by time."""
+    table, fname = posts._table, posts.file
+    user_ids, times, labels, texts = posts.user_ids, posts.datetimes, posts.labels, posts.texts
     codes, uniques = pd.factorize(pd.Series(user_ids), sort=False)
     order = np.lexsort((np.arange(len(codes)), times.astype(np.int64), codes))
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     groups = np.split(order, bounds)
-    matrix32 = matrix.astype(np.float32)
-    if not np.isfinite(matrix32).all():
-        bad = int(np.argwhere(~np.isfinite(matrix32))[0][0])
-        raise TrajectoryError(
-            f"{fname}: {table.where(bad)}, column '{emb_desc}': value too large for float32; expected "
-            "finite embedding values",
-            file=fname,
-            row=bad + 1,
-            column=emb_desc,
-        )
     trajs: list[Trajectory] = []
     for rows in groups:
         uid = str(uniques[codes[rows[0]]])

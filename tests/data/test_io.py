@@ -398,3 +398,21 @@ def test_random_sets_round_trip_exactly_in_every_format(tmp_path, ts, fmt):
     loaded = load_trajectories(src)
     assert_same_sets(texts_ts, loaded)
     assert_same_sets(texts_ts, load_trajectories(save_trajectories(loaded, tmp_path / "h.parquet")))
+
+
+def test_text_only_table_is_refused_with_how_to_embed_it():
+    csv = b"user_id,timestamp,text\nu1,2024-01-01,hello there\nu1,2024-01-02,more words\n"
+    with pytest.raises(TrajectoryError, match="embed") as exc:
+        load_trajectories(csv, name="posts.csv")
+    assert exc.value.file == "posts.csv" and exc.value.column == "embedding"
+
+
+def test_read_posts_accepts_texts_without_embedding_and_keeps_extra_columns():
+    from cvx_core.data.io import read_posts
+
+    csv = b"user_id,timestamp,text,country\nu1,2024-01-02,b,fr\nu1,2024-01-01,a,fr\nu2,2024-01-01,c,de\n"
+    posts = read_posts(csv, name="posts.csv", need_embeddings=False)
+    assert posts.embeddings is None and list(posts.texts) == ["b", "a", "c"]
+    assert list(posts.extra.columns) == ["country"]
+    ts = posts.to_set(np.arange(6, dtype=np.float32).reshape(3, 2))
+    assert ts["u1"].texts == ("a", "b") and ts["u1"].embeddings[0].tolist() == [2.0, 3.0]
