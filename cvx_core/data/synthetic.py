@@ -145,3 +145,37 @@ def make_planted_trajectory_set(
         "generator": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
     }
     return TrajectorySet(trajs, name=name), truth
+
+
+def rotating_trajectories(
+    n_users: int = 200,
+    *,
+    dim: int = 64,
+    n_posts: tuple[int, int] = (8, 24),
+    period_days: float = 20.0,
+    mean_gap_days: float = 3.0,
+    noise: float = 0.01,
+    seed: int = 0,
+) -> TrajectorySet:
+    """Trajectories driven by a known ODE: a rotation ``dz/dt = omega J z`` in one fixed 2-D
+    subspace of ``R^dim`` (period ``period_days``), each user with a random position in the
+    other dimensions, a random radius and phase, observed at irregular (exponential) gaps,
+    plus Gaussian noise. The test bed of the latent-ODE forecaster."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
+    omega = 2 * np.pi / period_days
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    trajs = []
+    for u in range(n_users):
+        t_count = int(rng.integers(n_posts[0], n_posts[1] + 1))
+        gaps = rng.exponential(mean_gap_days, size=t_count - 1)
+        t = np.concatenate([[0.0], np.cumsum(gaps)])
+        radius, phase = rng.uniform(0.5, 1.5), rng.uniform(0, 2 * np.pi)
+        centre = rng.normal(scale=0.3, size=dim)
+        centre -= basis @ (basis.T @ centre)  # the rotation plane stays centred
+        ang = omega * t + phase
+        emb = centre + radius * (np.cos(ang)[:, None] * basis[:, 0] + np.sin(ang)[:, None] * basis[:, 1])
+        emb += rng.normal(scale=noise, size=emb.shape)
+        dts = start + (t * 86_400e6).astype("timedelta64[us]")
+        trajs.append(Trajectory(user_id=f"rot_{u:04d}", embeddings=emb.astype(np.float32), datetimes=dts))
+    return TrajectorySet(trajs, name="rotation")
