@@ -1,0 +1,768 @@
+"""Streamed, bounded-memory processing of post tables: user-grouped chunks in, results out
+incrementally.
+
+Reading. :func:`iter_user_chunks` reads Parquet (record batches of a few thousand rows,
+through a small read buffer, so a file written as one huge row group is still streamed),
+CSV (pandas ``chunksize``) or JSON Lines (line by line) and yields
+:class:`UserChunk` s: ``chunk_users`` complete users each, as a :class:`TrajectorySet`.
+Every batch goes through the loader's own validator (``cvx_core.data.io``), so values,
+error messages and row numbers are those of :func:`cvx_core.load_trajectories`; within a
+user posts are sorted stably by time exactly as there. ``.npz`` archives cannot be read in
+parts (a zip of whole arrays) and are loaded whole, then chunked.
+
+Input not grouped by user. Rows of one user are expected to be contiguous (every file
+``save_trajectories`` or ``embed`` writes is). If a user that was already closed appears
+again, the pass is abandoned (nothing half-written is kept: outputs are atomic) and the
+input is grouped out of core by **hash partitioning** (a Grace-hash "external group-by"),
+then read partition by partition. Why this and not DuckDB or pyarrow's dataset API: the
+partitions keep each row's original cells (Parquet record batches as they are, CSV cells as
+text, JSON lines verbatim), so the same validator parses them with the same type inference
+as an in-memory load and errors still name the original row and line (kept in a side
+file); it needs no new dependency; and grouping, unlike sorting, needs a single write pass
+and a single read pass (no merge passes). DuckDB would sort out of core too, but it infers
+CSV/JSON types its own way (``"007"`` becomes 7) and its ``ORDER BY`` is more work than a
+grouping needs. Partitions are about ``partition_bytes`` of input each (at most 256 files);
+users then come out partition by partition (first appearance within a partition), not in
+file order: the only difference from the grouped path.
+
+Memory: one read batch, the pending rows of at most ``chunk_users`` users, and one
+output chunk, plus a set of the user ids seen (about 100 bytes per user). Never the file.
+
+Consumers: :func:`extract_stream` (the analytic feature vector per user, the same Parquet
+the in-memory ``extract`` wrote) and :func:`analyze_stream` (change points, drift
+attribution and the cohort attribution, accumulated incrementally, with ``progress``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from cvx_core.analysis.attribution import CohortAttribution
+from cvx_core.data.atomic import atomic_replace
+from cvx_core.data.io import (
+    FORMATS,
+    PostTable,
+    _looks_binary,
+    _parse_posts,
+    _read_frame,
+    _Table,
+    load_trajectories,
+)
+from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
+from cvx_core.features.config import TemporalFeaturesConfig
+
+__all__ = [
+    "UserChunk",
+    "StreamResult",
+    "StreamAnalysis",
+    "ProgressCallback",
+    "iter_user_chunks",
+    "features_frame",
+    "extract_stream",
+    "analyze_stream",
+    "write_frames",
+    "count_rows",
+    "DEFAULT_CHUNK_USERS",
+]
+
+ProgressCallback = Callable[[int, int], None]
+DEFAULT_CHUNK_USERS = 512
+_BATCH_ROWS = 4096
+_READ_BUFFER = 4 << 20
+_PARTITION_BYTES = 64 << 20
+_MAX_PARTITIONS = 256
+
+
+# -------------------------------------------------------------------------------------------
+# chunks
+# -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class UserChunk:
+    """``chunk_users`` (or fewer, at the end) complete users.
+
+    Attributes:
+        trajectories: the users, in file order (grouped input) or partition order.
+        rows_done: input rows consumed so far (for progress); ``rows_total`` all input rows
+            (counted lines for CSV/JSON Lines, so approximate when cells hold line breaks).
+    """
+
+    trajectories: TrajectorySet
+    rows_done: int
+    rows_total: int
+
+
+class NotGroupedError(Exception):
+    """Raised inside a grouped pass when a closed user reappears (the caller regroups)."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"user {user!r} appears again after other users' rows")
+        self.user = user
+
+
+class _RowsTable(_Table):
+    """A piece of the input whose 0-based row ``i`` is original row ``rows[i]`` (and, for
+    text formats, file line ``lines[i]``), so messages name the place in the whole file."""
+
+    def __init__(self, frame: pd.DataFrame, rows: np.ndarray, lines: np.ndarray | None) -> None:
+        super().__init__(frame)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.lines = None if lines is None else np.asarray(lines, dtype=np.int64)
+
+    def where(self, i: int) -> str:
+        base = f"row {int(self.rows[i]) + 1}"
+        return base + ("" if self.lines is None else f" (line {int(self.lines[i])})")
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is not None:
+        fmt = format.lower().lstrip(".")
+        if fmt not in set(FORMATS.values()):
+            raise TrajectoryError(f"{path.name}: unknown format {format!r}; expected one of csv, parquet, jsonl, npz",
+                                  file=path.name)
+        return fmt
+    ext = path.suffix.lower()
+    if ext not in FORMATS:
+        raise TrajectoryError(
+            f"{path.name}: cannot tell the format from the extension {ext or '(none)'!r}; expected "
+            ".csv, .parquet, .jsonl or .npz", file=path.name)
+    return FORMATS[ext]
+
+
+def _check_file(path: Path, fmt: str) -> None:
+    if not path.exists():
+        raise TrajectoryError(f"{path}: no such file", file=str(path))
+    if path.is_dir():
+        raise TrajectoryError(f"{path}: is a folder, expected a file", file=str(path))
+    if path.stat().st_size == 0:
+        raise TrajectoryError(f"{path.name}: the file is empty (0 bytes); expected a {fmt} table of posts",
+                              file=path.name)
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if fmt == "parquet" and not head.startswith(b"PAR1"):
+        raise TrajectoryError(f"{path.name}: not a Parquet file (it does not start with the Parquet magic bytes "
+                              "'PAR1'); is the extension right?", file=path.name)
+    if fmt in ("csv", "jsonl") and _looks_binary(head):
+        kind = "CSV" if fmt == "csv" else "JSON Lines"
+        raise TrajectoryError(f"{path.name}: not a {kind} text file (binary content); is the extension right?",
+                              file=path.name)
+
+
+def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
+    """Rows of a post table without reading it: Parquet metadata, or counted lines of a
+    text file (header and blank lines excluded; approximate if cells hold line breaks)."""
+    p = Path(path)
+    fmt = _format_of(p, format)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(p).metadata.num_rows)
+    if fmt == "npz":
+        return 0
+    n = 0
+    last = b"\n"
+    blank = 0
+    with open(p, "rb") as fh:
+        while block := fh.read(1 << 22):
+            n += block.count(b"\n")
+            blank += block.count(b"\n\n")
+            last = block[-1:]
+    n += last != b"\n"
+    return max(n - blank - (1 if fmt == "csv" else 0), 0)
+
+
+def _raw_batches(path: Path, fmt: str, rows: int) -> Iterator[_RowsTable]:
+    """The input as consecutive tables of at most ``rows`` rows, with original row/line numbers."""
+    fname = path.name
+    offset = 0
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
+            batches = pf.iter_batches(batch_size=rows)
+            for b in batches:
+                frame = pa.Table.from_batches([b]).to_pandas()
+                n = len(frame)
+                yield _RowsTable(frame, np.arange(offset, offset + n), None)
+                offset += n
+        except TrajectoryError:
+            raise
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise TrajectoryError(f"{fname}: not a readable Parquet file ({exc})", file=fname) from None
+        return
+    if fmt == "csv":
+        try:
+            reader = pd.read_csv(path, dtype={"user_id": str, "text": str}, keep_default_na=True, chunksize=rows)
+            for frame in reader:
+                n = len(frame)
+                r = np.arange(offset, offset + n)
+                yield _RowsTable(frame, r, r + 2)
+                offset += n
+        except pd.errors.EmptyDataError:
+            raise TrajectoryError(f"{fname}: the file is empty; expected a header row and one row per post",
+                                  file=fname) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrajectoryError(f"{fname}: not a readable CSV file ({msg})", file=fname) from None
+        return
+    if fmt == "jsonl":
+        records: list[dict[str, Any]] = []
+        line_nos: list[int] = []
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TrajectoryError(
+                        f"{fname}: line {lineno} is not valid JSON ({exc.msg}); expected one JSON object per line",
+                        file=fname, row=offset + len(records) + 1) from None
+                if not isinstance(rec, dict):
+                    raise TrajectoryError(
+                        f"{fname}: line {lineno} is a JSON {type(rec).__name__}, expected an object with "
+                        "user_id, timestamp and embedding", file=fname, row=offset + len(records) + 1)
+                records.append(rec)
+                line_nos.append(lineno)
+                if len(records) == rows:
+                    yield _RowsTable(pd.DataFrame.from_records(records), np.arange(offset, offset + rows),
+                                     np.array(line_nos))
+                    offset += rows
+                    records, line_nos = [], []
+        if records:
+            n = len(records)
+            yield _RowsTable(pd.DataFrame.from_records(records), np.arange(offset, offset + n), np.array(line_nos))
+        elif offset == 0:
+            raise TrajectoryError(f"{fname}: the file has no records; expected one JSON object per post", file=fname)
+        return
+    raise AssertionError(fmt)  # pragma: no cover
+
+
+def _slice(posts: PostTable, a: int, b: int) -> PostTable:
+    t = posts._table
+    assert isinstance(t, _RowsTable)
+    return PostTable(
+        file=posts.file,
+        user_ids=posts.user_ids[a:b],
+        datetimes=posts.datetimes[a:b],
+        labels=None if posts.labels is None else posts.labels[a:b],
+        texts=None if posts.texts is None else posts.texts[a:b],
+        embeddings=None if posts.embeddings is None else posts.embeddings[a:b],
+        extra=posts.extra.iloc[a:b],
+        _table=_RowsTable(pd.DataFrame(), t.rows[a:b], None if t.lines is None else t.lines[a:b]),
+    )
+
+
+def _concat(pieces: Sequence[PostTable]) -> PostTable:
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0]
+
+    def cat(name: str) -> np.ndarray | None:
+        parts = [getattr(p, name) for p in pieces]
+        return None if parts[0] is None else np.concatenate(parts)
+
+    lines = [p._table.lines for p in pieces]  # type: ignore[attr-defined]
+    return PostTable(
+        file=first.file,
+        user_ids=cat("user_ids"), datetimes=cat("datetimes"), labels=cat("labels"), texts=cat("texts"),
+        embeddings=cat("embeddings"),
+        extra=pd.concat([p.extra for p in pieces]),
+        _table=_RowsTable(pd.DataFrame(), np.concatenate([p._table.rows for p in pieces]),  # type: ignore[attr-defined]
+                          None if lines[0] is None else np.concatenate(lines)),
+    )
+
+
+def _check_dim(posts: PostTable, dim: list[int]) -> None:
+    if posts.embeddings is None:
+        return
+    d = int(posts.embeddings.shape[1])
+    if not dim:
+        dim.append(d)
+    elif d != dim[0]:
+        raise TrajectoryError(
+            f"{posts.file}: {posts.where(0)}, column 'embedding': {d} values, but earlier rows have {dim[0]}; "
+            "expected the same dimension on every row", file=posts.file, row=int(posts._table.rows[0]) + 1,  # type: ignore[attr-defined]
+            column="embedding")
+
+
+def _to_set(posts: PostTable, need_embeddings: bool) -> TrajectorySet:
+    if need_embeddings or posts.embeddings is not None:
+        return posts.to_set()
+    # a table of texts (for ``embed``): placeholder one-dimensional embeddings
+    return posts.to_set(np.zeros((len(posts), 1), dtype=np.float32))
+
+
+def _grouped_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_embeddings: bool,
+                    batch_rows: int) -> Iterator[UserChunk]:
+    closed: set[str] = set()
+    pending: list[PostTable] = []
+    n_complete = 0  # complete users in ``pending`` (the last user stays open)
+    open_user: str | None = None
+    done = 0
+    dim: list[int] = []
+    for raw in _raw_batches(path, fmt, batch_rows):
+        posts = _parse_posts(raw, path.name, need_embeddings=need_embeddings)
+        _check_dim(posts, dim)
+        ids = posts.user_ids
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        for k, s in enumerate(starts):
+            uid = ids[s]
+            if k == 0 and uid == open_user:
+                continue
+            if uid in closed:
+                raise NotGroupedError(uid)
+            if open_user is not None:
+                closed.add(open_user)
+                n_complete += 1
+            open_user = uid
+        pending.append(posts)
+        done += len(posts)
+        if n_complete >= chunk_users:
+            # cut at user boundaries, every ``chunk_users`` complete users; the last (open)
+            # user may continue in the next batch and stays pending
+            joined = _concat(pending)
+            ids = joined.user_ids
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            a = 0
+            while n_complete >= chunk_users:
+                cut = int(starts[a + chunk_users])
+                yield UserChunk(_to_set(_slice(joined, int(starts[a]), cut), need_embeddings), done, total)
+                a += chunk_users
+                n_complete -= chunk_users
+            pending = [_slice(joined, int(starts[a]), len(joined))]
+    if pending:
+        yield UserChunk(_to_set(_concat(pending), need_embeddings), done, max(total, done))
+
+
+def _bucket_of(ids: np.ndarray, n: int) -> np.ndarray:
+    return (pd.util.hash_array(np.asarray(ids, dtype=object)) % np.uint64(n)).astype(np.int64)
+
+
+def _norm_id(x: Any) -> str:
+    if isinstance(x, (float, np.floating)) and not math.isnan(float(x)) and float(x).is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def _partition(path: Path, fmt: str, scratch: Path, n_parts: int, batch_rows: int,
+               report: Callable[[int], None]) -> list[tuple[Path, Path]]:
+    """Hash-partition the rows by user into ``n_parts`` files (cells kept as they are) plus
+    side files of original ``(row, line)`` pairs; returns the non-empty ones in order."""
+    parts = [(scratch / f"part{b:04d}.{fmt}", scratch / f"part{b:04d}.rows") for b in range(n_parts)]
+    data_fh: dict[int, Any] = {}
+    rows_fh: dict[int, IO[bytes]] = {}
+
+    def side(b: int, rows: np.ndarray, lines: np.ndarray) -> None:
+        if b not in rows_fh:
+            rows_fh[b] = open(parts[b][1], "wb")
+        np.stack([rows, lines], axis=1).astype(np.int64).tofile(rows_fh[b])
+
+    offset = 0
+    try:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                ids = np.array([_norm_id(x) for x in batch.column("user_id").to_pylist()], dtype=object) \
+                    if "user_id" in batch.schema.names else np.zeros(batch.num_rows, dtype=object)
+                buckets = _bucket_of(ids, n_parts)
+                rows = np.arange(offset, offset + batch.num_rows)
+                for b in np.unique(buckets):
+                    sel = np.flatnonzero(buckets == b)
+                    sub = batch.take(pa.array(sel))
+                    if b not in data_fh:
+                        data_fh[b] = pq.ParquetWriter(parts[b][0], batch.schema)
+                    data_fh[b].write_batch(sub)
+                    side(int(b), rows[sel], np.full(sel.size, -1))
+                offset += batch.num_rows
+                report(offset)
+        elif fmt == "csv":
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, chunksize=batch_rows)
+            for frame in reader:
+                ids = frame["user_id"].to_numpy(dtype=object) if "user_id" in frame.columns \
+                    else np.zeros(len(frame), dtype=object)
+                buckets = _bucket_of(ids, n_parts)
+                rows = np.arange(offset, offset + len(frame))
+                for b in np.unique(buckets):
+                    sel = np.flatnonzero(buckets == b)
+                    first = b not in data_fh
+                    if first:
+                        data_fh[b] = open(parts[b][0], "w", encoding="utf-8", newline="")
+                    frame.iloc[sel].to_csv(data_fh[b], header=first, index=False)
+                    side(int(b), rows[sel], rows[sel] + 2)
+                offset += len(frame)
+                report(offset)
+        else:  # jsonl: lines verbatim
+            with open(path, "rb") as fh:
+                for lineno, raw in enumerate(fh, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        rec = json.loads(raw)
+                        uid = _norm_id(rec.get("user_id")) if isinstance(rec, dict) else ""
+                    except json.JSONDecodeError:
+                        uid = ""  # the partition's reader reports it, with this line number
+                    b = int(_bucket_of(np.array([uid], dtype=object), n_parts)[0])
+                    if b not in data_fh:
+                        data_fh[b] = open(parts[b][0], "wb")
+                    data_fh[b].write(raw if raw.endswith(b"\n") else raw + b"\n")
+                    side(b, np.array([offset]), np.array([lineno]))
+                    offset += 1
+                    if offset % batch_rows == 0:
+                        report(offset)
+            report(offset)
+    finally:
+        for w in data_fh.values():
+            w.close()
+        for f in rows_fh.values():
+            f.close()
+    return [parts[b] for b in sorted(data_fh)]
+
+
+def _partition_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_embeddings: bool,
+                      batch_rows: int, scratch_dir: str | os.PathLike | None,
+                      partition_bytes: int) -> Iterator[UserChunk]:
+    size = path.stat().st_size
+    n_parts = int(min(_MAX_PARTITIONS, max(1, math.ceil(size / partition_bytes))))
+    scratch = Path(tempfile.mkdtemp(prefix="cvx-groupby-", dir=scratch_dir))
+    progress_total = 2 * total
+    try:
+        state = {"done": 0}
+
+        def report(n: int) -> None:
+            state["done"] = n
+
+        files = _partition(path, fmt, scratch, n_parts, batch_rows, report)
+        done = state["done"]
+        dim: list[int] = []
+        for data_file, rows_file in files:
+            side = np.fromfile(rows_file, dtype=np.int64).reshape(-1, 2)
+            table = _read_frame(data_file.read_bytes(), path.name, fmt)
+            if fmt == "csv":  # the side file knows every row; the raw table is the partition's
+                table = _RowsTable(table.frame, side[:, 0], side[:, 1])
+            else:
+                table = _RowsTable(table.frame, side[:, 0], None if fmt == "parquet" else side[:, 1])
+            posts = _parse_posts(table, path.name, need_embeddings=need_embeddings)
+            _check_dim(posts, dim)
+            ts = _to_set(posts, need_embeddings)
+            users = ts.user_ids
+            for a in range(0, len(users), chunk_users):
+                part = users[a:a + chunk_users]
+                share = int(len(posts) * min(a + chunk_users, len(users)) / len(users))
+                yield UserChunk(ts.subset(part, name=path.name) if len(part) < len(users) else ts,
+                                done + share, progress_total)
+            done += len(posts)
+            del ts, posts, table
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def iter_user_chunks(
+    path: str | os.PathLike,
+    *,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    grouped: bool = True,
+    need_embeddings: bool = True,
+    scratch_dir: str | os.PathLike | None = None,
+    batch_rows: int = _BATCH_ROWS,
+    partition_bytes: int = _PARTITION_BYTES,
+) -> Iterator[UserChunk]:
+    """Yield the users of the post table at ``path`` in chunks of ``chunk_users``.
+
+    ``grouped=True`` reads in file order and raises :class:`NotGroupedError` when a user's
+    rows are not contiguous (use :func:`run_grouped` to fall back automatically);
+    ``grouped=False`` groups out of core first (hash partitions under ``scratch_dir``,
+    default the system temp folder). ``need_embeddings=False`` accepts a table of texts
+    (its trajectories then carry placeholder ``[T, 1]`` zero embeddings).
+    """
+    if chunk_users < 1:
+        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
+    p = Path(path)
+    fmt = _format_of(p, format)
+    _check_file(p, fmt)
+    if fmt == "npz":
+        ts = load_trajectories(p, format="npz")
+        users = ts.user_ids
+        done = 0
+        for a in range(0, len(users), chunk_users):
+            part = ts.subset(users[a:a + chunk_users], name=ts.name)
+            done += part.n_posts
+            yield UserChunk(part, done, ts.n_posts)
+        return
+    total = count_rows(p, format=fmt)
+    if grouped:
+        yield from _grouped_chunks(p, fmt, chunk_users, total, need_embeddings, batch_rows)
+    else:
+        yield from _partition_chunks(p, fmt, chunk_users, total, need_embeddings, batch_rows, scratch_dir,
+                                     partition_bytes)
+
+
+def run_grouped(job: Callable[[bool], Any]) -> Any:
+    """Run ``job(grouped=True)``; if the input turns out not to be grouped by user, run
+    ``job(grouped=False)`` (out-of-core grouping). ``job`` must start from scratch."""
+    try:
+        return job(True)
+    except NotGroupedError:
+        return job(False)
+
+
+# -------------------------------------------------------------------------------------------
+# writing
+# -------------------------------------------------------------------------------------------
+def write_frames(path: str | os.PathLike, frames: Iterator[pd.DataFrame]) -> tuple[Path, int]:
+    """Write DataFrames with one schema to one Parquet file, incrementally and atomically
+    (a temporary file beside ``path``, renamed at the end); returns ``(path, rows)``.
+    The file reads back (``pd.read_parquet``) as ``pd.concat(frames)`` would have written it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    count = {"rows": 0}
+
+    def write(fh: IO[bytes]) -> None:
+        writer: pq.ParquetWriter | None = None
+        schema: pa.Schema | None = None
+        try:
+            for frame in frames:
+                table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(fh, schema, compression="snappy")
+                writer.write_table(table)
+                count["rows"] += len(frame)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError("no rows to write")
+
+    return atomic_replace(path, write), count["rows"]
+
+
+def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig | None = None) -> pd.DataFrame:
+    """One row per user: ``user_id``, ``label`` (nullable Int64), then the analytic feature
+    vector ``[4D + 5 + 2S]`` (float64) under :func:`cvx_core.features.analytic.feature_names`."""
+    from cvx_core.features.analytic import AnalyticBackend, feature_names
+
+    feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in trajectories])
+    names = feature_names(trajectories.dim, config)
+    if len(names) != feats.shape[1]:
+        raise RuntimeError(f"{len(names)} feature names for {feats.shape[1]} features")
+    frame = pd.DataFrame(feats, columns=names)
+    labels = pd.array([None if v < 0 else int(v) for v in trajectories.labels], dtype="Int64")
+    frame.insert(0, "label", labels)
+    frame.insert(0, "user_id", pd.Series(trajectories.user_ids, dtype=object))
+    return frame
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What a streamed job did: ``out`` written with ``n_users`` rows from ``n_posts`` posts
+    in ``n_chunks`` chunks; ``grouped`` False when the input had to be grouped first."""
+
+    out: Path
+    n_users: int
+    n_posts: int
+    n_chunks: int
+    grouped: bool
+    seconds: float
+
+
+def _progress_wrap(progress: ProgressCallback | None) -> Callable[[UserChunk | None], None]:
+    last = {"t": 0.0}
+
+    def report(chunk: UserChunk | None) -> None:
+        if progress is None:
+            return
+        if chunk is None:
+            progress(0, 1)
+            return
+        now = time.perf_counter()
+        if now - last["t"] >= 0.1 or chunk.rows_done >= chunk.rows_total:
+            last["t"] = now
+            progress(min(chunk.rows_done, chunk.rows_total), chunk.rows_total)
+
+    return report
+
+
+def extract_stream(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    config: TemporalFeaturesConfig | None = None,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+) -> StreamResult:
+    """The analytic feature vector of every user of ``path`` -> Parquet ``out`` (columns as
+    :func:`features_frame`), streamed: peak memory follows ``chunk_users``, not the file.
+    ``progress(rows_done, rows_total)`` is called at most ~10 times a second."""
+    t0 = time.perf_counter()
+    report = _progress_wrap(progress)
+
+    def job(grouped: bool) -> StreamResult:
+        stats = {"posts": 0, "chunks": 0}
+
+        def frames() -> Iterator[pd.DataFrame]:
+            report(None)
+            for chunk in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          scratch_dir=scratch_dir):
+                stats["posts"] += chunk.trajectories.n_posts
+                stats["chunks"] += 1
+                yield features_frame(chunk.trajectories, config)
+                report(chunk)
+
+        written, n = write_frames(out, frames())
+        return StreamResult(written, n, stats["posts"], stats["chunks"], grouped, time.perf_counter() - t0)
+
+    return run_grouped(job)
+
+
+# -------------------------------------------------------------------------------------------
+# analysis
+# -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class StreamAnalysis:
+    """The streamed counterpart of :class:`cvx_core.analysis.batch.SetAnalysis`.
+
+    Attributes:
+        cohort: cohort drift attribution over every user (``per_user_shares`` is ``None``:
+            per-user shares are in ``users_file``).
+        n_users, n_posts: what was analysed.
+        n_changepoints: ``[N]`` change points per user, in output order.
+        users_file: Parquet, one row per user (``user_id``, ``label``, ``n_posts``,
+            ``n_changepoints``, ``changepoint_index`` / ``changepoint_day`` lists,
+            ``top_dims`` / ``top_shares``: the 10 dimensions with the largest drift share,
+            ``drift_norm``, ``max_change_probability`` when BOCPD ran, ``narratives`` when
+            requested), or ``None`` if no ``out`` was given.
+        grouped: False when the input had to be grouped by user first.
+        elapsed_s: wall time.
+    """
+
+    cohort: CohortAttribution
+    n_users: int
+    n_posts: int
+    n_changepoints: np.ndarray
+    users_file: Path | None
+    grouped: bool
+    elapsed_s: float
+    user_ids: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _user_rows(sa: Any, top_k: int) -> pd.DataFrame:
+    rows = []
+    for u in sa.users:
+        cp = u.changepoints
+        order = u.attribution.order[:top_k]
+        row = {
+            "user_id": u.user_id,
+            "label": u.label,
+            "n_posts": u.n_posts,
+            "n_changepoints": cp.n_changes,
+            "changepoint_index": [int(i) for i in cp.indices],
+            "changepoint_day": [float(d) for d in (cp.days or ())],
+            "top_dims": [int(d) for d in order],
+            "top_shares": [float(u.attribution.shares[d]) for d in order],
+            "drift_norm": float(np.linalg.norm(u.attribution.drift)),
+        }
+        if u.bocpd is not None:
+            probs = np.asarray(u.bocpd.change_probability, dtype=np.float64)
+            row["max_change_probability"] = float(probs.max()) if probs.size else 0.0
+        if u.narratives is not None:
+            row["narratives"] = [n.text if hasattr(n, "text") else str(n) for n in u.narratives]
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame["label"] = pd.array(frame["label"].tolist(), dtype="Int64")
+    return frame
+
+
+def analyze_stream(
+    path: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    cp_config: Any = None,
+    features_config: TemporalFeaturesConfig | None = None,
+    bocpd: Any = False,
+    narratives: bool = False,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+    top_k: int = 10,
+) -> StreamAnalysis:
+    """:func:`cvx_core.analysis.batch.analyze_set` over a file of any size, chunk by chunk.
+
+    Per-user results go to ``out`` (Parquet, see :class:`StreamAnalysis`) as they are
+    computed; the cohort attribution is accumulated (sums of per-user shares per class),
+    so it equals ``analyze_set(...).cohort`` to float64 rounding. ``progress(rows_done,
+    rows_total)`` drives a progress bar (at most ~10 calls a second, the last at the end).
+    """
+    from cvx_core.analysis.batch import analyze_set
+
+    t0 = time.perf_counter()
+    fcfg = features_config or TemporalFeaturesConfig()
+    report = _progress_wrap(progress)
+
+    def job(grouped: bool) -> StreamAnalysis:
+        acc: dict[str, Any] = {"sum": None, "n": 0, "posts": 0, "class_sum": {}, "class_n": {}, "ncp": [], "ids": []}
+
+        def frames() -> Iterator[pd.DataFrame]:
+            report(None)
+            for chunk in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          scratch_dir=scratch_dir):
+                sa = analyze_set(chunk.trajectories, cp_config=cp_config, features_config=fcfg, bocpd=bocpd,
+                                 narratives=narratives)
+                shares = np.stack([u.attribution.shares for u in sa.users])
+                acc["sum"] = shares.sum(axis=0) if acc["sum"] is None else acc["sum"] + shares.sum(axis=0)
+                acc["n"] += len(sa)
+                acc["posts"] += chunk.trajectories.n_posts
+                for u, s in zip(sa.users, shares):
+                    if u.label is not None:
+                        acc["class_sum"][u.label] = acc["class_sum"].get(u.label, 0.0) + s
+                        acc["class_n"][u.label] = acc["class_n"].get(u.label, 0) + 1
+                acc["ncp"].extend(u.changepoints.n_changes for u in sa.users)
+                acc["ids"].extend(u.user_id for u in sa.users)
+                yield _user_rows(sa, top_k)
+                report(chunk)
+
+        written: Path | None = None
+        if out is not None:
+            written, _ = write_frames(out, frames())
+        else:
+            for _ in frames():
+                pass
+        class_shares = {k: acc["class_sum"][k] / acc["class_n"][k] for k in sorted(acc["class_sum"])}
+        diff = None
+        if len(class_shares) >= 2:
+            diff = class_shares[max(class_shares)] - class_shares[min(class_shares)]
+        mean = acc["sum"] / acc["n"]
+        for arr in (mean, *class_shares.values(), *(() if diff is None else (diff,))):
+            arr.setflags(write=False)
+        cohort = CohortAttribution(
+            mean_shares=mean, class_shares=class_shares, class_difference=diff, n_users=acc["n"],
+            class_counts={k: acc["class_n"][k] for k in sorted(acc["class_n"])}, per_user_shares=None,
+            pareto_fraction=fcfg.pareto_fraction,
+        )
+        return StreamAnalysis(cohort=cohort, n_users=acc["n"], n_posts=acc["posts"],
+                              n_changepoints=np.asarray(acc["ncp"], dtype=np.int64), users_file=written,
+                              grouped=grouped, elapsed_s=time.perf_counter() - t0, user_ids=tuple(acc["ids"]))
+
+    return run_grouped(job)
