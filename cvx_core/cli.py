@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data", help="the trajectory file the run was trained on")
     c.add_argument("--truth", default=None, help="truth.json with planted_dims")
     c.add_argument("--permutations", type=int, default=1000)
+
+    f = sub.add_parser("forecast", help="latent-ODE forecast of a user's embedding at a future time")
+    f.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
+    f.add_argument("--user", required=True, help="the user to forecast")
+    f.add_argument("--at", required=True, help="target time (ISO-8601, after the user's last post)")
+    f.add_argument("--epochs", type=int, default=None, help="training epochs of the forecaster (default 150)")
+    f.add_argument("--model", default=None, help="forecaster folder: loaded if it exists, else written after training")
+    f.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -170,6 +178,54 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.learn.forecast import (
+        ForecastConfig,
+        evaluate_forecaster,
+        fit_forecaster,
+        forecast,
+        load_forecaster,
+        save_forecaster,
+    )
+
+    ts = load_trajectories(args.data)
+    if args.user not in ts:
+        raise ValueError(f"{args.data}: no user {args.user!r}")
+    try:
+        at = np.datetime64(args.at, "us")
+    except ValueError as exc:
+        raise ValueError(f"--at {args.at!r} is not an ISO-8601 date/time") from exc
+    folder = Path(args.model) if args.model else None
+    if folder is not None and (folder / "forecaster.json").is_file():
+        model, cfg = load_forecaster(folder)
+        if model.dim != ts.dim:
+            raise ValueError(f"{folder}: forecaster for D={model.dim}, data has D={ts.dim}")
+        held_out = None
+    else:
+        cfg = ForecastConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+        model = fit_forecaster(ts, config=cfg, exclude_last=1)
+        held_out = evaluate_forecaster(model, ts)
+        if folder is not None:
+            save_forecaster(model, cfg, folder)
+    tr = ts[args.user]
+    pred = forecast(model, tr, at)
+    last = np.asarray(tr.embeddings[-1], dtype=np.float64)
+    doc = {
+        "user_id": tr.user_id,
+        "at": str(at),
+        "last_post": str(tr.datetimes[-1]),
+        "horizon_days": float((at - tr.datetimes[-1].astype("datetime64[us]")) / np.timedelta64(1, "us")) / 86_400e6,
+        "moved_from_last_post": float(np.linalg.norm(pred - last)),
+        "embedding": [float(x) for x in pred],
+        "held_out_last_posts": None if held_out is None else held_out.as_dict(),
+    }
+    print(json.dumps(doc))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
     from cvx_core.learn.runs import RunError
@@ -177,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cvx_core.data.trajectory import TrajectoryError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare}
+    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast}
     try:
         return handlers[args.command](args)
     except (TrajectoryError, RunError, DeviceUnavailableError, ValueError, FileNotFoundError, ImportError) as exc:

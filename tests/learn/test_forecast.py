@@ -67,3 +67,27 @@ def test_saved_forecaster_reloads_with_identical_predictions(fitted, rotation_sp
     t = float(tr.timestamps[-1]) + 1.0
     assert cfg2 == cfg
     assert np.array_equal(forecast(model, tr, t), forecast(again, tr, t))
+
+
+def test_cli_forecast_trains_saves_and_reloads_a_forecaster(tmp_path, capsys):
+    import json
+
+    from cvx_core.cli import main
+    from cvx_core.data.io import save_trajectories
+
+    ts = rotating_trajectories(30, dim=8, n_posts=(6, 9), seed=2)
+    data = tmp_path / "rot.parquet"
+    save_trajectories(ts, data)
+    tr = ts.at(0)
+    at = str(tr.datetimes[-1].astype("datetime64[s]") + np.timedelta64(2, "D"))
+    args = [str(data), "--user", tr.user_id, "--at", at, "--epochs", "2", "--model", str(tmp_path / "fc")]
+    assert main(["forecast", *args]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["user_id"] == tr.user_id and len(first["embedding"]) == 8
+    assert abs(first["horizon_days"] - 2.0) < 2e-5  # --at was rounded to the second and first["held_out_last_posts"]["n_users"] == 30
+    assert main(["forecast", *args]) == 0  # second call loads the saved forecaster
+    second = json.loads(capsys.readouterr().out)
+    assert second["embedding"] == first["embedding"] and second["held_out_last_posts"] is None
+    early = str(tr.datetimes[0].astype("datetime64[s]"))
+    assert main(["forecast", str(data), "--user", tr.user_id, "--at", early, "--model", str(tmp_path / "fc")]) == 2
+    assert "before the last post" in capsys.readouterr().err
