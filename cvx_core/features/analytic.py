@@ -434,56 +434,79 @@ class AnalyticBackend:
         tt = _as_t(t, X.shape[0])
         if cfg.burst_window is not None:
             X, tt = _resample(X, tt, cfg.burst_window)
-        T, D = X.shape
-        S = cfg.n_scales
-        out = np.zeros(4 * D + 5 + 2 * S, dtype=np.float64)
-        vol = out[2 * D : 3 * D]
-        if T < 2:
-            vol[:] = np.sqrt(VOLATILITY_EPS)
-        else:
-            dt = np.maximum(np.diff(tt), cfg.min_dt)
-            n = T - 1
-            u = np.diff(X, axis=0)
-            u /= dt[:, None]
-            mu = u.sum(axis=0) / n
-            out[:D] = mu
-            if T >= 3:
-                ih = 2.0 / (dt[:-1] + dt[1:])
-                # sum_i (u_{i+1} - u_i) / h_i, as one weighted sum over the velocity rows
-                w = np.zeros(n)
-                w[1:] += ih
-                w[:-1] -= ih
-                out[3 * D : 4 * D] = (w @ u) / (T - 2)
-            u -= mu  # deviations, in place (large temporaries cost page faults)
-            var = np.einsum("ij,ij->j", u, u) / n
-            vol[:] = np.sqrt(var + VOLATILITY_EPS)
-            d = X[-1] - X[0]
-            out[D : 2 * D] = d
-            c = AnalyticBackend.cosine_distance(X)
-            base = 4 * D
-            out[base + 0] = _sigmoid((c - cfg.cp_threshold) / cfg.temperature).sum()
-            out[base + 1] = _smooth_max(c, cfg.temperature)
-            out[base + 2] = _sigmoid((dt - cfg.silence_gap) / cfg.silence_temperature).sum()
-            out[base + 3] = c.sum() / n
-            out[base + 4] = np.sqrt(d @ d)
-        base = 4 * D + 5
-        if T < 2:
-            return out
-        scratch = np.empty_like(X)  # bin means of each scale in turn; steps go into u
-        for k, width in enumerate(cfg.scales):
-            V, _ = _resample(X, tt, width, out=scratch)
-            if V.shape[0] < 2:
-                continue
-            nk = V.shape[0] - 1
-            steps = np.subtract(V[1:], V[:-1], out=u[:nk])
-            out[base + 2 * k] = _row_norms(steps).sum() / nk
-            out[base + 2 * k + 1] = AnalyticBackend.cosine_distance(V).sum() / nk
-        return out
+        if _kernels_available():
+            # the compiled kernel (the torch path runs the same code: same bits in float64)
+            from cvx_core.features import kernels
+
+            out, _ = kernels.forward(
+                np.ascontiguousarray(X)[None], tt[None], np.array([X.shape[0]], dtype=np.int64), cfg
+            )
+            return out[0]
+        return _extract_all_numpy(X, tt, cfg)
 
     @staticmethod
     def layout(dim: int, config: TemporalFeaturesConfig | None = None) -> FeatureLayout:
         """Same as :func:`feature_layout`."""
         return feature_layout(dim, config)
+
+
+def _kernels_available() -> bool:
+    """Whether :mod:`cvx_core.features.kernels` (numba) can run; imported on first use, so
+    that importing the feature modules does not import numba."""
+    from cvx_core.features import kernels
+
+    return kernels.available()
+
+
+def _extract_all_numpy(X: np.ndarray, tt: np.ndarray, cfg: TemporalFeaturesConfig) -> np.ndarray:
+    """The feature vector with NumPy array operations (validated, burst-aggregated ``X [T, D]``,
+    ``tt [T]``) -> ``[4*D + 5 + 2*S]``: the implementation before the compiled kernel, kept
+    as the fallback without numba and as the kernel's cross-check in the tests."""
+    T, D = X.shape
+    S = cfg.n_scales
+    out = np.zeros(4 * D + 5 + 2 * S, dtype=np.float64)
+    vol = out[2 * D : 3 * D]
+    if T < 2:
+        vol[:] = np.sqrt(VOLATILITY_EPS)
+    else:
+        dt = np.maximum(np.diff(tt), cfg.min_dt)
+        n = T - 1
+        u = np.diff(X, axis=0)
+        u /= dt[:, None]
+        mu = u.sum(axis=0) / n
+        out[:D] = mu
+        if T >= 3:
+            ih = 2.0 / (dt[:-1] + dt[1:])
+            # sum_i (u_{i+1} - u_i) / h_i, as one weighted sum over the velocity rows
+            w = np.zeros(n)
+            w[1:] += ih
+            w[:-1] -= ih
+            out[3 * D : 4 * D] = (w @ u) / (T - 2)
+        u -= mu  # deviations, in place (large temporaries cost page faults)
+        var = np.einsum("ij,ij->j", u, u) / n
+        vol[:] = np.sqrt(var + VOLATILITY_EPS)
+        d = X[-1] - X[0]
+        out[D : 2 * D] = d
+        c = AnalyticBackend.cosine_distance(X)
+        base = 4 * D
+        out[base + 0] = _sigmoid((c - cfg.cp_threshold) / cfg.temperature).sum()
+        out[base + 1] = _smooth_max(c, cfg.temperature)
+        out[base + 2] = _sigmoid((dt - cfg.silence_gap) / cfg.silence_temperature).sum()
+        out[base + 3] = c.sum() / n
+        out[base + 4] = np.sqrt(d @ d)
+    base = 4 * D + 5
+    if T < 2:
+        return out
+    scratch = np.empty_like(X)  # bin means of each scale in turn; steps go into u
+    for k, width in enumerate(cfg.scales):
+        V, _ = _resample(X, tt, width, out=scratch)
+        if V.shape[0] < 2:
+            continue
+        nk = V.shape[0] - 1
+        steps = np.subtract(V[1:], V[:-1], out=u[:nk])
+        out[base + 2 * k] = _row_norms(steps).sum() / nk
+        out[base + 2 * k + 1] = AnalyticBackend.cosine_distance(V).sum() / nk
+    return out
 
 
 def _resample(

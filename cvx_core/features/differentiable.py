@@ -525,7 +525,85 @@ def _extract_batch(
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if cfg.burst_window is not None:
         E, t, lengths = _resample_batch(E, t, lengths, cfg.burst_window)
+    if _use_kernels(E):
+        return _KernelFeaturesFn.apply(E, t, lengths, alpha, beta, temperature, cfg)
     return _TemporalFeaturesFn.apply(E, t, lengths, alpha, beta, temperature, cfg)
+
+
+# --------------------------------------------------------------------------------------
+# CPU: the compiled kernels (cvx_core.features.kernels), shared with the analytic path
+# --------------------------------------------------------------------------------------
+def _use_kernels(E: Tensor) -> bool:
+    """The compiled CPU kernels serve float32/float64 embeddings on the CPU; CUDA (and any
+    other device or dtype, or numba disabled) keeps the vectorised ``_TemporalFeaturesFn``."""
+    if E.device.type != "cpu" or E.dtype not in (torch.float32, torch.float64):
+        return False
+    from cvx_core.features import kernels  # imported on first use (numba)
+
+    return kernels.available()
+
+
+def _np64(x: Tensor | None) -> np.ndarray | None:
+    return None if x is None else x.detach().to(torch.float64).contiguous().numpy()
+
+
+class _KernelFeaturesFn(torch.autograd.Function):
+    """Same contract as ``_TemporalFeaturesFn`` (same arguments, same output), computed by
+    the compiled kernels of :mod:`cvx_core.features.kernels`: one trajectory at a time, no
+    full-size temporaries in the forward, and a backward that writes ``gE`` once.
+    ``lengths=None`` means no padding."""
+
+    @staticmethod
+    def forward(ctx, E, t, lengths, alpha, beta, temperature, cfg):  # type: ignore[override]
+        from cvx_core.features import kernels
+
+        Ec = E.detach().contiguous()
+        B, T, D = Ec.shape
+        t_np = t.detach().to(torch.float64).contiguous().numpy()
+        if lengths is None:
+            ln_np = np.full(B, T, dtype=np.int64)
+        else:
+            ln_np = lengths.detach().to(torch.int64).contiguous().numpy()
+        temp = float(temperature)
+        a_np, b_np = _np64(alpha), _np64(beta)
+        out = torch.empty((B, cfg.feature_dim(D)), dtype=E.dtype)
+        _, saved = kernels.forward(Ec.numpy(), t_np, ln_np, cfg, alpha=a_np, beta=b_np, temperature=temp,
+                                   out=out.numpy())
+        ctx.save_for_backward(E, alpha, beta, temperature if isinstance(temperature, Tensor) else None)
+        ctx.kern = (t_np, ln_np, saved, cfg, temp, a_np, b_np)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, G):  # type: ignore[override]
+        from cvx_core.features import kernels
+
+        E, alpha, beta, temp_in = ctx.saved_tensors
+        t_np, ln_np, saved, cfg, temp, a_np, b_np = ctx.kern
+        need_E, _, _, need_alpha, need_beta, need_temp, _ = ctx.needs_input_grad
+        B, T, D = E.shape
+        S = cfg.n_scales
+        Gd = G.detach().to(torch.float64).contiguous()
+        gE = g_alpha = g_beta = g_temp = None
+        temp_grad = need_temp and temp_in is not None
+        if need_E or temp_grad:
+            Ec = E.detach().contiguous()
+            gE_t = torch.empty_like(Ec)
+            _, dtemp = kernels.backward(Ec.numpy(), t_np, ln_np, cfg, Gd.numpy(), saved, alpha=a_np, beta=b_np,
+                                        temperature=temp, gE=gE_t.numpy())
+            gE = gE_t if need_E else None
+            if temp_grad:
+                dt_t = torch.from_numpy(dtemp)
+                g_temp = (Gd[:, 4 * D] * dt_t[:, 0] + Gd[:, 4 * D + 1] * dt_t[:, 1]).sum().to(temp_in.dtype)
+        if need_alpha and alpha is not None:
+            rows = torch.arange(B)
+            ln = torch.from_numpy(ln_np)
+            d = (E.detach()[rows, ln - 1] - E.detach()[:, 0]).to(torch.float64)
+            g_alpha = (Gd[:, D : 2 * D] * d).sum(0).to(alpha.dtype)
+        if need_beta and beta is not None:
+            raw = torch.from_numpy(saved.raw)  # [B, S, 2]
+            g_beta = (Gd[:, 4 * D + 5 :].reshape(B, S, 2) * raw).sum((0, 2)).to(beta.dtype)
+        return gE, None, None, g_alpha, g_beta, g_temp, None
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,575 @@
+"""Fused compiled loops (numba) for the SPEC feature vector on the CPU: forward and backward.
+
+Both feature paths call these kernels on the CPU: the analytic path
+(:meth:`~cvx_core.features.analytic.AnalyticBackend.extract_all`, a batch of one, float64)
+and the torch path's fused ``autograd.Function`` (float32 or float64, padded batches).
+Because both run the same compiled code on the same float64 inputs, they give the same bits.
+
+How the work is laid out (see docs/performance.md for the measurements):
+
+- **One trajectory at a time.** A batch ``[B, T, D]`` is processed trajectory by trajectory;
+  everything a trajectory needs besides its own rows (per-step scalars, ``[D]``
+  accumulators, one ``[T, D]`` float64 scratch for bin means) is allocated once per call
+  and reused, so the working set is one trajectory (about 0.3–0.6 MB for 100 x 768) and
+  stays in the core's L2 cache whatever ``B`` is. Padding rows are never read.
+- **Forward:** one pass over the steps for the velocity mean, the acceleration mean, the
+  norms and dot products of the cosine distances; a second pass (from cache) for the
+  volatility deviations (the population variance needs the mean first; a one-pass formula
+  would cancel catastrophically on near-constant velocities); per scale one pass that adds
+  posts into bin means and one over the bins. Outputs are written straight into the
+  preallocated ``[B, F]`` output; small per-row values the backward needs (``|v_i|^2``,
+  ``<v_i, v_{i+1}>``, the velocity mean and volatility in float64, the log-sum-exp and the
+  raw scale features) go to small side arrays.
+- **Backward:** per scale, the bin means are recomputed (cheaper than saving ``S`` full-size
+  blocks) and the gradient of every bin mean, a three-point stencil over the bins, is added
+  into a float64 ``[T, D]`` scratch; then one pass over the posts adds the velocity-mean,
+  acceleration-mean, volatility, cosine and drift terms and writes ``gE`` once.
+- Arithmetic is float64 throughout (float32 embeddings are widened as they are read and the
+  results rounded once when written), so the float32 path is at least as accurate as the
+  float64 one rounded to float32. Only the dot-product reductions over ``D`` may be
+  reordered (``fastmath={"reassoc"}``, for SIMD); every other operation is evaluated as
+  written.
+
+Entry points: :func:`forward` and :func:`backward` (NumPy arrays in, preallocated arrays
+out) and :func:`available`. numba is imported lazily, the first time a kernel is needed
+(``cache=True``: compiled code is cached next to this module, so only the first process
+after an install pays the compile time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["available", "forward", "backward", "KernelSaved", "compile_all"]
+
+#: floor under ``|v_i|^2 |v_{i+1}|^2`` (SPEC); same value as analytic.COSINE_EPS
+_COSINE_EPS = 1e-16
+#: added to the population variance (SPEC); same value as analytic.VOLATILITY_EPS
+_VOLATILITY_EPS = 1e-12
+
+try:  # numba is a requirement; without it the callers keep their NumPy / PyTorch code
+    import numba
+
+    _UNAVAILABLE: str | None = None
+except ImportError as exc:  # pragma: no cover - numba is in requirements.txt
+    numba = None
+    _UNAVAILABLE = str(exc)
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (numba importable and not disabled).
+
+    Setting the environment variable ``CVX_DISABLE_KERNELS=1`` turns them off: both paths
+    then use their NumPy / PyTorch implementations (the CUDA path always does).
+    """
+    if os.environ.get("CVX_DISABLE_KERNELS", "") not in ("", "0"):
+        return False
+    return _UNAVAILABLE is None
+
+
+def _njit(**kw: Any) -> Any:
+    if numba is None:  # pragma: no cover
+        return lambda f: f
+    return numba.njit(cache=True, nogil=True, **kw)
+
+
+#: reductions over D only: SIMD-friendly reordering of a sum; nothing else is reordered
+_FM = {"reassoc"}
+
+
+
+@_njit(fastmath=_FM)
+def _dot(a, b):  # pragma: no cover - compiled
+    s = 0.0
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+@_njit(fastmath=_FM)
+def _sqdist(a, b):  # pragma: no cover - compiled
+    s = 0.0
+    for k in range(a.shape[0]):
+        x = b[k] - a[k]
+        s += x * x
+    return s
+
+@_njit()
+def _sigmoid(z):  # pragma: no cover - compiled
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+@_njit()
+def _bin_means(X, tb, L, width, V, starts):  # pragma: no cover - compiled
+    """Bin means of ``X[:L]`` at ``width`` into ``V[:K]`` (float64); bin ``j`` holds posts
+    ``starts[j]:starts[j+1]``. Returns ``K``."""
+    D = X.shape[1]
+    t0 = tb[0]
+    K = 0
+    prev = 0.0
+    for i in range(L):
+        kk = np.floor((tb[i] - t0) / width)
+        if i == 0 or kk != prev:
+            if i > 0:
+                inv_n = i - starts[K - 1]
+                row = V[K - 1]
+                for k in range(D):
+                    row[k] = row[k] / inv_n
+            starts[K] = i
+            row = V[K]
+            xi = X[i]
+            for k in range(D):
+                row[k] = xi[k]
+            K += 1
+            prev = kk
+        else:
+            row = V[K - 1]
+            xi = X[i]
+            for k in range(D):
+                row[k] += xi[k]
+    cnt = L - starts[K - 1]
+    if cnt > 1:
+        row = V[K - 1]
+        for k in range(D):
+            row[k] = row[k] / cnt
+    starts[K] = L
+    return K
+
+@_njit()
+def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, scales,
+        out, aN, ap, amu, avol, alse, araw):  # pragma: no cover - compiled
+    B, T, D = E.shape
+    S = scales.shape[0]
+    base = 4 * D
+    sq_eps = math.sqrt(_VOLATILITY_EPS)
+    dt = np.empty(max(T - 1, 1))
+    inv = np.empty(max(T - 1, 1))
+    wacc = np.empty(max(T - 1, 1))
+    cvec = np.empty(max(T - 1, 1))
+    mu = np.empty(D)
+    acc = np.empty(D)
+    var = np.empty(D)
+    V = np.empty((T, D))
+    starts = np.empty(T + 1, dtype=np.int64)
+    for b in range(B):
+        L = lengths[b]
+        X = E[b]
+        tb = t[b]
+        o = out[b]
+        r2 = 0.0
+        for k in range(D):
+            d = X[L - 1, k] - X[0, k]
+            o[D + k] = alpha[k] * d
+            r2 += d * d
+        o[base + 4] = math.sqrt(r2)
+        aN[b, 0] = _dot(X[0], X[0])
+        alse[b] = 0.0
+        if L < 2:
+            for k in range(D):
+                o[k] = 0.0
+                o[2 * D + k] = sq_eps
+                o[3 * D + k] = 0.0
+                amu[b, k] = 0.0
+                avol[b, k] = sq_eps
+            for j in range(4):
+                o[base + j] = 0.0
+            for s in range(S):
+                o[base + 5 + 2 * s] = 0.0
+                o[base + 6 + 2 * s] = 0.0
+                araw[b, s, 0] = 0.0
+                araw[b, s, 1] = 0.0
+            continue
+        n = L - 1
+        for i in range(n):
+            g = tb[i + 1] - tb[i]
+            dt[i] = g if g > min_dt else min_dt
+            inv[i] = 1.0 / dt[i]
+        # acceleration mean = sum_j w_j u_j, w_j = ih_{j-1} - ih_j, ih_i = 2 / (dt_i + dt_{i+1})
+        for j in range(n):
+            wacc[j] = 0.0
+        if L >= 3:
+            sc = 1.0 / (L - 2)
+            for i in range(n - 1):
+                ih = 2.0 / (dt[i] + dt[i + 1]) * sc
+                wacc[i + 1] += ih
+                wacc[i] -= ih
+        for k in range(D):
+            mu[k] = 0.0
+            acc[k] = 0.0
+            var[k] = 0.0
+        # pass 1: steps, velocity and acceleration sums, cosine parts
+        for i in range(n):
+            x0 = X[i]
+            x1 = X[i + 1]
+            aN[b, i + 1] = _dot(x1, x1)
+            ap[b, i] = _dot(x0, x1)
+            iv = inv[i]
+            wi = wacc[i]
+            for k in range(D):
+                u = (x1[k] - x0[k]) * iv
+                mu[k] += u
+                acc[k] += wi * u
+        for k in range(D):
+            mu[k] = mu[k] / n
+        # pass 2 (the rows are in cache): population variance of the velocities
+        for i in range(n):
+            x0 = X[i]
+            x1 = X[i + 1]
+            iv = inv[i]
+            for k in range(D):
+                dv = (x1[k] - x0[k]) * iv - mu[k]
+                var[k] += dv * dv
+        for k in range(D):
+            vk = math.sqrt(var[k] / n + _VOLATILITY_EPS)
+            o[k] = mu[k]
+            o[2 * D + k] = vk
+            o[3 * D + k] = acc[k] if L >= 3 else 0.0
+            amu[b, k] = mu[k]
+            avol[b, k] = vk
+        # cosine distances and the soft scalars
+        cpc = 0.0
+        csum = 0.0
+        cmax = -np.inf
+        for i in range(n):
+            q2 = aN[b, i] * aN[b, i + 1]
+            q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
+            c = 1.0 - ap[b, i] / q
+            cvec[i] = c
+            cpc += _sigmoid((c - cp_thr) / temp)
+            csum += c
+            if c / temp > cmax:
+                cmax = c / temp
+        se = 0.0
+        for i in range(n):
+            se += math.exp(cvec[i] / temp - cmax)
+        lse = cmax + math.log(se)
+        alse[b] = lse
+        sil = 0.0
+        for i in range(n):
+            sil += _sigmoid((dt[i] - sil_gap) / sil_temp)
+        o[base + 0] = cpc
+        o[base + 1] = temp * lse
+        o[base + 2] = sil
+        o[base + 3] = csum / n
+        # multi-scale block: bin means, then steps between consecutive bins
+        for s in range(S):
+            K = _bin_means(X, tb, L, scales[s], V, starts)
+            st = 0.0
+            cs = 0.0
+            if K >= 2:
+                Nprev = _dot(V[0], V[0])
+                for j in range(K - 1):
+                    Nnext = _dot(V[j + 1], V[j + 1])
+                    st += math.sqrt(_sqdist(V[j], V[j + 1]))
+                    q2 = Nprev * Nnext
+                    q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
+                    cs += 1.0 - _dot(V[j], V[j + 1]) / q
+                    Nprev = Nnext
+                st = st / (K - 1)
+                cs = cs / (K - 1)
+            araw[b, s, 0] = st
+            araw[b, s, 1] = cs
+            o[base + 5 + 2 * s] = beta[s] * st
+            o[base + 6 + 2 * s] = beta[s] * cs
+
+@_njit()
+def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
+        aN, ap, amu, avol, alse, gE, dtemp):  # pragma: no cover - compiled
+    B, T, D = E.shape
+    S = scales.shape[0]
+    base = 4 * D
+    inv = np.empty(T + 1)  # inv[i + 1] = 1 / dt_i; inv[0] = inv[n + 1] = 0 (boundaries)
+    iw = np.empty(T + 1)  # same layout for inv_dt_i * w_i
+    am = np.empty(T + 1)  # same layout for a_i = Gc_i / q_i
+    bb = np.empty(T + 1)  # same layout for b_i = a_i p_i / q_i^2 (0 where the floor holds)
+    dt = np.empty(max(T - 1, 1))
+    wacc = np.empty(max(T - 1, 1))
+    A = np.empty(D)
+    gm = np.empty(D)
+    ga = np.empty(D)
+    gd = np.empty(D)
+    mu = np.empty(D)
+    gacc = np.empty((T, D))
+    V = np.empty((T, D))
+    starts = np.empty(T + 1, dtype=np.int64)
+    Nk = np.empty(T)
+    ek = np.empty(T)
+    ak = np.empty(T)
+    bk = np.empty(T)
+    for b in range(B):
+        L = lengths[b]
+        X = E[b]
+        tb = t[b]
+        g = G[b]
+        gEb = gE[b]
+        for i in range(L, T):
+            for k in range(D):
+                gEb[i, k] = 0.0
+        dtemp[b, 0] = 0.0
+        dtemp[b, 1] = 0.0
+        if L < 2:
+            for k in range(D):
+                gEb[0, k] = 0.0  # v_T - v_1 = v_1 - v_1: no gradient
+            continue
+        n = L - 1
+        for i in range(n):
+            d0 = tb[i + 1] - tb[i]
+            dt[i] = d0 if d0 > min_dt else min_dt
+            wacc[i] = 0.0
+        if L >= 3:
+            sc = 1.0 / (L - 2)
+            for i in range(n - 1):
+                ih = 2.0 / (dt[i] + dt[i + 1]) * sc
+                wacc[i + 1] += ih
+                wacc[i] -= ih
+        inv[0] = 0.0
+        iw[0] = 0.0
+        am[0] = 0.0
+        bb[0] = 0.0
+        inv[n + 1] = 0.0
+        iw[n + 1] = 0.0
+        am[n + 1] = 0.0
+        bb[n + 1] = 0.0
+        g_cp = g[base + 0]
+        g_sm = g[base + 1]
+        g_mc = g[base + 3] / n
+        lse = alse[b]
+        dcp = 0.0
+        dsm_c = 0.0
+        for i in range(n):
+            inv[i + 1] = 1.0 / dt[i]
+            iw[i + 1] = inv[i + 1] * wacc[i]
+            q2 = aN[b, i] * aN[b, i + 1]
+            q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
+            p = ap[b, i]
+            c = 1.0 - p / q
+            z = (c - cp_thr) / temp
+            sg = _sigmoid(z)
+            s1 = sg * (1.0 - sg)
+            soft = math.exp(c / temp - lse)
+            Gc = g_cp * s1 / temp + g_sm * soft + g_mc
+            a = Gc / q
+            am[i + 1] = a
+            bb[i + 1] = a * p / (q * q) if q2 > _COSINE_EPS else 0.0
+            dcp += s1 * z
+            dsm_c += soft * c
+        dtemp[b, 0] = dcp / (-temp)
+        dtemp[b, 1] = lse - dsm_c / temp
+        r2 = 0.0
+        for k in range(D):
+            d = X[L - 1, k] - X[0, k]
+            r2 += d * d
+        r = math.sqrt(r2)
+        gr = g[base + 4] / r if r > 0.0 else 0.0
+        for k in range(D):
+            d = X[L - 1, k] - X[0, k]
+            gd[k] = g[D + k] * alpha[k] + gr * d
+            vk = avol[b, k]
+            A[k] = g[2 * D + k] / (vk * n)
+            gm[k] = g[k] / n
+            ga[k] = g[3 * D + k]
+            mu[k] = amu[b, k]
+        # multi-scale block: gradient of every bin mean (a three-point stencil over the
+        # bins), spread over the bin's posts with weight 1 / count, into gacc (float64)
+        first = True
+        for s in range(S):
+            g1 = g[base + 5 + 2 * s] * beta[s]
+            g2 = g[base + 6 + 2 * s] * beta[s]
+            K = _bin_means(X, tb, L, scales[s], V, starts)
+            if K < 2:
+                continue
+            g1 = g1 / (K - 1)
+            g2 = g2 / (K - 1)
+            for j in range(K):
+                Nk[j] = _dot(V[j], V[j])
+            for j in range(K - 1):
+                rho = math.sqrt(_sqdist(V[j], V[j + 1]))
+                ek[j] = g1 / rho if rho > 0.0 else 0.0
+                q2 = Nk[j] * Nk[j + 1]
+                q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
+                a = g2 / q
+                ak[j] = a
+                bk[j] = a * _dot(V[j], V[j + 1]) / (q * q) if q2 > _COSINE_EPS else 0.0
+            if first:
+                for i in range(L):
+                    for k in range(D):
+                        gacc[i, k] = 0.0
+                first = False
+            for j in range(K):
+                # GV_j = cm V_{j-1} + c0 V_j + cp V_{j+1}
+                c0 = 0.0
+                cm = 0.0
+                cp = 0.0
+                if j >= 1:
+                    c0 += ek[j - 1] + bk[j - 1] * Nk[j - 1]
+                    cm = -ek[j - 1] - ak[j - 1]
+                if j <= K - 2:
+                    c0 += ek[j] + bk[j] * Nk[j + 1]
+                    cp = -ek[j] - ak[j]
+                i0 = starts[j]
+                i1 = starts[j + 1]
+                w = 1.0 / (i1 - i0)
+                c0 *= w
+                cm *= w
+                cp *= w
+                vj = V[j]
+                vm = V[j - 1] if j >= 1 else V[j]
+                vp = V[j + 1] if j <= K - 2 else V[j]
+                for i in range(i0, i1):
+                    gi = gacc[i]
+                    for k in range(D):
+                        gi[k] += c0 * vj[k] + cm * vm[k] + cp * vp[k]
+        # one pass over the posts: every other term, gE written once
+        for j in range(L):
+            xj = X[j]
+            xm = X[j - 1] if j >= 1 else X[j]
+            xp = X[j + 1] if j <= n - 1 else X[j]
+            ipm = inv[j]  # 1 / dt_{j-1} (0 at the first post)
+            ipp = inv[j + 1]  # 1 / dt_j (0 at the last post)
+            ldt = ipm - ipp
+            lw = iw[j] - iw[j + 1]
+            coef = bb[j + 1] * aN[b, j + 1] if j <= n - 1 else 0.0
+            if j >= 1:
+                coef += bb[j] * aN[b, j - 1]
+            a_m = am[j]
+            a_p = am[j + 1]
+            sgn = (1.0 if j == L - 1 else 0.0) - (1.0 if j == 0 else 0.0)
+            ge = gEb[j]
+            for k in range(D):
+                x = xj[k]
+                val = ldt * gm[k] + lw * ga[k] + coef * x - a_m * xm[k] - a_p * xp[k] + sgn * gd[k]
+                val += A[k] * (((x - xm[k]) * ipm - mu[k]) * ipm - ((xp[k] - x) * ipp - mu[k]) * ipp)
+                if not first:
+                    val += gacc[j, k]
+                ge[k] = val
+
+@dataclass(frozen=True)
+class KernelSaved:
+    """What :func:`forward` leaves for :func:`backward` (small: ``O(B (T + D + S))`` values).
+
+    ``N [B, T]`` squared norms ``|v_i|^2``, ``p [B, max(T-1, 1)]`` dot products
+    ``<v_i, v_{i+1}>``, ``mu [B, D]`` velocity mean, ``vol [B, D]`` volatility, ``lse [B]``
+    log-sum-exp of ``c / temperature``, ``raw [B, S, 2]`` scale features before ``beta``;
+    all float64.
+    """
+
+    N: np.ndarray
+    p: np.ndarray
+    mu: np.ndarray
+    vol: np.ndarray
+    lse: np.ndarray
+    raw: np.ndarray
+
+
+def _consts(cfg: Any) -> tuple[float, float, float, float, np.ndarray]:
+    return (float(cfg.min_dt), float(cfg.cp_threshold), float(cfg.silence_gap),
+            float(cfg.silence_temperature), np.asarray(cfg.scales, dtype=np.float64))
+
+
+def forward(
+    E: np.ndarray,
+    t: np.ndarray,
+    lengths: np.ndarray,
+    cfg: Any,
+    *,
+    alpha: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    temperature: float | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, KernelSaved]:
+    """The feature vector of every trajectory of a padded batch.
+
+    Args:
+        E: ``[B, T, D]`` float32 or float64, C-contiguous (rows past ``lengths[b]`` are
+            never read).
+        t: ``[B, T]`` float64 days, non-decreasing on each row's first ``lengths[b]`` posts
+            (not checked here: the callers validate).
+        lengths: ``[B]`` int64 in ``[1, T]``.
+        cfg: a :class:`~cvx_core.features.config.TemporalFeaturesConfig` (burst aggregation,
+            if any, is the caller's job).
+        alpha: ``[D]`` drift weights (default ones); beta: ``[S]`` scale weights (default
+            ones); temperature: change-point temperature (default ``cfg.temperature``).
+        out: ``[B, 4*D + 5 + 2*S]`` in ``E``'s dtype to write into (allocated if ``None``).
+
+    Returns:
+        ``(out, saved)``; ``saved`` is what :func:`backward` needs.
+    """
+    if _UNAVAILABLE is not None:  # pragma: no cover - numba is a requirement
+        raise RuntimeError(f"compiled kernels unavailable: {_UNAVAILABLE}")
+    B, T, D = E.shape
+    S = len(cfg.scales)
+    min_dt, cp_thr, sil_gap, sil_temp, scales = _consts(cfg)
+    alpha = np.ones(D) if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    beta = np.ones(S) if beta is None else np.ascontiguousarray(beta, dtype=np.float64)
+    temp = float(cfg.temperature if temperature is None else temperature)
+    if out is None:
+        out = np.empty((B, 4 * D + 5 + 2 * S), dtype=E.dtype)
+    saved = KernelSaved(
+        N=np.empty((B, T)), p=np.empty((B, max(T - 1, 1))), mu=np.empty((B, D)), vol=np.empty((B, D)),
+        lse=np.empty(B), raw=np.empty((B, S, 2)),
+    )
+    _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, scales, out,
+             saved.N, saved.p, saved.mu, saved.vol, saved.lse, saved.raw)
+    return out, saved
+
+
+def backward(
+    E: np.ndarray,
+    t: np.ndarray,
+    lengths: np.ndarray,
+    cfg: Any,
+    G: np.ndarray,
+    saved: KernelSaved,
+    *,
+    alpha: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    temperature: float | None = None,
+    gE: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of ``sum(G * features)`` with respect to ``E``, and the per-row derivatives
+    of the change-point count and the smooth max with respect to the temperature.
+
+    Same ``E, t, lengths, cfg, alpha, beta, temperature`` as the :func:`forward` call that
+    produced ``saved``; ``G [B, F]`` float64 C-contiguous. Returns ``(gE [B, T, D]`` in
+    ``E``'s dtype, zero on padding rows``, dtemp [B, 2])`` (``d cp_count / d temperature``,
+    ``d max_severity / d temperature`` with ``max_severity = temperature * lse`` at fixed
+    ``lse``'s softmax weights, i.e. ``lse - sum_i softmax_i c_i / temperature``).
+    """
+    if _UNAVAILABLE is not None:  # pragma: no cover - numba is a requirement
+        raise RuntimeError(f"compiled kernels unavailable: {_UNAVAILABLE}")
+    B, T, D = E.shape
+    S = len(cfg.scales)
+    min_dt, cp_thr, _, _, scales = _consts(cfg)
+    alpha = np.ones(D) if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
+    beta = np.ones(S) if beta is None else np.ascontiguousarray(beta, dtype=np.float64)
+    temp = float(cfg.temperature if temperature is None else temperature)
+    if gE is None:
+        gE = np.empty_like(E)
+    dtemp = np.empty((B, 2))
+    _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
+             saved.N, saved.p, saved.mu, saved.vol, saved.lse, gE, dtemp)
+    return gE, dtemp
+
+
+def compile_all() -> float:
+    """Compile (or load from the cache) every specialisation the library uses; returns the
+    seconds it took. Used by the benchmark to report the one-off cost."""
+    import time
+
+    from cvx_core.features.config import TemporalFeaturesConfig
+
+    t0 = time.perf_counter()
+    cfg = TemporalFeaturesConfig()
+    for dtype in (np.float32, np.float64):
+        E = np.zeros((1, 3, 2), dtype=dtype)
+        t = np.array([[0.0, 1.0, 2.0]])
+        ln = np.array([3], dtype=np.int64)
+        out, saved = forward(E, t, ln, cfg)
+        backward(E, t, ln, cfg, np.zeros((1, out.shape[1])), saved)
+    return time.perf_counter() - t0
