@@ -30,7 +30,7 @@ def make_set(n_users: int, n_posts: int, dim: int, seed: int = 0) -> tuple[Traje
     """Users with 0-3 planted mean shifts (jump norm 1.5 sigma sqrt(D)), sigma = 0.05."""
     rng = np.random.default_rng(seed)
     trajs, truth = [], []
-    base = np.datetime64("2024-01-01", "ns")
+    base = np.datetime64("2024-01-01", "us")
     for u in range(n_users):
         k = int(rng.integers(0, 4))
         cps = sorted(rng.choice(np.arange(10, n_posts - 10), size=k, replace=False).tolist()) if k else []
@@ -39,7 +39,7 @@ def make_set(n_users: int, n_posts: int, dim: int, seed: int = 0) -> tuple[Traje
             direction = rng.normal(size=dim)
             emb[c:] += direction / np.linalg.norm(direction) * 1.5 * 0.05 * np.sqrt(dim)
         secs = np.concatenate([[0], np.cumsum(rng.integers(60, 3 * 86_400, size=n_posts - 1))])
-        dts = base + secs.astype("timedelta64[s]").astype("timedelta64[ns]")
+        dts = base + secs.astype("timedelta64[s]").astype("timedelta64[us]")
         trajs.append(Trajectory(f"user_{u:05d}", emb.astype(np.float32), dts, label=u % 2))
         truth.append(cps)
     return TrajectorySet(trajs, name="bench"), truth

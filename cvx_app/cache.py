@@ -134,7 +134,7 @@ def _projection_frame(digest: str, method: str, _ts: TrajectorySet) -> pd.DataFr
     uids = np.asarray(proj.row_user_ids, dtype=object)
     posts = np.asarray(proj.post_index, dtype=np.int64)
     # rows follow the projection's own (user, post) indices, not an assumed order
-    all_when = np.concatenate([tr.datetimes for tr in _ts]).astype("datetime64[ns]")
+    all_when = np.concatenate([tr.datetimes for tr in _ts]).astype("datetime64[us]")
     starts = np.concatenate([[0], np.cumsum(_ts.lengths)[:-1]]).astype(np.int64)
     user_index = np.asarray(proj.user_index, dtype=np.int64)
     when = all_when[starts[user_index] + posts]

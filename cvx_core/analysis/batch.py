@@ -188,7 +188,7 @@ class UserTimeline:
 
     Attributes:
         user_id, label: the trajectory's facts.
-        datetimes: ``[T]`` post times (``datetime64[ns]``).
+        datetimes: ``[T]`` post times (``datetime64[us]``).
         drift: ``[T]`` distance ``|v_i - v_1|`` of each post from the first.
         change_probability: ``[T]`` BOCPD change probability per post.
         velocity_norm: ``[T-1]`` ``|u_i|`` (per day, real gaps), at the later post of each step.

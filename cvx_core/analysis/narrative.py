@@ -55,7 +55,7 @@ class ChangePointNarrative:
     Attributes:
         user_id: the trajectory's id (not repeated in ``text``).
         index: first post of the new segment.
-        datetime: ``datetime64[ns]`` of that post.
+        datetime: ``datetime64[us]`` of that post.
         day: its offset in days since the trajectory's first post.
         n_before, n_after: posts in the segments compared (before / after the point).
         jump_norm: ``|mean(after) - mean(before)|``.

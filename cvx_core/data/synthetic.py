@@ -20,7 +20,7 @@ from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
 __all__ = ["PlantedConfig", "make_planted_trajectory_set", "irregular_timestamps"]
 
-_EPOCH = np.datetime64("2023-01-01T00:00:00", "ns")
+_EPOCH = np.datetime64("2023-01-01T00:00:00", "us")
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,9 @@ def make_planted_trajectory_set(
             shift = after[:, None] * (cfg.jump + cfg.drift * progress[:, None])
             e[:, dims] += shift * sign[None, :]
         e = e.astype(np.float16).astype(np.float32)
-        ns = np.round(t * 86_400.0).astype(np.int64) * 1_000_000_000
-        start = _EPOCH + np.timedelta64(int(rng.integers(0, 180 * 86_400)), "s").astype("timedelta64[ns]")
-        dts = start + ns.astype("timedelta64[ns]")
+        secs = np.round(t * 86_400.0).astype(np.int64)
+        start = _EPOCH + np.timedelta64(int(rng.integers(0, 180 * 86_400)), "s").astype("timedelta64[us]")
+        dts = start + secs.astype("timedelta64[s]").astype("timedelta64[us]")
         texts = None
         if with_text:
             texts = tuple(f"post {i} of {uid}" for i in range(n))

@@ -1,9 +1,11 @@
 """The trajectory data model: one entity's time-stamped embeddings, a set of them, and
 the padded-batch form the torch path consumes.
 
-Shapes: a trajectory holds ``embeddings [T, D]`` (float32) and ``timestamps [T]``
-(float64 days since its first post); a padded batch holds ``values [B, T_max, D]``,
-``timestamps [B, T_max]`` and ``lengths [B]``.
+Shapes: a trajectory holds ``embeddings [T, D]`` (float32), ``datetimes [T]``
+(``datetime64[us]``: exact for any year 1-9999, unlike nanoseconds which wrap outside
+1677-2262) and ``timestamps [T]`` (float64 days since its first post); a padded batch holds
+``values [B, T_max, D]``, ``timestamps [B, T_max]`` and ``lengths [B]``. A set may carry
+per-user ``metadata`` (a DataFrame indexed by user id).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     import torch
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+US_PER_DAY = 86_400 * 1_000_000
+DATETIME_DTYPE = np.dtype("datetime64[us]")
 
 __all__ = [
     "Trajectory",
@@ -27,6 +32,8 @@ __all__ = [
     "DatasetSummary",
     "TrajectoryError",
     "days_since_first",
+    "as_datetimes",
+    "DATETIME_DTYPE",
 ]
 
 
@@ -50,13 +57,39 @@ class TrajectoryError(ValueError):
         self.user = user
 
 
+def as_datetimes(values: Any, *, what: str = "datetimes") -> np.ndarray:
+    """Any datetime64 array (or ISO strings) -> ``datetime64[us]``, exactly.
+
+    Raises :class:`TrajectoryError` instead of truncating a finer unit (sub-microsecond
+    parts) or wrapping a date outside the microsecond range (about +-290,000 years).
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":
+        try:
+            arr = np.asarray(values, dtype=DATETIME_DTYPE)
+        except (TypeError, ValueError) as exc:
+            raise TrajectoryError(f"{what}: not datetimes ({exc})") from None
+    if arr.dtype == DATETIME_DTYPE:
+        return arr
+    out = arr.astype(DATETIME_DTYPE)
+    back = out.astype(arr.dtype)
+    ok = (back == arr) | (np.isnat(arr) & np.isnat(back))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise TrajectoryError(
+            f"{what}: element {i} ({arr[i]}) cannot be held exactly as datetime64[us] "
+            "(a sub-microsecond part, or a date outside the representable range)"
+        )
+    return out
+
+
 def days_since_first(datetimes: np.ndarray) -> np.ndarray:
-    """``datetime64[ns]`` array ``[T]`` -> float64 days since its first element ``[T]``."""
-    dts = np.asarray(datetimes, dtype="datetime64[ns]")
+    """Datetime array ``[T]`` -> float64 days since its first element ``[T]``."""
+    dts = as_datetimes(datetimes)
     if dts.size == 0:
         return np.zeros(0, dtype=np.float64)
-    ns = (dts - dts[0]).astype(np.int64)
-    return ns.astype(np.float64) / NS_PER_DAY
+    us = (dts - dts[0]).astype(np.int64)
+    return us.astype(np.float64) / US_PER_DAY
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,8 +99,10 @@ class Trajectory:
     Attributes:
         user_id: the entity's id (text).
         embeddings: ``[T, D]`` float32, one row per post.
-        datetimes: ``[T]`` ``datetime64[ns]`` (UTC, timezone-naive), non-decreasing.
-        label: optional integer class of the whole trajectory.
+        datetimes: ``[T]`` ``datetime64[us]`` (UTC, timezone-naive), non-decreasing; any
+            finer unit given is converted exactly or refused.
+        label: optional integer class ``>= 0`` of the whole trajectory (negative numbers are
+            refused: ``-1`` marks "no label" in :attr:`TrajectorySet.labels`).
         texts: optional per-post text, ``T`` strings.
         timestamps: ``[T]`` float64 days since the first post (derived from ``datetimes``).
     """
@@ -81,7 +116,7 @@ class Trajectory:
 
     def __post_init__(self) -> None:
         emb = np.ascontiguousarray(self.embeddings, dtype=np.float32)
-        dts = np.asarray(self.datetimes, dtype="datetime64[ns]")
+        dts = as_datetimes(self.datetimes, what=f"user {self.user_id!r}")
         if emb.ndim != 2:
             raise TrajectoryError(
                 f"user {self.user_id!r}: embeddings must be a [T, D] matrix, got shape {emb.shape}",
@@ -125,6 +160,13 @@ class Trajectory:
         object.__setattr__(self, "datetimes", dts)
         object.__setattr__(self, "timestamps", ts)
         if self.label is not None:
+            if isinstance(self.label, (bool, np.bool_)) or int(self.label) != self.label or int(self.label) < 0:
+                raise TrajectoryError(
+                    f"user {self.user_id!r}: label {self.label!r} is not a class index; expected an "
+                    "integer >= 0 (None for no label)",
+                    user=self.user_id,
+                    column="label",
+                )
             object.__setattr__(self, "label", int(self.label))
         if self.texts is not None:
             object.__setattr__(self, "texts", tuple(str(x) for x in self.texts))
@@ -229,7 +271,9 @@ class TrajectorySet:
     Supports ``len``, iteration, ``ts[user_id]`` (by id) and ``ts.at(i)`` (by position).
     """
 
-    def __init__(self, trajectories: Sequence[Trajectory], *, name: str = "") -> None:
+    def __init__(
+        self, trajectories: Sequence[Trajectory], *, name: str = "", metadata: "pd.DataFrame | None" = None
+    ) -> None:
         trajs = list(trajectories)
         if not trajs:
             raise TrajectoryError(f"{name or 'dataset'}: no trajectories")
@@ -248,6 +292,7 @@ class TrajectorySet:
         self._trajs = tuple(trajs)
         self._index = index
         self.name = name
+        self._metadata = _check_metadata(metadata, [tr.user_id for tr in trajs], name)
         self._digest: str | None = None
 
     # -- container protocol -------------------------------------------------------------
@@ -278,6 +323,13 @@ class TrajectorySet:
         return self._trajs[0].dim
 
     @property
+    def metadata(self) -> "pd.DataFrame":
+        """Per-user metadata: index = user id (in set order), one column per attribute that
+        is constant within each user (e.g. ``country`` of an upload); an empty frame (no
+        columns) when there is none. A copy: changing it does not change the set."""
+        return self._metadata.copy()
+
+    @property
     def user_ids(self) -> list[str]:
         return [tr.user_id for tr in self._trajs]
 
@@ -304,12 +356,17 @@ class TrajectorySet:
 
     # -- derived forms --------------------------------------------------------------------
     def subset(self, user_ids: Sequence[str], *, name: str | None = None) -> "TrajectorySet":
-        return TrajectorySet([self[u] for u in user_ids], name=self.name if name is None else name)
+        ids = [str(u) for u in user_ids]
+        return TrajectorySet(
+            [self[u] for u in ids],
+            name=self.name if name is None else name,
+            metadata=self._metadata.loc[ids] if len(self._metadata.columns) else None,
+        )
 
     def summary(self) -> DatasetSummary:
         lengths = self.lengths
-        starts = np.array([tr.datetimes[0] for tr in self._trajs], dtype="datetime64[ns]")
-        ends = np.array([tr.datetimes[-1] for tr in self._trajs], dtype="datetime64[ns]")
+        starts = np.array([tr.datetimes[0] for tr in self._trajs], dtype=DATETIME_DTYPE)
+        ends = np.array([tr.datetimes[-1] for tr in self._trajs], dtype=DATETIME_DTYPE)
         counts: dict[str, int] = {}
         for tr in self._trajs:
             key = "unlabelled" if tr.label is None else str(tr.label)
@@ -368,5 +425,29 @@ class TrajectorySet:
                 if tr.texts is not None:
                     for text in tr.texts:
                         h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+            meta = self._metadata
+            for col in meta.columns:
+                h.update(b"\1" + str(col).encode("utf-8", "surrogatepass") + b"\0" + str(meta[col].dtype).encode())
+                for value in meta[col].tolist():
+                    h.update(repr(value).encode("utf-8", "surrogatepass") + b"\0")
             self._digest = h.hexdigest()
         return self._digest
+
+
+def _check_metadata(metadata: "pd.DataFrame | None", user_ids: list[str], name: str) -> "pd.DataFrame":
+    """``metadata`` reindexed to ``user_ids`` (every user must have a row, no duplicates)."""
+    import pandas as pd
+
+    if metadata is None or len(metadata.columns) == 0:
+        return pd.DataFrame(index=pd.Index(user_ids, name="user_id", dtype=object))
+    if not isinstance(metadata, pd.DataFrame):
+        raise TypeError(f"metadata must be a pandas DataFrame, got {type(metadata).__name__}")
+    index = [str(u) for u in metadata.index]
+    if len(set(index)) != len(index):
+        raise TrajectoryError(f"{name or 'dataset'}: metadata has a user id twice")
+    missing = [u for u in user_ids if u not in set(index)]
+    if missing:
+        raise TrajectoryError(f"{name or 'dataset'}: metadata has no row for user {missing[0]!r}", user=missing[0])
+    meta = metadata.copy()
+    meta.index = pd.Index(index, name="user_id", dtype=object)
+    return meta.loc[user_ids]

@@ -29,7 +29,7 @@ def test_progress_calls_are_bounded_for_large_sets():
     from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
     rng = np.random.default_rng(0)
-    dts = np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[ns]")
+    dts = np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[us]")
     ts = TrajectorySet([Trajectory(f"u{i}", rng.normal(size=(3, 2)), dts) for i in range(450)])
     calls: list[int] = []
     analyze_set(ts, progress=lambda d, t: calls.append(d))
@@ -106,7 +106,7 @@ def test_user_timeline_of_a_single_post_user_is_empty_but_valid():
     from cvx_core.analysis.batch import user_timeline
     from cvx_core.data.trajectory import Trajectory
 
-    tr = Trajectory("solo", np.ones((1, 4)), np.array(["2024-01-01"], dtype="datetime64[ns]"))
+    tr = Trajectory("solo", np.ones((1, 4)), np.array(["2024-01-01"], dtype="datetime64[us]"))
     tl = user_timeline(tr)
     assert tl.n_posts == 1 and tl.drift.tolist() == [0.0]
     assert tl.velocity_norm.shape == (0,) and tl.silences == () and tl.narratives == ()
@@ -119,7 +119,7 @@ def test_user_timeline_silences_index_posts_even_with_burst_aggregation():
 
     # a burst of three posts, then a 10-day silence, then two posts
     days = np.array([0.0, 0.001, 0.002, 10.0, 11.0])
-    dts = np.datetime64("2024-01-01", "ns") + (days * 86_400e9).astype("timedelta64[ns]")
+    dts = np.datetime64("2024-01-01", "us") + (days * 86_400e6).astype("timedelta64[us]")
     tr = Trajectory("u", np.random.default_rng(0).normal(size=(5, 3)), dts)
     tl = user_timeline(tr, features_config=TemporalFeaturesConfig(burst_window=0.01))
     assert tl.silences == ((2, 3),)

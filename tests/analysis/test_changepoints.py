@@ -42,7 +42,7 @@ def make_traj(emb: np.ndarray, *, seed: int = 0) -> Trajectory:
     rng = np.random.default_rng(seed)
     gaps = rng.integers(60, 5 * 86_400, size=emb.shape[0] - 1)
     secs = np.concatenate([[0], np.cumsum(gaps)])
-    dts = np.datetime64("2024-01-01T00:00:00", "ns") + secs.astype("timedelta64[s]").astype("timedelta64[ns]")
+    dts = np.datetime64("2024-01-01T00:00:00", "us") + secs.astype("timedelta64[s]").astype("timedelta64[us]")
     return Trajectory("u", emb, dts)
 
 
@@ -140,7 +140,7 @@ def test_indices_are_python_ints_trailing_end_dropped_and_dates_match_posts():
 def test_bare_matrix_result_has_no_dates_unless_given():
     emb = np.vstack([np.zeros((6, 2)), np.ones((6, 2))]) + np.random.default_rng(0).normal(0, 0.01, (12, 2))
     assert detect_changepoints(emb).datetimes is None
-    dts = np.datetime64("2024-05-01", "ns") + np.arange(12).astype("timedelta64[D]").astype("timedelta64[ns]")
+    dts = np.datetime64("2024-05-01", "us") + np.arange(12).astype("timedelta64[D]").astype("timedelta64[us]")
     res = detect_changepoints(emb, datetimes=dts)
     assert res.indices == (6,) and res.days == (6.0,)
 

@@ -22,7 +22,7 @@ def hand_made() -> Trajectory:
     emb[5:, 2] = 3.0
     emb[5:, 0] = 1.0
     hours = np.array([0, 1, 2, 3, 4, 28, 52, 76, 100, 124])
-    dts = np.datetime64("2024-03-01T08:00", "ns") + hours.astype("timedelta64[h]").astype("timedelta64[ns]")
+    dts = np.datetime64("2024-03-01T08:00", "us") + hours.astype("timedelta64[h]").astype("timedelta64[us]")
     return Trajectory("<b>evil</b> *user*", emb, dts)
 
 

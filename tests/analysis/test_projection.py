@@ -20,7 +20,7 @@ def tiny_set(seed: int = 0, dim: int = 6) -> TrajectorySet:
     rng = np.random.default_rng(seed)
     trajs = []
     for u, n in enumerate([5, 1, 8]):
-        dts = np.datetime64("2024-01-01", "ns") + np.arange(n).astype("timedelta64[D]").astype("timedelta64[ns]")
+        dts = np.datetime64("2024-01-01", "us") + np.arange(n).astype("timedelta64[D]").astype("timedelta64[us]")
         trajs.append(Trajectory(f"u{u}", rng.normal(size=(n, dim)), dts))
     return TrajectorySet(trajs, name="tiny")
 

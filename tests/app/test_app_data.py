@@ -160,7 +160,7 @@ def test_a_hostile_user_id_is_shown_as_text(workspace, open_app):
     from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
     uid = "<img src=x onerror=alert(1)> **bold**"
-    tr = Trajectory(uid, np.eye(3, 4), np.array(["2024-01-01", "2024-01-02", "2024-01-05"], dtype="datetime64[ns]"), label=1)
+    tr = Trajectory(uid, np.eye(3, 4), np.array(["2024-01-01", "2024-01-02", "2024-01-05"], dtype="datetime64[us]"), label=1)
     save_trajectories(TrajectorySet([tr]), workspace / "datasets" / "hostile.parquet")
     at = open_app(timeout=TIMEOUT)
     at.sidebar.selectbox[0].set_value("hostile").run()

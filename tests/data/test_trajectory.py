@@ -15,13 +15,13 @@ from cvx_core.data.trajectory import (
 
 def _traj(uid: str, n: int, d: int = 3, label: int | None = 0, seed: int = 0) -> Trajectory:
     rng = np.random.default_rng(seed)
-    start = np.datetime64("2024-01-01T00:00:00", "ns")
+    start = np.datetime64("2024-01-01T00:00:00", "us")
     offsets = np.sort(rng.integers(0, 10 * 86_400, size=n)) * 1_000_000_000
     return Trajectory(uid, rng.normal(size=(n, d)), start + offsets.astype("timedelta64[ns]"), label=label)
 
 
 def test_timestamps_are_float64_days_since_the_first_post():
-    dts = np.array(["2024-01-01T00:00", "2024-01-01T12:00", "2024-01-03T00:00"], dtype="datetime64[ns]")
+    dts = np.array(["2024-01-01T00:00", "2024-01-01T12:00", "2024-01-03T00:00"], dtype="datetime64[us]")
     tr = Trajectory("u", np.zeros((3, 2)), dts)
     assert tr.timestamps.dtype == np.float64
     np.testing.assert_array_equal(tr.timestamps, [0.0, 0.5, 2.0])
@@ -43,10 +43,10 @@ def test_single_post_trajectory_is_allowed():
 @pytest.mark.parametrize(
     "embeddings, dts, match",
     [
-        (np.zeros((2,)), np.zeros(2, dtype="datetime64[ns]"), r"\[T, D\]"),
-        (np.zeros((2, 3)), np.zeros(3, dtype="datetime64[ns]"), "datetimes"),
-        (np.array([[0.0], [np.nan]]), np.zeros(2, dtype="datetime64[ns]"), "finite"),
-        (np.zeros((2, 1)), np.array([5, 1], dtype="datetime64[ns]"), "sorted"),
+        (np.zeros((2,)), np.zeros(2, dtype="datetime64[us]"), r"\[T, D\]"),
+        (np.zeros((2, 3)), np.zeros(3, dtype="datetime64[us]"), "datetimes"),
+        (np.array([[0.0], [np.nan]]), np.zeros(2, dtype="datetime64[us]"), "finite"),
+        (np.zeros((2, 1)), np.array([5, 1], dtype="datetime64[us]"), "sorted"),
     ],
 )
 def test_invalid_trajectories_raise_trajectory_error(embeddings, dts, match):

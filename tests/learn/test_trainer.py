@@ -158,7 +158,7 @@ def _static_set(n=60, d=8, shift=1.0, seed=0):
         t = 5
         e = rng.normal(size=(t, d)).astype(np.float32) * 0.3
         e[:, 0] += shift * y
-        dts = np.datetime64("2024-01-01", "ns") + (np.arange(t) * 86_400e9).astype("timedelta64[ns]")
+        dts = np.datetime64("2024-01-01", "us") + (np.arange(t) * 86_400e6).astype("timedelta64[us]")
         trajs.append(Trajectory(f"u{u}", e, dts, label=y))
     return TrajectorySet(trajs, name="static")
 
