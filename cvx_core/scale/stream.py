@@ -35,9 +35,11 @@ attribution and the cohort attribution, accumulated incrementally, with ``progre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -51,15 +53,7 @@ import pandas as pd
 
 from cvx_core.analysis.attribution import CohortAttribution
 from cvx_core.data.atomic import atomic_replace
-from cvx_core.data.io import (
-    FORMATS,
-    PostTable,
-    _looks_binary,
-    _parse_posts,
-    _read_frame,
-    _Table,
-    load_trajectories,
-)
+from cvx_core.data.io import FORMATS, PostTable, _looks_binary, load_trajectories, read_posts
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
@@ -72,6 +66,8 @@ __all__ = [
     "features_frame",
     "extract_stream",
     "analyze_stream",
+    "embed_stream",
+    "posts_table",
     "write_frames",
     "count_rows",
     "DEFAULT_CHUNK_USERS",
@@ -111,12 +107,11 @@ class NotGroupedError(Exception):
         self.user = user
 
 
-class _RowsTable(_Table):
-    """A piece of the input whose 0-based row ``i`` is original row ``rows[i]`` (and, for
-    text formats, file line ``lines[i]``), so messages name the place in the whole file."""
+class _RowMap:
+    """Where row ``i`` of a piece of the input sits in the whole file: original 0-based row
+    ``rows[i]`` and, for text formats, file line ``lines[i]`` (used in messages)."""
 
-    def __init__(self, frame: pd.DataFrame, rows: np.ndarray, lines: np.ndarray | None) -> None:
-        super().__init__(frame)
+    def __init__(self, rows: np.ndarray, lines: np.ndarray | None) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.lines = None if lines is None else np.asarray(lines, dtype=np.int64)
 
@@ -148,15 +143,6 @@ def _check_file(path: Path, fmt: str) -> None:
     if path.stat().st_size == 0:
         raise TrajectoryError(f"{path.name}: the file is empty (0 bytes); expected a {fmt} table of posts",
                               file=path.name)
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if fmt == "parquet" and not head.startswith(b"PAR1"):
-        raise TrajectoryError(f"{path.name}: not a Parquet file (it does not start with the Parquet magic bytes "
-                              "'PAR1'); is the extension right?", file=path.name)
-    if fmt in ("csv", "jsonl") and _looks_binary(head):
-        kind = "CSV" if fmt == "csv" else "JSON Lines"
-        raise TrajectoryError(f"{path.name}: not a {kind} text file (binary content); is the extension right?",
-                              file=path.name)
 
 
 def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
@@ -167,12 +153,14 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(p).metadata.num_rows)
+        try:
+            return int(pq.ParquetFile(p).metadata.num_rows)
+        except Exception:  # noqa: BLE001 - the reader reports an unreadable file properly
+            return 0
     if fmt == "npz":
         return 0
-    n = 0
+    n = blank = 0
     last = b"\n"
-    blank = 0
     with open(p, "rb") as fh:
         while block := fh.read(1 << 22):
             n += block.count(b"\n")
@@ -182,109 +170,196 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
     return max(n - blank - (1 if fmt == "csv" else 0), 0)
 
 
-def _raw_batches(path: Path, fmt: str, rows: int) -> Iterator[_RowsTable]:
-    """The input as consecutive tables of at most ``rows`` rows, with original row/line numbers."""
-    fname = path.name
+@dataclass(frozen=True)
+class _Piece:
+    """A self-contained piece of the input in its own format (``data``), to be parsed by
+    :func:`cvx_core.data.io.read_posts`; its row ``r`` (1-based, as messages count) is
+    original row ``row_map(r)`` and its line ``l`` original line ``line_map(l)``."""
+
+    data: bytes
+    rows: np.ndarray
+    lines: np.ndarray | None
+    line_map: Callable[[int], int]
+
+
+_ROW_RE = re.compile(r"\brow (\d+)")
+_LINE_RE = re.compile(r"\bline (\d+)")
+
+
+def _remap(exc: TrajectoryError, piece: _Piece) -> TrajectoryError:
+    """The reader's error on ``piece`` with rows and lines of the whole file."""
+
+    def row(m: re.Match[str]) -> str:
+        r = int(m.group(1))
+        return f"row {int(piece.rows[r - 1]) + 1}" if 1 <= r <= len(piece.rows) else m.group(0)
+
+    def line(m: re.Match[str]) -> str:
+        return f"line {piece.line_map(int(m.group(1)))}"
+
+    msg = _LINE_RE.sub(line, _ROW_RE.sub(row, str(exc)))
+    new = TrajectoryError(msg, file=exc.file, column=exc.column, user=getattr(exc, "user", None),
+                          row=None if exc.row is None or not 1 <= exc.row <= len(piece.rows)
+                          else int(piece.rows[exc.row - 1]) + 1)
+    return new
+
+
+def _parse(piece: _Piece, fname: str, fmt: str, need_embeddings: bool) -> PostTable:
+    try:
+        posts = read_posts(piece.data, name=fname, format=fmt, need_embeddings=need_embeddings)
+    except TrajectoryError as exc:
+        raise _remap(exc, piece) from None
+    if len(posts) != len(piece.rows):
+        raise TrajectoryError(f"{fname}: a piece of {len(piece.rows)} rows read back as {len(posts)} rows; "
+                              "is a CSV cell's quoting unbalanced?", file=fname)
+    return dataclasses.replace(posts, _table=_RowMap(piece.rows, piece.lines))
+
+
+def _split_rows(block: bytes, fmt: str) -> list[bytes]:
+    """Physical lines -> records (CSV: a record ends where the quotes so far balance)."""
+    lines = block.splitlines(keepends=True)
+    if fmt != "csv":
+        return lines
+    out: list[bytes] = []
+    cur: list[bytes] = []
+    quotes = 0
+    for ln in lines:
+        cur.append(ln)
+        quotes += ln.count(b'"')
+        if quotes % 2 == 0:
+            out.append(b"".join(cur))
+            cur, quotes = [], 0
+    if cur:
+        out.append(b"".join(cur))
+    return out
+
+
+def _text_records(path: Path, fmt: str) -> Iterator[tuple[bytes, int]]:
+    """``(record bytes, first line number)`` of a CSV (after the header) or JSON Lines file;
+    blank records are skipped."""
+    lineno = 1
+    carry = b""
+    with open(path, "rb") as fh:
+        if fmt == "csv":
+            header = _read_header(fh)
+            lineno += header.count(b"\n")
+        while True:
+            block = fh.read(1 << 20)
+            data = carry + block
+            if not data:
+                return
+            records = _split_rows(data, fmt)
+            # the last record may be cut by the block boundary: keep it for the next round
+            if block and records and (not records[-1].endswith(b"\n") or
+                                      (fmt == "csv" and records[-1].count(b'"') % 2)):
+                carry = records.pop()
+            else:
+                carry = b""
+            for rec in records:
+                first = lineno
+                lineno += rec.count(b"\n")
+                if rec.strip():
+                    yield rec if rec.endswith(b"\n") else rec + b"\n", first
+            if not block:
+                if carry:
+                    yield carry + b"\n", lineno
+                return
+
+
+def _read_header(fh: IO[bytes]) -> bytes:
+    header = b""
+    while True:
+        ln = fh.readline()
+        header += ln
+        if not ln or header.count(b'"') % 2 == 0:
+            return header
+
+
+def _pieces(path: Path, fmt: str, rows: int) -> Iterator[_Piece]:
+    """The input as consecutive self-contained pieces of at most ``rows`` rows."""
     offset = 0
     if fmt == "parquet":
+        import io as _io
+
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
             batches = pf.iter_batches(batch_size=rows)
-            for b in batches:
-                frame = pa.Table.from_batches([b]).to_pandas()
-                n = len(frame)
-                yield _RowsTable(frame, np.arange(offset, offset + n), None)
-                offset += n
-        except TrajectoryError:
-            raise
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise TrajectoryError(f"{fname}: not a readable Parquet file ({exc})", file=fname) from None
+        except Exception:  # noqa: BLE001 - let the reader name what is wrong with the file
+            yield _Piece(path.read_bytes(), np.arange(count_rows(path)), None, lambda n: n)
+            return
+        for b in batches:
+            buf = _io.BytesIO()
+            pq.write_table(pa.Table.from_batches([b]).replace_schema_metadata(pf.schema_arrow.metadata), buf,
+                           compression="none")
+            yield _Piece(buf.getvalue(), np.arange(offset, offset + b.num_rows), None, lambda n: n)
+            offset += b.num_rows
         return
-    if fmt == "csv":
-        try:
-            reader = pd.read_csv(path, dtype={"user_id": str, "text": str}, keep_default_na=True, chunksize=rows)
-            for frame in reader:
-                n = len(frame)
-                r = np.arange(offset, offset + n)
-                yield _RowsTable(frame, r, r + 2)
-                offset += n
-        except pd.errors.EmptyDataError:
-            raise TrajectoryError(f"{fname}: the file is empty; expected a header row and one row per post",
-                                  file=fname) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrajectoryError(f"{fname}: not a readable CSV file ({msg})", file=fname) from None
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(0)
+        header = _read_header(fh) if fmt == "csv" else b""
+    if _looks_binary(head) or not head.strip():
+        yield _Piece(path.read_bytes(), np.arange(max(count_rows(path), 1)), None, lambda n: n)
         return
-    if fmt == "jsonl":
-        records: list[dict[str, Any]] = []
-        line_nos: list[int] = []
-        with open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.decode("utf-8", errors="replace")
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TrajectoryError(
-                        f"{fname}: line {lineno} is not valid JSON ({exc.msg}); expected one JSON object per line",
-                        file=fname, row=offset + len(records) + 1) from None
-                if not isinstance(rec, dict):
-                    raise TrajectoryError(
-                        f"{fname}: line {lineno} is a JSON {type(rec).__name__}, expected an object with "
-                        "user_id, timestamp and embedding", file=fname, row=offset + len(records) + 1)
-                records.append(rec)
-                line_nos.append(lineno)
-                if len(records) == rows:
-                    yield _RowsTable(pd.DataFrame.from_records(records), np.arange(offset, offset + rows),
-                                     np.array(line_nos))
-                    offset += rows
-                    records, line_nos = [], []
-        if records:
-            n = len(records)
-            yield _RowsTable(pd.DataFrame.from_records(records), np.arange(offset, offset + n), np.array(line_nos))
-        elif offset == 0:
-            raise TrajectoryError(f"{fname}: the file has no records; expected one JSON object per post", file=fname)
-        return
-    raise AssertionError(fmt)  # pragma: no cover
+    recs: list[bytes] = []
+    firsts: list[int] = []
+
+    def piece() -> _Piece:
+        n = len(recs)
+        lines = np.array(firsts, dtype=np.int64)
+        if fmt == "csv":  # the piece is header + records: its line 2 is the first record
+            first_line, shift = int(lines[0]), 2
+        else:
+            first_line, shift = int(lines[0]), 1
+        return _Piece(header + b"".join(recs), np.arange(offset, offset + n), lines,
+                      lambda ln, a=first_line, s=shift: ln - s + a)
+
+    for rec, first in _text_records(path, fmt):
+        recs.append(rec)
+        firsts.append(first)
+        if len(recs) == rows:
+            yield piece()
+            offset += len(recs)
+            recs, firsts = [], []
+    if recs:
+        yield piece()
+    elif offset == 0:  # header only, or nothing: the reader says so
+        yield _Piece(header, np.arange(1), None, lambda n: n)
 
 
 def _slice(posts: PostTable, a: int, b: int) -> PostTable:
-    t = posts._table
-    assert isinstance(t, _RowsTable)
-    return PostTable(
-        file=posts.file,
-        user_ids=posts.user_ids[a:b],
-        datetimes=posts.datetimes[a:b],
-        labels=None if posts.labels is None else posts.labels[a:b],
-        texts=None if posts.texts is None else posts.texts[a:b],
-        embeddings=None if posts.embeddings is None else posts.embeddings[a:b],
-        extra=posts.extra.iloc[a:b],
-        _table=_RowsTable(pd.DataFrame(), t.rows[a:b], None if t.lines is None else t.lines[a:b]),
-    )
+    n = len(posts)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(posts):
+        v = getattr(posts, f.name)
+        if isinstance(v, np.ndarray) and v.shape[:1] == (n,):
+            changes[f.name] = v[a:b]
+        elif isinstance(v, pd.DataFrame):
+            changes[f.name] = v.iloc[a:b]
+        elif isinstance(v, _RowMap):
+            changes[f.name] = _RowMap(v.rows[a:b], None if v.lines is None else v.lines[a:b])
+    return dataclasses.replace(posts, **changes)
 
 
 def _concat(pieces: Sequence[PostTable]) -> PostTable:
     if len(pieces) == 1:
         return pieces[0]
     first = pieces[0]
-
-    def cat(name: str) -> np.ndarray | None:
-        parts = [getattr(p, name) for p in pieces]
-        return None if parts[0] is None else np.concatenate(parts)
-
-    lines = [p._table.lines for p in pieces]  # type: ignore[attr-defined]
-    return PostTable(
-        file=first.file,
-        user_ids=cat("user_ids"), datetimes=cat("datetimes"), labels=cat("labels"), texts=cat("texts"),
-        embeddings=cat("embeddings"),
-        extra=pd.concat([p.extra for p in pieces]),
-        _table=_RowsTable(pd.DataFrame(), np.concatenate([p._table.rows for p in pieces]),  # type: ignore[attr-defined]
-                          None if lines[0] is None else np.concatenate(lines)),
-    )
+    n = len(first)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(first):
+        v = getattr(first, f.name)
+        parts = [getattr(p, f.name) for p in pieces]
+        if isinstance(v, np.ndarray) and v.shape[:1] == (n,):
+            changes[f.name] = np.concatenate(parts)
+        elif isinstance(v, pd.DataFrame):
+            changes[f.name] = pd.concat(parts, ignore_index=True)
+        elif isinstance(v, _RowMap):
+            changes[f.name] = _RowMap(np.concatenate([p.rows for p in parts]),
+                                      None if v.lines is None else np.concatenate([p.lines for p in parts]))
+    return dataclasses.replace(first, **changes)
 
 
 def _check_dim(posts: PostTable, dim: list[int]) -> None:
@@ -296,13 +371,22 @@ def _check_dim(posts: PostTable, dim: list[int]) -> None:
     elif d != dim[0]:
         raise TrajectoryError(
             f"{posts.file}: {posts.where(0)}, column 'embedding': {d} values, but earlier rows have {dim[0]}; "
-            "expected the same dimension on every row", file=posts.file, row=int(posts._table.rows[0]) + 1,  # type: ignore[attr-defined]
-            column="embedding")
+            "expected the same dimension on every row", file=posts.file,
+            row=int(posts._table.rows[0]) + 1, column="embedding")  # type: ignore[attr-defined]
 
 
 def _to_set(posts: PostTable, need_embeddings: bool) -> TrajectorySet:
     if need_embeddings or posts.embeddings is not None:
         return posts.to_set()
+    if posts.texts is None:
+        raise TrajectoryError(f"{posts.file}: missing column 'text'; expected the posts' texts to embed",
+                              file=posts.file, column="text")
+    empty = [i for i, t in enumerate(posts.texts) if not str(t).strip()]
+    if empty:
+        i = int(empty[0])
+        raise TrajectoryError(
+            f"{posts.file}: {posts.where(i)}, column 'text': empty or missing text; expected the post's text",
+            file=posts.file, row=int(posts._table.rows[i]) + 1, column="text")  # type: ignore[attr-defined]
     # a table of texts (for ``embed``): placeholder one-dimensional embeddings
     return posts.to_set(np.zeros((len(posts), 1), dtype=np.float32))
 
@@ -315,8 +399,8 @@ def _grouped_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_emb
     open_user: str | None = None
     done = 0
     dim: list[int] = []
-    for raw in _raw_batches(path, fmt, batch_rows):
-        posts = _parse_posts(raw, path.name, need_embeddings=need_embeddings)
+    for piece in _pieces(path, fmt, batch_rows):
+        posts = _parse(piece, path.name, fmt, need_embeddings)
         _check_dim(posts, dim)
         ids = posts.user_ids
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
@@ -334,7 +418,7 @@ def _grouped_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_emb
         done += len(posts)
         if n_complete >= chunk_users:
             # cut at user boundaries, every ``chunk_users`` complete users; the last (open)
-            # user may continue in the next batch and stays pending
+            # user may continue in the next piece and stays pending
             joined = _concat(pending)
             ids = joined.user_ids
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
@@ -349,20 +433,18 @@ def _grouped_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_emb
         yield UserChunk(_to_set(_concat(pending), need_embeddings), done, max(total, done))
 
 
-def _bucket_of(ids: np.ndarray, n: int) -> np.ndarray:
-    return (pd.util.hash_array(np.asarray(ids, dtype=object)) % np.uint64(n)).astype(np.int64)
-
-
-def _norm_id(x: Any) -> str:
-    if isinstance(x, (float, np.floating)) and not math.isnan(float(x)) and float(x).is_integer():
-        return str(int(x))
-    return str(x)
+def _bucket_of(ids: Sequence[str], n: int) -> np.ndarray:
+    return (pd.util.hash_array(np.asarray(list(ids), dtype=object)) % np.uint64(n)).astype(np.int64)
 
 
 def _partition(path: Path, fmt: str, scratch: Path, n_parts: int, batch_rows: int,
                report: Callable[[int], None]) -> list[tuple[Path, Path]]:
-    """Hash-partition the rows by user into ``n_parts`` files (cells kept as they are) plus
-    side files of original ``(row, line)`` pairs; returns the non-empty ones in order."""
+    """Hash-partition the rows by user id into ``n_parts`` files that keep every row's
+    cells as they are (Parquet record batches; CSV and JSON Lines records verbatim, CSV
+    under the header), plus side files of original ``(row, line)`` pairs; returns the
+    non-empty ones in order."""
+    import io as _io
+
     parts = [(scratch / f"part{b:04d}.{fmt}", scratch / f"part{b:04d}.rows") for b in range(n_parts)]
     data_fh: dict[int, Any] = {}
     rows_fh: dict[int, IO[bytes]] = {}
@@ -379,55 +461,69 @@ def _partition(path: Path, fmt: str, scratch: Path, n_parts: int, batch_rows: in
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
+            names = pf.schema_arrow.names
             for batch in pf.iter_batches(batch_size=batch_rows):
-                ids = np.array([_norm_id(x) for x in batch.column("user_id").to_pylist()], dtype=object) \
-                    if "user_id" in batch.schema.names else np.zeros(batch.num_rows, dtype=object)
+                ids = [str(x) for x in batch.column(names.index("user_id")).to_pylist()] \
+                    if "user_id" in names else [""] * batch.num_rows
                 buckets = _bucket_of(ids, n_parts)
                 rows = np.arange(offset, offset + batch.num_rows)
                 for b in np.unique(buckets):
                     sel = np.flatnonzero(buckets == b)
-                    sub = batch.take(pa.array(sel))
                     if b not in data_fh:
-                        data_fh[b] = pq.ParquetWriter(parts[b][0], batch.schema)
-                    data_fh[b].write_batch(sub)
+                        data_fh[b] = pq.ParquetWriter(parts[b][0], batch.schema.with_metadata(pf.schema_arrow.metadata))
+                    data_fh[b].write_batch(batch.take(pa.array(sel)))
                     side(int(b), rows[sel], np.full(sel.size, -1))
                 offset += batch.num_rows
                 report(offset)
-        elif fmt == "csv":
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, chunksize=batch_rows)
-            for frame in reader:
-                ids = frame["user_id"].to_numpy(dtype=object) if "user_id" in frame.columns \
-                    else np.zeros(len(frame), dtype=object)
+        else:
+            header = b""
+            if fmt == "csv":
+                with open(path, "rb") as fh:
+                    header = _read_header(fh)
+            recs: list[bytes] = []
+            firsts: list[int] = []
+
+            def flush() -> None:
+                nonlocal offset, recs, firsts
+                if not recs:
+                    return
+                if fmt == "csv":
+                    try:
+                        frame = pd.read_csv(_io.BytesIO(header + b"".join(recs)), usecols=["user_id"], dtype=str,
+                                            na_filter=False, skip_blank_lines=False)
+                        ids = frame["user_id"].tolist()
+                    except (ValueError, pd.errors.ParserError):
+                        ids = []
+                    if len(ids) != len(recs):  # unreadable: one partition, the reader reports it
+                        ids = [""] * len(recs)
+                else:
+                    ids = []
+                    for rec in recs:
+                        try:
+                            obj = json.loads(rec)
+                            ids.append(str(obj.get("user_id")) if isinstance(obj, dict) else "")
+                        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                            ids.append("")
                 buckets = _bucket_of(ids, n_parts)
-                rows = np.arange(offset, offset + len(frame))
+                rows = np.arange(offset, offset + len(recs))
+                lines = np.asarray(firsts, dtype=np.int64)
                 for b in np.unique(buckets):
                     sel = np.flatnonzero(buckets == b)
-                    first = b not in data_fh
-                    if first:
-                        data_fh[b] = open(parts[b][0], "w", encoding="utf-8", newline="")
-                    frame.iloc[sel].to_csv(data_fh[b], header=first, index=False)
-                    side(int(b), rows[sel], rows[sel] + 2)
-                offset += len(frame)
-                report(offset)
-        else:  # jsonl: lines verbatim
-            with open(path, "rb") as fh:
-                for lineno, raw in enumerate(fh, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        rec = json.loads(raw)
-                        uid = _norm_id(rec.get("user_id")) if isinstance(rec, dict) else ""
-                    except json.JSONDecodeError:
-                        uid = ""  # the partition's reader reports it, with this line number
-                    b = int(_bucket_of(np.array([uid], dtype=object), n_parts)[0])
                     if b not in data_fh:
                         data_fh[b] = open(parts[b][0], "wb")
-                    data_fh[b].write(raw if raw.endswith(b"\n") else raw + b"\n")
-                    side(b, np.array([offset]), np.array([lineno]))
-                    offset += 1
-                    if offset % batch_rows == 0:
-                        report(offset)
-            report(offset)
+                        data_fh[b].write(header)
+                    data_fh[b].write(b"".join(recs[k] for k in sel))
+                    side(int(b), rows[sel], lines[sel])
+                offset += len(recs)
+                recs, firsts = [], []
+                report(offset)
+
+            for rec, first in _text_records(path, fmt):
+                recs.append(rec)
+                firsts.append(first)
+                if len(recs) == batch_rows:
+                    flush()
+            flush()
     finally:
         for w in data_fh.values():
             w.close()
@@ -450,16 +546,15 @@ def _partition_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_e
             state["done"] = n
 
         files = _partition(path, fmt, scratch, n_parts, batch_rows, report)
-        done = state["done"]
+        done = total
         dim: list[int] = []
         for data_file, rows_file in files:
             side = np.fromfile(rows_file, dtype=np.int64).reshape(-1, 2)
-            table = _read_frame(data_file.read_bytes(), path.name, fmt)
-            if fmt == "csv":  # the side file knows every row; the raw table is the partition's
-                table = _RowsTable(table.frame, side[:, 0], side[:, 1])
-            else:
-                table = _RowsTable(table.frame, side[:, 0], None if fmt == "parquet" else side[:, 1])
-            posts = _parse_posts(table, path.name, need_embeddings=need_embeddings)
+            orig_lines = side[:, 1]
+            shift = 2 if fmt == "csv" else 1  # partition line of its k-th record (0-based k)
+            piece = _Piece(data_file.read_bytes(), side[:, 0], None if fmt == "parquet" else orig_lines,
+                           lambda ln, L=orig_lines, s=shift: int(L[ln - s]) if 0 <= ln - s < len(L) else ln)
+            posts = _parse(piece, path.name, fmt, need_embeddings)
             _check_dim(posts, dim)
             ts = _to_set(posts, need_embeddings)
             users = ts.user_ids
@@ -469,7 +564,7 @@ def _partition_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_e
                 yield UserChunk(ts.subset(part, name=path.name) if len(part) < len(users) else ts,
                                 done + share, progress_total)
             done += len(posts)
-            del ts, posts, table
+            del ts, posts, piece
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -527,8 +622,8 @@ def run_grouped(job: Callable[[bool], Any]) -> Any:
 # -------------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------------
-def write_frames(path: str | os.PathLike, frames: Iterator[pd.DataFrame]) -> tuple[Path, int]:
-    """Write DataFrames with one schema to one Parquet file, incrementally and atomically
+def write_frames(path: str | os.PathLike, frames: Iterator[Any]) -> tuple[Path, int]:
+    """Write DataFrames (or Arrow tables) with one schema to one Parquet file, incrementally and atomically
     (a temporary file beside ``path``, renamed at the end); returns ``(path, rows)``.
     The file reads back (``pd.read_parquet``) as ``pd.concat(frames)`` would have written it."""
     import pyarrow as pa
@@ -541,12 +636,15 @@ def write_frames(path: str | os.PathLike, frames: Iterator[pd.DataFrame]) -> tup
         schema: pa.Schema | None = None
         try:
             for frame in frames:
-                table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                if isinstance(frame, pa.Table):
+                    table = frame if schema is None else frame.cast(schema)
+                else:
+                    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
                 if writer is None:
                     schema = table.schema
                     writer = pq.ParquetWriter(fh, schema, compression="snappy")
                 writer.write_table(table)
-                count["rows"] += len(frame)
+                count["rows"] += table.num_rows
         finally:
             if writer is not None:
                 writer.close()
@@ -766,3 +864,95 @@ def analyze_stream(
                               grouped=grouped, elapsed_s=time.perf_counter() - t0, user_ids=tuple(acc["ids"]))
 
     return run_grouped(job)
+
+
+# -------------------------------------------------------------------------------------------
+# embedding
+# -------------------------------------------------------------------------------------------
+def posts_table(trajectories: TrajectorySet, embeddings: np.ndarray | None = None) -> Any:
+    """The posts of ``trajectories`` as the Arrow table :func:`cvx_core.save_trajectories`
+    writes (``user_id``, ``timestamp`` UTC, ``label``, ``text`` if any, ``embedding``
+    fixed-size float32 list); ``embeddings`` ``[N, D]`` (posts in set order) replaces theirs."""
+    import pyarrow as pa
+
+    lengths = trajectories.lengths
+    if embeddings is None:
+        embeddings = np.concatenate([tr.embeddings for tr in trajectories])
+    flat = np.ascontiguousarray(embeddings, dtype=np.float32)
+    d = int(flat.shape[1])
+    labels = [None if v < 0 else int(v) for v in trajectories.labels]
+    columns: dict[str, Any] = {
+        "user_id": pa.array(np.repeat(np.array(trajectories.user_ids, dtype=object), lengths).tolist(), type=pa.string()),
+        "timestamp": pa.array(np.concatenate([tr.datetimes for tr in trajectories]).astype("datetime64[us]"),
+                              type=pa.timestamp("us", tz="UTC")),
+        "label": pa.array([labels[i] for i in np.repeat(np.arange(len(labels)), lengths)], type=pa.int64()),
+    }
+    if trajectories.has_text:
+        columns["text"] = pa.array([t for tr in trajectories for t in (tr.texts or ())], type=pa.string())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=pa.float32()), d)
+    return pa.table(columns)
+
+
+def _chunk_texts(ts: TrajectorySet) -> list[str]:
+    return [t for tr in ts for t in (tr.texts or ())]
+
+
+def embed_stream(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    encoder: Any = None,
+    cache: Any = None,
+    batch_size: int = 64,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+) -> StreamResult:
+    """Embed the ``text`` of every post of ``path`` and write the trajectories (texts kept)
+    to Parquet ``out`` in :func:`cvx_core.save_trajectories`' layout, chunk by chunk: the
+    streamed :func:`cvx_core.data.text.embed_posts`. The encoder (``None``: the packaged
+    MiniLM) is loaded once; ``cache`` as in :func:`cvx_core.data.text.embed_texts`."""
+    from cvx_core.data.text import _open_cache, embed_texts, load_encoder
+
+    t0 = time.perf_counter()
+    report = _progress_wrap(progress)
+    enc = load_encoder(encoder)
+    store, owned = _open_cache(cache)
+
+    def job(grouped: bool) -> StreamResult:
+        stats = {"posts": 0, "chunks": 0}
+
+        def tables() -> Iterator[Any]:
+            report(None)
+            for chunk in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          need_embeddings=False, scratch_dir=scratch_dir):
+                ts = chunk.trajectories
+                matrix = embed_texts(_chunk_texts(ts), encoder=enc, cache=store, batch_size=batch_size)
+                stats["posts"] += ts.n_posts
+                stats["chunks"] += 1
+                yield posts_table(ts, matrix)
+                report(chunk)
+
+        written, _ = write_frames(out, tables())
+        n_users = _count_users(written)
+        return StreamResult(written, n_users, stats["posts"], stats["chunks"], grouped, time.perf_counter() - t0)
+
+    try:
+        return run_grouped(job)
+    finally:
+        if owned and store is not None:
+            store.close()
+
+
+def _count_users(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    n, last = 0, None
+    for b in pf.iter_batches(columns=["user_id"], batch_size=65536):
+        ids = b.column(0).to_numpy(zero_copy_only=False)
+        if ids.size:
+            n += int((ids[1:] != ids[:-1]).sum()) + int(ids[0] != last)
+            last = ids[-1]
+    return n

@@ -1,0 +1,321 @@
+"""Extraction and embedding on a Ray cluster (Ray Data), with the same output as the local,
+streamed path (:mod:`cvx_core.scale.stream`).
+
+How the work flows: the driver reads the input with :func:`~cvx_core.scale.stream.iter_user_chunks`
+(validated, user-grouped, bounded memory) and puts each chunk of ``chunk_users`` users into
+Ray's object store as a compact frame (``user_id``, ``ticks`` epoch time in ``unit``, ``label``,
+``emb`` raw float32 bytes or ``text``); the object store spills to disk, so the driver
+never holds the file. A Ray Dataset over those blocks runs ``map_batches`` one block (one
+chunk) at a time: feature extraction as CPU tasks (``workers`` at once), embedding in
+encoder actors that load the model once (one per GPU when the cluster has GPUs, else
+``workers`` CPU actors). Results come back in input order (``preserve_order``) and are
+written incrementally by the driver. Each block is rebuilt into the same float32
+embeddings and datetimes, so the features are the local path's exactly and the
+embeddings equal to float32 rounding.
+
+Cluster: without ``address`` a local Ray cluster of ``workers`` CPUs is started (and shut
+down afterwards); with ``address`` (``"auto"`` or ``"ray://host:10001"``) the job goes to
+that running cluster, and this package is shipped to it (``runtime_env.py_modules``).
+If Ray is already initialised in this process, that connection is used as it is.
+
+Limits: the input is read by the driver (one machine's disk and network), while parsing
+of features and encoding run everywhere; the embedding cache (SQLite) must sit on a disk
+local to the actors (single node).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
+from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.scale.stream import (
+    DEFAULT_CHUNK_USERS,
+    ProgressCallback,
+    StreamResult,
+    UserChunk,
+    _count_users,
+    _progress_wrap,
+    features_frame,
+    iter_user_chunks,
+    posts_table,
+    run_grouped,
+    write_frames,
+)
+
+__all__ = ["extract_ray", "embed_ray", "ray_session", "DEFAULT_OBJECT_STORE_BYTES"]
+
+DEFAULT_OBJECT_STORE_BYTES = 1 << 30
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("--engine ray needs Ray: pip install 'cvx-core[scale]' (ray[data,train])") from exc
+    return ray
+
+
+@contextmanager
+def ray_session(*, workers: int | None = None, address: str | None = None,
+                object_store_memory: int | None = None) -> Iterator[Any]:
+    """Connect to Ray for the duration of the block: reuse an initialised connection,
+    join ``address``, or start a local cluster of ``workers`` CPUs (shut down at exit)."""
+    ray = _require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False}
+    if address:
+        import cvx_core
+
+        kwargs.update(address=address, runtime_env={"py_modules": [str(Path(cvx_core.__file__).parent)]})
+    else:
+        kwargs.update(num_cpus=workers or os.cpu_count() or 1,
+                      object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES)
+    ray.init(**kwargs)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# -------------------------------------------------------------------------------------------
+# chunk <-> block
+# -------------------------------------------------------------------------------------------
+def _block(ts: TrajectorySet, *, embeddings: bool, texts: bool) -> pd.DataFrame:
+    """A chunk as a compact frame, one row per post (users contiguous, posts in time order)."""
+    lengths = ts.lengths
+    frame = pd.DataFrame({
+        "user_id": np.repeat(np.array(ts.user_ids, dtype=object), lengths),
+        "ticks": np.concatenate([tr.datetimes.astype(np.int64) for tr in ts]),
+        "unit": np.datetime_data(ts.at(0).datetimes.dtype)[0] if len(ts) else "us",
+        "label": np.repeat(ts.labels.astype(np.int64), lengths),
+    })
+    if embeddings:
+        E = np.concatenate([tr.embeddings for tr in ts])
+        frame["emb"] = [row.tobytes() for row in E]
+    if texts:
+        frame["text"] = [t for tr in ts for t in (tr.texts or ())]
+    return frame
+
+
+def _unblock(frame: pd.DataFrame, *, embeddings: np.ndarray | None = None) -> TrajectorySet:
+    """The inverse of :func:`_block` (``embeddings`` ``[N, D]`` overrides ``emb``)."""
+    ids = frame["user_id"].to_numpy(dtype=object)
+    ticks = frame["ticks"].to_numpy(dtype=np.int64)
+    unit = str(frame["unit"].iloc[0]) if len(frame) else "us"
+    labels = frame["label"].to_numpy(dtype=np.int64)
+    if embeddings is None:
+        raw = b"".join(frame["emb"].tolist())
+        E = np.frombuffer(raw, dtype=np.float32).reshape(len(frame), -1)
+    else:
+        E = np.asarray(embeddings, dtype=np.float32)
+    texts = frame["text"].tolist() if "text" in frame.columns else None
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    stops = np.r_[starts[1:], len(ids)]
+    trajs = [
+        Trajectory(str(ids[a]), E[a:b], ticks[a:b].astype(f"datetime64[{unit}]"),
+                   label=None if labels[a] < 0 else int(labels[a]),
+                   texts=None if texts is None else tuple(texts[a:b]))
+        for a, b in zip(starts, stops)
+    ]
+    return TrajectorySet(trajs)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """A Ray task error -> the library error raised inside it (for a clean message)."""
+    cause = getattr(exc, "cause", None)
+    seen = 0
+    while cause is not None and seen < 5:
+        if isinstance(cause, (TrajectoryError, ValueError, ImportError, FileNotFoundError)):
+            return cause
+        cause = getattr(cause, "cause", None) or cause.__cause__
+        seen += 1
+    return exc
+
+
+def _run(ray: Any, chunks: Iterator[UserChunk], encode: Callable[[TrajectorySet], pd.DataFrame],
+         build: Callable[[Any, Any], Any], report: Callable[[UserChunk | None], None]) -> Iterator[Any]:
+    """Put every chunk in the object store, run ``build(dataset)`` and yield its output
+    batches in input order (progress follows the chunks as their results arrive)."""
+    import ray.data
+
+    refs: list[Any] = []
+    marks: list[Any] = []
+    report(None)
+    for chunk in chunks:
+        refs.append(ray.put(encode(chunk.trajectories)))
+        marks.append(SimpleNamespace(rows_done=chunk.rows_done, rows_total=chunk.rows_total))
+    if not refs:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    ds = build(ray.data.from_pandas_refs(refs), len(refs))
+    try:
+        for k, out in enumerate(ds.iter_batches(batch_size=None, batch_format="pandas")):
+            yield out
+            report(marks[min(k, len(marks) - 1)])
+    except Exception as exc:  # Ray wraps worker errors; raise the library's own
+        inner = _unwrap(exc)
+        if inner is exc:
+            raise
+        raise inner from None
+
+
+
+
+# -------------------------------------------------------------------------------------------
+# extraction
+# -------------------------------------------------------------------------------------------
+def _extract_block(config: dict[str, Any] | None) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def fn(frame: pd.DataFrame) -> pd.DataFrame:
+        cfg = None if config is None else TemporalFeaturesConfig.from_dict(config)
+        return features_frame(_unblock(frame), cfg)
+
+    return fn
+
+
+def _local_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ray hands frames back through Arrow (Arrow-backed strings and nullable integers):
+    restore the dtypes :func:`features_frame` gives, so the file is byte-for-byte the same schema."""
+    out = pd.DataFrame(frame.iloc[:, 2:].to_numpy(dtype=np.float64), columns=list(frame.columns[2:]))
+    out.insert(0, "label", pd.array([None if pd.isna(v) else int(v) for v in frame["label"].tolist()], dtype="Int64"))
+    out.insert(0, "user_id", pd.Series(frame["user_id"].astype(object).to_numpy(), dtype=object))
+    return out
+
+
+def extract_ray(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    config: TemporalFeaturesConfig | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    object_store_memory: int | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+) -> StreamResult:
+    """:func:`cvx_core.scale.stream.extract_stream` on Ray: the same Parquet ``out``
+    (row order and values), computed by ``workers`` parallel tasks on the cluster."""
+    t0 = time.perf_counter()
+    report = _progress_wrap(progress)
+    cfg = None if config is None else config.to_dict()
+    with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
+        concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+        def job(grouped: bool) -> StreamResult:
+            stats = {"posts": 0, "chunks": 0}
+
+            def chunks() -> Iterator[UserChunk]:
+                for c in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          scratch_dir=scratch_dir):
+                    stats["posts"] += c.trajectories.n_posts
+                    stats["chunks"] += 1
+                    yield c
+
+            def build(ds: Any, n: int) -> Any:
+                return ds.map_batches(_extract_block(cfg), batch_size=None, batch_format="pandas",
+                                      concurrency=concurrency, num_cpus=1)
+
+            frames = _run(ray, chunks(), lambda ts: _block(ts, embeddings=True, texts=False), build, report)
+            written, n = write_frames(out, (_local_dtypes(f) for f in frames))
+            return StreamResult(written, n, stats["posts"], stats["chunks"], grouped, time.perf_counter() - t0)
+
+        return run_grouped(job)
+
+
+# -------------------------------------------------------------------------------------------
+# embedding
+# -------------------------------------------------------------------------------------------
+class _EncoderActor:
+    """Holds one encoder (loaded once per actor, on its GPU if it was given one)."""
+
+    def __init__(self, encoder: Any, cache: Any, batch_size: int, device: str) -> None:
+        from cvx_core.data.text import load_encoder
+
+        self.encoder = load_encoder(encoder, device=device) if isinstance(encoder, (str, os.PathLike)) or encoder is None \
+            else load_encoder(encoder)
+        self.cache = cache
+        self.batch_size = batch_size
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from cvx_core.data.text import embed_texts
+
+        texts = frame["text"].tolist()
+        matrix = embed_texts(texts, encoder=self.encoder, cache=self.cache, batch_size=self.batch_size)
+        out = frame.drop(columns=["text"]).copy()
+        out["emb"] = [row.tobytes() for row in np.ascontiguousarray(matrix, dtype=np.float32)]
+        out["text"] = texts
+        return out
+
+
+def embed_ray(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    encoder: Any = None,
+    cache: Any = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    address: str | None = None,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    object_store_memory: int | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+) -> StreamResult:
+    """:func:`cvx_core.scale.stream.embed_stream` on Ray: encoder actors (one per GPU when
+    the cluster has GPUs, else ``workers`` CPU actors) embed the chunks; the driver writes
+    the trajectories in :func:`cvx_core.save_trajectories`' layout. ``encoder``: ``None``
+    / ``"minilm"`` / a model folder visible to every node / a picklable callable."""
+    t0 = time.perf_counter()
+    report = _progress_wrap(progress)
+    with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus:
+            concurrency, resources, device = gpus, {"num_gpus": 1}, "cuda"
+        else:
+            concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            resources, device = {"num_cpus": 1}, "cpu"
+        cache_arg = None if cache is None else str(cache) if isinstance(cache, (str, os.PathLike)) else cache
+
+        def job(grouped: bool) -> StreamResult:
+            stats = {"posts": 0, "chunks": 0}
+
+            def chunks() -> Iterator[UserChunk]:
+                for c in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          need_embeddings=False, scratch_dir=scratch_dir):
+                    stats["posts"] += c.trajectories.n_posts
+                    stats["chunks"] += 1
+                    yield c
+
+            def build(ds: Any, n: int) -> Any:
+                return ds.map_batches(_EncoderActor, fn_constructor_args=(encoder, cache_arg, batch_size, device),
+                                      batch_size=None, batch_format="pandas", concurrency=min(concurrency, n),
+                                      **resources)
+
+            def tables() -> Iterator[Any]:
+                for frame in _run(ray, chunks(), lambda ts: _block(ts, embeddings=False, texts=True), build, report):
+                    ts = _unblock(frame)
+                    yield posts_table(ts)
+
+            written, _ = write_frames(out, tables())
+            return StreamResult(written, _count_users(written), stats["posts"], stats["chunks"], grouped,
+                                time.perf_counter() - t0)
+
+        return run_grouped(job)
