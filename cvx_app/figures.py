@@ -209,3 +209,180 @@ def attention_scatter(table: pd.DataFrame, *, dim: int, spearman: float, planted
                           xaxis_title="analytic drift attribution", yaxis_title="learned alpha", height=460,
                           margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
     return scatter
+
+
+# ------------------------------------------------------------------------------------------
+# Explore: colour by anything, a time window, search highlights, posts' words on hover
+# ------------------------------------------------------------------------------------------
+# readable on the light and the dark theme alike (no near-black or near-white)
+EXPLORE_PATH_COLOURS = ["#ff7f0e", "#e377c2", "#17becf", "#bcbd22", "#9467bd", "#8c564b", "#2ca02c", "#d62728"]
+CATEGORY_COLOURS = LABEL_COLOURS + ["#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#aec7e8", "#98df8a"]
+MAX_CATEGORIES = 12
+HIGHLIGHT_COLOUR = "#e377c2"
+_EXPLORE_HOVER = "user %{customdata[0]}<br>post %{customdata[1]} · %{customdata[2]}<br>%{customdata[3]}<extra></extra>"
+_EXPLORE_CUSTOM = ["user_id_safe", "post", "when", "words"]
+
+
+def _category_codes(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Values as category names (text), the most frequent first; beyond ``MAX_CATEGORIES - 1``
+    categories the rest become ``"other"``; missing values become ``"none"``."""
+    names = values.map(lambda v: "none" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    counts = names.value_counts(sort=True)
+    if len(counts) > MAX_CATEGORIES:
+        keep = set(counts.index[: MAX_CATEGORIES - 1])
+        names = names.where(names.isin(keep), "other")
+    order = sorted(names.unique(), key=lambda n: (n in ("other", "none"), n))
+    return names, order
+
+
+def explore_figure(
+    proj: pd.DataFrame,
+    *,
+    method: str,
+    colour: pd.Series | None,
+    colour_title: str,
+    categorical: bool,
+    paths: Sequence[str],
+    changepoints: Mapping[str, Sequence[int]],
+    escape: Callable[[object], str],
+    window: tuple[float, float] | None = None,
+    highlight: Sequence[str] = (),
+    zoom: bool = False,
+    trust: float | None = None,
+) -> go.Figure:
+    """The Explore cloud: every post (WebGL), coloured by ``colour`` (one value per row of
+    ``proj``: categories as one trace each, numbers on a colour scale; ``None`` colours by
+    label). Hover shows the user, post, date and the post's first words (``proj["words"]``,
+    already escaped).
+
+    ``window`` (days since the first post, inclusive) keeps full colour for the posts inside
+    it and greys the rest; the ``paths`` (time-ordered, with change points as ✕) are drawn up
+    to the window's end, the last post inside it enlarged, so moving the window animates
+    them. ``highlight`` users get a ring on each post (search results). ``proj`` is
+    ``cvx_app.projections.projection_frame``'s table."""
+    fig = go.Figure()
+    inside = np.ones(len(proj), dtype=bool)
+    if window is not None:
+        days = proj["days_since_start"].to_numpy()
+        inside = (days >= window[0]) & (days <= window[1])
+        out = proj[~inside]
+        if len(out):
+            fig.add_trace(go.Scattergl(
+                x=out["x"], y=out["y"], mode="markers", name="outside the time window",
+                marker=dict(size=4, opacity=0.12, color="#9e9e9e"),
+                customdata=out[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
+    shown = proj[inside]
+    if colour is None:
+        values, categorical, colour_title = proj["label"], True, "label"
+    else:
+        values = pd.Series(np.asarray(colour, dtype=object), index=proj.index)
+    values = values[inside]
+    if categorical:
+        names, order = _category_codes(values)
+        for k, cat in enumerate(order):
+            part = shown[(names == cat).to_numpy()]
+            fig.add_trace(go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=f"{escape(colour_title)} {escape(cat)}",
+                marker=dict(size=5, opacity=0.45, color=CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)]),
+                customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(numbers)
+        if (~ok).any():
+            part = shown[~ok]
+            fig.add_trace(go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=f"{escape(colour_title)}: no value",
+                marker=dict(size=5, opacity=0.35, color="#9e9e9e"),
+                customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
+        part = shown[ok]
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=escape(colour_title),
+            marker=dict(size=5, opacity=0.6, color=numbers[ok], colorscale="Viridis", showscale=True,
+                        colorbar=dict(title=dict(text=escape(colour_title), side="right"), thickness=12)),
+            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+        ))
+    if len(highlight):
+        part = proj[proj["user_id"].isin(list(highlight))]
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=f"search: {len(highlight)} user(s)",
+            marker=dict(size=13, symbol="circle-open", color=HIGHLIGHT_COLOUR, line=dict(width=2)),
+            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+        ))
+    end = None if window is None else window[1]
+    for k, uid in enumerate(paths):
+        part = proj[proj["user_id"] == uid].sort_values("post")
+        if end is not None:
+            part = part[part["days_since_start"] <= end]
+        if not len(part):
+            continue
+        colour_k = EXPLORE_PATH_COLOURS[k % len(EXPLORE_PATH_COLOURS)]
+        safe = escape(uid)
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
+            line=dict(color=colour_k, width=2), marker=dict(size=5, color=colour_k),
+            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+        ))
+        if window is not None:  # where the path has got to
+            last = part.iloc[[-1]]
+            fig.add_trace(go.Scattergl(
+                x=last["x"], y=last["y"], mode="markers", name=f"now {safe}", showlegend=False,
+                marker=dict(size=14, color=colour_k, line=dict(width=0)),
+                customdata=last[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
+        cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
+        if cps:
+            at = part.iloc[cps]
+            fig.add_trace(go.Scattergl(
+                x=at["x"], y=at["y"], mode="markers", name=f"change points {safe}",
+                marker=dict(symbol="x", size=16, color=colour_k, line=dict(width=0)),
+                customdata=at[_EXPLORE_CUSTOM].to_numpy(),
+                hovertemplate="change point<br>" + _EXPLORE_HOVER,
+            ))
+    if zoom and len(paths):
+        drawn = proj[proj["user_id"].isin(list(paths))]
+        pad_x = 0.15 * max(float(np.ptp(drawn["x"])), 1e-6)
+        pad_y = 0.15 * max(float(np.ptp(drawn["y"])), 1e-6)
+        fig.update_xaxes(range=[drawn["x"].min() - pad_x, drawn["x"].max() + pad_x])
+        fig.update_yaxes(range=[drawn["y"].min() - pad_y, drawn["y"].max() + pad_y])
+    title = f"{method} of {len(proj):,} posts"
+    if trust is not None and np.isfinite(trust):
+        title += f" · trustworthiness {trust:.2f}"
+    fig.update_layout(
+        title=dict(text=title, x=0, font=dict(size=14)),
+        height=600, margin=dict(l=10, r=10, t=70, b=10), dragmode="zoom", uirevision=method,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+        xaxis_title=f"{method} 1", yaxis_title=f"{method} 2",
+    )
+    return fig
+
+
+def words_timeline_figure(tl: Any, words: Sequence[str], cp_terms: Mapping[int, Sequence[str]] | None = None) -> go.Figure:
+    """:func:`timeline_figure` with each post's first words (``words``, one per post,
+    already escaped) in the hover of the per-post panels, and at each change point
+    (``cp_terms``: first post index -> distinctive terms after it, raw) a label with
+    those terms, escaped here."""
+    fig = timeline_figure(tl)
+    words = list(words)
+    if len(words) == tl.n_posts:
+        for trace in fig.data:
+            if trace.name in ("drift", "BOCPD"):
+                trace.customdata = np.array(words, dtype=object)
+                trace.hovertemplate = "%{x}<br>" + trace.name + " %{y:.3f}<br>%{customdata}<extra></extra>"
+        steps = words[1:]
+        for trace in fig.data:
+            if trace.name in ("velocity", "cosine distance"):
+                trace.customdata = np.array(steps, dtype=object)
+                trace.hovertemplate = "%{x}<br>" + trace.name + " %{y:.3g}<br>%{customdata}<extra></extra>"
+    from cvx_app.escape import escape_hover
+
+    for index, when in tl.change_points:
+        terms = list((cp_terms or {}).get(int(index), ()))[:4]
+        if terms:
+            fig.add_annotation(
+                x=when, y=1.0, xref="x", yref="y domain", yanchor="bottom", showarrow=False,
+                text=escape_hover("→ " + ", ".join(terms)), font=dict(size=11, color="#d62728"),
+            )
+    return fig

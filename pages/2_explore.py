@@ -1,34 +1,61 @@
-"""Explore page: 2-D projection of every post, users' paths with their change points, and
-one user's timeline (velocity, cosine distance, drift, BOCPD) with change-point narratives."""
+"""Explore page: 2-D projection of every post (PCA at once, UMAP in the background) with its
+trustworthiness, coloured by any per-user value, a time window that can play, user search,
+users' paths with their change points, the open user's nearest users, and one user's
+timeline with each change point's words (terms and example posts)."""
 
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, figures, session
+from cvx_app import cache, escape, explore, figures, projections, session
+
+PLAY_EVERY_S = 1.5  # seconds between two frames while playing
+PLAY_FRAMES = 24  # frames for the window to cross the whole time span
 
 name = session.bootstrap("Explore")
 st.title("Explore")
 ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
-# a user clicked in the projection on the previous run becomes the selected user
+# a user clicked in the projection or a table on the previous run becomes the open user
 pending = st.session_state.pop("explore_pending_user", None)
 if pending in ts:
     st.session_state["explore_user"] = pending
 if st.session_state.get("explore_user") not in ts:
     st.session_state["explore_user"] = user_ids[0]
 
+
+def open_user(user_id: str) -> None:
+    """Open ``user_id`` on the next run (widgets bound to explore_user are already drawn)."""
+    if user_id in ts and user_id != st.session_state.get("explore_user"):
+        st.session_state["explore_pending_user"] = user_id
+        st.rerun()
+
+
+analysis = cache.set_analysis(ts)
+changepoints = {u.user_id: u.changepoints.indices for u in analysis}
+options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
+
+# ---- controls ---------------------------------------------------------------------------------
 with st.container(border=True):
-    c1, c2, c3 = st.columns([1, 1, 2])
+    c1, c2, c3, c4 = st.columns([1.1, 1.5, 1.5, 1.5])
     method = c1.radio(
         "Projection", ["PCA", "UMAP"], horizontal=True, key="explore_method",
-        help="PCA is instant. UMAP is computed on request (the first run in a server takes a while).",
-    )
-    colour_by = c2.radio("Colour posts by", ["label", "time"], horizontal=True, key="explore_colour")
-    c3.selectbox(
-        "User", user_ids, key="explore_user",
-        help="Or click a post in the projection to select its user.",
+        help="PCA is instant. UMAP is computed in the background (kept on disk for next time).",
     )
     zoom = c1.toggle("Zoom to the drawn paths", key="explore_zoom")
+    if st.session_state.get("explore_colour") not in options:
+        st.session_state["explore_colour"] = explore.LABEL
+    colour_by = c2.selectbox(
+        "Colour posts by", list(options), key="explore_colour",
+        help="Label, time, per-user analytics, the latest run's prediction score, or any extra column of the upload.",
+    )
+    c3.selectbox("Open user", user_ids, key="explore_user",
+                 help="Or click a post in the projection, or a row of a table below.")
+    query = c4.text_input("Search users", key="explore_search", placeholder="part of a user id",
+                          help="Matching users are ringed in the cloud and listed below.")
     traced = st.multiselect(
         "Also draw the paths of", [u for u in user_ids if u != st.session_state["explore_user"]],
         key="explore_traced", max_selections=8,
@@ -36,60 +63,174 @@ with st.container(border=True):
     )
 selected = st.session_state["explore_user"]
 paths = [selected] + [u for u in traced if u != selected]
+matches = explore.search_users(user_ids, query)
 
-# ---- long steps, each behind a progress indicator and cached by the dataset's digest --------
-with st.status(f"Projecting {ts.n_posts:,} posts with {method}…", expanded=False) as status:
-    proj = cache.projection_frame(ts, method.lower())
-    status.update(label=f"{method} projection of {ts.n_posts:,} posts", state="complete")
-analysis = cache.set_analysis(ts)
-changepoints = {u.user_id: u.changepoints.indices for u in analysis}
+# ---- the projection: PCA now, UMAP from its background job -----------------------------------------
+job = projections.projection(ts, method.lower())
+if job.running:
 
-# ---- projection figure -------------------------------------------------------------------------
-fig = figures.projection_figure(
-    proj, method=method, colour_by=colour_by, paths=paths, changepoints=changepoints,
-    escape=escape.escape_hover, zoom=zoom,
-)
-event = st.plotly_chart(
-    fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
-    config={"scrollZoom": True},
-)
-clicked = session.user_from_selection(event, proj)
-chosen_users = session.users_in_selection(event, proj)
-if clicked and clicked != selected and clicked != st.session_state.get("explore_last_click"):
-    st.session_state["explore_last_click"] = clicked
-    st.session_state["explore_pending_user"] = clicked
-    st.rerun()
-st.caption(
-    "Click a post to open its user's timeline, or draw a box or lasso (toolbar) to list the users "
-    "it catches. ✕ marks change points found by PELT. 2-D distances are only a guide; "
-    "neighbourhoods matter, not exact distances."
-)
-if len(chosen_users) > 1:
+    @st.fragment(run_every=1.0)
+    def umap_progress() -> None:
+        if not job.running:
+            st.rerun()  # the whole page, now with UMAP
+        st.progress(job.fraction, text=f"UMAP of {ts.n_posts:,} posts in the background: "
+                                       f"{job.fraction:.0%} after {job.elapsed_s:.0f} s. Showing PCA until it is ready.")
+
+    umap_progress()
+elif job.error:
+    st.error("UMAP failed; showing PCA. " + escape.escape_markdown(job.error), icon=":material/error:")
+proj = job.result if job.result is not None else projections.projection(ts, "pca").result
+frame = projections.projection_frame(ts, proj)
+shown_method = proj.method.upper()
+option = options[colour_by]
+colour = explore.colour_values(option, frame)
+
+first, last = frame["datetime"].min().to_pydatetime(), frame["datetime"].max().to_pydatetime()
+span = last - first
+step = max(span / 200, timedelta(minutes=1)) if span > timedelta(0) else timedelta(days=1)
+
+# ---- time window and play -------------------------------------------------------------------------
+playing = st.toggle("Play the time window", key="explore_play", disabled=span <= timedelta(0),
+                    help="Move the time window forward step by step; the paths grow with it. Set its width "
+                         "with the slider below first (a quarter of the span when it covers everything).")
+
+
+def _clamp(t: datetime) -> datetime:
+    return min(max(t, first), last)
+
+
+@st.fragment(run_every=PLAY_EVERY_S if playing else None)
+def cloud() -> None:
+    window_now = st.session_state.get("explore_window")
+    if not isinstance(window_now, tuple) or len(window_now) != 2:
+        window_now = (first, last)
+    if playing and span > timedelta(0):
+        lo, hi = window_now
+        width = hi - lo
+        if width >= span:  # the whole span: play a quarter of it at a time
+            width = span / 4
+            lo, hi = first - span / PLAY_FRAMES, first + width - span / PLAY_FRAMES
+        advance = span / PLAY_FRAMES
+        lo, hi = lo + advance, hi + advance
+        if lo >= last or hi > last + advance * 0.999:
+            lo, hi = first, first + width  # start over
+        window_now = (_clamp(lo), _clamp(hi))
+    st.session_state["explore_window"] = (_clamp(window_now[0]), _clamp(window_now[1]))
+    if span > timedelta(0):
+        window = st.slider(
+            "Time window", min_value=first, max_value=last, step=step, key="explore_window",
+            format="YYYY-MM-DD", help="Posts outside the window are greyed; paths are drawn up to its end.",
+        )
+    else:
+        window = (first, last)
+    days = tuple((pd.Timestamp(t) - frame["datetime"].min()) / pd.Timedelta(days=1) for t in window)
+    whole = window[0] <= first and window[1] >= last
+    fig = figures.explore_figure(
+        frame, method=shown_method, colour=colour, colour_title=colour_by, categorical=option.categorical,
+        paths=paths, changepoints=changepoints, escape=escape.escape_hover,
+        window=None if whole else days, highlight=matches, zoom=zoom, trust=proj.trustworthiness,
+    )
+    event = st.plotly_chart(
+        fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
+        config={"scrollZoom": True},
+    )
+    clicked = session.user_from_selection(event, frame)
+    chosen = session.users_in_selection(event, frame)
+    if clicked and clicked != selected and clicked != st.session_state.get("explore_last_click"):
+        st.session_state["explore_last_click"] = clicked
+        open_user(clicked)
+    st.caption(
+        f"Trustworthiness {proj.trustworthiness:.2f} (k = {proj.trust_neighbors}): the share of each post's "
+        "2-D neighbours that are also near it in the embedding space, from 0.5 (random) to 1 (every 2-D "
+        "neighbourhood is real). Trust neighbourhoods, not distances. Click a post to open its user, or draw a "
+        "box or lasso (toolbar) to list the users it catches; ✕ marks PELT change points."
+    )
+    if len(chosen) > 1:
+        with st.container(border=True):
+            st.markdown(f"**Selection: {len(chosen)} users**")
+            st.caption("Click a row to open that user.")
+            table = cache.users_frame(analysis)
+            table = table[table["user_id"].isin(chosen)].reset_index(drop=True)
+            picked = st.dataframe(table, hide_index=True, height=240, key="explore_sel_table",
+                                  on_select="rerun", selection_mode="single-row")
+            rows = picked.selection.rows if picked is not None else []
+            if rows:
+                open_user(str(table["user_id"].iloc[rows[0]]))
+
+
+cloud()
+
+# ---- search results and nearest users ---------------------------------------------------------------
+left, right = st.columns(2)
+with left:
+    if query.strip():
+        with st.container(border=True):
+            st.markdown(f"**Search: {len(matches)} user(s) match** (ringed in the cloud; click a row to open)")
+            if matches:
+                found = cache.users_frame(analysis).set_index("user_id").loc[matches].reset_index()
+                picked = st.dataframe(found, hide_index=True, height=200, key="explore_search_table",
+                                      on_select="rerun", selection_mode="single-row")
+                if picked is not None and picked.selection.rows:
+                    open_user(str(found["user_id"].iloc[picked.selection.rows[0]]))
+    with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s to analyse)"):
+        everyone = cache.users_frame(analysis)
+        picked = st.dataframe(everyone, hide_index=True, height=300, key="explore_all_table",
+                              on_select="rerun", selection_mode="single-row")
+        if picked is not None and picked.selection.rows:
+            open_user(str(everyone["user_id"].iloc[picked.selection.rows[0]]))
+with right:
     with st.container(border=True):
-        st.markdown(f"**Selection: {len(chosen_users)} users**")
-        table = cache.users_frame(analysis)
-        st.dataframe(table[table["user_id"].isin(chosen_users)], hide_index=True, height=240)
+        st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; click a row to open)")
+        near = explore.nearest_users(ts, selected, analysis)
+        picked = st.dataframe(near, hide_index=True, height=250, key="explore_near_table",
+                              on_select="rerun", selection_mode="single-row")
+        if picked is not None and picked.selection.rows:
+            open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
 
-with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s to analyse)"):
-    st.dataframe(cache.users_frame(analysis), hide_index=True, height=300)
-
-# ---- one user's timeline -------------------------------------------------------------------------
+# ---- one user's timeline, with its change points in words ------------------------------------------
 tl = cache.user_timeline(ts, selected)
+words = explore.change_words(ts, selected)
 st.subheader("Timeline of one user")
 st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label}  ·  {tl.n_posts} posts  ·  "
         f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
 left, right = st.columns([3, 2])
 with left:
-    tfig = figures.timeline_figure(tl)
+    cp_terms = {w.index: w.terms_after for w in words} if words else None
+    tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
     st.plotly_chart(tfig, key="explore_timeline")
     st.caption(
-        "Red dashed lines: PELT change points. Grey bands: silences longer than "
-        f"{cache.features_config().silence_gap:g} days. Velocity uses the real gaps between posts."
+        "Red dashed lines: PELT change points, labelled with the words that become distinctive after them. "
+        f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
+        "gaps between posts. Hover a point to read the post's first words."
     )
 with right:
     st.markdown("**What changed, in words**")
-    if not tl.narratives:
-        st.text("No change point was found for this user.")
-    for text in tl.narratives:
-        with st.container(border=True):
-            st.text(text)
+    if words is not None:
+        if not words:
+            st.text("No change point was found for this user.")
+        for k, cp in enumerate(words):
+            with st.container(border=True, key=f"explore_cp_{k}"):
+                st.markdown(f"**Change point {k + 1}** · post {cp.index} · {cp.when:%Y-%m-%d} · severity {escape.escape_markdown(cp.severity)}")
+                st.text(cp.narrative)
+                b, a = st.columns(2)
+                with b:
+                    st.caption("Before: distinctive words")
+                    st.text(", ".join(cp.terms_before) or "–")
+                    st.caption("Example posts before")
+                    for post in cp.posts_before:
+                        st.text("“" + post + "”")
+                with a:
+                    st.caption("After: distinctive words")
+                    st.text(", ".join(cp.terms_after) or "–")
+                    st.caption("Example posts after")
+                    for post in cp.posts_after:
+                        st.text("“" + post + "”")
+    else:
+        if not tl.narratives:
+            st.text("No change point was found for this user.")
+        for text in tl.narratives:
+            with st.container(border=True):
+                st.text(text)
+        if not ts.has_text:
+            st.caption("This dataset has no post texts, so change points are described by dimensions only. "
+                       "Upload posts as text on the Data page to read them in words.")

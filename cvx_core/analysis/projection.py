@@ -1,4 +1,5 @@
-"""2-D projections of every post of a dataset (PCA or UMAP), fitted once and cached.
+"""2-D projections of every post of a dataset (PCA or UMAP), with a faithfulness figure,
+an in-process cache, an optional disk cache, and progress for UMAP.
 
 All posts of a :class:`TrajectorySet` are stacked in set order, each user's posts in time
 order (``[N_posts, D]``), and projected to ``[N_posts, 2]``:
@@ -7,33 +8,81 @@ order (``[N_posts, D]``), and projected to ``[N_posts, 2]``:
   eigen-decomposition of the smaller of the ``D x D`` covariance and ``N x N`` Gram
   matrices; each component's sign is fixed so that its largest-magnitude loading is
   positive.
-- ``"umap"``: umap-learn (imported only here; its first call in a process pays numba's JIT,
-  10-30 s). ``n_neighbors``, ``min_dist``, ``metric`` and ``random_state`` are explicit;
-  with ``random_state`` set the result is reproducible. Datasets with more than
-  ``max_fit`` posts are fitted on a seeded random subsample of ``max_fit`` posts and the
-  remaining posts are placed with ``UMAP.transform``.
+- ``"umap"``: umap-learn (imported only here). ``n_neighbors``, ``min_dist``, ``spread``,
+  ``metric``, ``n_epochs`` and ``random_state`` are explicit; with ``random_state`` set the
+  result is reproducible. The defaults (:data:`UMAP_DEFAULTS`) were chosen on the shipped
+  sample (``benchmarks/bench_projection.py``, docs/app.md) so that one user's posts stay
+  apart instead of collapsing onto a few positions (umap-learn's own defaults put 98% of
+  consecutive posts of a user on the same spot). Datasets with more than ``max_fit`` posts
+  are fitted on a seeded random subsample and the remaining posts placed with
+  ``UMAP.transform``.
+
+Every projection carries its **trustworthiness** (``sklearn.manifold.trustworthiness``,
+Venna & Kaski): 1.0 when every post's ``k`` nearest neighbours in 2-D are also among its
+nearest neighbours in the embedding space, lower when the picture invents neighbourhoods.
+It is computed on a seeded subsample of at most :data:`TRUST_SAMPLE` posts (the exact
+figure needs an ``N x N`` rank matrix).
+
+Numba: umap-learn compiles its layout functions on first use in every process (10-30 s).
+:func:`enable_numba_cache` turns on numba's on-disk cache for them, so that cost is paid
+once per machine, and :func:`warm_umap` triggers the compilation on a tiny input (the app
+runs it in a background thread at start).
 
 Results are cached in-process (bounded LRU, :data:`CACHE_SIZE` entries, thread-safe) under
-``(TrajectorySet.digest(), method, parameters)``: a second call with the same data and
-parameters returns the same :class:`Projection` object without recomputing.
+``(TrajectorySet.digest(), method, parameters)``; with ``cache_dir`` they are also written
+(atomically) to ``cache_dir/<digest>-<method>-<params hash>.npz`` and read back by later
+processes, so a projection survives restarts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from cvx_core.data.atomic import atomic_replace
 from cvx_core.data.trajectory import TrajectorySet
 
-__all__ = ["Projection", "project_posts", "pca_2d", "clear_projection_cache", "CACHE_SIZE"]
+__all__ = [
+    "Projection",
+    "project_posts",
+    "pca_2d",
+    "projection_trustworthiness",
+    "enable_numba_cache",
+    "warm_umap",
+    "cached_projection",
+    "clear_projection_cache",
+    "CACHE_SIZE",
+    "UMAP_DEFAULTS",
+    "TRUST_SAMPLE",
+    "TRUST_NEIGHBORS",
+]
 
 CACHE_SIZE = 8
+TRUST_SAMPLE = 2000
+TRUST_NEIGHBORS = 10
+# chosen on the shipped sample (benchmarks/bench_projection.py): see the module doc
+UMAP_DEFAULTS: dict[str, Any] = {
+    "n_neighbors": 50,  # more than one user's posts (median 18 on the sample): users connect
+    "min_dist": 0.99,  # posts of one user are kept at a visible distance from each other
+    "spread": 1.0,
+    "metric": "cosine",  # sentence embeddings
+    "n_epochs": 200,  # umap-learn uses 500 below 10k points; 200 is the same picture, 2.5x faster
+}
+_DISK_FORMAT = 1
 _cache: "OrderedDict[tuple[Any, ...], Projection]" = OrderedDict()
 _lock = threading.Lock()
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +98,10 @@ class Projection:
         method: ``"pca"`` or ``"umap"``.
         params: the parameters used (for display and the cache key).
         explained_variance_ratio: ``(r1, r2)`` for PCA, ``None`` for UMAP.
+        trustworthiness: faithfulness of the 2-D neighbourhoods in ``[0, 1]`` (see the
+            module doc; NaN when there are too few posts to measure it).
+        trust_neighbors: the ``k`` of ``trustworthiness``.
+        from_disk: True when this projection was read back from the disk cache.
     """
 
     coords: np.ndarray
@@ -59,6 +112,9 @@ class Projection:
     method: str
     params: dict[str, Any]
     explained_variance_ratio: tuple[float, float] | None = None
+    trustworthiness: float = float("nan")
+    trust_neighbors: int = 0
+    from_disk: bool = False
 
     @property
     def n_points(self) -> int:
@@ -144,51 +200,252 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return out, (ratios[0], ratios[1])
 
 
+def projection_trustworthiness(
+    x: np.ndarray,
+    coords: np.ndarray,
+    *,
+    n_neighbors: int = TRUST_NEIGHBORS,
+    sample: int = TRUST_SAMPLE,
+    seed: int = 0,
+) -> float:
+    """Trustworthiness of ``coords [N, 2]`` as a picture of ``x [N, D]``
+    (``sklearn.manifold.trustworthiness``, euclidean), on a seeded subsample of at most
+    ``sample`` rows. NaN when fewer than ``2 * n_neighbors + 2`` rows (undefined)."""
+    from sklearn.manifold import trustworthiness
+
+    x = np.asarray(x)
+    coords = np.asarray(coords, dtype=np.float64)
+    n = x.shape[0]
+    k = int(n_neighbors)
+    if n != coords.shape[0]:
+        raise ValueError(f"x has {n} rows but coords {coords.shape[0]}")
+    if n < 2 * k + 2:
+        k = (n - 2) // 2
+        if k < 1:
+            return float("nan")
+    rows = np.arange(n)
+    if n > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=int(sample), replace=False))
+    return float(trustworthiness(np.asarray(x[rows], dtype=np.float64), coords[rows], n_neighbors=k))
+
+
+_numba_cache_on = False
+
+
+def enable_numba_cache() -> int:
+    """Turn on numba's on-disk compile cache for umap-learn's jitted functions (those not
+    already cached), so their compilation is paid once per machine rather than once per
+    process. The cache lives where numba puts it (``NUMBA_CACHE_DIR`` or next to the
+    package). Returns how many functions were switched; idempotent."""
+    global _numba_cache_on
+    import importlib
+
+    from numba.core.dispatcher import Dispatcher
+
+    count = 0
+    with _lock:
+        if _numba_cache_on:
+            return 0
+        for name in ("umap.umap_", "umap.layouts", "umap.spectral", "umap.utils", "umap.distances", "umap.sparse"):
+            try:
+                mod = importlib.import_module(name)
+            except ImportError:
+                continue
+            for obj in list(vars(mod).values()):
+                if isinstance(obj, Dispatcher) and type(obj._cache).__name__ == "NullCache":
+                    try:
+                        obj.enable_caching()
+                        count += 1
+                    except Exception:  # pragma: no cover - a function numba cannot cache
+                        continue
+        _numba_cache_on = True
+    return count
+
+
+def warm_umap() -> float:
+    """Compile umap-learn's numba functions by fitting a tiny seeded input (with the disk
+    cache on: the next processes load them). Returns the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    import umap
+
+    enable_numba_cache()
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    umap.UMAP(n_components=2, n_neighbors=8, n_epochs=20, random_state=0, n_jobs=1).fit_transform(x)
+    return time.perf_counter() - t0
+
+
+class _EpochSink:
+    """A file-like target for umap-learn's tqdm epoch bar: turns its ``"n total"`` writes into
+    ``progress(done, 1000)`` calls over a fit's stages (neighbours and graph 0-30%, layout
+    epochs 30-100%; a transform of the rest is the last 10% when there is one)."""
+
+    def __init__(self, progress: Progress, lo: int, hi: int) -> None:
+        self.progress, self.lo, self.hi = progress, lo, hi
+
+    def write(self, text: str) -> int:
+        parts = text.replace("\r", " ").split()
+        nums = [int(p) for p in parts if p.isdigit()]
+        if len(nums) >= 2 and nums[-1] > 0:
+            done, total = nums[-2], nums[-1]
+            self.progress(self.lo + (self.hi - self.lo) * min(done, total) // total, 1000)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def _umap_2d(
-    x: np.ndarray, *, n_neighbors: int, min_dist: float, metric: str, random_state: int | None, max_fit: int
+    x: np.ndarray,
+    *,
+    n_neighbors: int,
+    min_dist: float,
+    spread: float,
+    metric: str,
+    n_epochs: int,
+    random_state: int | None,
+    max_fit: int,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     import umap  # lazy: heavy import and numba JIT
 
+    enable_numba_cache()
     n = x.shape[0]
     if n < 4:
         return pca_2d(x)[0]
     nn = int(min(n_neighbors, n - 1))
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=nn,
-        min_dist=min_dist,
-        metric=metric,
-        random_state=random_state,
-        n_jobs=1 if random_state is not None else -1,  # umap-learn forces 1 with a seed
-        init="spectral" if n > nn + 2 else "random",
-    )
+    fit_hi = 1000 if n <= max_fit else 900
+
+    def reducer(lo: int, hi: int) -> Any:
+        tqdm_kwds: dict[str, Any] = {"disable": True}
+        if progress is not None:
+            tqdm_kwds = {"disable": False, "file": _EpochSink(progress, lo, hi), "bar_format": "{n} {total}",
+                         "mininterval": 0.25, "ascii": True}
+        return umap.UMAP(
+            n_components=2,
+            n_neighbors=nn,
+            min_dist=min_dist,
+            spread=spread,
+            metric=metric,
+            n_epochs=n_epochs,
+            random_state=random_state,
+            n_jobs=1 if random_state is not None else -1,  # umap-learn forces 1 with a seed
+            init="spectral" if n > nn + 2 else "random",
+            tqdm_kwds=tqdm_kwds,
+        )
+
+    if progress is not None:
+        progress(0, 1000)
     if n <= max_fit:
-        return np.asarray(reducer.fit_transform(x), dtype=np.float64)
-    rng = np.random.default_rng(0 if random_state is None else random_state)
-    fit_rows = np.sort(rng.choice(n, size=max_fit, replace=False))
-    out = np.empty((n, 2))
-    out[fit_rows] = reducer.fit_transform(x[fit_rows])
-    rest = np.setdiff1d(np.arange(n), fit_rows)
-    out[rest] = reducer.transform(x[rest])
+        out = np.asarray(reducer(300, 1000).fit_transform(x), dtype=np.float64)
+    else:
+        rng = np.random.default_rng(0 if random_state is None else random_state)
+        fit_rows = np.sort(rng.choice(n, size=max_fit, replace=False))
+        out = np.empty((n, 2))
+        red = reducer(300, fit_hi)
+        out[fit_rows] = red.fit_transform(x[fit_rows])
+        rest = np.setdiff1d(np.arange(n), fit_rows)
+        if progress is not None:
+            red.tqdm_kwds["file"] = _EpochSink(progress, fit_hi, 1000)
+        out[rest] = red.transform(x[rest])
+    if progress is not None:
+        progress(1000, 1000)
     return out
+
+
+def _disk_path(cache_dir: str | os.PathLike[str], digest: str, method: str, params: dict[str, Any]) -> Path:
+    blob = json.dumps({"format": _DISK_FORMAT, **params}, sort_keys=True).encode()
+    return Path(cache_dir) / f"{digest[:40]}-{method}-{hashlib.sha256(blob).hexdigest()[:16]}.npz"
+
+
+def _read_disk(path: Path, n_posts: int) -> dict[str, Any] | None:
+    """The cached arrays, or None when absent or unusable (wrong shape, damaged file)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            coords = np.asarray(z["coords"], dtype=np.float32)
+            meta = np.asarray(z["meta"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if coords.shape != (n_posts, 2) or meta.shape != (4,) or not np.isfinite(coords).all():
+        return None
+    return {"coords": coords, "trust": float(meta[0]), "k": int(meta[1]), "ratio": (float(meta[2]), float(meta[3]))}
+
+
+def _write_disk(path: Path, coords: np.ndarray, trust: float, k: int, ratio: tuple[float, float] | None) -> None:
+    r = ratio if ratio is not None else (np.nan, np.nan)
+    buf = io.BytesIO()
+    np.savez(buf, coords=coords, meta=np.array([trust, k, r[0], r[1]], dtype=np.float64))
+    atomic_replace(path, lambda fh: fh.write(buf.getvalue()))
 
 
 def project_posts(
     trajectories: TrajectorySet,
     *,
     method: Literal["pca", "umap"] = "pca",
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    metric: str = "euclidean",
+    n_neighbors: int = UMAP_DEFAULTS["n_neighbors"],
+    min_dist: float = UMAP_DEFAULTS["min_dist"],
+    spread: float = UMAP_DEFAULTS["spread"],
+    metric: str = UMAP_DEFAULTS["metric"],
+    n_epochs: int = UMAP_DEFAULTS["n_epochs"],
     random_state: int | None = 0,
     max_fit: int = 20_000,
     use_cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
 ) -> Projection:
     """Project every post of ``trajectories`` to 2-D (see the module doc).
 
-    UMAP-only options (``n_neighbors``, ``min_dist``, ``metric``, ``random_state``,
-    ``max_fit``) are ignored by PCA and not part of its cache key.
+    UMAP-only options (``n_neighbors``, ``min_dist``, ``spread``, ``metric``, ``n_epochs``,
+    ``random_state``, ``max_fit``) are ignored by PCA and not part of its cache key.
+    ``cache_dir``: a folder for the disk cache (created when needed); ``None`` keeps the
+    result in memory only. ``progress(done, total)`` is called as UMAP works (PCA calls it
+    once at the end).
     """
+    options = {
+        "n_neighbors": n_neighbors, "min_dist": min_dist, "spread": spread, "metric": metric,
+        "n_epochs": n_epochs, "random_state": random_state, "max_fit": max_fit,
+    }
+    proj = _project(trajectories, method, options, use_cache=use_cache, cache_dir=cache_dir, progress=progress)
+    assert proj is not None
+    return proj
+
+
+def cached_projection(
+    trajectories: TrajectorySet,
+    *,
+    method: Literal["pca", "umap"] = "pca",
+    cache_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Projection | None:
+    """The projection :func:`project_posts` would return, if it is already in the memory or
+    disk cache (same ``options``); else ``None`` without computing anything."""
+    kw = dict(_OPTION_DEFAULTS, **options)
+    unknown = set(options) - set(_OPTION_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown projection options {sorted(unknown)}")
+    return _project(trajectories, method, kw, use_cache=True, cache_dir=cache_dir, progress=None, cached_only=True)
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {**UMAP_DEFAULTS, "random_state": 0, "max_fit": 20_000}
+
+
+def _project(
+    trajectories: TrajectorySet,
+    method: str,
+    options: dict[str, Any],
+    *,
+    use_cache: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: Progress | None,
+    cached_only: bool = False,
+) -> Projection | None:
+    n_neighbors, min_dist, spread = options["n_neighbors"], options["min_dist"], options["spread"]
+    metric, n_epochs, random_state, max_fit = (
+        options["metric"], options["n_epochs"], options["random_state"], options["max_fit"]
+    )
     if method not in ("pca", "umap"):
         raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
     if method == "umap":
@@ -196,18 +453,25 @@ def project_posts(
             raise ValueError("n_neighbors must be >= 2")
         if not (0.0 <= float(min_dist)):
             raise ValueError("min_dist must be >= 0")
+        if not (float(spread) > 0.0 and float(min_dist) <= float(spread)):
+            raise ValueError("spread must be > 0 and >= min_dist")
+        if int(n_epochs) < 1:
+            raise ValueError("n_epochs must be >= 1")
         if int(max_fit) < 4:
             raise ValueError("max_fit must be >= 4")
         params: dict[str, Any] = {
             "n_neighbors": int(n_neighbors),
             "min_dist": float(min_dist),
+            "spread": float(spread),
             "metric": str(metric),
+            "n_epochs": int(n_epochs),
             "random_state": None if random_state is None else int(random_state),
             "max_fit": int(max_fit),
         }
     else:
         params = {}
-    key = (trajectories.digest(), method, tuple(sorted(params.items())))
+    digest = trajectories.digest()
+    key = (digest, method, tuple(sorted(params.items())))
     if use_cache:
         with _lock:
             hit = _cache.get(key)
@@ -215,13 +479,31 @@ def project_posts(
                 _cache.move_to_end(key)
                 return hit
 
+    disk = None if cache_dir is None else _disk_path(cache_dir, digest, method, params)
     x, user_index, post_index, offsets = _stack(trajectories)
-    ratio: tuple[float, float] | None = None
-    if method == "pca":
-        coords, ratio = pca_2d(x)
+    stored = None if disk is None else _read_disk(disk, x.shape[0])
+    if stored is None and cached_only:
+        return None
+    if stored is not None:
+        coords32 = stored["coords"]
+        trust, k = stored["trust"], stored["k"]
+        ratio = stored["ratio"] if method == "pca" else None
     else:
-        coords = _umap_2d(x, **params)
-    coords32 = np.ascontiguousarray(coords, dtype=np.float32)
+        ratio: tuple[float, float] | None = None
+        if method == "pca":
+            coords, ratio = pca_2d(x)
+        else:
+            coords = _umap_2d(x, **params, progress=progress)
+        coords32 = np.ascontiguousarray(coords, dtype=np.float32)
+        k = TRUST_NEIGHBORS
+        trust = projection_trustworthiness(x, coords32, n_neighbors=k)
+        if disk is not None:
+            try:
+                _write_disk(disk, coords32, trust, k, ratio)
+            except OSError:
+                pass  # a read-only cache folder costs a recomputation, nothing else
+    if progress is not None:
+        progress(1000, 1000)
     for arr in (coords32, user_index, post_index, offsets):
         arr.setflags(write=False)
     proj = Projection(
@@ -233,6 +515,9 @@ def project_posts(
         method=method,
         params=params,
         explained_variance_ratio=ratio,
+        trustworthiness=float(trust),
+        trust_neighbors=int(k),
+        from_disk=stored is not None,
     )
     if use_cache:
         with _lock:
@@ -244,6 +529,6 @@ def project_posts(
 
 
 def clear_projection_cache() -> None:
-    """Forget every cached projection."""
+    """Forget every projection cached in memory (the disk cache is left alone)."""
     with _lock:
         _cache.clear()

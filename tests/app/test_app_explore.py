@@ -1,4 +1,5 @@
-"""AppTest checks of the Explore page: projection, paths with change points, a user's timeline."""
+"""AppTest checks of the Explore page: projection, colour by any per-user value, time window,
+search, row clicks, nearest users, background UMAP, a user's timeline and its words."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from cvx_app import cache, escape, session  # noqa: E402
+from cvx_app import cache, escape, projections, session  # noqa: E402
+from cvx_app import explore as ex  # noqa: E402
 
 TIMEOUT = 120
 
@@ -24,6 +26,10 @@ def explore(app_workspace, open_app) -> AppTest:
 
 def _figures(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _pca_frame(ts) -> pd.DataFrame:
+    return projections.projection_frame(ts, projections.projection(ts, "pca").result)
 
 
 def _timeline_user(at: AppTest) -> str:
@@ -64,7 +70,7 @@ def test_choosing_a_user_opens_their_timeline(explore, sample_set):
 
 
 def test_clicking_a_post_selects_its_user(explore, sample_set):
-    proj = cache.projection_frame(sample_set, "pca")
+    proj = _pca_frame(sample_set)
     row = proj[proj["user_id"] == sample_set.at(7).user_id].iloc[0]
     explore.session_state["explore_proj"] = {
         "selection": {
@@ -79,7 +85,7 @@ def test_clicking_a_post_selects_its_user(explore, sample_set):
 
 
 def test_colour_by_time_uses_one_trace_with_a_colour_bar(explore):
-    explore.radio(key="explore_colour").set_value("time").run()
+    explore.selectbox(key="explore_colour").set_value(ex.TIME).run()
     assert not explore.exception
     proj = _figures(explore)[0]
     cloud = [t for t in proj["data"] if not t["name"].startswith(("path ", "change points "))]
@@ -95,24 +101,35 @@ def test_user_from_selection_maps_escaped_ids_back():
 
 
 @pytest.mark.slow
-def test_umap_projection_on_request(app_workspace, open_app, monkeypatch, small_planted):
+def test_umap_runs_in_the_background_then_replaces_pca_and_is_kept_on_disk(app_workspace, open_app, monkeypatch, small_planted):
+    import time
+
     from cvx_core.data.io import save_trajectories
 
     monkeypatch.setenv("CVX_DATASET", "small")
+    monkeypatch.setenv("CVX_WARM_UMAP", "0")
     save_trajectories(small_planted[0], app_workspace / "datasets" / "small.parquet")
     at = open_app("pages/2_explore.py", timeout=TIMEOUT)
     assert _figures(at)[0]["layout"]["xaxis"]["title"]["text"] == "PCA 1"  # PCA first, always
     at.radio(key="explore_method").set_value("UMAP").run()
     assert not at.exception, at.exception
+    deadline = time.monotonic() + 240
+    while _figures(at)[0]["layout"]["xaxis"]["title"]["text"] != "UMAP 1":
+        # while it runs: PCA stays on screen under a progress bar
+        assert _figures(at)[0]["layout"]["xaxis"]["title"]["text"] == "PCA 1"
+        assert time.monotonic() < deadline, "UMAP did not finish"
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception, at.exception
     proj = _figures(at)[0]
-    assert proj["layout"]["xaxis"]["title"]["text"] == "UMAP 1"
     cloud = [t for t in proj["data"] if t["name"].startswith("label ")]
     assert sum(len(t["customdata"]) for t in cloud) == small_planted[0].n_posts
-    assert "UMAP projection" in at.status[0].label
+    assert "trustworthiness" in proj["layout"]["title"]["text"]
+    assert list((app_workspace / "projections").glob("*-umap-*.npz"))  # survives a restart
 
 
 def test_a_box_selection_over_several_users_lists_them(explore, sample_set):
-    proj = cache.projection_frame(sample_set, "pca")
+    proj = _pca_frame(sample_set)
     picked = [sample_set.at(i).user_id for i in (2, 3, 4)]
     rows = [proj[proj["user_id"] == u].iloc[0] for u in picked]
     explore.session_state["explore_proj"] = {
@@ -129,3 +146,111 @@ def test_a_box_selection_over_several_users_lists_them(explore, sample_set):
     listed = explore.dataframe[0].value  # drawn above the all-users table
     assert sorted(listed["user_id"]) == sorted(picked)
     assert session.users_in_selection(explore.session_state["explore_proj"], proj) == picked
+
+
+def _cloud_traces(fig: dict) -> list[dict]:
+    return [t for t in fig["data"] if not t["name"].startswith(("path ", "change points ", "now ", "search: "))]
+
+
+def test_colour_by_change_point_count_uses_each_users_count(explore, sample_set):
+    explore.selectbox(key="explore_colour").set_value(ex.CHANGE_POINTS).run()
+    assert not explore.exception
+    fig = _figures(explore)[0]
+    (trace,) = [t for t in _cloud_traces(fig) if "colorbar" in t["marker"]]
+    analysis = cache.set_analysis(sample_set)
+    counts = {u.user_id: u.changepoints.n_changes for u in analysis}
+    users = [escape.escape_hover(c[0]) for c in trace["customdata"]]
+    expected = [counts[{escape.escape_hover(u): u for u in counts}[x]] for x in users]
+    colours = trace["marker"]["color"]
+    if isinstance(colours, dict):  # a typed array
+        import base64
+
+        import numpy as np
+
+        colours = np.frombuffer(base64.b64decode(colours["bdata"]), dtype=colours["dtype"]).tolist()
+    assert [float(c) for c in colours] == [float(e) for e in expected]
+
+
+def test_colour_by_metadata_offers_each_extra_column(app_workspace, open_app, monkeypatch, small_planted):
+    import numpy as np
+
+    from cvx_core.data.io import save_trajectories
+    from cvx_core.data.trajectory import TrajectorySet
+
+    ts = small_planted[0]
+    meta = pd.DataFrame({"country": ["fr" if i % 3 else "de" for i in range(len(ts))],
+                         "age": np.arange(len(ts), dtype=float) + 20}, index=pd.Index(ts.user_ids, name="user_id"))
+    try:
+        with_meta = TrajectorySet(list(ts), name="meta", metadata=meta)
+    except TypeError:
+        pytest.skip("TrajectorySet has no metadata yet")
+    monkeypatch.setenv("CVX_DATASET", "meta")
+    save_trajectories(with_meta, app_workspace / "datasets" / "meta.parquet")
+    at = open_app("pages/2_explore.py", timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    menu = at.selectbox(key="explore_colour").options
+    assert f"{ex.META_PREFIX}country" in menu and f"{ex.META_PREFIX}age" in menu
+    at.selectbox(key="explore_colour").set_value(f"{ex.META_PREFIX}country").run()
+    assert not at.exception, at.exception
+    names = {t["name"] for t in _cloud_traces(_figures(at)[0])}
+    assert names == {f"{ex.META_PREFIX}country de", f"{ex.META_PREFIX}country fr"}
+    de = sum(len(t["customdata"]) for t in _cloud_traces(_figures(at)[0]) if t["name"].endswith(" de"))
+    assert de == sum(tr.n_posts for i, tr in enumerate(ts) if i % 3 == 0)
+
+
+def test_time_window_greys_the_posts_outside_it_and_cuts_the_paths(explore, sample_set):
+    frame = _pca_frame(sample_set)
+    first, last = frame["datetime"].min(), frame["datetime"].max()
+    lo, hi = first + (last - first) * 0.25, first + (last - first) * 0.5
+    explore.slider(key="explore_window").set_value((lo.to_pydatetime(), hi.to_pydatetime())).run()
+    assert not explore.exception, explore.exception
+    fig = _figures(explore)[0]
+    lo, hi = (pd.Timestamp(t) for t in explore.slider(key="explore_window").value)  # snapped to the step
+    (outside,) = [t for t in fig["data"] if t["name"] == "outside the time window"]
+    inside = (frame["datetime"] >= lo) & (frame["datetime"] <= hi)
+    assert len(outside["customdata"]) == int((~inside).sum())
+    user = explore.selectbox(key="explore_user").value
+    (path,) = [t for t in fig["data"] if t["name"] == f"path {user}"]
+    assert len(path["customdata"]) == int(((frame["user_id"] == user) & (frame["datetime"] <= hi)).sum())
+
+
+def test_play_moves_the_time_window_forward(explore):
+    explore.toggle(key="explore_play").set_value(True).run()
+    assert not explore.exception, explore.exception
+    lo1, hi1 = explore.slider(key="explore_window").value
+    explore.run()
+    lo2, hi2 = explore.slider(key="explore_window").value
+    assert lo2 > lo1 and hi2 > hi1 and (hi2 - lo2) == (hi1 - lo1)
+
+
+def test_search_rings_the_matching_users_posts_and_lists_them(explore, sample_set):
+    target = sample_set.at(11).user_id
+    explore.text_input(key="explore_search").input(target).run()
+    assert not explore.exception, explore.exception
+    fig = _figures(explore)[0]
+    (ring,) = [t for t in fig["data"] if t["name"].startswith("search: ")]
+    ringed = {c[0] for c in ring["customdata"]}
+    assert escape.escape_hover(target) in ringed
+    assert len(ring["customdata"]) == sum(sample_set[u].n_posts for u in ex.search_users(sample_set.user_ids, target))
+    assert any(m.value.startswith("**Search: ") for m in explore.markdown)
+
+
+def test_a_row_click_in_the_users_table_opens_that_user(explore, sample_set):
+    target = sample_set.at(9).user_id
+    explore.session_state["explore_all_table"] = {"selection": {"rows": [9], "columns": [], "cells": []}}
+    explore.run()
+    assert not explore.exception, explore.exception
+    assert explore.selectbox(key="explore_user").value == target
+    assert _timeline_user(explore) == target
+
+
+def test_nearest_users_are_the_most_similar_mean_embeddings(explore, sample_set):
+    import numpy as np
+
+    user = explore.selectbox(key="explore_user").value
+    near = next(df.value for df in explore.dataframe if "similarity" in df.value.columns)
+    means = {tr.user_id: tr.embeddings.mean(axis=0) for tr in sample_set}
+    unit = {u: m / np.linalg.norm(m) for u, m in means.items()}
+    sims = sorted(((float(unit[u] @ unit[user]), u) for u in unit if u != user), reverse=True)
+    assert list(near["user_id"]) == [u for _, u in sims[: len(near)]]
+    assert user not in set(near["user_id"]) and len(near) == 8

@@ -1,0 +1,183 @@
+"""Projections for the app: PCA at once, UMAP in a background thread with progress; both
+kept in a disk cache under the workspace (``workspace_dir()/projections``) so a restart
+does not recompute them, and umap-learn's numba functions warmed in the background at start.
+
+Worker threads never call Streamlit; pages poll :func:`umap_job` (e.g. from a fragment with
+``run_every``) and draw its ``fraction``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cvx_app.escape import escape_hover
+from cvx_app.workspace import workspace_dir
+from cvx_core.data.trajectory import TrajectorySet
+
+SNIPPET_WORDS = 14  # words of a post shown when hovering it
+
+
+def projection_dir() -> Path:
+    path = workspace_dir() / "projections"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class ProjectionJob:
+    """One projection being computed in a background thread (mutable, guarded by ``lock``)."""
+
+    digest: str
+    method: str
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    total: int = 1000
+    result: Any = None  # cvx_core.analysis.projection.Projection
+    error: str | None = None
+    finished: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def fraction(self) -> float:
+        with self.lock:
+            return 0.0 if self.total <= 0 else min(max(self.done / self.total, 0.0), 1.0)
+
+    @property
+    def running(self) -> bool:
+        return self.result is None and self.error is None
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+class _Jobs:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: dict[tuple[str, str], ProjectionJob] = {}
+
+
+@st.cache_resource
+def _jobs() -> _Jobs:
+    return _Jobs()
+
+
+def _run(job: ProjectionJob, ts: TrajectorySet) -> None:
+    from cvx_core.analysis.projection import project_posts
+
+    def progress(done: int, total: int) -> None:
+        with job.lock:
+            job.done, job.total = int(done), int(total)
+
+    try:
+        result = project_posts(ts, method=job.method, cache_dir=projection_dir(), progress=progress)
+    except Exception as exc:  # shown on the page; the thread must not die silently
+        job.error = f"{type(exc).__name__}: {exc}"
+    else:
+        job.result = result
+    job.finished = time.monotonic()
+
+
+def projection(ts: TrajectorySet, method: str) -> ProjectionJob:
+    """The job computing ``method`` ("pca" or "umap") for ``ts``: PCA (and anything in the
+    disk cache) is finished on return; UMAP otherwise runs in a background thread, started
+    once per dataset and process (a failed job is retried on the next request)."""
+    from cvx_core.analysis.projection import cached_projection, project_posts
+
+    key = (ts.digest(), method)
+    jobs = _jobs()
+    with jobs.lock:
+        job = jobs.jobs.get(key)
+        if job is not None and job.error is None:
+            return job
+        job = ProjectionJob(digest=key[0], method=method)
+        jobs.jobs[key] = job
+    hit = cached_projection(ts, method=method, cache_dir=projection_dir())
+    if hit is not None:
+        job.result, job.done, job.finished = hit, job.total, time.monotonic()
+    elif method == "pca":
+        job.result = project_posts(ts, method="pca", cache_dir=projection_dir())
+        job.done, job.finished = job.total, time.monotonic()
+    else:
+        threading.Thread(target=_run, args=(job, ts), name=f"cvx-umap-{key[0][:8]}", daemon=True).start()
+    return job
+
+
+@st.cache_resource
+def _warm_thread() -> threading.Thread | None:
+    if os.environ.get("CVX_WARM_UMAP", "1").strip() == "0":
+        return None
+
+    def warm() -> None:
+        try:
+            from cvx_core.analysis.projection import warm_umap
+
+            warm_umap()
+        except Exception:  # pragma: no cover - warming is only an optimisation
+            pass
+
+    thread = threading.Thread(target=warm, name="cvx-umap-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_umap_in_background() -> None:
+    """Compile umap-learn's numba functions once per process in a background thread (with
+    numba's disk cache on, later processes load them). ``CVX_WARM_UMAP=0`` turns it off."""
+    _warm_thread()
+
+
+def snippet(text: str | None, words: int = SNIPPET_WORDS) -> str:
+    """The first ``words`` words of a post (``…`` when cut), whitespace collapsed."""
+    if not text:
+        return ""
+    parts = str(text).split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _frame(digest: str, method: str, _proj: Any, _ts: TrajectorySet) -> pd.DataFrame:
+    coords = np.asarray(_proj.coords)
+    user_index = np.asarray(_proj.user_index, dtype=np.int64)
+    posts = np.asarray(_proj.post_index, dtype=np.int64)
+    uids = np.asarray(_proj.row_user_ids, dtype=object)
+    all_when = np.concatenate([tr.datetimes for tr in _ts]).astype("datetime64[us]")
+    starts = np.concatenate([[0], np.cumsum(_ts.lengths)[:-1]]).astype(np.int64)
+    when = all_when[starts[user_index] + posts]
+    labels = np.array(["none" if tr.label is None else str(tr.label) for tr in _ts], dtype=object)
+    if _ts.has_text:
+        texts = [escape_hover(snippet(_ts.at(int(u)).texts[int(p)])) for u, p in zip(user_index, posts)]
+    else:
+        texts = [""] * len(posts)
+    start = when.min()
+    return pd.DataFrame(
+        {
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "user_id": uids,
+            "user_id_safe": [escape_hover(u) for u in uids],
+            "post": posts,
+            "label": labels[user_index],
+            "when": pd.to_datetime(when).strftime("%Y-%m-%d %H:%M"),
+            "datetime": pd.to_datetime(when),
+            "days_since_start": (when - start) / np.timedelta64(1, "D"),
+            "words": texts,
+        }
+    )
+
+
+def projection_frame(ts: TrajectorySet, proj: Any) -> pd.DataFrame:
+    """One row per post of a finished projection: ``x, y``, ``user_id`` (and its
+    hover-escaped form ``user_id_safe``), ``post``, ``label``, ``when`` (text),
+    ``datetime``, ``days_since_start`` and ``words`` (the post's first words, escaped for
+    hover labels; empty without texts)."""
+    return _frame(ts.digest(), proj.method, proj, ts)
