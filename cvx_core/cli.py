@@ -7,6 +7,10 @@
   ``user_id``, ``label``, then one column per feature name), written atomically.
 - ``compare RUN_DIR DATA [--truth truth.json]``: learned attention vs analytic attribution
   of a saved run.
+- ``extract``, ``analyze DATA --out USERS.parquet`` and ``embed DATA --out TRAJ.parquet`` read
+  the input in user-grouped chunks and write incrementally (bounded memory); with
+  ``--engine ray --workers N [--address ADDR]`` they run on Ray (``cvx_core.scale``).
+  ``train ... --workers N`` trains data-parallel (Ray Train DDP).
 """
 
 from __future__ import annotations
@@ -39,17 +43,47 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-len", type=int, default=None, help="keep each user's last N posts")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    t.add_argument("--text-encoder", choices=("hashing", "minilm"), default=None,
-                   help="train end to end from the posts' text with this encoder")
-    t.add_argument("--freeze-encoder", action="store_true", help="keep the text encoder fixed")
+    t.add_argument("--text-encoder", default=None, metavar="minilm|hashing|PATH",
+                   help="train from the posts' text with this encoder (a sentence-transformers folder for PATH); "
+                        "DATA may then be a text-only table (user_id, timestamp, text, label)")
+    t.add_argument("--finetune", action="store_true",
+                   help="fine-tune the text encoder through the temporal features (default: frozen, posts embedded once)")
+    t.add_argument("--freeze-encoder", action="store_true", help="keep the text encoder fixed (the default)")
+    t.add_argument("--posts-with-grad", type=int, default=None,
+                   help="fine-tuning: posts per user per step that get gradients (default 8)")
+    t.add_argument("--micro-batch-posts", type=int, default=None,
+                   help="fine-tuning: most posts per encoder pass with gradients (default 8)")
+    t.add_argument("--max-tokens", type=int, default=None, help="text encoder's token window (default 128)")
+    t.add_argument("--encoder-lr", type=float, default=None, help="fine-tuning: encoder learning rate (default 2e-5)")
+    t.add_argument("--embedding-cache", default=None,
+                   help="SQLite embedding cache for the posts (default: embeddings.sqlite in the run folder)")
     t.add_argument("--no-attention", action="store_true", help="do not learn DimensionAttention")
     t.add_argument("--truth", default=None, help="truth.json with planted_dims (synthetic data) for the comparison")
     t.add_argument("--quiet", action="store_true", help="print only the final metrics")
+    t.add_argument("--workers", type=int, default=1,
+                   help="data-parallel workers (Ray Train DDP; gloo on CPU, NCCL on GPU); 1: in this process")
+    t.add_argument("--address", default=None, help="Ray cluster to train on (default: start a local one)")
 
     e = sub.add_parser("extract", help="analytic temporal features per user -> parquet")
     e.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
     e.add_argument("--out", required=True, help="output .parquet file")
     e.add_argument("--config", default=None, help="JSON file with TemporalFeaturesConfig fields")
+    _add_engine_args(e)
+
+    a = sub.add_parser("analyze", help="change points and drift attribution per user, streamed -> parquet")
+    a.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
+    a.add_argument("--out", required=True, help="output .parquet file, one row per user")
+    a.add_argument("--bocpd", action="store_true", help="also run BOCPD (max change probability per user)")
+    a.add_argument("--narratives", action="store_true", help="also write change-point narratives")
+    _add_engine_args(a)
+
+    m = sub.add_parser("embed", help="embed the posts' texts -> trajectory parquet (texts kept)")
+    m.add_argument("data", help="table of posts with user_id, timestamp, text[, label]")
+    m.add_argument("--out", required=True, help="output .parquet file (save_trajectories layout)")
+    m.add_argument("--encoder", default=None, help="'minilm' (default, packaged) or a model folder")
+    m.add_argument("--cache", default=None, help="SQLite embedding cache file (reused across runs)")
+    m.add_argument("--batch-size", type=int, default=64, help="texts per encoder call")
+    _add_engine_args(m)
 
     c = sub.add_parser("compare", help="learned attention vs analytic attribution of a saved run")
     c.add_argument("run", help="run folder")
@@ -67,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray --workers N [--address ADDR] [--chunk-users N]`` (cvx_core.scale)."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: streamed in this process; ray: Ray Data on a cluster")
+    p.add_argument("--workers", type=int, default=None, help="parallel Ray workers (default: the cluster's CPUs)")
+    p.add_argument("--address", default=None, help="existing Ray cluster ('auto', 'ray://host:10001'); "
+                   "default: start a local one")
+    p.add_argument("--chunk-users", type=int, default=None, help="users per chunk (bounds memory; default 512)")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from cvx_core.scale.stream import DEFAULT_CHUNK_USERS
+
+    kw: dict[str, Any] = {"chunk_users": args.chunk_users or DEFAULT_CHUNK_USERS}
+    if args.engine == "ray":
+        kw.update(workers=args.workers, address=args.address)
+    elif args.workers is not None or args.address is not None:
+        raise ValueError("--workers and --address need --engine ray")
+    return kw
+
+
 def _train_config(args: argparse.Namespace) -> Any:
     from cvx_core.learn.config import TrainConfig
 
@@ -74,10 +129,17 @@ def _train_config(args: argparse.Namespace) -> Any:
         "epochs": args.epochs, "lr": args.lr, "feature_lr": args.feature_lr, "batch_size": args.batch_size,
         "patience": args.patience, "hidden": args.hidden, "max_len": args.max_len, "seed": args.seed,
         "device": args.device, "text_encoder": args.text_encoder,
+        "posts_with_grad": args.posts_with_grad, "micro_batch_posts": args.micro_batch_posts,
+        "max_tokens": args.max_tokens, "encoder_lr": args.encoder_lr,
     }
     kw = {k: v for k, v in mapping.items() if v is not None}
-    if args.freeze_encoder:
-        kw["freeze_encoder"] = True
+    if args.finetune and args.freeze_encoder:
+        raise ValueError("--finetune and --freeze-encoder contradict each other")
+    if args.text_encoder is not None:  # a text encoder is frozen unless --finetune (issue 15)
+        kw["freeze_encoder"] = not args.finetune
+        kw["embedding_cache"] = str(Path(args.embedding_cache or Path(args.out) / "embeddings.sqlite"))
+    elif args.finetune:
+        raise ValueError("--finetune needs --text-encoder")
     if args.no_attention:
         kw["learn_attention"] = False
     return TrainConfig(**kw)
@@ -109,10 +171,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.trainer import TrainProgress, Trainer
 
-    ts = load_trajectories(args.data)
     config = _train_config(args)
+    if config.text_encoder is not None:  # text-only or embedded-with-texts tables (issue 15)
+        from cvx_core.learn.finetune import finetune_memory_breakdown, load_text_data
+
+        ts = load_text_data(args.data, config)
+        mode = "fine-tuned" if not config.freeze_encoder else "frozen"
+        print(f"text encoder {config.text_encoder} ({mode}): {finetune_memory_breakdown(config, ts).describe()}", flush=True)
+    else:
+        ts = load_trajectories(args.data)
     planted = _planted(args.truth)
     trainer = Trainer(ts, config, run_dir=args.out)
+    if not args.quiet and config.text_encoder is not None and not config.freeze_encoder:
+        def on_step(p: TrainProgress) -> None:
+            print(f"  step {p.step:4d}  loss {p.loss:.4f}  grad norm {p.grad_norm:.3g}  "
+                  f"encoder grad norm {p.encoder_grad_norm:.3g}", flush=True)
+
+        trainer.add_callback("on_step_end", on_step)
     if not args.quiet:
         def on_epoch(p: TrainProgress) -> None:
             mark = " *" if p.is_best else ""
@@ -136,28 +211,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
     from cvx_core.features.config import TemporalFeaturesConfig
-    from cvx_core.features.analytic import AnalyticBackend, feature_names
-    from cvx_core.data.io import load_trajectories
-    from cvx_core.data.atomic import atomic_replace
 
     config = None
     if args.config:
         config = TemporalFeaturesConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
-    ts = load_trajectories(args.data)
-    feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in ts])
-    names = feature_names(ts.dim, config)
-    if len(names) != feats.shape[1]:
-        raise RuntimeError(f"{len(names)} feature names for {feats.shape[1]} features")
-    frame = pd.DataFrame(feats, columns=names)
-    labels = pd.array([None if v < 0 else int(v) for v in ts.labels], dtype="Int64")
-    frame.insert(0, "label", labels)
-    frame.insert(0, "user_id", ts.user_ids)
-    atomic_replace(args.out, lambda fh: frame.to_parquet(fh, index=False))
-    print(f"{args.out}: {len(frame)} users x {feats.shape[1]} features")
+    kw = _engine_kwargs(args)
+    if args.engine == "ray":
+        from cvx_core.scale.ray_engine import extract_ray as run
+    else:
+        from cvx_core.scale.stream import extract_stream as run
+    res = run(args.data, args.out, config=config, **kw)
+    print(f"{args.out}: {res.n_users} users from {res.n_posts} posts ({res.n_chunks} chunks, "
+          f"{'grouped' if res.grouped else 'grouped out of core'}; {res.seconds:.1f}s)")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    kw = _engine_kwargs(args)
+    if args.engine == "ray":
+        from cvx_core.scale.ray_engine import analyze_ray as run
+    else:
+        from cvx_core.scale.stream import analyze_stream as run
+    res = run(args.data, out=args.out, bocpd=args.bocpd, narratives=args.narratives, **kw)
+    top = ", ".join(str(d) for d in res.cohort.pareto_dims()[:10])
+    print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
+          f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    kw = _engine_kwargs(args)
+    if args.engine == "ray":
+        from cvx_core.scale.ray_engine import embed_ray as run
+    else:
+        from cvx_core.scale.stream import embed_stream as run
+    res = run(args.data, args.out, encoder=args.encoder, cache=args.cache, batch_size=args.batch_size, **kw)
+    print(f"{args.out}: {res.n_users} users, {res.n_posts} posts embedded ({res.seconds:.1f}s)")
     return 0
 
 
@@ -233,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cvx_core.data.trajectory import TrajectoryError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast}
+    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast,
+                "analyze": _cmd_analyze, "embed": _cmd_embed}
     try:
         return handlers[args.command](args)
     except (TrajectoryError, RunError, DeviceUnavailableError, ValueError, FileNotFoundError, ImportError) as exc:

@@ -41,6 +41,9 @@ from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.scale.stream import (
     DEFAULT_CHUNK_USERS,
+    StreamAnalysis,
+    _CohortSums,
+    analyze_chunk,
     ProgressCallback,
     StreamResult,
     UserChunk,
@@ -53,7 +56,7 @@ from cvx_core.scale.stream import (
     write_frames,
 )
 
-__all__ = ["extract_ray", "embed_ray", "ray_session", "DEFAULT_OBJECT_STORE_BYTES"]
+__all__ = ["extract_ray", "analyze_ray", "embed_ray", "ray_session", "DEFAULT_OBJECT_STORE_BYTES"]
 
 DEFAULT_OBJECT_STORE_BYTES = 1 << 30
 
@@ -237,6 +240,88 @@ def extract_ray(
             return StreamResult(written, n, stats["posts"], stats["chunks"], grouped, time.perf_counter() - t0)
 
         return run_grouped(job)
+
+
+# -------------------------------------------------------------------------------------------
+# analysis
+# -------------------------------------------------------------------------------------------
+def _analyze_block(options: dict[str, Any]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def fn(frame: pd.DataFrame) -> pd.DataFrame:
+        opts = dict(options)
+        fc = opts.pop("features_config")
+        rows, shares = analyze_chunk(_unblock(frame), features_config=TemporalFeaturesConfig.from_dict(fc), **opts)
+        rows["_shares"] = [s.tobytes() for s in np.ascontiguousarray(shares, dtype=np.float64)]
+        return rows
+
+    return fn
+
+
+def analyze_ray(
+    path: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    cp_config: Any = None,
+    features_config: TemporalFeaturesConfig | None = None,
+    bocpd: Any = False,
+    narratives: bool = False,
+    workers: int | None = None,
+    address: str | None = None,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    object_store_memory: int | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+    top_k: int = 10,
+) -> StreamAnalysis:
+    """:func:`cvx_core.scale.stream.analyze_stream` on Ray: chunks analysed by ``workers``
+    parallel tasks, per-user rows written and cohort sums accumulated by the driver in order."""
+    t0 = time.perf_counter()
+    report = _progress_wrap(progress)
+    fcfg = features_config or TemporalFeaturesConfig()
+    options = {"cp_config": cp_config, "features_config": fcfg.to_dict(), "bocpd": bocpd,
+               "narratives": narratives, "top_k": top_k}
+    with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
+        concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+        def job(grouped: bool) -> StreamAnalysis:
+            sums = _CohortSums()
+
+            def build(ds: Any, n: int) -> Any:
+                return ds.map_batches(_analyze_block(options), batch_size=None, batch_format="pandas",
+                                      concurrency=concurrency, num_cpus=1)
+
+            def frames() -> Iterator[pd.DataFrame]:
+                chunks = iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
+                                          scratch_dir=scratch_dir)
+                for frame in _run(ray, chunks, lambda ts: _block(ts, embeddings=True, texts=False), build, report):
+                    shares = np.stack([np.frombuffer(b, dtype=np.float64) for b in frame["_shares"].tolist()])
+                    rows = _local_rows(frame.drop(columns=["_shares"]))
+                    sums.add(rows, shares)
+                    yield rows
+
+            written = None
+            if out is not None:
+                written, _ = write_frames(out, frames())
+            else:
+                for _ in frames():
+                    pass
+            return sums.result(fcfg, written, grouped, t0)
+
+        return run_grouped(job)
+
+
+def _local_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-user analysis rows back from Arrow: plain Python lists and the local dtypes."""
+    out = pd.DataFrame({c: [v.tolist() if hasattr(v, "tolist") and not np.isscalar(v) else v
+                            for v in frame[c].tolist()] for c in frame.columns})
+    out["user_id"] = pd.Series(out["user_id"].astype(object).to_numpy(), dtype=object)
+    out["label"] = pd.array([None if pd.isna(v) else int(v) for v in frame["label"].tolist()], dtype="Int64")
+    for c in ("n_posts", "n_changepoints"):
+        out[c] = out[c].astype(np.int64)
+    for c in ("drift_norm", "max_change_probability"):
+        if c in out:
+            out[c] = out[c].astype(np.float64)
+    return out
 
 
 # -------------------------------------------------------------------------------------------

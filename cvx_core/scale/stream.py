@@ -66,6 +66,7 @@ __all__ = [
     "features_frame",
     "extract_stream",
     "analyze_stream",
+    "analyze_chunk",
     "embed_stream",
     "posts_table",
     "write_frames",
@@ -792,6 +793,63 @@ def _user_rows(sa: Any, top_k: int) -> pd.DataFrame:
     return frame
 
 
+class _CohortSums:
+    """Running sums of per-user drift shares (overall and per class) -> CohortAttribution."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.n = 0
+        self.posts = 0
+        self.class_sum: dict[int, np.ndarray] = {}
+        self.class_n: dict[int, int] = {}
+        self.ncp: list[int] = []
+        self.ids: list[str] = []
+
+    def add(self, frame: pd.DataFrame, shares: np.ndarray) -> None:
+        """``frame``: :func:`_user_rows` of a chunk; ``shares`` ``[n, D]`` float64 its users' shares."""
+        self.total = shares.sum(axis=0) if self.total is None else self.total + shares.sum(axis=0)
+        self.n += len(frame)
+        self.posts += int(frame["n_posts"].sum())
+        for lab, s in zip(frame["label"].tolist(), shares):
+            if not pd.isna(lab):
+                k = int(lab)
+                self.class_sum[k] = self.class_sum.get(k, 0.0) + s
+                self.class_n[k] = self.class_n.get(k, 0) + 1
+        self.ncp.extend(int(v) for v in frame["n_changepoints"].tolist())
+        self.ids.extend(str(v) for v in frame["user_id"].tolist())
+
+    def result(self, fcfg: TemporalFeaturesConfig, out: Path | None, grouped: bool, t0: float) -> "StreamAnalysis":
+        if self.total is None:
+            raise ValueError("no users were analysed")
+        class_shares = {k: self.class_sum[k] / self.class_n[k] for k in sorted(self.class_sum)}
+        diff = None
+        if len(class_shares) >= 2:
+            diff = class_shares[max(class_shares)] - class_shares[min(class_shares)]
+        mean = self.total / self.n
+        for arr in (mean, *class_shares.values(), *(() if diff is None else (diff,))):
+            arr.setflags(write=False)
+        cohort = CohortAttribution(
+            mean_shares=mean, class_shares=class_shares, class_difference=diff, n_users=self.n,
+            class_counts={k: self.class_n[k] for k in sorted(self.class_n)}, per_user_shares=None,
+            pareto_fraction=fcfg.pareto_fraction,
+        )
+        return StreamAnalysis(cohort=cohort, n_users=self.n, n_posts=self.posts,
+                              n_changepoints=np.asarray(self.ncp, dtype=np.int64), users_file=out,
+                              grouped=grouped, elapsed_s=time.perf_counter() - t0, user_ids=tuple(self.ids))
+
+
+def analyze_chunk(trajectories: TrajectorySet, *, cp_config: Any = None,
+                  features_config: TemporalFeaturesConfig | None = None, bocpd: Any = False,
+                  narratives: bool = False, top_k: int = 10) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`cvx_core.analysis.batch.analyze_set` of one chunk -> (per-user rows, ``[n, D]``
+    float64 drift shares for the cohort sums)."""
+    from cvx_core.analysis.batch import analyze_set
+
+    sa = analyze_set(trajectories, cp_config=cp_config, features_config=features_config, bocpd=bocpd,
+                     narratives=narratives)
+    return _user_rows(sa, top_k), np.stack([u.attribution.shares for u in sa.users])
+
+
 def analyze_stream(
     path: str | os.PathLike,
     *,
@@ -813,32 +871,21 @@ def analyze_stream(
     so it equals ``analyze_set(...).cohort`` to float64 rounding. ``progress(rows_done,
     rows_total)`` drives a progress bar (at most ~10 calls a second, the last at the end).
     """
-    from cvx_core.analysis.batch import analyze_set
-
     t0 = time.perf_counter()
     fcfg = features_config or TemporalFeaturesConfig()
     report = _progress_wrap(progress)
 
     def job(grouped: bool) -> StreamAnalysis:
-        acc: dict[str, Any] = {"sum": None, "n": 0, "posts": 0, "class_sum": {}, "class_n": {}, "ncp": [], "ids": []}
+        sums = _CohortSums()
 
         def frames() -> Iterator[pd.DataFrame]:
             report(None)
             for chunk in iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
                                           scratch_dir=scratch_dir):
-                sa = analyze_set(chunk.trajectories, cp_config=cp_config, features_config=fcfg, bocpd=bocpd,
-                                 narratives=narratives)
-                shares = np.stack([u.attribution.shares for u in sa.users])
-                acc["sum"] = shares.sum(axis=0) if acc["sum"] is None else acc["sum"] + shares.sum(axis=0)
-                acc["n"] += len(sa)
-                acc["posts"] += chunk.trajectories.n_posts
-                for u, s in zip(sa.users, shares):
-                    if u.label is not None:
-                        acc["class_sum"][u.label] = acc["class_sum"].get(u.label, 0.0) + s
-                        acc["class_n"][u.label] = acc["class_n"].get(u.label, 0) + 1
-                acc["ncp"].extend(u.changepoints.n_changes for u in sa.users)
-                acc["ids"].extend(u.user_id for u in sa.users)
-                yield _user_rows(sa, top_k)
+                rows, shares = analyze_chunk(chunk.trajectories, cp_config=cp_config, features_config=fcfg,
+                                             bocpd=bocpd, narratives=narratives, top_k=top_k)
+                sums.add(rows, shares)
+                yield rows
                 report(chunk)
 
         written: Path | None = None
@@ -847,21 +894,7 @@ def analyze_stream(
         else:
             for _ in frames():
                 pass
-        class_shares = {k: acc["class_sum"][k] / acc["class_n"][k] for k in sorted(acc["class_sum"])}
-        diff = None
-        if len(class_shares) >= 2:
-            diff = class_shares[max(class_shares)] - class_shares[min(class_shares)]
-        mean = acc["sum"] / acc["n"]
-        for arr in (mean, *class_shares.values(), *(() if diff is None else (diff,))):
-            arr.setflags(write=False)
-        cohort = CohortAttribution(
-            mean_shares=mean, class_shares=class_shares, class_difference=diff, n_users=acc["n"],
-            class_counts={k: acc["class_n"][k] for k in sorted(acc["class_n"])}, per_user_shares=None,
-            pareto_fraction=fcfg.pareto_fraction,
-        )
-        return StreamAnalysis(cohort=cohort, n_users=acc["n"], n_posts=acc["posts"],
-                              n_changepoints=np.asarray(acc["ncp"], dtype=np.int64), users_file=written,
-                              grouped=grouped, elapsed_s=time.perf_counter() - t0, user_ids=tuple(acc["ids"]))
+        return sums.result(fcfg, written, grouped, t0)
 
     return run_grouped(job)
 
