@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cvx_app.escape import escape_hover
 from cvx_app.workspace import dataset_entry, weights_stamp
 from cvx_core.data.trajectory import TrajectorySet
 
@@ -123,42 +121,6 @@ def users_frame(analysis: Any) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _projection_frame(digest: str, method: str, _ts: TrajectorySet) -> pd.DataFrame:
-    from cvx_core.analysis.projection import project_posts
-
-    proj = project_posts(_ts, method=method)
-    coords = np.asarray(proj.coords)
-    uids = np.asarray(proj.row_user_ids, dtype=object)
-    posts = np.asarray(proj.post_index, dtype=np.int64)
-    # rows follow the projection's own (user, post) indices, not an assumed order
-    all_when = np.concatenate([tr.datetimes for tr in _ts]).astype("datetime64[us]")
-    starts = np.concatenate([[0], np.cumsum(_ts.lengths)[:-1]]).astype(np.int64)
-    user_index = np.asarray(proj.user_index, dtype=np.int64)
-    when = all_when[starts[user_index] + posts]
-    labels = np.array(["none" if tr.label is None else str(tr.label) for tr in _ts], dtype=object)
-    start = when.min()
-    frame = pd.DataFrame(
-        {
-            "x": coords[:, 0],
-            "y": coords[:, 1],
-            "user_id": uids,
-            "user_id_safe": [escape_hover(u) for u in uids],
-            "post": posts,
-            "label": labels[user_index],
-            "when": pd.to_datetime(when).strftime("%Y-%m-%d %H:%M"),
-            "days_since_start": (when - start) / np.timedelta64(1, "D"),
-        }
-    )
-    return frame
-
-
-def projection_frame(ts: TrajectorySet, method: str) -> pd.DataFrame:
-    """One row per post: ``x, y`` (2-D projection), ``user_id``, ``post`` (index in the
-    user's trajectory), ``label``, ``when`` and ``days_since_start``; cached per dataset."""
-    return _projection_frame(ts.digest(), method, ts)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from cvx_app.cache import load_dataset
 from cvx_app.escape import escape_markdown
+from cvx_app.projections import warm_umap_in_background
 from cvx_app.workspace import SAMPLE_NAME, list_datasets, workspace_dir
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 
@@ -64,6 +65,7 @@ def bootstrap(title: str) -> str | None:
     and the dataset chooser. Returns the current dataset name (``None`` when there is none).
     """
     st.set_page_config(page_title=f"CVX · {title}", page_icon="〰️", layout="wide")
+    warm_umap_in_background()  # once per process: UMAP's first use on Explore is not a compile
     name = current_dataset()
     with st.sidebar:
         st.markdown("## CVX")
@@ -128,8 +130,11 @@ def require_dataset(name: str | None) -> TrajectorySet:
 
 
 def preview_frame(ts: TrajectorySet, *, n_rows: int = 50, n_dims: int = 6) -> pd.DataFrame:
-    """The first ``n_rows`` posts in long format with the first ``n_dims`` embedding values."""
+    """The first ``n_rows`` posts in long format: user, time, label, text (when there is
+    text), the per-user metadata columns, and the first ``n_dims`` embedding values."""
     rows: list[dict[str, Any]] = []
+    meta = getattr(ts, "metadata", None)
+    meta = meta if isinstance(meta, pd.DataFrame) and len(meta.columns) else None
     for tr in ts:
         for i in range(tr.n_posts):
             row: dict[str, Any] = {
@@ -139,6 +144,9 @@ def preview_frame(ts: TrajectorySet, *, n_rows: int = 50, n_dims: int = 6) -> pd
             }
             if tr.texts is not None:
                 row["text"] = tr.texts[i]
+            if meta is not None:
+                for col in meta.columns:
+                    row[str(col)] = meta.at[tr.user_id, col]
             for d in range(min(n_dims, tr.dim)):
                 row[f"e{d}"] = float(tr.embeddings[i, d])
             rows.append(row)

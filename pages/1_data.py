@@ -1,10 +1,11 @@
-"""Data page: upload or pick a trajectory dataset, see it validated and summarised."""
+"""Data page: upload posts as text (embedded here, with progress and a cache) or as
+trajectories, or pick a dataset; see it validated and summarised."""
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvx_app import escape, session, workspace
+from cvx_app import escape, session, textdata, workspace
 from cvx_core.data.trajectory import TrajectoryError
 
 name = session.bootstrap("Data")
@@ -15,30 +16,45 @@ limit_mb = int(st.get_option("server.maxUploadSize"))
 with st.container(border=True):
     st.subheader("Add a dataset")
     uploaded = st.file_uploader(
-        "Trajectory file (CSV, Parquet, JSON Lines or NumPy .npz)",
+        "Posts or trajectories (CSV, Parquet, JSON Lines or NumPy .npz)",
         type=workspace.UPLOAD_TYPES,
         key="data_upload",
         help=f"Files up to {limit_mb} MB (server.maxUploadSize in .streamlit/config.toml).",
     )
     st.caption(
         f"One row per post with `user_id`, `timestamp` (ISO-8601 or epoch seconds), optional "
-        f"`label` and `text`, and the embedding as a list column `embedding` or columns "
-        f"`e0 … e{{D-1}}`. Files up to {limit_mb} MB; valid uploads are saved in the workspace "
-        "as Parquet and stay available after a restart."
+        f"`label`, and either the post's `text` (it is embedded here with all-MiniLM-L6-v2; vectors "
+        f"are cached in the workspace, so a second upload of the same posts is instant) or the "
+        f"embedding as a list column `embedding` or columns `e0 … e{{D-1}}` (an optional `text` is "
+        f"kept). Other columns are kept as per-user metadata. Files up to {limit_mb} MB; valid "
+        "uploads are saved in the workspace as Parquet and stay available after a restart."
     )
     if uploaded is not None:
         file_key = f"{uploaded.file_id}:{uploaded.name}:{uploaded.size}"
         if st.session_state.get("data_upload_key") != file_key:
             st.session_state["data_upload_key"] = file_key
+            data = uploaded.getvalue()
             try:
-                new_name, new_ts = workspace.import_upload(uploaded.getvalue(), uploaded.name)
+                if textdata.is_text_table(data, uploaded.name):
+                    bar = st.progress(0.0, text="Embedding the posts' texts…")
+
+                    def progress(done: int, total: int) -> None:
+                        frac = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
+                        bar.progress(frac, text=f"Embedding the posts' texts: {done:,} of {total:,} distinct texts")
+
+                    new_name, new_ts = textdata.import_texts(data, uploaded.name, progress=progress)
+                    bar.empty()
+                    what = f"embedded {new_ts.n_posts} posts with all-MiniLM-L6-v2"
+                else:
+                    new_name, new_ts = workspace.import_upload(data, uploaded.name)
+                    what = f"{new_ts.n_posts} posts"
             except TrajectoryError as exc:
                 st.session_state["data_upload_result"] = ("error", str(exc))
             else:
                 session.set_current_dataset(new_name)
                 st.session_state["data_upload_result"] = (
                     "success",
-                    f"Saved {new_name}: {len(new_ts)} users, {new_ts.n_posts} posts, D = {new_ts.dim}.",
+                    f"Saved {new_name}: {len(new_ts)} users, {what}, D = {new_ts.dim}.",
                 )
                 st.rerun()  # redraw the sidebar with the new dataset selected
         kind, message = st.session_state.get("data_upload_result", ("", ""))

@@ -34,10 +34,12 @@ def sample_truth() -> dict:
 
 @pytest.fixture
 def app_workspace(tmp_path, monkeypatch) -> Path:
-    """An empty app workspace (``CVX_WORKSPACE``) with no preselected dataset (``CVX_DATASET``)."""
+    """An empty app workspace (``CVX_WORKSPACE``) with no preselected dataset (``CVX_DATASET``)
+    and no UMAP warm-up thread (``CVX_WARM_UMAP=0``)."""
     ws = tmp_path / "ws"
     monkeypatch.setenv("CVX_WORKSPACE", str(ws))
     monkeypatch.delenv("CVX_DATASET", raising=False)
+    monkeypatch.setenv("CVX_WARM_UMAP", "0")  # no numba compile thread inside the test process
     return ws
 
 
