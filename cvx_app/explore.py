@@ -128,8 +128,8 @@ def nearest_users(ts: TrajectorySet, user_id: str, analysis: Any, *, k: int = 8)
 # ---- prediction score of the latest run -----------------------------------------------------
 @st.cache_data(max_entries=8, show_spinner="Scoring users with the latest run…")
 def _scores(run_key: str, digest: str, run_dir: str, _ts: TrajectorySet) -> pd.Series | None:
-    from cvx_core.learn.model import predict_proba
     from cvx_app.cache import load_run
+    from cvx_core.learn.model import predict_proba
 
     try:
         run = load_run(Path(run_dir))
@@ -209,8 +209,9 @@ def explain_available() -> bool:
 
 @st.cache_data(max_entries=64, show_spinner="Finding the words of each change point…")
 def _explain(digest: str, user_id: str, _ts: TrajectorySet) -> tuple[ChangeWords, ...]:
-    from cvx_core.analysis.changepoints import detect_changepoints
     from cvx_core.analysis.explain import explain_changepoints
+
+    from cvx_core.analysis.changepoints import detect_changepoints
 
     traj = _ts[user_id]
     result = explain_changepoints(traj, changepoints=detect_changepoints(traj), n_terms=8, n_posts=3)

@@ -5,7 +5,6 @@ timeline with each change point's words (terms and example posts)."""
 
 from datetime import datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 

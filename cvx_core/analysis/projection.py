@@ -79,7 +79,7 @@ UMAP_DEFAULTS: dict[str, Any] = {
     "n_epochs": 200,  # umap-learn uses 500 below 10k points; 200 is the same picture, 2.5x faster
 }
 _DISK_FORMAT = 1
-_cache: "OrderedDict[tuple[Any, ...], Projection]" = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], Projection] = OrderedDict()
 _lock = threading.Lock()
 
 Progress = Callable[[int, int], None]

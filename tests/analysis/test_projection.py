@@ -95,3 +95,97 @@ def test_umap_gives_one_point_per_post_reproducibly_and_caches(small_planted):
     assert proj.params["n_neighbors"] == 10 and proj.explained_variance_ratio is None
     assert project_posts(ts, **kw) is proj
     assert ts.n_posts > 300  # subsample-then-transform path was taken
+
+
+def test_trustworthiness_is_sklearns_figure_and_orders_a_faithful_map_above_a_shuffled_one():
+    from sklearn.manifold import trustworthiness
+
+    from cvx_core.analysis.projection import projection_trustworthiness
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)) * np.array([4.0, 3.0, 0.2, 0.2, 0.2])
+    faithful = x[:, :2]
+    shuffled = faithful[rng.permutation(120)]
+    tw = projection_trustworthiness(x, faithful, n_neighbors=5)
+    assert tw == pytest.approx(trustworthiness(x, faithful, n_neighbors=5))
+    assert tw > 0.9 > projection_trustworthiness(x, shuffled, n_neighbors=5)
+    # on a subsample: the same figure computed on the sampled rows only
+    rows = np.sort(np.random.default_rng(3).choice(120, size=50, replace=False))
+    assert projection_trustworthiness(x, faithful, n_neighbors=5, sample=50, seed=3) == pytest.approx(
+        trustworthiness(x[rows], faithful[rows], n_neighbors=5))
+    assert np.isnan(projection_trustworthiness(x[:3], faithful[:3]))
+
+
+def test_every_projection_carries_its_trustworthiness(small_planted):
+    ts, _ = small_planted
+    proj = project_posts(ts, use_cache=False)
+    assert 0.5 < proj.trustworthiness <= 1.0 and proj.trust_neighbors == 10
+
+
+def test_disk_cache_survives_a_restart_and_ignores_a_damaged_file(tmp_path, small_planted):
+    from cvx_core.analysis.projection import cached_projection
+
+    ts, _ = small_planted
+    clear_projection_cache()
+    assert cached_projection(ts, cache_dir=tmp_path) is None  # nothing computed yet
+    first = project_posts(ts, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*-pca-*.npz")
+    clear_projection_cache()  # as after a restart
+    again = cached_projection(ts, cache_dir=tmp_path)
+    assert again is not None and again.from_disk and not first.from_disk
+    np.testing.assert_array_equal(again.coords, first.coords)
+    assert again.trustworthiness == first.trustworthiness
+    assert again.explained_variance_ratio == pytest.approx(first.explained_variance_ratio)
+    clear_projection_cache()
+    path.write_bytes(b"not an npz file")
+    assert cached_projection(ts, cache_dir=tmp_path) is None
+    rebuilt = project_posts(ts, cache_dir=tmp_path)  # recomputed and rewritten
+    assert not rebuilt.from_disk
+    np.testing.assert_array_equal(rebuilt.coords, first.coords)
+    clear_projection_cache()
+    assert cached_projection(ts, cache_dir=tmp_path).from_disk
+
+
+def test_disk_cache_is_keyed_by_the_data_and_the_parameters(tmp_path, small_planted):
+    ts, _ = small_planted
+    clear_projection_cache()
+    project_posts(ts, cache_dir=tmp_path)
+    other = ts.subset(ts.user_ids[:10])
+    proj = project_posts(other, cache_dir=tmp_path)
+    assert proj.coords.shape == (other.n_posts, 2) and not proj.from_disk
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    with pytest.raises(ValueError, match="spread"):
+        project_posts(ts, method="umap", min_dist=2.0, spread=1.0)
+
+
+@pytest.mark.slow
+def test_umap_reports_progress_and_keeps_a_users_posts_apart(tmp_path, small_planted):
+    pytest.importorskip("umap")
+    from cvx_core.analysis.projection import cached_projection
+
+    ts, _ = small_planted
+    clear_projection_cache()
+    seen: list[tuple[int, int]] = []
+    proj = project_posts(ts, method="umap", cache_dir=tmp_path, progress=lambda d, t: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[0] == 0 and seen[-1] == (1000, 1000)
+    assert any(300 < d < 1000 for d in done)  # the layout epochs were reported
+    assert 0.5 < proj.trustworthiness <= 1.0
+    # consecutive posts of a user do not land on one spot (< 0.5% of the picture's diameter)
+    diam = float(np.linalg.norm(proj.coords.max(0) - proj.coords.min(0)))
+    steps = np.concatenate([np.linalg.norm(np.diff(proj.path(u), axis=0), axis=1) for u in ts.user_ids])
+    assert np.mean(steps < 0.005 * diam) < 0.5
+    clear_projection_cache()
+    assert cached_projection(ts, method="umap", cache_dir=tmp_path).from_disk
+
+
+def test_numba_cache_is_switched_on_for_umaps_functions():
+    pytest.importorskip("umap")
+    import umap.layouts
+    from numba.core.dispatcher import Dispatcher
+
+    from cvx_core.analysis.projection import enable_numba_cache
+
+    enable_numba_cache()
+    jitted = [f for f in vars(umap.layouts).values() if isinstance(f, Dispatcher)]
+    assert jitted and all(type(f._cache).__name__ != "NullCache" for f in jitted)
