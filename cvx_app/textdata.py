@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cvx_app.workspace import _unused_name, datasets_dir, safe_dataset_name, workspace_dir
+from cvx_app.workspace import save_new_dataset, workspace_dir
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 
 CACHE_FILE = "embeddings.sqlite"
@@ -49,13 +49,10 @@ def import_texts(
     :class:`TrajectoryError` (empty text cells, bad rows, a failing encoder) without
     touching the datasets; finished batches stay in the embedding cache.
     """
-    from cvx_core.data.io import save_trajectories
     from cvx_core.data.text import embed_posts
 
     fname = Path(str(filename)).name
     ts = embed_posts(
         data, name=fname, encoder=encoder_spec(), cache=embeddings_cache_path(), progress=progress
     )
-    name = _unused_name(safe_dataset_name(filename))
-    save_trajectories(ts, datasets_dir() / f"{name}.parquet")
-    return name, ts
+    return save_new_dataset(ts, filename), ts  # claims the name exclusively (no upload race)

@@ -1,10 +1,18 @@
 """The workspace on disk: the datasets folder (uploads saved as Parquet), the shipped sample and its planted truth, and the run folders with the app's record of which dataset each run used.
+
+Uploads claim their dataset name exclusively (a hard link that fails if the name exists),
+so two uploads of the same name at once get two names; a decoded-size budget
+(``CVX_MAX_DECODED_MB``) refuses decode bombs before they are decoded; temporary files an
+interrupted write left behind are removed when the workspace is first opened.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +33,64 @@ TRUTH_PATH = ROOT / "sample_data" / "truth.json"
 
 UPLOAD_TYPES = ["csv", "parquet", "jsonl", "npz"]
 
+MAX_DECODED_ENV = "CVX_MAX_DECODED_MB"
+DEFAULT_MAX_DECODED_MB = 1024.0
+ORPHAN_MIN_AGE_S = 300.0  # a temporary file this old is no write in progress
+
+_log = logging.getLogger("cvx_app.workspace")
+_cleaned: set[Path] = set()
+
 
 def workspace_dir() -> Path:
-    """The workspace folder: ``$CVX_WORKSPACE`` or ``./workspace`` next to ``app.py``."""
+    """The workspace folder: ``$CVX_WORKSPACE`` or ``./workspace`` next to ``app.py``.
+
+    The first call for a folder in this process removes orphan temporary files there."""
     env = os.environ.get("CVX_WORKSPACE", "").strip()
     path = Path(env).expanduser() if env else ROOT / "workspace"
     path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
+    path = path.resolve()
+    if path not in _cleaned:
+        _cleaned.add(path)
+        clean_orphan_temp_files(path)
+    return path
+
+
+def clean_orphan_temp_files(root: Path, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[Path]:
+    """Remove ``*.tmp`` files (left by an interrupted atomic write or upload) older than
+    ``min_age_s`` from ``root/datasets``, ``root/runs`` and each run folder. Returns them."""
+    removed: list[Path] = []
+    now = time.time()
+    folders = [root / "datasets", root / "runs"]
+    runs = root / "runs"
+    if runs.is_dir():
+        folders += [d for d in runs.iterdir() if d.is_dir()]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob("*.tmp"):
+            try:
+                if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:  # gone already, or not ours to remove
+                continue
+    if removed:
+        _log.info("removed %d orphan temporary file(s) under %s", len(removed), root)
+    return removed
+
+
+def max_decoded_bytes() -> int:
+    """The decoded-size budget of one upload, from ``$CVX_MAX_DECODED_MB`` (default 1024)."""
+    raw = os.environ.get(MAX_DECODED_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_DECODED_MB * 2**20)
+    try:
+        mb = float(raw)
+        if not (0 < mb < float("inf")):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{MAX_DECODED_ENV}={raw!r} is not a positive number of megabytes") from None
+    return int(mb * 2**20)
 
 
 def datasets_dir() -> Path:
@@ -88,28 +147,73 @@ def safe_dataset_name(filename: str) -> str:
     return slug or "dataset"
 
 
-def _unused_name(base: str) -> str:
-    taken = {e.name for e in list_datasets()}
-    if base not in taken:
-        return base
+def _candidates(base: str):
+    yield base
     k = 2
-    while f"{base}-{k}" in taken:
+    while True:
+        yield f"{base}-{k}"
         k += 1
-    return f"{base}-{k}"
+
+
+def _publish(tmp: Path, base: str) -> str:
+    """Give the written file ``tmp`` the first free name ``base``, ``base-2``, … exclusively:
+    ``os.link`` fails if the name exists, so two uploads can never take the same name."""
+    folder = tmp.parent
+    for name in _candidates(base):
+        if name == SAMPLE_NAME:
+            continue
+        try:
+            os.link(tmp, folder / f"{name}.parquet")
+            return name
+        except FileExistsError:
+            continue
 
 
 def import_upload(data: bytes, filename: str) -> tuple[str, TrajectorySet]:
-    """Validate an uploaded file and save it in the workspace as Parquet (atomically).
+    """Validate an uploaded file and save it in the workspace as Parquet.
 
     Returns ``(dataset name, TrajectorySet)``. Raises :class:`TrajectoryError` (the loader's
-    message, naming file, row and column) without touching the workspace on bad input.
+    message, naming file, row and column) without touching the workspace on bad input; a
+    file that would decode to more than ``$CVX_MAX_DECODED_MB`` is refused before decoding.
+    The file is written whole under a temporary name, then claimed under the first free
+    dataset name in one exclusive step.
     """
-    from cvx_core.data.io import load_trajectories, save_trajectories
+    from cvx_core.data.io import DecodedSizeError, load_trajectories
+    from cvx_core.data.trajectory import TrajectoryError
 
-    ts = load_trajectories(data, name=Path(str(filename)).name)
-    name = _unused_name(safe_dataset_name(filename))
-    save_trajectories(ts, datasets_dir() / f"{name}.parquet")
-    return name, ts
+    fname = Path(str(filename)).name
+    try:
+        ts = load_trajectories(data, name=fname, max_decoded_bytes=max_decoded_bytes())
+    except DecodedSizeError as exc:
+        raise TrajectoryError(
+            f"{exc} The app's limit is {exc.budget / 2**20:,.0f} MB of decoded data per upload; the server's "
+            f"operator can change it with the environment variable {MAX_DECODED_ENV}.",
+            file=exc.file,
+        ) from None
+    return save_new_dataset(ts, filename), ts
+
+
+def save_new_dataset(ts: TrajectorySet, filename: str) -> str:
+    """Save ``ts`` as a new workspace dataset named after ``filename`` and return the name.
+
+    Written whole under a temporary name, then claimed under the first free name in one
+    exclusive step; concurrent saves of the same name get ``name``, ``name-2``, …"""
+    from cvx_core.data.io import save_trajectories
+
+    folder = datasets_dir()
+    tmp = folder / f".upload-{uuid.uuid4().hex}.parquet.tmp"
+    try:
+        save_trajectories(ts, tmp)
+        return _publish(tmp, safe_dataset_name(filename))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unused_name(base: str) -> str:
+    """The first name ``base``, ``base-2``, … no dataset has now (advisory only: use
+    :func:`save_new_dataset` to claim a name without a race)."""
+    taken = {e.name for e in list_datasets()}
+    return next(n for n in _candidates(base) if n not in taken and n != SAMPLE_NAME)
 
 
 def delete_dataset(name: str) -> None:

@@ -51,7 +51,25 @@ import pandas as pd
 from cvx_core.data.atomic import atomic_replace
 from cvx_core.data.trajectory import DATETIME_DTYPE, Trajectory, TrajectoryError, TrajectorySet
 
-__all__ = ["load_trajectories", "read_posts", "PostTable", "save_trajectories", "FORMATS", "TrajectoryError"]
+__all__ = [
+    "load_trajectories",
+    "read_posts",
+    "PostTable",
+    "save_trajectories",
+    "FORMATS",
+    "TrajectoryError",
+    "DecodedSizeError",
+]
+
+
+class DecodedSizeError(TrajectoryError):
+    """A file whose decoded data would exceed the ``max_decoded_bytes`` budget (checked
+    from its declared sizes before decoding). ``decoded`` and ``budget`` are in bytes."""
+
+    def __init__(self, message: str, *, file: str, decoded: int, budget: int) -> None:
+        super().__init__(message, file=file)
+        self.decoded = decoded
+        self.budget = budget
 
 Source = Union[str, os.PathLike, IO[bytes], bytes]
 
@@ -331,11 +349,13 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:,.1f} MB"
 
 
-def _over_budget(fname: str, decoded: float, budget: int, what: str) -> TrajectoryError:
-    return TrajectoryError(
+def _over_budget(fname: str, decoded: float, budget: int, what: str) -> DecodedSizeError:
+    return DecodedSizeError(
         f"{fname}: {what} decodes to about {_mb(decoded)}, over the limit of {_mb(budget)} for one "
         "file; load a smaller file (or raise the limit)",
         file=fname,
+        decoded=int(decoded),
+        budget=int(budget),
     )
 
 
