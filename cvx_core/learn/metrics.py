@@ -1,4 +1,6 @@
-"""Classification metrics: ROC/AUC, F1, accuracy, class weights.
+"""Classification metrics, thin over scikit-learn: ROC AUC (binary and macro one-vs-rest),
+F1 (per class and averaged), accuracy, confusion, a bootstrap interval for the AUC, class
+weights, and the small-data warnings that go beside every metric.
 """
 
 from __future__ import annotations
@@ -9,19 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+from sklearn.metrics import roc_curve as _sk_roc_curve
 
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x [N]``, ties get the average of their ranks (float64 ``[N]``)."""
-    x = np.asarray(x)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    avg = ends - (counts - 1) / 2.0
-    return avg[inverse.reshape(-1)].astype(np.float64)
+#: fewer test users than this and the test metrics get a warning
+MIN_TEST_USERS = 30
+#: fewer test users of one class than this and the test metrics get a warning
+MIN_CLASS_USERS = 10
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Binary ROC AUC by ranks (Mann-Whitney U; ties count 1/2). NaN if a class is absent.
+    """Binary ROC AUC (``sklearn.metrics.roc_auc_score``; ties count 1/2). NaN if a class is absent.
 
     ``y_true [N]`` is truthy for positives; ``scores [N]`` higher = more positive.
     """
@@ -29,32 +29,33 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     s = np.asarray(scores, dtype=np.float64)
     if y.shape != s.shape:
         raise ValueError(f"y_true {y.shape} and scores {s.shape} differ in shape")
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
+    if y.all() or not y.any():
         return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+    return float(roc_auc_score(y, s))
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points ``(fpr, tpr, thresholds)``, one per distinct score, from (0, 0) to (1, 1).
-
-    ``thresholds[0]`` is +inf (nothing predicted positive); a point is "score >= threshold".
-    """
+    """ROC points ``(fpr, tpr, thresholds)`` from (0, 0) to (1, 1) (``sklearn.metrics.roc_curve``,
+    every distinct score kept); ``thresholds[0]`` is +inf (nothing predicted positive)."""
     y = np.asarray(y_true).astype(bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
+    if y.all() or not y.any():
         raise ValueError("roc_curve needs both classes")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_group = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
-    tps = np.cumsum(y)[last_of_group]
-    fps = (last_of_group + 1) - tps
-    fpr = np.r_[0.0, fps / n0]
-    tpr = np.r_[0.0, tps / n1]
-    thresholds = np.r_[np.inf, s[last_of_group]]
-    return fpr, tpr, thresholds
+    fpr, tpr, thr = _sk_roc_curve(y, np.asarray(scores, dtype=np.float64), drop_intermediate=False)
+    return fpr, tpr, thr
+
+
+def macro_auc(y_index: np.ndarray, proba: np.ndarray) -> float:
+    """Binary: AUC of column 1. More classes: mean of the one-vs-rest AUCs of the classes
+    present in ``y_index`` (a class absent from the test users has no AUC). NaN if fewer
+    than two classes are present."""
+    y = np.asarray(y_index, dtype=np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    k = p.shape[1]
+    if k == 2:
+        return roc_auc(y == 1, p[:, 1])
+    aucs = [roc_auc(y == c, p[:, c]) for c in range(k)]
+    aucs = [a for a in aucs if not math.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ClassificationMetrics:
         classes: the class labels.
         fpr, tpr: ROC curve points (binary only, else None).
         n: number of trajectories scored.
+        f1_per_class: ``[K]`` F1 of each class (one-vs-rest), in ``classes`` order.
+        class_counts: ``[K]`` true users of each class.
     """
 
     auc: float
@@ -80,6 +83,8 @@ class ClassificationMetrics:
     fpr: np.ndarray | None
     tpr: np.ndarray | None
     n: int
+    f1_per_class: np.ndarray | None = None
+    class_counts: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,12 +95,8 @@ class ClassificationMetrics:
             "classes": list(self.classes),
             "roc": None if self.fpr is None else {"fpr": self.fpr.tolist(), "tpr": self.tpr.tolist()},
             "n": self.n,
+            "f1_per_class": None if self.f1_per_class is None else self.f1_per_class.tolist(),
         }
-
-
-def _f1(tp: float, fp: float, fn: float) -> float:
-    denom = 2 * tp + fp + fn
-    return float(2 * tp / denom) if denom > 0 else 0.0
 
 
 def classification_metrics(
@@ -107,33 +108,82 @@ def classification_metrics(
     k = len(classes)
     if p.shape != (y.size, k):
         raise ValueError(f"proba must be [N, K] = [{y.size}, {k}], got {p.shape}")
+    labels = np.arange(k)
     pred = p.argmax(axis=1)
-    conf = np.zeros((k, k), dtype=np.int64)
-    np.add.at(conf, (y, pred), 1)
+    conf = confusion_matrix(y, pred, labels=labels) if y.size else np.zeros((k, k), dtype=np.int64)
     acc = float((pred == y).mean()) if y.size else float("nan")
+    per_class = (
+        f1_score(y, pred, labels=labels, average=None, zero_division=0.0) if y.size else np.zeros(k)
+    ).astype(np.float64)
+    auc = macro_auc(y, p) if y.size else float("nan")
+    fpr = tpr = None
     if k == 2:
-        auc = roc_auc(y == 1, p[:, 1])
-        f1 = _f1(conf[1, 1], conf[0, 1], conf[1, 0])
+        f1 = float(per_class[1])
         if (y == 1).any() and (y == 0).any():
             fpr, tpr, _ = roc_curve(y == 1, p[:, 1])
-        else:
-            fpr = tpr = None
     else:
-        aucs = [roc_auc(y == c, p[:, c]) for c in range(k)]
-        aucs = [a for a in aucs if not math.isnan(a)]
-        auc = float(np.mean(aucs)) if aucs else float("nan")
-        f1 = float(np.mean([_f1(conf[c, c], conf[:, c].sum() - conf[c, c], conf[c, :].sum() - conf[c, c]) for c in range(k)]))
-        fpr = tpr = None
-    return ClassificationMetrics(auc, f1, acc, conf, tuple(int(c) for c in classes), fpr, tpr, int(y.size))
+        f1 = float(per_class.mean())
+    counts = np.bincount(y, minlength=k) if y.size else np.zeros(k, dtype=np.int64)
+    return ClassificationMetrics(
+        auc, f1, acc, conf.astype(np.int64), tuple(int(c) for c in classes), fpr, tpr, int(y.size),
+        per_class, counts.astype(np.int64),
+    )
+
+
+def bootstrap_auc_ci(
+    y_index: np.ndarray, proba: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval ``(lo, hi)`` of :func:`macro_auc` over the scored users.
+
+    Users are resampled with replacement (seeded); a resample left with fewer than two
+    classes has no AUC and is skipped (``scipy.stats.bootstrap`` cannot skip one, which is
+    why this is a plain loop). ``(nan, nan)`` if fewer than 20 resamples had an AUC.
+    """
+    y = np.asarray(y_index, dtype=np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    if y.size < 2 or n_resamples < 1:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(int(n_resamples)):
+        idx = rng.integers(0, y.size, size=y.size)
+        yy = y[idx]
+        if np.unique(yy).size < 2:
+            continue
+        a = macro_auc(yy, p[idx])
+        if not math.isnan(a):
+            stats.append(a)
+    if len(stats) < 20:
+        return (float("nan"), float("nan"))
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
+    return (float(lo), float(hi))
+
+
+def small_data_warnings(
+    class_counts: Sequence[int], class_names: Sequence[str], *, what: str = "test set"
+) -> list[str]:
+    """Plain sentences when ``what`` has fewer than 30 users or a class fewer than 10."""
+    counts = [int(c) for c in class_counts]
+    out = []
+    n = sum(counts)
+    if n < MIN_TEST_USERS:
+        out.append(
+            f"the {what} has {n} users (fewer than {MIN_TEST_USERS}): its AUC and accuracy swing widely "
+            "between splits; read the confidence interval, or use cross-validation (--cv 5)"
+        )
+    small = [f"{name} ({c})" for name, c in zip(class_names, counts) if c < MIN_CLASS_USERS]
+    if small:
+        out.append(
+            f"in the {what}, class {', '.join(small)} has fewer than {MIN_CLASS_USERS} users: "
+            "its per-class F1 rests on a handful of users"
+        )
+    return out
 
 
 def class_weights(y_index: np.ndarray, n_classes: int) -> np.ndarray:
     """Inverse-frequency loss weights ``N / (K * n_k)`` ``[K]`` from class indices ``[N]``
-    (a class absent from ``y_index`` gets the weight of a class seen once)."""
+    (scikit-learn's "balanced" weights; a class absent from ``y_index`` gets the weight of
+    a class seen once)."""
     counts = np.bincount(np.asarray(y_index, dtype=np.int64), minlength=n_classes).astype(np.float64)
     return counts.sum() / (n_classes * np.maximum(counts, 1.0))
-
-
-# ==========================================================================================
-# baseline
-# ==========================================================================================

@@ -1,4 +1,9 @@
-"""The classifier: ``TemporalFeatureExtractor`` then a fixed standardisation and an MLP head; rebuilding a model from its spec, and class probabilities.
+"""The classifier: ``TemporalFeatureExtractor`` then a fixed standardisation and a linear or
+MLP head; rebuilding a model from its spec, and class probabilities.
+
+Both heads read the same input (the standardised features ``z``, and ``|z|`` beside them
+when ``magnitude_inputs``); the learnable feature parts (attention, scale weights,
+change-point temperature) sit before the head and train with either.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from cvx_core.learn.config import resolve_device
 from cvx_core.learn.splits import length_buckets
 
 
+HEADS = ("linear", "mlp")
+
+
 class TrajectoryClassifier(nn.Module):
-    """Temporal features -> fixed standardisation -> MLP head -> class logits.
+    """Temporal features -> fixed standardisation -> linear or MLP head -> class logits.
 
     ``forward(values [B,T,D], timestamps [B,T] float64, lengths [B] int64) -> logits [B, K]``.
     The buffers ``feature_mean`` / ``feature_std`` ``[F]`` are set once by
@@ -35,6 +43,7 @@ class TrajectoryClassifier(nn.Module):
         features: TemporalFeaturesConfig | None = None,
         feature_dtype: torch.dtype = torch.float32,
         magnitude_inputs: bool = True,
+        head: str | None = None,
     ) -> None:
         super().__init__()
         from cvx_core.features.learnable import TemporalFeatureExtractor
@@ -52,7 +61,14 @@ class TrajectoryClassifier(nn.Module):
         self.register_buffer("feature_std", torch.ones(n_feat, dtype=torch.float64))
         self.magnitude_inputs = bool(magnitude_inputs)
         n_in = 2 * n_feat if magnitude_inputs else n_feat
-        if hidden > 0:
+        self.n_inputs = n_in
+        head = head if head is not None else ("mlp" if hidden > 0 else "linear")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "mlp" and hidden < 1:
+            raise ValueError("an MLP head needs hidden >= 1 units")
+        self.head_kind = head
+        if head == "mlp":
             self.head: nn.Module = nn.Sequential(
                 nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
             )
@@ -77,9 +93,30 @@ class TrajectoryClassifier(nn.Module):
         std = self.feature_std.to(feats.dtype)
         return ((feats - mean) / std).float()
 
+    def head_inputs(self, z: torch.Tensor) -> torch.Tensor:
+        """What the head reads: ``[z, |z|]`` ``[B, 2F]`` with ``magnitude_inputs``, else ``z``."""
+        return torch.cat([z, z.abs()], dim=1) if self.magnitude_inputs else z
+
+    @torch.no_grad()
+    def set_linear_head(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Warm-start the linear head: ``weight [K, n_inputs]``, ``bias [K]`` (e.g. from a
+        scikit-learn logistic regression fitted on :meth:`head_inputs`)."""
+        if self.head_kind != "linear":
+            raise ValueError("set_linear_head needs a linear head")
+        lin = self.head[-1]
+        w = torch.as_tensor(np.asarray(weight), dtype=lin.weight.dtype, device=lin.weight.device)
+        b = torch.as_tensor(np.asarray(bias), dtype=lin.bias.dtype, device=lin.bias.device)
+        if tuple(w.shape) != tuple(lin.weight.shape) or tuple(b.shape) != tuple(lin.bias.shape):
+            raise ValueError(f"linear head is {tuple(lin.weight.shape)}, got weight {tuple(w.shape)} bias {tuple(b.shape)}")
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+
+    def head_weights(self) -> list[nn.Parameter]:
+        """The head's weight matrices (what an L2 penalty acts on; biases excluded)."""
+        return [m.weight for m in self.head.modules() if isinstance(m, nn.Linear)]
+
     def head_logits(self, z: torch.Tensor) -> torch.Tensor:
-        if self.magnitude_inputs:
-            z = torch.cat([z, z.abs()], dim=1)
+        z = self.head_inputs(z)
         if self.autocast_head and z.device.type == "cuda":
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 return self.head(z).float()
@@ -116,6 +153,7 @@ def build_model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         features=features,
         feature_dtype=_DTYPES[spec.get("feature_dtype", "float32")],
         magnitude_inputs=bool(spec.get("magnitude_inputs", False)),
+        head=spec.get("head"),
     )
     if encoder_spec:
         from cvx_core.learn.encoders import TextTrajectoryClassifier, build_text_encoder

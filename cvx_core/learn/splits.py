@@ -1,14 +1,21 @@
-"""Seeded stratified train/val/test splits and length-bucketed batches of user indices.
+"""Which users train, validate and test: seeded stratified splits (scikit-learn), stratified
+K-fold cross-validation, splits given by the user (a test set of their own, or a per-user
+split column), and length-bucketed batches of user indices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from cvx_core.data.trajectory import TrajectorySet
+from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
+
+#: the values a split column may hold (case-insensitive; "validation" means "val")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -24,33 +31,157 @@ class Split:
         return {name: [ids[i] for i in getattr(self, name)] for name in ("train", "val", "test")}
 
 
-def stratified_split(
-    labels: Sequence[int] | np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
-) -> Split:
-    """Split positions ``0..N-1`` so each class keeps its share in train, val and test.
-
-    Per class of size ``n``: ``round(n * test_fraction)`` test and ``round(n * val_fraction)``
-    validation users (each at least 1), the rest train (at least 1). Deterministic in ``seed``.
-    Raises ValueError if a class has fewer than 3 members or a label is missing (-1).
-    """
+def _check_labels(labels: Sequence[int] | np.ndarray, *, min_per_class: int) -> np.ndarray:
     y = np.asarray(labels, dtype=np.int64)
     if y.ndim != 1 or y.size == 0:
         raise ValueError("labels must be a non-empty 1-D array")
     if (y < 0).any():
         raise ValueError(f"{int((y < 0).sum())} trajectories have no label; every user needs one to train")
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if idx.size < 3:
-            raise ValueError(f"class {int(c)} has {idx.size} users; each class needs at least 3 (train, val, test)")
-        idx = rng.permutation(idx)
-        n_test = min(max(1, int(round(idx.size * test_fraction))), idx.size - 2)
-        n_val = min(max(1, int(round(idx.size * val_fraction))), idx.size - n_test - 1)
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
-    return Split(**{k: np.sort(np.concatenate(v)) for k, v in parts.items()})
+        n = int((y == c).sum())
+        if n < min_per_class:
+            raise ValueError(
+                f"class {int(c)} has {n} users; each class needs at least {min_per_class} "
+                f"({'train, val, test' if min_per_class == 3 else 'train and val'})"
+            )
+    return y
+
+
+def _holdout(idx: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(rest, held)`` of the positions ``idx``: ``round(n * fraction)`` held out
+    (at least one per class), by ``sklearn.model_selection.train_test_split``; every class
+    keeps at least one member in ``rest``."""
+    yy = y[idx]
+    classes = np.unique(yy)
+    n_held = min(max(classes.size, int(round(idx.size * fraction))), idx.size - classes.size)
+    rest, held = train_test_split(
+        idx, test_size=n_held, stratify=yy, random_state=int(rng.integers(0, 2**31 - 1))
+    )
+    rest, held = list(rest), list(held)
+    # train_test_split rounds class shares; a rare class may get no held-out member: move one
+    for c in classes:
+        if not any(y[i] == c for i in held):
+            members = [i for i in rest if y[i] == c]
+            if len(members) >= 2:
+                pick = members[int(rng.integers(0, len(members)))]
+                rest.remove(pick)
+                held.append(pick)
+    return np.sort(np.asarray(rest, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+) -> Split:
+    """Split positions ``0..N-1`` so each class keeps its share in train, val and test.
+
+    ``round(N * test_fraction)`` test users, then ``round(N * val_fraction)`` validation
+    users, each drawn stratified by scikit-learn's ``train_test_split`` (seeded) with at
+    least one user of each class in each part. Raises ValueError if a class has fewer than
+    3 members or a label is missing (-1).
+    """
+    y = _check_labels(labels, min_per_class=3)
+    rng = np.random.default_rng(seed)
+    everyone = np.arange(y.size)
+    rest, test = _holdout(everyone, y, test_fraction, rng)
+    train, val = _holdout(rest, y, val_fraction / max(1e-12, 1.0 - test_fraction), rng)
+    return Split(train=train, val=val, test=test)
+
+
+def validation_split(
+    labels: Sequence[int] | np.ndarray, train_pool: np.ndarray, test: np.ndarray, *, val_fraction: float, seed: int
+) -> Split:
+    """A split whose test users are given: validation users are drawn stratified from
+    ``train_pool`` (share ``val_fraction`` of it), the rest train."""
+    y = np.asarray(labels, dtype=np.int64)
+    pool = np.sort(np.asarray(train_pool, dtype=np.int64))
+    _check_labels(y[pool], min_per_class=2)
+    train, val = _holdout(pool, y, val_fraction, np.random.default_rng(seed))
+    return Split(train=train, val=val, test=np.sort(np.asarray(test, dtype=np.int64)))
+
+
+def kfold_splits(
+    labels: Sequence[int] | np.ndarray, k: int, *, val_fraction: float = 0.2, seed: int = 0
+) -> list[Split]:
+    """Stratified K-fold (``sklearn.model_selection.StratifiedKFold``, shuffled, seeded):
+    fold ``i`` tests on the ``i``-th part; its validation users are drawn stratified from
+    the other parts (share ``val_fraction`` of them), the rest train."""
+    y = _check_labels(labels, min_per_class=2)
+    if not (isinstance(k, (int, np.integer)) and k >= 2):
+        raise ValueError(f"cross-validation needs k >= 2 folds, got {k!r}")
+    smallest = int(min((y == c).sum() for c in np.unique(y)))
+    if smallest < k:
+        raise ValueError(
+            f"--cv {k}: the smallest class has {smallest} users; stratified {k}-fold needs at least {k} per class"
+        )
+    folds = StratifiedKFold(n_splits=int(k), shuffle=True, random_state=int(seed))
+    out = []
+    for i, (pool, test) in enumerate(folds.split(np.zeros(y.size), y)):
+        out.append(validation_split(y, pool, test, val_fraction=val_fraction, seed=seed * 1000 + i))
+    return out
+
+
+def split_from_assignments(ts: TrajectorySet, assignments: Mapping[str, str], *, val_fraction: float, seed: int,
+                           source: str = "split column") -> Split:
+    """A split from ``{user_id: "train" | "val" | "test"}``. Users not named are an error;
+    with no ``val`` user, validation users are drawn from the ``train`` users."""
+    parts: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    missing = []
+    for i, uid in enumerate(ts.user_ids):
+        name = assignments.get(uid)
+        if name is None:
+            missing.append(uid)
+            continue
+        parts[name].append(i)
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} users have no split, e.g. {missing[0]!r}")
+    if not parts["test"]:
+        raise ValueError(f"{source}: no user is marked 'test'")
+    if not parts["train"]:
+        raise ValueError(f"{source}: no user is marked 'train'")
+    if not parts["val"]:
+        return validation_split(ts.labels, np.asarray(parts["train"]), np.asarray(parts["test"]),
+                                val_fraction=val_fraction, seed=seed)
+    return Split(*(np.asarray(sorted(parts[n]), dtype=np.int64) for n in SPLIT_NAMES))
+
+
+def read_split_column(path: str | Path, column: str) -> dict[str, str]:
+    """``{user_id: "train" | "val" | "test"}`` from a per-user column of a trajectory file.
+
+    Raises :class:`TrajectoryError` naming the file, row and column when the column is
+    missing, a cell is not one of train/val/test, or one user's rows disagree.
+    """
+    from cvx_core.data.io import read_posts
+
+    posts = read_posts(path, need_embeddings=False)
+    fname = posts.file
+    if column not in posts.extra.columns:
+        raise TrajectoryError(
+            f"{fname}: no column {column!r} for the split; expected a per-user column holding "
+            f"train, val or test (columns: {', '.join(map(str, posts.extra.columns)) or 'none'})",
+            file=fname, column=column,
+        )
+    values = posts.extra[column].to_numpy(dtype=object)
+    out: dict[str, str] = {}
+    first_row: dict[str, int] = {}
+    for i, (uid, raw) in enumerate(zip(posts.user_ids, values)):
+        text = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw).strip().lower()
+        name = "val" if text == "validation" else text
+        if name not in SPLIT_NAMES:
+            raise TrajectoryError(
+                f"{fname}: {posts.where(i)}, column {column!r}: {str(raw)[:40]!r} is not a split; "
+                "expected train, val or test",
+                file=fname, row=i + 1, column=column, user=str(uid),
+            )
+        uid = str(uid)
+        if uid in out and out[uid] != name:
+            raise TrajectoryError(
+                f"{fname}: {posts.where(i)}, column {column!r}: user {uid!r} is {name!r} here but "
+                f"{out[uid]!r} at {posts.where(first_row[uid])}; expected one split per user",
+                file=fname, row=i + 1, column=column, user=uid,
+            )
+        out.setdefault(uid, name)
+        first_row.setdefault(uid, i)
+    return out
 
 
 def length_buckets(
