@@ -174,15 +174,26 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
 @dataclass(frozen=True)
 class _Piece:
     """A self-contained piece of the input in its own format (``data``), to be parsed by
-    :func:`cvx_core.data.io.read_posts`; its row ``r`` (1-based, as messages count) is
-    original row ``row_map(r)`` and its line ``l`` original line ``line_map(l)``."""
+    :func:`cvx_core.data.io.read_posts`, or a Parquet record batch (``batch``) parsed by
+    the same reader's column decoder; its row ``r`` (1-based, as messages count) is
+    original row ``rows[r - 1]`` and its line ``l`` original line ``line_map(l)``."""
 
     data: bytes
     rows: np.ndarray
     lines: np.ndarray | None
     line_map: Callable[[int], int]
+    batch: Any = None
 
 
+def _has_fast_parquet() -> bool:
+    """The loader's Parquet column decoder is usable on record batches (its private helpers
+    exist with the expected shape); otherwise pieces go through ``read_posts`` as bytes."""
+    from cvx_core.data import io as _io
+
+    return all(hasattr(_io, n) for n in ("_arrow_column", "_Table", "_parse_posts"))
+
+
+_FAST_PARQUET = _has_fast_parquet()
 _ROW_RE = re.compile(r"\brow (\d+)")
 _LINE_RE = re.compile(r"\bline (\d+)")
 
@@ -204,9 +215,25 @@ def _remap(exc: TrajectoryError, piece: _Piece) -> TrajectoryError:
     return new
 
 
+def _parse_batch(batch: Any, fname: str, need_embeddings: bool) -> PostTable:
+    """A Parquet record batch through the loader's own column decoder and validator (what
+    ``read_posts`` does after reading a Parquet file's columns), without re-encoding it."""
+    import pyarrow as pa
+
+    from cvx_core.data import io as _io
+
+    n = batch.num_rows
+    columns = {name: _io._arrow_column(pa.chunked_array([batch.column(i)]), name, fname, n)
+               for i, name in enumerate(batch.schema.names)}
+    return _io._parse_posts(_io._Table(columns, n), fname, need_embeddings=need_embeddings)
+
+
 def _parse(piece: _Piece, fname: str, fmt: str, need_embeddings: bool) -> PostTable:
     try:
-        posts = read_posts(piece.data, name=fname, format=fmt, need_embeddings=need_embeddings)
+        if piece.batch is not None:
+            posts = _parse_batch(piece.batch, fname, need_embeddings)
+        else:
+            posts = read_posts(piece.data, name=fname, format=fmt, need_embeddings=need_embeddings)
     except TrajectoryError as exc:
         raise _remap(exc, piece) from None
     if len(posts) != len(piece.rows):
@@ -279,8 +306,6 @@ def _pieces(path: Path, fmt: str, rows: int) -> Iterator[_Piece]:
     """The input as consecutive self-contained pieces of at most ``rows`` rows."""
     offset = 0
     if fmt == "parquet":
-        import io as _io
-
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -290,11 +315,19 @@ def _pieces(path: Path, fmt: str, rows: int) -> Iterator[_Piece]:
         except Exception:  # noqa: BLE001 - let the reader name what is wrong with the file
             yield _Piece(path.read_bytes(), np.arange(count_rows(path)), None, lambda n: n)
             return
+        names = [str(n) for n in pf.schema_arrow.names]
+        fast = _FAST_PARQUET and len(set(names)) == len(names)
         for b in batches:
-            buf = _io.BytesIO()
-            pq.write_table(pa.Table.from_batches([b]).replace_schema_metadata(pf.schema_arrow.metadata), buf,
-                           compression="none")
-            yield _Piece(buf.getvalue(), np.arange(offset, offset + b.num_rows), None, lambda n: n)
+            if fast:
+                yield _Piece(b"", np.arange(offset, offset + b.num_rows), None, lambda n: n, batch=b)
+                offset += b.num_rows
+                continue
+            # the batch as a small Parquet file in memory, for the loader's own reader (plain
+            # encoding, no statistics: a cheap round trip)
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_batches([b]).replace_schema_metadata(pf.schema_arrow.metadata), sink,
+                           compression="none", use_dictionary=False, write_statistics=False)
+            yield _Piece(sink.getvalue().to_pybytes(), np.arange(offset, offset + b.num_rows), None, lambda n: n)
             offset += b.num_rows
         return
     with open(path, "rb") as fh:
@@ -643,7 +676,8 @@ def write_frames(path: str | os.PathLike, frames: Iterator[Any]) -> tuple[Path, 
                     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
                 if writer is None:
                     schema = table.schema
-                    writer = pq.ParquetWriter(fh, schema, compression="snappy")
+                    writer = pq.ParquetWriter(fh, schema, compression="snappy", use_dictionary=False,
+                                              write_statistics=False)
                 writer.write_table(table)
                 count["rows"] += table.num_rows
         finally:

@@ -1,0 +1,178 @@
+"""Scale benchmark: peak memory and time of ``extract`` against dataset size, and throughput
+against workers.
+
+Datasets are the sample's recipe (240 planted-drift users, D=384, about 6.4k posts) repeated
+1x to 50x with different seeds (50x = 12,000 users, ~320k posts, ~490 MB of float32
+embeddings), written as Parquet in the layout ``save_trajectories`` uses, one row group per
+240-user block (as an incremental writer produces them); the largest is also written as a
+single row group (as an in-memory ``save_trajectories`` would), to show that reading it is
+still streamed. Every measurement runs in a fresh subprocess (``python -m cvx_core
+extract ...``) and reports its own peak RSS (``ru_maxrss``) and wall time; the in-memory path
+(``load_trajectories`` + the feature vectors, what ``extract`` did before streaming) is
+measured the same way for comparison.
+
+Usage: ``python benchmarks/bench_scale.py [--sizes 1 5 10 25 50] [--workers 1 2]
+[--throughput-size 5] [--skip-inmemory-above 50]``; prints tables and writes
+``benchmarks/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+_RUNNER = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "cli":
+    from cvx_core.cli import main
+    rc = main(args)
+else:  # the in-memory path: load everything, then the feature vectors
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.scale.stream import features_frame, write_frames
+    ts = load_trajectories(args[0])
+    write_frames(args[1], iter([features_frame(ts)]))
+    rc = 0
+print("RESULT " + json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
+                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_dataset(path: Path, blocks: int, *, single_row_group: bool = False) -> dict[str, int]:
+    """``blocks`` x 240 users written block by block (or as one row group)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cvx_core.data.synthetic import make_planted_trajectory_set
+    from cvx_core.data.trajectory import Trajectory, TrajectorySet
+    from cvx_core.scale.stream import posts_table
+
+    users = posts = 0
+    tables = []
+    writer = None
+    tmp = path.with_suffix(".tmp")
+    for k in range(blocks):
+        ts, _ = make_planted_trajectory_set(n_users=240, dim=384, seed=1000 + k)
+        ts = TrajectorySet([Trajectory(f"b{k:03d}_{tr.user_id}", tr.embeddings, tr.datetimes, label=tr.label)
+                            for tr in ts])
+        table = posts_table(ts)
+        users += len(ts)
+        posts += ts.n_posts
+        if single_row_group:
+            tables.append(table)
+            continue
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd",
+                                      use_byte_stream_split=["embedding.list.element"])
+        writer.write_table(table)
+    if single_row_group:
+        whole = pa.concat_tables(tables)
+        pq.write_table(whole, tmp, compression="zstd", use_byte_stream_split=["embedding.list.element"],
+                       row_group_size=whole.num_rows)
+    elif writer is not None:
+        writer.close()
+    os.replace(tmp, path)
+    return {"users": users, "posts": posts}
+
+
+def run(mode: str, args: list[str], *, timeout: float = 3600) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, mode, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{mode} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 10, 25, 50])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--throughput-size", type=int, default=5)
+    ap.add_argument("--skip-inmemory-above", type=int, default=50)
+    ap.add_argument("--chunk-users", type=int, default=512)
+    ap.add_argument("--data-dir", default=None, help="where the generated files go (default: a temp folder)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    opts = ap.parse_args()
+
+    data_dir = Path(opts.data_dir or tempfile.mkdtemp(prefix="cvx-bench-scale-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict] = {}
+
+    def dataset(size: int, single: bool = False) -> tuple[Path, dict]:
+        name = f"x{size}{'_one_rowgroup' if single else ''}.parquet"
+        p = data_dir / name
+        if name not in files:
+            meta = p.with_suffix(".json")
+            if p.exists() and meta.exists():  # generated by an earlier run (same recipe)
+                info = json.loads(meta.read_text())
+            else:
+                info = make_dataset(p, size, single_row_group=single)
+                info["mb_on_disk"] = round(p.stat().st_size / 2**20, 1)
+                meta.write_text(json.dumps(info))
+            files[name] = info
+        return p, files[name]
+
+    memory_rows = []
+    print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'users/s':>8}")
+    cases = [(s, False) for s in opts.sizes] + [(max(opts.sizes), True)]
+    for size, single in cases:
+        path, info = dataset(size, single)
+        out = data_dir / "features.parquet"
+        paths = [("streamed", "cli", ["extract", str(path), "--out", str(out), "--chunk-users", str(opts.chunk_users)])]
+        if not single and size <= opts.skip_inmemory_above:
+            paths.append(("in-memory (before)", "inmemory", [str(path), str(out)]))
+        for label, mode, args in paths:
+            r = run(mode, args)
+            row = {"size_x": size, "single_row_group": single, "path": label, **info,
+                   "peak_rss_mb": round(r["peak_rss_mb"], 1), "seconds": round(r["seconds"], 2),
+                   "users_per_s": round(info["users"] / r["seconds"], 1)}
+            memory_rows.append(row)
+            tag = label + (" 1-RG" if single else "")
+            print(f"{size:>5}x {info['users']:>7} {info['posts']:>8} {tag:>22} {row['peak_rss_mb']:>12.0f} "
+                  f"{row['seconds']:>9.1f} {row['users_per_s']:>8.1f}", flush=True)
+
+    throughput_rows = []
+    path, info = dataset(opts.throughput_size)
+    print(f"\nthroughput on {info['users']} users ({opts.throughput_size}x), extract:")
+    print(f"{'engine':>8} {'workers':>8} {'seconds':>9} {'users/s':>8} {'peak RSS MB (driver)':>21}")
+    engines = [("local", None)] + [("ray", w) for w in opts.workers]
+    for engine, w in engines:
+        out = data_dir / "features.parquet"
+        args = ["extract", str(path), "--out", str(out), "--chunk-users", str(min(opts.chunk_users, 256))]
+        if engine == "ray":
+            args += ["--engine", "ray", "--workers", str(w)]
+        r = run("cli", args)
+        row = {"engine": engine, "workers": w or 1, "users": info["users"], "seconds": round(r["seconds"], 2),
+               "users_per_s": round(info["users"] / r["seconds"], 1), "peak_rss_mb_driver": round(r["peak_rss_mb"], 1)}
+        throughput_rows.append(row)
+        print(f"{engine:>8} {row['workers']:>8} {row['seconds']:>9.1f} {row['users_per_s']:>8.1f} "
+              f"{row['peak_rss_mb_driver']:>21.0f}", flush=True)
+
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "note": "shared machine (other jobs running); one run per cell"},
+        "chunk_users": opts.chunk_users,
+        "memory": memory_rows,
+        "throughput": throughput_rows,
+        "files": files,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(opts.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
