@@ -1388,7 +1388,7 @@ def _epoch_floats_us(arr: np.ndarray, fname: str, table: _Table) -> np.ndarray:
 
 
 # ---- labels and texts -----------------------------------------------------------------------
-_INT_TEXT = re.compile(r"\s*[+]?\d+(?:\.0*)?\s*")
+_INT_TEXT = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*")
 
 
 def _labels(col: _Col, table: _Table, fname: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1449,7 +1449,7 @@ def _labels(col: _Col, table: _Table, fname: str) -> tuple[np.ndarray, np.ndarra
         elif isinstance(v, str):
             if not _INT_TEXT.fullmatch(v):
                 raise fail(i, v)
-            value = int(v.strip().lstrip("+").split(".")[0])
+            value = int(v.strip().split(".")[0])
         else:
             raise fail(i, v)
         if value < 0:

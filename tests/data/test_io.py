@@ -420,3 +420,231 @@ def test_read_posts_accepts_texts_without_embedding_and_keeps_extra_columns():
     assert list(posts.extra.columns) == ["country"]
     ts = posts.to_set(np.arange(6, dtype=np.float32).reshape(3, 2))
     assert ts["u1"].texts == ("a", "b") and ts["u1"].embeddings[0].tolist() == [2.0, 3.0]
+
+
+# ------------------------------------------------------------------------------------------
+# hostile input, by class (issue 12): nothing is guessed, coerced or wrapped around
+# ------------------------------------------------------------------------------------------
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+FAR_DATES = ["0001-01-01T00:00:00", "1066-10-14T09:00:00", "1500-06-30T12:34:56.789012", "2263-01-01T00:00:00",
+             "9999-12-31T23:59:59.999999"]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_dates_outside_the_nanosecond_range_load_exactly_from_every_format():
+    want = np.array(FAR_DATES, dtype="datetime64[us]")
+    n = len(want)
+    csv = "user_id,timestamp,e0\n" + "".join(f"u,{d}Z,{i}\n" for i, d in enumerate(FAR_DATES))
+    jsonl = "\n".join(json.dumps({"user_id": "u", "timestamp": d, "e0": i}) for i, d in enumerate(FAR_DATES))
+    us = want.astype(np.int64)
+    pq_us = _parquet_bytes(pa.table({"user_id": ["u"] * n, "timestamp": pa.array(us, pa.int64()).cast(pa.timestamp("us", tz="UTC")), "e0": np.arange(n, dtype=np.float32)}))
+    whole = want.astype("datetime64[ms]")  # ms unit: the same dates to the millisecond
+    pq_ms = _parquet_bytes(pa.table({"user_id": ["u"] * n, "timestamp": pa.array(whole.astype(np.int64), pa.int64()).cast(pa.timestamp("ms")), "e0": np.arange(n, dtype=np.float32)}))
+    days = want.astype("datetime64[D]")
+    npz_d = _npz_bytes(embeddings=np.arange(n, dtype=np.float32)[:, None], timestamps=days, user_ids=np.array(["u"] * n))
+    for data, name, expected in [
+        (csv.encode(), "far.csv", want),
+        (jsonl.encode(), "far.jsonl", want),
+        (pq_us, "far.parquet", want),
+        (pq_ms, "far_ms.parquet", whole.astype("datetime64[us]")),
+        (npz_d, "far.npz", days.astype("datetime64[us]")),
+    ]:
+        tr = load_trajectories(data, name=name)["u"]
+        assert tr.datetimes.dtype == np.dtype("datetime64[us]"), name
+        np.testing.assert_array_equal(tr.datetimes, expected, err_msg=name)
+        assert tr.timestamps.dtype == np.float64
+
+
+def test_far_dates_survive_save_and_reload(tmp_path):
+    csv = "user_id,timestamp,e0\n" + "".join(f"u,{d},{i}\n" for i, d in enumerate(FAR_DATES))
+    ts = load_trajectories(csv.encode(), name="far.csv")
+    again = load_trajectories(save_trajectories(ts, tmp_path / "far.parquet"))
+    np.testing.assert_array_equal(again["u"].datetimes, np.array(FAR_DATES, dtype="datetime64[us]"))
+
+
+@pytest.mark.parametrize(
+    "stamp, why",
+    [
+        ("20240301", "digits only"),
+        ("2023", "digits only"),
+        ("1704070800", "digits only"),
+        ("now", "ISO-8601"),
+        ("today", "ISO-8601"),
+        ("2024-01-01T00:00:00.123456789", "sub-microsecond"),
+        ("10000-01-01", "ISO-8601"),
+        ("0000-01-01", "not a valid date"),
+        ("2024-03", "ISO-8601"),
+    ],
+)
+def test_ambiguous_or_unrepresentable_timestamps_are_refused(stamp, why):
+    e = _err((GOOD_HEADER + f"u,2024-01-01,1,0.5,0.1\nu,{stamp},1,0.5,0.1\n").encode(), "amb.csv")
+    assert (e.row, e.column) == (2, "timestamp") and why in str(e)
+
+
+def test_times_with_and_without_offsets_in_one_file_are_refused():
+    e = _err((GOOD_HEADER + "u,2024-01-01T00:00Z,1,0,0\nu,2024-01-02T00:00,1,0,0\n").encode(), "mixed.csv")
+    assert (e.row, e.column) == (2, "timestamp") and "offset" in str(e)
+
+
+def test_numeric_epochs_out_of_range_and_nanosecond_parquet_with_sub_microseconds_are_refused():
+    rows = [{"user_id": "u", "timestamp": 10**15, "e0": 1}]
+    e = _err("\n".join(json.dumps(r) for r in rows).encode(), "huge.jsonl")
+    assert e.column == "timestamp" and "1-9999" in str(e)
+    table = pa.table({"user_id": ["u"], "timestamp": pa.array([1_000_000_001], pa.timestamp("ns")), "e0": [1.0]})
+    e = _err(_parquet_bytes(table), "ns.parquet")
+    assert e.column == "timestamp" and "sub-microsecond" in str(e)
+    e = _err(_npz_bytes(embeddings=np.ones((1, 1)), timestamps=np.array([10**18], dtype="datetime64[s]"), user_ids=np.array(["u"])), "far.npz")
+    assert e.column == "timestamp"
+
+
+def test_json_ids_1_and_text_1_never_merge_and_floats_dicts_lists_are_refused():
+    rows = [{"user_id": 1, "timestamp": "2024-01-01", "e0": 1}, {"user_id": "1", "timestamp": "2024-01-02", "e0": 2}]
+    e = _err("\n".join(json.dumps(r) for r in rows).encode(), "ids.jsonl")
+    assert (e.row, e.column) == (2, "user_id") and "same user" in str(e)
+    for bad in (1.0, {"a": 1}, [1], True):
+        rows = [{"user_id": bad, "timestamp": "2024-01-01", "e0": 1}]
+        e = _err(json.dumps(rows[0]).encode(), "bad.jsonl")
+        assert (e.row, e.column) == (1, "user_id"), bad
+
+
+def test_64_bit_ids_keep_every_digit_in_json_parquet_and_npz():
+    big = [2**63 - 1, 2**63 - 2, -(2**63)]
+    jsonl = "\n".join(json.dumps({"user_id": u, "timestamp": "2024-01-01", "e0": 1}) for u in big)
+    pqb = _parquet_bytes(pa.table({"user_id": pa.array(big, pa.int64()), "timestamp": ["2024-01-01"] * 3, "e0": [1.0] * 3}))
+    npzb = _npz_bytes(embeddings=np.ones((3, 1)), timestamps=np.array(["2024-01-01"] * 3, dtype="datetime64[s]"), user_ids=np.array(big, dtype=np.int64))
+    for data, name in ((jsonl.encode(), "big.jsonl"), (pqb, "big.parquet"), (npzb, "big.npz")):
+        assert load_trajectories(data, name=name).user_ids == [str(u) for u in big], name
+
+
+def test_invalid_utf8_names_its_row_and_distinct_ids_stay_distinct():
+    data = b'{"user_id": "caf\xc3\xa9", "timestamp": "2024-01-01", "e0": 1}\n{"user_id": "caf\xe9", "timestamp": "2024-01-01", "e0": 2}\n'
+    e = _err(data, "latin.jsonl")
+    assert e.row == 2 and "UTF-8" in str(e)
+    e = _err(b"user_id,timestamp,e0\ncaf\xc3\xa9,2024-01-01,1\ncaf\xe9,2024-01-01,1\n", "latin.csv")
+    assert e.row == 2 and "line 3" in str(e)
+
+
+def test_npz_float_ids_and_non_utf8_byte_ids_are_refused_with_the_row():
+    e = _err(_npz_bytes(embeddings=np.ones((2, 1)), timestamps=np.zeros(2), user_ids=np.array([1.0, 2.0])), "f.npz")
+    assert e.column == "user_id" and "float" in str(e)
+    e = _err(_npz_bytes(embeddings=np.ones((2, 1)), timestamps=np.zeros(2), user_ids=np.array([b"ok", b"caf\xe9"])), "b.npz")
+    assert (e.row, e.column) == (2, "user_id")
+
+
+@pytest.mark.parametrize("label, why", [("-1", "negative"), ("1e20", "not an integer"), ("99999999999999999999", "too large"), ("true", "not an integer")])
+def test_negative_overflowing_or_boolean_labels_are_refused(label, why):
+    e = _err((GOOD_HEADER + f"u,2024-01-01,{label},0,0\n").encode(), "lab.csv")
+    assert (e.row, e.column) == (1, "label") and why in str(e)
+
+
+def test_json_labels_1e20_and_booleans_are_refused_and_large_int64_labels_are_exact():
+    e = _err(b'{"user_id": "u", "timestamp": "2024-01-01", "label": 1e20, "e0": 1}', "l.jsonl")
+    assert e.column == "label"
+    e = _err(b'{"user_id": "u", "timestamp": "2024-01-01", "label": true, "e0": 1}', "l.jsonl")
+    assert e.column == "label"
+    ts = load_trajectories(b'{"user_id": "u", "timestamp": "2024-01-01", "label": 9223372036854775807, "e0": 1}', name="l.jsonl")
+    assert ts["u"].label == 2**63 - 1
+
+
+def test_json_booleans_are_not_embedding_values():
+    e = _err(b'{"user_id": "u", "timestamp": "2024-01-01", "embedding": [true, 0.5]}', "b.jsonl")
+    assert (e.row, e.column) == (1, "embedding") and "boolean" in str(e)
+    e = _err(b'{"user_id": "u", "timestamp": "2024-01-01", "e0": false}', "b.jsonl")
+    assert (e.row, e.column) == (1, "e0")
+
+
+def test_duplicated_and_ambiguous_columns_are_refused_in_every_text_format():
+    e = _err(b"user_id,timestamp,e0,e0\nu,2024-01-01,1,2\n", "dup.csv")
+    assert e.column == "e0" and "twice" in str(e)
+    e = _err(b'{"user_id": "u", "timestamp": "2024-01-01", "e0": 1, "e0": 2}', "dup.jsonl")
+    assert (e.row, e.column) == (1, "e0")
+    e = _err(b'user_id,timestamp,embedding,e0\nu,2024-01-01,"[1]",1\n', "both.csv")
+    assert "both" in str(e)
+    e = _err(b"user_id,timestamp,e0,e1,e01\nu,2024-01-01,1,2,3\n", "e01.csv")
+    assert e.column == "e01"
+    t = pa.table([pa.array(["u"]), pa.array(["2024-01-01"]), pa.array([1.0]), pa.array([2.0])], names=["user_id", "timestamp", "e0", "e0"])
+    e = _err(_parquet_bytes(t), "dup.parquet")
+    assert e.column == "e0"
+
+
+def test_a_parquet_decode_bomb_is_refused_before_decoding():
+    n, d = 200_000, 64  # 51 MB of float32 that compresses to almost nothing
+    flat = pa.array(np.zeros(n * d, dtype=np.float32))
+    t = pa.table({"user_id": pa.array(["u"] * n).dictionary_encode(), "timestamp": pa.array(np.zeros(n, dtype="datetime64[us]")),
+                  "embedding": pa.FixedSizeListArray.from_arrays(flat, d)})
+    data = _parquet_bytes(t)
+    assert len(data) < 1_000_000
+    with pytest.raises(TrajectoryError, match="over the limit") as info:
+        load_trajectories(data, name="bomb.parquet", max_decoded_bytes=10 * 2**20)
+    assert info.value.file == "bomb.parquet"
+
+
+def test_an_npz_header_claiming_80_terabytes_is_refused_without_allocating():
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        hdr = io.BytesIO()
+        np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (10**7, 10**6)})
+        zf.writestr("embeddings.npy", hdr.getvalue() + b"\0" * 16)
+        for key, arr in (("timestamps", np.zeros(10**7 // 10**7)), ("user_ids", np.array(["u"]))):
+            b = io.BytesIO()
+            np.save(b, arr)
+            zf.writestr(f"{key}.npy", b.getvalue())
+    e = _err(buf.getvalue(), "bomb.npz")
+    assert e.column == "embeddings" and "declares shape" in str(e)
+    small = _npz_bytes(embeddings=np.zeros((1000, 100)), timestamps=np.zeros(1000), user_ids=np.array(["u"] * 1000))
+    with pytest.raises(TrajectoryError, match="over the limit"):
+        load_trajectories(small, name="s.npz", max_decoded_bytes=100_000)
+
+
+def test_memory_error_while_decoding_becomes_a_trajectory_error(monkeypatch):
+    import cvx_core.data.io as io_mod
+
+    def boom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(io_mod, "_read_csv", boom)
+    e = _err(b"user_id,timestamp,e0\nu,2024-01-01,1\n", "oom.csv")
+    assert "out of memory" in str(e)
+
+
+# ------------------------------------------------------------------------------------------
+# per-user metadata: constant extra columns, kept through subset, save/load and digest
+# ------------------------------------------------------------------------------------------
+def test_constant_extra_columns_become_per_user_metadata_and_round_trip(tmp_path):
+    csv = (
+        "user_id,timestamp,e0,country,mood\n"
+        "a,2024-01-01,1,fr,happy\n"
+        "b,2024-01-01,2,de,sad\n"
+        "a,2024-01-02,3,fr,sad\n"
+    ).encode()
+    ts = load_trajectories(csv, name="m.csv")
+    meta = ts.metadata
+    assert list(meta.columns) == ["country"]  # mood varies within user a: per-post data, not metadata
+    assert meta.index.tolist() == ["a", "b"] and meta["country"].tolist() == ["fr", "de"]
+    sub = ts.subset(["b"])
+    assert sub.metadata["country"].tolist() == ["de"]
+    again = load_trajectories(save_trajectories(ts, tmp_path / "m.parquet"))
+    assert again.metadata.equals(meta) or again.metadata.astype(object).equals(meta.astype(object))
+    assert again.digest() == ts.digest()
+    other = load_trajectories(csv.replace(b"de", b"it"), name="m.csv")
+    assert other.digest() != ts.digest()  # metadata is part of the content hash
+
+
+def test_a_set_without_extra_columns_has_an_empty_metadata_frame(planted_with_text):
+    meta = planted_with_text.metadata
+    assert meta.shape == (len(planted_with_text), 0) and meta.index.tolist() == planted_with_text.user_ids
