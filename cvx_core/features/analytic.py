@@ -7,7 +7,11 @@ This module holds what both feature paths share (SPEC.md):
 - the named layout of the ``4*D + 5 + 2*S`` feature vector (:class:`FeatureLayout`,
   :func:`feature_layout`, :func:`feature_names`);
 - :class:`AnalyticBackend`: NumPy, float64, no gradients; it also exposes the discrete
-  originals of the soft relaxations (:meth:`AnalyticBackend.discrete_summary`).
+  originals of the soft relaxations (:meth:`AnalyticBackend.discrete_summary`). Its
+  ``extract_all`` runs the compiled kernel of :mod:`cvx_core.features.kernels` (the same
+  code as the torch path on the CPU, so the two agree bit for bit in float64); the NumPy
+  implementation (``_extract_all_numpy``) remains as the fallback without numba and as the
+  kernel's cross-check in the tests.
 
 Inputs are one trajectory: embeddings ``E [T, D]`` and timestamps ``t [T]`` in days
 (float64, non-decreasing; only differences and the first point matter).
@@ -305,7 +309,7 @@ class AnalyticBackend:
     def time_steps(t: Any, config: TemporalFeaturesConfig | None = None) -> np.ndarray:
         """``dt_i = max(t_{i+1} - t_i, min_dt)`` -> ``[T-1]`` float64."""
         cfg = resolve_config(config)
-        tt = _as_t(t)
+        tt = cfg.to_unit(_as_t(t))
         return np.maximum(np.diff(tt), cfg.min_dt)
 
     @staticmethod
@@ -403,11 +407,11 @@ class AnalyticBackend:
         """Exact counterparts of the relaxations (on the burst-aggregated sequence, if any)."""
         cfg = resolve_config(config)
         X = _as_E(E)
-        tt = _as_t(t, X.shape[0])
+        tt = cfg.to_unit(_as_t(t, X.shape[0]))
         if cfg.burst_window is not None:
             X, tt = AnalyticBackend.resample(X, tt, cfg.burst_window)
         c = AnalyticBackend.cosine_distance(X)
-        dt = AnalyticBackend.time_steps(tt, cfg)
+        dt = np.maximum(np.diff(tt), cfg.min_dt)
         cp = np.flatnonzero(c > cfg.cp_threshold)
         sil = np.flatnonzero(dt > cfg.silence_gap)
         mag = np.abs(X[-1] - X[0])
@@ -431,7 +435,7 @@ class AnalyticBackend:
         """The fixed-size feature vector ``[4*D + 5 + 2*S]`` float64 (SPEC.md, alpha = beta = 1)."""
         cfg = resolve_config(config)
         X = _as_E(E)
-        tt = _as_t(t, X.shape[0])
+        tt = cfg.to_unit(_as_t(t, X.shape[0]))
         if cfg.burst_window is not None:
             X, tt = _resample(X, tt, cfg.burst_window)
         if _kernels_available():

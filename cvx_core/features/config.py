@@ -7,15 +7,33 @@ here and nowhere else.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["TemporalFeaturesConfig"]
+__all__ = ["TemporalFeaturesConfig", "TIME_UNITS"]
+
+#: length of one time unit in days (``time_unit`` -> days)
+TIME_UNITS: dict[str, float] = {
+    "seconds": 1.0 / 86400.0,
+    "minutes": 1.0 / 1440.0,
+    "hours": 1.0 / 24.0,
+    "days": 1.0,
+    "weeks": 7.0,
+}
+#: the defaults of the time constants, in days; with another ``time_unit`` a constant left
+#: unset gets the same duration expressed in that unit
+_DAY_DEFAULTS: dict[str, Any] = {
+    "min_dt": 1.0 / 1440.0,
+    "silence_gap": 7.0,
+    "silence_temperature": 1.0,
+    "scales": (1.0, 7.0, 30.0),
+    "ema_tau": 7.0,
+}
 
 
 @dataclass(frozen=True)
 class TemporalFeaturesConfig:
-    """Constants of the temporal features (SPEC.md). All times are in days.
+    """Constants of the temporal features (SPEC.md). All times are in ``time_unit`` (days by default).
 
     Attributes:
         min_dt: floor on a time step, ``dt_i = max(t_{i+1} - t_i, min_dt)`` (one minute).
@@ -27,19 +45,36 @@ class TemporalFeaturesConfig:
         scales: resampling bin widths (days) of the multi-scale features; ``S = len(scales)``.
         ema_tau: time constant (days) of the exponential moving average op.
         pareto_fraction: share of total drift the attribution set must reach.
+        time_unit: "seconds", "minutes", "hours", "days" (default) or "weeks": the unit of
+            every timestamp difference (velocities are per unit) and of every time constant
+            above. Time constants not given mean their default durations (one minute, 7 days,
+            ...) expressed in this unit, so ``time_unit="seconds"`` alone changes the units,
+            not the features; sensor-rate data sets ``min_dt`` and ``scales`` in seconds too.
+            Timestamps reach the feature ops as days (the data layer's convention) and are
+            converted by :meth:`to_unit`, the one conversion both paths use.
     """
 
-    min_dt: float = 1.0 / 1440.0
+    min_dt: float = None  # type: ignore[assignment]  # default: one minute in time_unit
     burst_window: float | None = None
     cp_threshold: float = 0.3
     temperature: float = 0.05
-    silence_gap: float = 7.0
-    silence_temperature: float = 1.0
-    scales: tuple[float, ...] = field(default=(1.0, 7.0, 30.0))
-    ema_tau: float = 7.0
+    silence_gap: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
+    silence_temperature: float = None  # type: ignore[assignment]  # default: 1 day in time_unit
+    scales: tuple[float, ...] = None  # type: ignore[assignment]  # default: 1, 7, 30 days in time_unit
+    ema_tau: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
     pareto_fraction: float = 0.8
+    time_unit: str = "days"
 
     def __post_init__(self) -> None:
+        if self.time_unit not in TIME_UNITS:
+            raise ValueError(
+                f"TemporalFeaturesConfig.time_unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}"
+            )
+        per_day = 1.0 / TIME_UNITS[self.time_unit]
+        for name, days in _DAY_DEFAULTS.items():
+            if getattr(self, name) is None:
+                value = tuple(v * per_day for v in days) if isinstance(days, tuple) else days * per_day
+                object.__setattr__(self, name, value)
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
         def positive(name: str, value: float) -> None:
@@ -60,6 +95,13 @@ class TemporalFeaturesConfig:
             raise ValueError(
                 f"TemporalFeaturesConfig.pareto_fraction must be in (0, 1], got {self.pareto_fraction!r}"
             )
+
+    def to_unit(self, t_days: Any) -> Any:
+        """Timestamps in days (NumPy array or tensor) -> the same in ``time_unit``; the very
+        object when the unit is days (no copy, bit-identical)."""
+        if self.time_unit == "days":
+            return t_days
+        return t_days * (1.0 / TIME_UNITS[self.time_unit])
 
     @property
     def n_scales(self) -> int:

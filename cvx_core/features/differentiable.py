@@ -8,7 +8,11 @@
 - ``_TemporalFeaturesFn``: the whole feature vector as one ``torch.autograd.Function`` with
   a hand-written, fused backward (gradients for the embeddings, the attention weights
   ``alpha``, the scale weights ``beta`` and the change-point temperature), checked against
-  ``torch.autograd.gradcheck`` in the tests.
+  ``torch.autograd.gradcheck`` in the tests. Vectorised over the batch; it serves CUDA (and
+  the CPU when numba is unavailable or ``CVX_DISABLE_KERNELS=1``).
+- ``_KernelFeaturesFn``: the same contract on the CPU through the compiled loops of
+  :mod:`cvx_core.features.kernels` (forward and backward, one trajectory at a time, no
+  full-size temporaries); used for float32/float64 CPU tensors.
 - :func:`temporal_features`: the convenience entry point (tensors or NumPy timestamps).
 
 Timestamps are float64 days on every device and for every embedding dtype; padding values
@@ -619,7 +623,7 @@ class TorchBackend:
     def time_steps(t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
         """``dt_i = max(t_{i+1} - t_i, min_dt)`` -> ``[T-1]`` float64."""
         cfg = resolve_config(config)
-        tt = _to_days(t, t.device if isinstance(t, Tensor) else torch.device("cpu"))
+        tt = cfg.to_unit(_to_days(t, t.device if isinstance(t, Tensor) else torch.device("cpu")))
         return (tt[..., 1:] - tt[..., :-1]).clamp_min(cfg.min_dt)
 
     @staticmethod
@@ -786,7 +790,7 @@ class TorchBackend:
         """
         cfg = resolve_config(config)
         Eb, tt, ln, single = _prepare_batch(E, t, lengths, mask)
-        out = _extract_batch(Eb, tt, ln, cfg, alpha, beta, temperature)
+        out = _extract_batch(Eb, cfg.to_unit(tt), ln, cfg, alpha, beta, temperature)
         return out[0] if single else out
 
     @staticmethod

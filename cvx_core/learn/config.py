@@ -24,7 +24,8 @@ class TrainConfig:
         feature_lr: learning rate of the feature parameters (attention ``w``, scale weights
             ``b``, change-point ``log_temperature``); they get no weight decay.
         batch_size: trajectories per training step.
-        weight_decay: AdamW weight decay of the head.
+        weight_decay: decoupled AdamW weight decay of the head, on top of its L2 penalty
+            (``head_c``); 0 by default.
         patience: stop after this many epochs without a better validation AUC.
         seed: seed of the split, the batch order and the initial weights.
         val_fraction, test_fraction: share of each class held out (stratified).
@@ -44,17 +45,42 @@ class TrainConfig:
         grad_clip: max gradient norm (0: no clipping).
         eval_batch_size: trajectories per evaluation batch.
         text_encoder: None (use the stored embeddings), "hashing" (the small built-in
-            encoder) or "minilm" (all-MiniLM-L6-v2, optional extra): end-to-end from text.
-        freeze_encoder: keep the text encoder's weights fixed.
-        encoder_lr: learning rate of the text encoder.
+            encoder), "minilm" (all-MiniLM-L6-v2) or the path of a sentence-transformers
+            model folder: end-to-end from text (see ``cvx_core.learn.finetune``).
+        freeze_encoder: keep the text encoder's weights fixed (posts are then embedded once).
+        encoder_lr: learning rate of the text encoder (after a linear warm-up).
+        encoder_warmup_steps: steps of the encoder's linear learning-rate warm-up (0: none).
+        encoder_grad_clip: max gradient norm of the encoder's parameters, clipped apart from
+            the head's (0: no clipping).
+        posts_with_grad: K, posts per user per step whose embeddings get gradients when the
+            encoder is fine-tuned; the user's other posts come from the in-memory embedding
+            table without gradient (None: every post; memory stays bounded, compute grows).
+        micro_batch_posts: most posts in one encoder pass with gradients (the chunk of the
+            gradient cache; with ``max_tokens`` it bounds the encoder's activation memory).
+        max_tokens: token window of a transformer text encoder (longer posts are truncated).
+        embedding_cache: path of a :class:`cvx_core.data.text.EmbeddingCache` (SQLite) the
+            posts are embedded through before training (None: no persistent cache).
         features: the temporal features' constants.
+        head: "linear", "mlp" or "auto" (chosen by validation, inner CV on small data: a
+            logistic regression against an MLP of ``hidden`` units on the features at their
+            initial values). A linear head starts from that logistic regression.
+        head_c: inverse L2 strength of the head (scikit-learn's ``C``: the loss gets
+            ``|W|^2 / (2 C n_train)``); None: chosen by validation like the head.
+        inner_cv: folds of the inner cross-validation that chooses the head and ``head_c``
+            (used below ``SMALL_DATA`` train + validation users).
+        cv: outer stratified cross-validation folds (0: none); the run also reports mean
+            and sd of model and baseline over the folds.
+        bootstrap: resamples of the test users for the AUC's confidence interval (0: none).
+        test_data: path of a separate test set (recorded for provenance; the trainer is
+            handed the loaded set); validation users are then drawn from the training data.
+        split_column: per-user column of the training file holding train / val / test.
     """
 
     epochs: int = 40
     lr: float = 3e-3
     feature_lr: float = 5e-2
     batch_size: int = 32
-    weight_decay: float = 1e-2
+    weight_decay: float = 0.0
     patience: int = 10
     seed: int = 0
     val_fraction: float = 0.2
@@ -75,7 +101,20 @@ class TrainConfig:
     text_encoder: str | None = None
     freeze_encoder: bool = False
     encoder_lr: float = 2e-5
+    encoder_warmup_steps: int = 10
+    encoder_grad_clip: float = 1.0
+    posts_with_grad: int | None = 8
+    micro_batch_posts: int = 8
+    max_tokens: int = 128
+    embedding_cache: str | None = None
     features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig)
+    head: str = "auto"
+    head_c: float | None = None
+    inner_cv: int = 5
+    cv: int = 0
+    bootstrap: int = 1000
+    test_data: str | None = None
+    split_column: str | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -104,7 +143,25 @@ class TrainConfig:
         check(self.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         check(self.feature_dtype in ("float32", "float64"), f"feature_dtype must be 'float32' or 'float64', got {self.feature_dtype!r}")
         check(self.max_len is None or (is_int(self.max_len) and self.max_len >= 1), f"max_len must be None or >= 1, got {self.max_len!r}")
-        check(self.text_encoder in (None, "hashing", "minilm"), f"text_encoder must be None, 'hashing' or 'minilm', got {self.text_encoder!r}")
+        check(self.head in ("auto", "linear", "mlp"), f"head must be 'auto', 'linear' or 'mlp', got {self.head!r}")
+        check(not (self.head == "mlp" and self.hidden < 1), "head='mlp' needs hidden >= 1")
+        check(self.head_c is None or (isinstance(self.head_c, (int, float)) and math.isfinite(self.head_c)
+                                      and self.head_c > 0), f"head_c must be None or > 0, got {self.head_c!r}")
+        check(is_int(self.inner_cv) and self.inner_cv >= 2, f"inner_cv must be an integer >= 2, got {self.inner_cv!r}")
+        check(is_int(self.cv) and (self.cv == 0 or self.cv >= 2), f"cv must be 0 (none) or >= 2 folds, got {self.cv!r}")
+        check(is_int(self.bootstrap) and self.bootstrap >= 0, f"bootstrap must be >= 0, got {self.bootstrap!r}")
+        check(not (self.test_data is not None and self.split_column is not None),
+              "give a test set or a split column, not both")
+        check(self.text_encoder is None or (isinstance(self.text_encoder, str) and self.text_encoder != ""),
+              f"text_encoder must be None, 'hashing', 'minilm' or a model folder path, got {self.text_encoder!r}")
+        check(is_int(self.encoder_warmup_steps) and self.encoder_warmup_steps >= 0, "encoder_warmup_steps must be >= 0")
+        check(isinstance(self.encoder_grad_clip, (int, float)) and math.isfinite(self.encoder_grad_clip)
+              and self.encoder_grad_clip >= 0, f"encoder_grad_clip must be >= 0, got {self.encoder_grad_clip!r}")
+        check(self.posts_with_grad is None or (is_int(self.posts_with_grad) and self.posts_with_grad >= 1),
+              f"posts_with_grad must be None or >= 1, got {self.posts_with_grad!r}")
+        check(is_int(self.micro_batch_posts) and self.micro_batch_posts >= 1, "micro_batch_posts must be >= 1")
+        check(is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens!r}")
+        check(self.embedding_cache is None or isinstance(self.embedding_cache, str), "embedding_cache must be None or a path")
         if isinstance(self.features, Mapping):
             object.__setattr__(self, "features", TemporalFeaturesConfig.from_dict(dict(self.features)))
         check(isinstance(self.features, TemporalFeaturesConfig), "features must be a TemporalFeaturesConfig")
