@@ -167,25 +167,36 @@ def confusion_figure(metrics: Mapping[str, Any]) -> go.Figure:
 # ------------------------------------------------------------------------------------------
 # Compare
 # ------------------------------------------------------------------------------------------
+DIM_COLOUR, PLANTED_COLOUR = "#1f77b4", "#d62728"  # one meaning in every Compare chart
+
+
 def attention_bars(top: pd.DataFrame, *, order_by: str) -> go.Figure:
     """Two aligned bar charts over the same dimensions (same x axis, same order): learned
-    alpha (bars from 1 = neutral) above, analytic attribution below; planted dims in red
-    and starred. ``top`` has ``dimension``, ``alpha``, ``attribution``, ``planted``."""
+    alpha (bars from 1 = neutral) above, analytic attribution below. Both panels and the
+    scatter use the same colours (dimension blue, planted dimension red and starred), with
+    one legend. ``top`` has ``dimension``, ``alpha``, ``attribution``, ``planted``."""
     labels = [f"{d}★" if pl else str(d) for d, pl in zip(top["dimension"], top["planted"])]
-    colours_a = np.where(top["planted"], "#d62728", "#1f77b4")
-    colours_b = np.where(top["planted"], "#d62728", "#2ca02c")
+    planted = np.asarray(top["planted"], dtype=bool)
+    x = np.array(labels, dtype=object)
     bars = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                          subplot_titles=("learned attention alpha (bars start at 1 = neutral)",
                                          "analytic drift attribution"))
-    bars.add_trace(go.Bar(x=labels, y=top["alpha"] - 1.0, base=1.0, marker_color=colours_a, name="alpha",
-                          customdata=top["alpha"],
-                          hovertemplate="dim %{x}<br>alpha %{customdata:.3f}<extra></extra>"), row=1, col=1)
-    bars.add_trace(go.Bar(x=labels, y=top["attribution"], marker_color=colours_b, name="attribution",
-                          hovertemplate="dim %{x}<br>attribution %{y:.4f}<extra></extra>"), row=2, col=1)
+    groups = [("dimension", ~planted, DIM_COLOUR)]
+    if planted.any():
+        groups.append(("planted dimension", planted, PLANTED_COLOUR))
+    for name, mask, colour in groups:
+        alpha = np.asarray(top["alpha"], dtype=float)[mask]
+        bars.add_trace(go.Bar(x=x[mask], y=alpha - 1.0, base=1.0, marker_color=colour, name=name,
+                              legendgroup=name, customdata=alpha,
+                              hovertemplate="dim %{x}<br>alpha %{customdata:.3f}<extra></extra>"), row=1, col=1)
+        bars.add_trace(go.Bar(x=x[mask], y=np.asarray(top["attribution"], dtype=float)[mask], marker_color=colour,
+                              name=name, legendgroup=name, showlegend=False,
+                              hovertemplate="dim %{x}<br>attribution %{y:.4f}<extra></extra>"), row=2, col=1)
     bars.add_hline(y=1.0, line=dict(color="#999999", dash="dot"), row=1, col=1)
     bars.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     bars.update_xaxes(title_text="dimension (ordered by " + order_by + ")", row=2, col=1)
-    bars.update_layout(height=520, showlegend=False, margin=_MARGIN)
+    bars.update_layout(height=540, showlegend=True, margin=dict(l=10, r=10, t=60, b=10), barmode="overlay",
+                       legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0))
     return bars
 
 
@@ -195,14 +206,14 @@ def attention_scatter(table: pd.DataFrame, *, dim: int, spearman: float, planted
     rest = table[~table["planted"]]
     scatter.add_trace(go.Scattergl(
         x=rest["attribution"], y=rest["alpha"], mode="markers", name="dimension",
-        marker=dict(size=6, color="#1f77b4", opacity=0.6), customdata=rest["dimension"],
+        marker=dict(size=6, color=DIM_COLOUR, opacity=0.6), customdata=rest["dimension"],
         hovertemplate="dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>",
     ))
     if planted:
         pl = table[table["planted"]]
         scatter.add_trace(go.Scattergl(
             x=pl["attribution"], y=pl["alpha"], mode="markers", name="planted dimension",
-            marker=dict(size=10, color="#d62728", symbol="star"), customdata=pl["dimension"],
+            marker=dict(size=10, color=PLANTED_COLOUR, symbol="star"), customdata=pl["dimension"],
             hovertemplate="planted dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>",
         ))
     scatter.update_layout(title=f"alpha vs attribution, all {dim} dimensions (Spearman {spearman:.2f})",
@@ -212,10 +223,44 @@ def attention_scatter(table: pd.DataFrame, *, dim: int, spearman: float, planted
 
 
 # ------------------------------------------------------------------------------------------
+# Train: gradient norms and early detection
+# ------------------------------------------------------------------------------------------
+def grad_norm_figure(grad_norms: Sequence[Sequence[Any]]) -> go.Figure:
+    """Gradient norms per step, one line per part (e.g. "model", "encoder"), log scale.
+    ``grad_norms`` are ``(step, part, norm)`` triples."""
+    fig = go.Figure()
+    if grad_norms:
+        frame = pd.DataFrame(list(grad_norms), columns=["step", "part", "norm"])
+        for part, rows in frame.groupby("part", sort=True):
+            fig.add_trace(go.Scatter(x=rows["step"], y=rows["norm"], mode="lines", name=f"{part} gradient norm"))
+    fig.update_layout(title="Gradient norm", xaxis_title="step", yaxis_type="log", height=280, margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def early_detection_figure(x: Sequence[float], auc: Sequence[float], *, x_title: str,
+                           baseline: Sequence[float] | None = None) -> go.Figure:
+    """Early detection: test AUC of a trained model against how much of each user's history it
+    has seen (first k posts or first d days), with the baseline's curve when given."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(x), y=list(auc), mode="lines+markers", name="model"))
+    if baseline is not None and len(baseline) == len(x):
+        fig.add_trace(go.Scatter(x=list(x), y=list(baseline), mode="lines+markers", name="baseline",
+                                 line=dict(dash="dash")))
+    fig.add_hline(y=0.5, line=dict(color="#999999", dash="dot"))
+    fig.update_layout(title="Early detection: test AUC vs history seen", xaxis_title=x_title,
+                      yaxis_title="test AUC", yaxis_range=[0, 1.02], height=360, margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
 # Explore: colour by anything, a time window, search highlights, posts' words on hover
 # ------------------------------------------------------------------------------------------
-# readable on the light and the dark theme alike (no near-black or near-white)
-EXPLORE_PATH_COLOURS = ["#ff7f0e", "#e377c2", "#17becf", "#bcbd22", "#9467bd", "#8c564b", "#2ca02c", "#d62728"]
+# paths are drawn over a dark halo, so they read on the light and the dark theme and over any
+# colour of the cloud; the open user's path is white on its halo
+EXPLORE_PATH_COLOURS = ["#ffffff", "#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#9467bd", "#2ca02c", "#8c564b"]
+HALO = "#111111"
 CATEGORY_COLOURS = LABEL_COLOURS + ["#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#aec7e8", "#98df8a"]
 MAX_CATEGORIES = 12
 HIGHLIGHT_COLOUR = "#e377c2"
@@ -321,15 +366,19 @@ def explore_figure(
         colour_k = EXPLORE_PATH_COLOURS[k % len(EXPLORE_PATH_COLOURS)]
         safe = escape(uid)
         fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="lines", name=f"halo {safe}", showlegend=False,
+            line=dict(color=HALO, width=5), hoverinfo="skip",
+        ))
+        fig.add_trace(go.Scattergl(
             x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
-            line=dict(color=colour_k, width=2), marker=dict(size=5, color=colour_k),
+            line=dict(color=colour_k, width=2), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
             customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
         ))
         if window is not None:  # where the path has got to
             last = part.iloc[[-1]]
             fig.add_trace(go.Scattergl(
                 x=last["x"], y=last["y"], mode="markers", name=f"now {safe}", showlegend=False,
-                marker=dict(size=14, color=colour_k, line=dict(width=0)),
+                marker=dict(size=15, color=colour_k, line=dict(width=2, color=HALO)),
                 customdata=last[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
             ))
         cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
@@ -337,7 +386,7 @@ def explore_figure(
             at = part.iloc[cps]
             fig.add_trace(go.Scattergl(
                 x=at["x"], y=at["y"], mode="markers", name=f"change points {safe}",
-                marker=dict(symbol="x", size=16, color=colour_k, line=dict(width=0)),
+                marker=dict(symbol="x", size=17, color=colour_k, line=dict(width=1.5, color=HALO)),
                 customdata=at[_EXPLORE_CUSTOM].to_numpy(),
                 hovertemplate="change point<br>" + _EXPLORE_HOVER,
             ))

@@ -10,10 +10,12 @@ from typing import Any
 
 import streamlit as st
 
-from cvx_app.workspace import APP_RUN_FILE, runs_dir
+from cvx_app.workspace import runs_dir
 from cvx_core.data.trajectory import TrajectorySet
 
 MAX_FINISHED_JOBS = 16
+# held while start_training checks for a running job and registers the new one (one process)
+_START_LOCK = threading.Lock()
 
 
 def cuda_available() -> bool:
@@ -40,6 +42,8 @@ class TrainJob:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.steps: list[tuple[int, float]] = []  # (step, loss)
+        # (step, name, norm): gradient norms the trainer reports, e.g. "encoder" (issue 15)
+        self.grad_norms: list[tuple[int, str, float]] = []
         self.epochs: list[dict[str, float]] = []  # epoch, train_loss, val_loss, val_auc
         self.step = 0
         self.epoch = 0
@@ -61,6 +65,10 @@ class TrainJob:
         with self.lock:
             self.step, self.epoch, self.steps_per_epoch = p.step, p.epoch, p.steps_per_epoch
             self.steps.append((p.step, float(p.loss)))
+            for attr, label in (("grad_norm", "model"), ("encoder_grad_norm", "encoder")):
+                value = getattr(p, attr, None)
+                if isinstance(value, (int, float)) and value == value:
+                    self.grad_norms.append((p.step, label, float(value)))
 
     def _on_epoch(self, p: Any) -> None:
         with self.lock:
@@ -91,6 +99,7 @@ class TrainJob:
         except Exception as exc:  # shown on the page; the run folder keeps what was saved
             with self.lock:
                 self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            _remove_if_empty(self.run_dir)
         else:
             # the page reads results from the run folder: keep no model (it may sit on the GPU)
             interrupted = bool(result.interrupted)
@@ -109,11 +118,23 @@ class TrainJob:
                 "step": self.step,
                 "epoch": self.epoch,
                 "steps": list(self.steps),
+                "grad_norms": list(self.grad_norms),
                 "epochs": list(self.epochs),
                 "fraction": self.fraction,
                 "elapsed": time.time() - self.started,
                 "stopping": self.stop.is_set(),
             }
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove a run folder that failed before the trainer wrote anything (only the app's
+    own record in it), so a refused run leaves no orphan folder."""
+    import shutil
+
+    from cvx_core.learn.runs import CONFIG_FILE
+
+    if run_dir.is_dir() and not (run_dir / CONFIG_FILE).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _release_cuda_memory() -> None:
@@ -136,18 +157,43 @@ def running_job() -> TrainJob | None:
     return None
 
 
-def start_training(dataset: str, ts: TrajectorySet, config: Any) -> TrainJob:
-    """Create a run folder, record which dataset it uses, and start training in a thread."""
-    from cvx_core.learn.runs import atomic_write_json, new_run_dir
+def trainable_problem(ts: TrajectorySet) -> str | None:
+    """Why ``ts`` cannot be trained on (``None`` when it can): unlabelled users, or fewer
+    than two classes. Checked before any run folder is made, so a refused run leaves none."""
+    import numpy as np
 
-    if running_job() is not None:
-        raise RuntimeError("a training run is already in progress on this server")
-    run_dir = new_run_dir(runs_dir())
-    atomic_write_json(run_dir / APP_RUN_FILE, {"dataset": dataset, "digest": ts.digest()})
-    job = TrainJob(dataset, ts, config, run_dir)
-    jobs = training_jobs()
-    for old in [n for n, j in jobs.items() if j.status != "running"][:-MAX_FINISHED_JOBS]:
-        jobs.pop(old, None)  # finished jobs hold only progress curves; keep a few
-    jobs[job.run_name] = job
+    if len(ts) == 0:
+        return "the dataset has no users"
+    if not ts.has_labels:
+        missing = int((np.asarray(ts.labels) < 0).sum())
+        return f"{missing} of {len(ts)} users have no label; training needs a label on every user"
+    classes = sorted({int(v) for v in np.asarray(ts.labels)})
+    if len(classes) < 2:
+        return f"training needs at least 2 classes, but every user has label {classes[0]}"
+    return None
+
+
+def start_training(dataset: str, ts: TrajectorySet, config: Any, *, name: str | None = None) -> TrainJob:
+    """Check the data, create a run folder (named by ``name``, else dataset + head + time),
+    record which dataset it uses, and start training in a thread.
+
+    Raises ValueError (no folder is made) when the data cannot be trained on."""
+    from cvx_core.learn.runs import new_run_dir
+
+    from cvx_app import runs as app_runs
+
+    problem = trainable_problem(ts)
+    if problem is not None:
+        raise ValueError(problem)
+    with _START_LOCK:  # check-and-register is one step: simultaneous starts cannot both pass
+        if running_job() is not None:
+            raise RuntimeError("a training run is already in progress on this server")
+        run_dir = new_run_dir(runs_dir(), app_runs.folder_name(name, dataset, config))
+        app_runs.write_new_record(run_dir, dataset=dataset, digest=ts.digest(), config=config, title=name)
+        job = TrainJob(dataset, ts, config, run_dir)
+        jobs = training_jobs()
+        for old in [n for n, j in jobs.items() if j.status != "running"][:-MAX_FINISHED_JOBS]:
+            jobs.pop(old, None)  # finished jobs hold only progress curves; keep a few
+        jobs[job.run_name] = job
     job.thread.start()
     return job

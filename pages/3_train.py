@@ -1,12 +1,16 @@
 """Train page: set up and run the temporal classifier with live curves, stop early keeping
-the best checkpoint, and read test metrics, ROC curve and confusion matrix of any run."""
+the best checkpoint; list, rename, annotate and delete runs; read any run's test metrics
+(with small-data warnings, confidence interval, cross-validation, ROC curve, confusion
+matrix, early detection) and download its metrics, weights and figures, and the dataset's
+features and change points."""
 
 import math
 
 import pandas as pd
 import streamlit as st
 
-from cvx_app import escape, figures, jobs, session, workspace
+from cvx_app import cache, escape, exports, figures, jobs, session, workspace
+from cvx_app import runs as runs_mod
 
 session.bootstrap("Train")
 st.title("Train")
@@ -17,17 +21,43 @@ from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.learn.config import TrainConfig
 
 SCALE_CHOICES = [0.25, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0]
+FIELDS = set(TrainConfig.__dataclass_fields__)
 defaults = TrainConfig()
 fdefaults = TemporalFeaturesConfig()
+SMALL_TEST_USERS, SMALL_CLASS_USERS = 30, 10  # below these, a test metric is noisy
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "–" if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) else format(v, fmt)
+
+
+def _fmt(v):
+    return None if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) else round(float(v), 3)
+
 
 # ---- set-up form ---------------------------------------------------------------------------
 job = jobs.training_jobs().get(st.session_state.get("train_run", ""))
 busy = jobs.running_job()
-if not ts.has_labels:
-    st.warning("Training needs a label on every user; this dataset has unlabelled users.")
+problem = jobs.trainable_problem(ts)
+if problem is not None:
+    st.warning("This dataset cannot be trained on: " + escape.escape_markdown(problem) + ".")
+test_share = float(getattr(defaults, "test_fraction", 0.2))
+n_test_planned = round(len(ts) * test_share)
 with st.form("train_form", border=True):
     st.markdown("**Set up a run**")
-    st.caption(f"{len(ts)} users, D = {ts.dim}. Split 60/20/20 (train/validation/test), stratified by label.")
+    c0, cq = st.columns([2, 2])
+    run_title = c0.text_input("Run name (optional)", max_chars=runs_mod.MAX_TITLE, key="train_name",
+                              placeholder=f"{name}-<head>-<time>",
+                              help="Empty: the dataset, the head and the time (UTC).")
+    evaluation = "split"
+    if "cv" in FIELDS:
+        evaluation = cq.radio(
+            "Evaluation", ["split", "cv"], horizontal=True, key="train_eval",
+            format_func=lambda v: "one split 60/20/20" if v == "split" else "K-fold cross-validation",
+            help="Cross-validation reports mean ± sd over K stratified folds: use it on small data.",
+        )
+    st.caption(f"{len(ts)} users, D = {ts.dim}. The one split is 60/20/20 (train/validation/test), "
+               f"stratified by label: about {n_test_planned} test users.")
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=defaults.epochs, step=1,
                              key="train_epochs", help="The most epochs; early stopping may end sooner.")
@@ -58,9 +88,50 @@ with st.form("train_form", border=True):
     patience = c12.number_input("Early-stopping patience (epochs)", min_value=1, max_value=1000,
                                 value=defaults.patience, step=1, key="train_patience",
                                 help="Stop when validation AUC has not improved for this many epochs.")
+    extra: dict = {}
+    c13, c14, c15, c16 = st.columns(4)
+    if "head" in FIELDS:
+        extra["head"] = c13.selectbox("Head", ["auto", "linear", "mlp"], key="train_head",
+                                      index=["auto", "linear", "mlp"].index(getattr(defaults, "head", "auto")),
+                                      help="auto: chosen by validation (inner cross-validation on small data).")
+    if "cv" in FIELDS:
+        folds = c14.number_input("Folds (K)", min_value=2, max_value=20, value=5, step=1, key="train_folds",
+                                 help="Used when Evaluation is K-fold cross-validation.")
+        extra["cv"] = int(folds) if evaluation == "cv" else 0
+    if ts.has_text:
+        encoder = c15.selectbox(
+            "Text encoder", ["none", "hashing", "minilm"], key="train_encoder",
+            format_func={"none": "none: the stored embeddings", "hashing": "hashing (built in)",
+                         "minilm": "all-MiniLM-L6-v2"}.get,
+            help="Embed the posts' texts inside the model instead of using the stored embeddings.",
+        )
+        fine_tune = c16.toggle("Fine-tune the encoder", value=False, key="train_finetune",
+                               help="Off: the encoder is frozen (posts are embedded once).")
+        if encoder != "none":
+            extra["text_encoder"] = encoder
+            extra["freeze_encoder"] = not fine_tune
+    if evaluation == "split" and (n_test_planned < SMALL_TEST_USERS):
+        st.caption(f"⚠ About {n_test_planned} test users: a test AUC on so few users is noisy"
+                   + ("; K-fold cross-validation gives a mean ± sd." if "cv" in FIELDS else "."))
     submitted = st.form_submit_button(
-        "Start training", type="primary", disabled=busy is not None or not ts.has_labels,
+        "Start training", type="primary", disabled=busy is not None or problem is not None,
     )
+
+# memory estimate of a text-encoder run (issue 15), when the library offers one
+if ts.has_text and st.session_state.get("train_encoder", "none") != "none":
+    try:
+        from cvx_core.learn import encoders as _enc
+
+        estimate = getattr(_enc, "estimate_memory", None) or getattr(_enc, "memory_estimate", None)
+        if estimate is not None:
+            est = estimate(ts, TrainConfig(text_encoder=st.session_state["train_encoder"],
+                                           freeze_encoder=not st.session_state.get("train_finetune", False),
+                                           batch_size=int(st.session_state.get("train_batch", defaults.batch_size))))
+            gb = getattr(est, "peak_gb", None) or (getattr(est, "peak_bytes", 0) / 2**30 if hasattr(est, "peak_bytes") else est)
+            st.caption(f"Estimated peak memory of this run: {_num(float(gb), '.1f')} GB.")
+    except Exception as exc:  # noqa: BLE001 - an estimate must never block the page
+        st.caption("No memory estimate: " + escape.escape_markdown(exc))
+
 if busy is not None and (job is None or busy is not job):
     st.info(f"A training run ({busy.run_name}) is in progress on this server; wait for it to finish.")
 
@@ -77,13 +148,16 @@ if submitted:
                     scales=tuple(sorted(float(s) for s in scales)),
                     temperature=float(temperature), silence_temperature=float(silence_temp),
                 ),
+                **extra,
             )
-            job = jobs.start_training(name, ts, config)
+            job = jobs.start_training(name, ts, config, name=run_title.strip() or None)
         except (ValueError, RuntimeError) as exc:
             st.error(escape.escape_markdown(exc))
         else:
+            # the page follows the new run: in this session, and in the address (?run=)
             st.session_state["train_run"] = job.run_name
-            st.session_state["train_show"] = job.run_name
+            st.session_state[runs_mod.SELECTED_KEY] = job.run_name
+            st.query_params["run"] = job.run_name
             st.rerun()
 
 
@@ -99,11 +173,13 @@ def live_panel(job: "jobs.TrainJob") -> None:
     if st.button("Stop (keep the best checkpoint)", key="train_stop", disabled=snap["stopping"]):
         job.stop.set()
     if not snap["steps"]:
-        st.caption("Preparing: building batches and the fixed feature normalisation of the training set…")
+        st.caption("Preparing: choosing the head, building batches and the fixed feature normalisation…")
     loss, auc = figures.loss_auc_figures(snap["steps"], snap["epochs"])
-    a, b = st.columns(2)
-    a.plotly_chart(loss, key="train_live_loss")
-    b.plotly_chart(auc, key="train_live_auc")
+    cols = st.columns(3 if snap.get("grad_norms") else 2)
+    cols[0].plotly_chart(loss, key="train_live_loss")
+    cols[1].plotly_chart(auc, key="train_live_auc")
+    if snap.get("grad_norms"):
+        cols[2].plotly_chart(figures.grad_norm_figure(snap["grad_norms"]), key="train_live_grad")
 
 
 if job is not None and job.snapshot()["status"] == "running":
@@ -114,75 +190,281 @@ elif job is not None and job.status == "error":
 
 # ---- runs --------------------------------------------------------------------------------------
 st.subheader("Runs in the workspace")
-runs = workspace.list_runs()
-if not runs:
-    if job is not None and job.status == "running":
-        st.info("The run is listed here once its first files are written.")
-    else:
-        st.info("No runs yet. Set one up above.")
+all_jobs = jobs.training_jobs()
+running = {n for n, j in all_jobs.items() if j.status == "running"}
+failed = {n: j.error or "" for n, j in all_jobs.items() if j.status == "error"}
+views = runs_mod.list_run_views(running=running, failed=failed)
+if not views:
+    st.info("No runs yet. Set one up above.")
     st.stop()
-
-
-def _fmt(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 3)
-
 
 table = pd.DataFrame([
     {
-        "run": r.name,
-        "dataset": workspace.run_dataset(r.path) or "?",
-        "status": "finished" if r.complete else ("running" if r.name in jobs.training_jobs()
-                                                 and jobs.training_jobs()[r.name].status == "running"
-                                                 else "interrupted"),
-        "test AUC": _fmt(r.test_auc),
-        "baseline AUC": _fmt(r.baseline_auc),
-        "test F1": _fmt(r.test_f1),
-        "epochs": r.epochs,
-        "device": r.device,
-        "modified (UTC)": r.modified.strftime("%Y-%m-%d %H:%M:%S"),
+        "name": v.title,
+        "run": v.name,
+        "dataset": v.dataset or "?",
+        "status": v.status,
+        "test AUC": _fmt(v.metrics.get("test_auc")) if v.metrics else None,
+        "baseline AUC": _fmt(v.metrics.get("baseline_auc")) if v.metrics else None,
+        "test F1": _fmt(v.metrics.get("test_f1")) if v.metrics else None,
+        "epochs": v.epochs,
+        "device": v.device,
+        "notes": (v.notes[:60] + "…") if len(v.notes) > 60 else v.notes,
+        "modified (UTC)": v.modified.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    for r in runs
+    for v in views
 ])
 st.dataframe(table, hide_index=True)
 
-names = [r.name for r in runs]
-if st.session_state.get("train_show") not in names:
-    st.session_state["train_show"] = names[0]
-show = st.selectbox("Show run", names, key="train_show")
-docs = workspace.run_documents(next(r.path for r in runs if r.name == show))
-metrics = docs["metrics"]
-if metrics is None:
-    st.info("This run has not finished (it is running or was interrupted); its best checkpoint "
-            "so far is kept in the run folder.")
-    if docs["history"]:
-        loss, auc = figures.loss_auc_figures([], docs["history"])
+by_name = {v.name: v for v in views}
+names = list(by_name)
+# The run to show is kept under a session key of its own (a widget's key is dropped when its
+# page is left) and in the address. A run that is training is listed from its first second,
+# so the selection never falls back to an older run while the new one has no files yet.
+wanted = st.session_state.get(runs_mod.SELECTED_KEY) or st.query_params.get("run")
+if wanted not in by_name:
+    wanted = names[0]
+st.session_state[runs_mod.SELECTED_KEY] = wanted
+st.session_state["train_show"] = wanted
+st.query_params["run"] = wanted
+
+
+def _on_show() -> None:
+    st.session_state[runs_mod.SELECTED_KEY] = st.session_state["train_show"]
+    st.query_params["run"] = st.session_state["train_show"]
+
+
+show = st.selectbox(
+    "Show run", names, key="train_show", on_change=_on_show,
+    format_func=lambda n: f"{by_name[n].title}" + ("" if by_name[n].title == n else f" ({n})")
+    + f" · {by_name[n].status}",
+)
+run = by_name[show]
+st.code(f"run {run.name}  ·  {run.title}  ·  dataset {run.dataset or '?'}  ·  {run.status}", language=None,
+        wrap_lines=True)
+
+
+# ---- manage the run: rename, notes, delete ----------------------------------------------------
+@st.dialog("Delete this run?")
+def confirm_delete(run_name: str) -> None:
+    st.write("The run folder, its weights and its metrics are removed from the workspace. "
+             "This cannot be undone.")
+    st.code(run_name, language=None)
+    a, b = st.columns(2)
+    if a.button("Delete", type="primary", key="train_delete_confirm"):
+        try:
+            runs_mod.delete_run(run_name, running=running)
+        except (ValueError, KeyError, OSError) as exc:
+            st.error(escape.escape_markdown(exc))
+        else:
+            st.session_state.pop(runs_mod.SELECTED_KEY, None)
+            st.query_params.pop("run", None)
+            st.rerun()
+    if b.button("Cancel", key="train_delete_cancel"):
+        st.rerun()
+
+
+with st.expander("Rename, notes, delete", icon=":material/edit_note:"):
+    r1, r2 = st.columns([3, 1], vertical_alignment="bottom")
+    new_title = r1.text_input("Name", value=run.title, max_chars=runs_mod.MAX_TITLE, key=f"train_title_{run.name}")
+    if r2.button("Rename", key="train_rename"):
+        try:
+            runs_mod.rename_run(run.name, new_title)
+        except (ValueError, KeyError, OSError) as exc:
+            st.error(escape.escape_markdown(exc))
+        else:
+            st.rerun()
+    notes = st.text_area("Notes", value=run.notes, max_chars=runs_mod.MAX_NOTES, key=f"train_notes_{run.name}",
+                         help="Plain text kept with the run (in its app.json).")
+    n1, n2 = st.columns([1, 1])
+    if n1.button("Save notes", key="train_save_notes"):
+        try:
+            runs_mod.set_notes(run.name, notes)
+        except (KeyError, OSError) as exc:
+            st.error(escape.escape_markdown(exc))
+        else:
+            st.rerun()
+    if n2.button("Delete run…", key="train_delete", disabled=run.status == runs_mod.RUNNING,
+                 help="Stop a running run first." if run.status == runs_mod.RUNNING else None):
+        confirm_delete(run.name)
+
+if run.status == runs_mod.RUNNING:
+    st.info("This run is training: its live curves are above, and its results appear here when it ends.")
+    st.stop()
+if run.status == runs_mod.DAMAGED:
+    st.error("This run is damaged and cannot be shown: " + escape.escape_markdown(run.problem)
+             + ". The other runs are not affected; delete this one above.")
+    st.stop()
+if run.metrics is None:
+    why = ("Training failed before it finished" if run.status == runs_mod.FAILED
+           else "This run did not finish (the server stopped while it trained)")
+    st.info(why + "; its best checkpoint so far, if any, is kept in the run folder.")
+    if run.history:
+        _, auc = figures.loss_auc_figures([], run.history)
         st.plotly_chart(auc, key="train_hist_auc")
     st.stop()
 
+# ---- the run's results --------------------------------------------------------------------------
+metrics = run.metrics
+warnings = metrics.get("warnings")
+if not isinstance(warnings, list):  # older runs: the same check from the test counts
+    warnings = []
+    n_test = metrics.get("n_test")
+    if isinstance(n_test, int) and n_test < SMALL_TEST_USERS:
+        warnings.append(f"only {n_test} test users: the test metrics are noisy")
+    conf = runs_mod.confusion_of(metrics)
+    if conf is not None:
+        small = [c for c, row in zip(conf[1], conf[0]) if sum(row) < SMALL_CLASS_USERS]
+        if small:
+            warnings.append(f"class {', '.join(small)} has fewer than {SMALL_CLASS_USERS} test users")
+warnings = [str(w) for w in warnings if w]
+
+ci = metrics.get("test_auc_ci")
+ci_text = None
+if isinstance(ci, dict):
+    ci = [ci.get("low", ci.get("lo")), ci.get("high", ci.get("hi"))]
+if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+    ci_text = f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
+
 m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("Test ROC AUC", f"{metrics['test_auc']:.3f}")
-m2.metric("Baseline AUC (mean embedding)", f"{metrics['baseline_auc']:.3f}",
+m1.metric("Test ROC AUC" + (" ⚠" if warnings else ""), _num(metrics.get("test_auc")),
+          delta=ci_text, delta_color="off",
+          help=("; ".join(warnings) if warnings else "ROC AUC on the held-out test users.")
+          + (" The interval is a bootstrap over test users." if ci_text else ""))
+m2.metric("Baseline AUC (mean embedding)", _num(metrics.get("baseline_auc")),
           delta=f"{metrics['test_auc'] - metrics['baseline_auc']:+.3f} model − baseline", delta_color="off")
-m3.metric("Test F1", f"{metrics['test_f1']:.3f}")
-m4.metric("Test accuracy", f"{metrics.get('test_accuracy', float('nan')):.3f}")
-m5.metric("Epochs (best)", f"{metrics['epochs']} ({metrics.get('best_epoch', '?')})")
+m3.metric("Test F1", _num(metrics.get("test_f1")))
+m4.metric("Test accuracy", _num(metrics.get("test_accuracy")))
+m5.metric("Epochs (best)", f"{metrics.get('epochs', '?')} ({metrics.get('best_epoch', '?')})")
+for w in warnings:
+    st.warning(escape.escape_markdown(w[0].upper() + w[1:]), icon=":material/warning:")
 note = []
 if metrics.get("interrupted"):
     note.append("stopped by the user; the best checkpoint was evaluated")
 if metrics.get("stopped_early"):
     note.append("early stopping (validation AUC stopped improving)")
+head = metrics.get("head") or metrics.get("head_chosen")
+if isinstance(head, (str, dict)):
+    note.append("head " + (head if isinstance(head, str) else str(head.get("name", head))))
+seconds = metrics.get("seconds")
 st.caption(f"Device {metrics.get('device')} · {metrics.get('n_train')}/{metrics.get('n_val')}/"
-           f"{metrics.get('n_test')} users train/val/test · {metrics.get('seconds', 0):.1f} s"
-           + (" · " + "; ".join(note) if note else ""))
+           f"{metrics.get('n_test')} users train/val/test · "
+           + (f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
+           + (" · " + "; ".join(escape.escape_markdown(n) for n in note) if note else ""))
 
+cv = metrics.get("cv")
+if isinstance(cv, dict) and cv:
+    st.markdown(f"**Cross-validation, {len(cv.get('folds', []) or [])} folds** (mean ± sd)")
+    rows = []
+    for what in ("auc", "accuracy"):
+        row = {"metric": f"test {what}"}
+        for who, prefix in (("model", "test"), ("baseline", "baseline")):
+            mean, sd = cv.get(f"{prefix}_{what}_mean"), cv.get(f"{prefix}_{what}_sd")
+            row[who] = f"{_num(mean)} ± {_num(sd)}" if mean is not None else "–"
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    folds = cv.get("folds")
+    if isinstance(folds, list) and folds and all(isinstance(f, dict) for f in folds):
+        with st.expander("Per fold"):
+            st.dataframe(pd.DataFrame(folds).select_dtypes(exclude="object"), hide_index=True)
+
+roc_fig = figures.roc_figure(metrics)
+confusion = runs_mod.confusion_of(metrics)
+conf_fig = None if confusion is None else figures.confusion_figure({"confusion": confusion[0], "classes": confusion[1]})
+_, auc_fig = figures.loss_auc_figures([], run.history or [])
+auc_fig.update_layout(height=360)
 left, mid, right = st.columns(3)
 with left:
-    st.plotly_chart(figures.roc_figure(metrics), key="train_roc")
+    st.plotly_chart(roc_fig, key="train_roc")
 with mid:
-    st.plotly_chart(figures.confusion_figure(metrics), key="train_confusion")
+    if conf_fig is not None:
+        st.plotly_chart(conf_fig, key="train_confusion")
 with right:
-    _, auc = figures.loss_auc_figures([], docs["history"] or [])
-    auc.update_layout(height=360)
-    st.plotly_chart(auc, key="train_hist_auc")
+    st.plotly_chart(auc_fig, key="train_hist_auc")
+
+early_fig = None
+early = metrics.get("early")
+if isinstance(early, dict):
+    xs = next(((k, early[k]) for k in ("posts", "k", "n_posts", "days") if isinstance(early.get(k), list)), None)
+    ys = next((early[k] for k in ("auc", "test_auc") if isinstance(early.get(k), list)), None)
+    if xs is not None and ys is not None and len(xs[1]) == len(ys):
+        x_title = "days of history seen" if xs[0] == "days" else "posts seen (first k)"
+        base = early.get("baseline_auc") if isinstance(early.get("baseline_auc"), list) else None
+        early_fig = figures.early_detection_figure(xs[1], ys, x_title=x_title, baseline=base)
+        e1, e2 = st.columns([2, 1])
+        e1.plotly_chart(early_fig, key="train_early")
+        with e2:
+            for key, label in (("erde_5", "ERDE (o = 5)"), ("erde_50", "ERDE (o = 50)"),
+                               ("f_latency", "Latency-weighted F1")):
+                if isinstance(early.get(key), (int, float)):
+                    st.metric(label, _num(early[key]))
+
 st.page_link("pages/4_compare.py", label="Compare this run's attention with the analytics",
-             icon=":material/compare_arrows:")
+             icon=":material/compare_arrows:", query_params={"run": run.name})
+
+# ---- downloads of the run ----------------------------------------------------------------------
+st.markdown("**Download this run**")
+d = st.columns(5)
+d[0].download_button("Metrics (JSON)", data=exports.metrics_json(metrics), file_name=f"{run.name}-metrics.json",
+                     mime="application/json", key="train_dl_metrics_json", on_click="ignore",
+                     icon=":material/download:")
+d[1].download_button("Metrics (CSV)", data=exports.metrics_csv(metrics, run=run.name),
+                     file_name=f"{run.name}-metrics.csv", mime="text/csv", key="train_dl_metrics_csv",
+                     on_click="ignore", icon=":material/download:")
+if run.has_weights:
+    run_path = run.path
+    d[2].download_button("Weights (safetensors)", data=lambda: exports.weights_safetensors(run_path),
+                         file_name=f"{run.name}.safetensors", mime="application/octet-stream",
+                         key="train_dl_weights", on_click="ignore", icon=":material/download:",
+                         help="The best checkpoint; the file's metadata holds the run's config.json.")
+with d[3]:
+    exports.png_button(roc_fig, file_name=f"{run.name}-roc.png", key="train_dl_roc", label="ROC (PNG)")
+with d[4]:
+    if conf_fig is not None:
+        exports.png_button(conf_fig, file_name=f"{run.name}-confusion.png", key="train_dl_confusion",
+                           label="Confusion (PNG)")
+
+# ---- downloads of the dataset ------------------------------------------------------------------
+with st.expander(f"Download the dataset's features and change points ({name})", icon=":material/download:"):
+    store = cache.result_store()
+    digest = ts.digest()
+
+    def _features():
+        key = ("features_frame", digest)
+        frame = store.get(key)
+        if frame is None:
+            frame = exports.features_frame(ts)
+            store.put(key, frame)
+        return frame
+
+    def _changepoints():
+        key = ("changepoints_frame", digest)
+        frame = store.get(key)
+        if frame is None:
+            analysis = store.get(("analyze_set", digest))
+            if analysis is None:
+                from cvx_core.analysis.batch import analyze_set
+
+                analysis = analyze_set(ts)
+                store.put(("analyze_set", digest), analysis)
+            frame = exports.changepoints_frame(ts, analysis)
+            store.put(key, frame)
+        return frame
+
+    st.caption("Features: one row per user, the SPEC feature vector (as `python -m cvx_core extract`). "
+               "Change points: one row per PELT change point with its narrative"
+               + (" and the words that rose and fell across it." if ts.has_text else
+                  " (this dataset has no texts, so no words)."))
+    f = st.columns(4)
+    f[0].download_button("Features (Parquet)", data=lambda: exports.features_parquet(_features()),
+                         file_name=f"{name}-features.parquet", mime="application/vnd.apache.parquet",
+                         key="train_dl_features_parquet", on_click="ignore")
+    f[1].download_button("Features (CSV)", data=lambda: exports.features_csv(_features()),
+                         file_name=f"{name}-features.csv", mime="text/csv", key="train_dl_features_csv",
+                         on_click="ignore")
+    f[2].download_button("Change points (CSV)", data=lambda: exports.changepoints_csv(_changepoints()),
+                         file_name=f"{name}-changepoints.csv", mime="text/csv", key="train_dl_cp_csv",
+                         on_click="ignore")
+    f[3].download_button("Change points (JSON)", data=lambda: exports.changepoints_json(_changepoints()),
+                         file_name=f"{name}-changepoints.json", mime="application/json",
+                         key="train_dl_cp_json", on_click="ignore")

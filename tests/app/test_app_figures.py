@@ -66,5 +66,15 @@ def test_attention_bars_share_one_category_axis_in_the_given_order():
     top = pd.DataFrame({"dimension": [7, 3, 9], "alpha": [1.3, 1.2, 0.9], "attribution": [0.1, 0.0, 0.2],
                         "planted": [True, False, True]})
     fig = figures.attention_bars(top, order_by="learned alpha")
-    assert list(fig.data[0].x) == list(fig.data[1].x) == ["7★", "3", "9★"]
-    np.testing.assert_allclose(np.array(fig.data[0].y) + 1.0, [1.3, 1.2, 0.9])
+    assert list(fig.layout.xaxis.categoryarray) == list(fig.layout.xaxis2.categoryarray) == ["7★", "3", "9★"]
+    by_panel: dict[str, dict[str, str]] = {"x": {}, "x2": {}}
+    alpha = {}
+    for trace in fig.data:
+        for x, y in zip(trace.x, trace.y):
+            by_panel[trace.xaxis][x] = trace.marker.color
+            if trace.xaxis == "x":
+                alpha[x] = y + 1.0
+    assert by_panel["x"] == by_panel["x2"]  # a dimension has one colour in both panels
+    assert by_panel["x"]["7★"] == figures.PLANTED_COLOUR and by_panel["x"]["3"] == figures.DIM_COLOUR
+    np.testing.assert_allclose([alpha[k] for k in ["7★", "3", "9★"]], [1.3, 1.2, 0.9])
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["dimension", "planted dimension"]

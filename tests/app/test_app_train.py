@@ -25,7 +25,16 @@ def train_page(app_workspace, open_app, monkeypatch, small_planted) -> tuple[App
     at = open_app("pages/3_train.py", timeout=TIMEOUT)
     assert not at.exception, at.exception
     assert at.sidebar.selectbox[0].value == "small"
+    _fast(at)
     return at, ws
+
+
+def _fast(at: AppTest) -> None:
+    """A linear head when the form offers the choice (the quickest to set up on CPU)."""
+    try:
+        at.selectbox(key="train_head").set_value("linear")
+    except KeyError:
+        pass
 
 
 def _wait_until_finished(at: AppTest, limit_s: float = 90.0) -> None:
@@ -34,7 +43,7 @@ def _wait_until_finished(at: AppTest, limit_s: float = 90.0) -> None:
         time.sleep(0.3)
         at.run()
         assert not at.exception, at.exception
-        if not any("Training run-" in (p.text or "") for p in at.progress):
+        if not any((p.text or "").startswith("Training ") for p in at.progress):
             return
     raise AssertionError("training did not finish in time")
 
@@ -68,7 +77,7 @@ def test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion(train_page)
     at.selectbox(key="train_device").set_value("cpu")
     at.button(key=START).click().run()
     assert not at.exception
-    bars = [p for p in at.progress if "Training run-" in (p.text or "")]
+    bars = [p for p in at.progress if (p.text or "").startswith("Training ")]
     assert bars, "a progress bar appears while training"
     assert at.button(key="train_stop")  # the stop button is offered
     _wait_until_finished(at)
@@ -84,9 +93,11 @@ def test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion(train_page)
     roc = _figure(at, "ROC curve")
     assert _array(roc["data"][0]["x"]) == pytest.approx(metrics["roc"]["fpr"])
     confusion = _figure(at, "Confusion matrix")
-    assert _array(confusion["data"][0]["z"]) == metrics["confusion"]
+    conf = metrics["confusion"]
+    assert _array(confusion["data"][0]["z"]) == (conf["matrix"] if isinstance(conf, dict) else conf)
     runs_table = at.dataframe[0].value
     assert list(runs_table["status"]) == ["finished"]
+    assert run_dirs[0].name.startswith("small-")  # dataset + head + time
     assert list(runs_table["dataset"]) == ["small"]
 
 
@@ -106,9 +117,8 @@ def test_stop_button_ends_training_and_keeps_the_best_checkpoint(train_page):
     assert json.loads((run_dir / "config.json").read_text())["train_config"]["patience"] == 300
     loaded = load_run(run_dir)  # the kept checkpoint rebuilds the model
     assert loaded.checkpoint["epoch"] >= 1
-    assert "stopped by the user" in at.caption[-1].value or any(
-        "stopped by the user" in c.value for c in at.caption
-    )
+    assert any("stopped by the user" in c.value for c in at.caption)
+    assert list(at.dataframe[0].value["status"]) == ["stopped"]  # not "finished"
 
 
 def test_form_offers_the_documented_controls(train_page):
@@ -137,3 +147,65 @@ def test_cuda_is_offered_and_trains_when_a_gpu_is_present(train_page):
     _wait_until_finished(at)
     metrics = json.loads((next((ws / "runs").iterdir()) / "metrics.json").read_text())
     assert metrics["device"] == "cuda"
+
+
+# ---- runs: the right run after two trainings, names, status, damage, management ----------------
+def _shown_run(at: AppTest) -> str:
+    assert not at.error, [e.value for e in at.error]
+    return at.selectbox(key="train_show").value
+
+
+def test_training_twice_shows_the_second_run_and_links_compare_to_it(train_page):
+    at, ws = train_page
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_device").set_value("cpu")
+    at.button(key=START).click().run()
+    _wait_until_finished(at)
+    first = _shown_run(at)
+    at.number_input(key="train_seed").set_value(1)
+    at.text_input(key="train_name").set_value("second try")
+    at.button(key=START).click().run()
+    # while the second run has no files yet, the page already follows it (never the first)
+    assert _shown_run(at) != first
+    _wait_until_finished(at)
+    second = _shown_run(at)
+    assert second == "second_try" and second != first
+    metrics = json.loads((ws / "runs" / second / "metrics.json").read_text())
+    shown = {m.label.rstrip(" ⚠"): m.value for m in at.metric}
+    assert shown, ([e.value for e in at.error], [i.value for i in at.info], [c.value for c in at.caption])
+    assert shown["Test ROC AUC"] == f"{metrics['test_auc']:.3f}"
+    assert list(at.query_params["run"]) == [second] or at.query_params["run"] == second
+    link = [p for p in at.get("page_link") if "Compare this run" in p.proto.label]
+    assert len(link) == 1 and link[0].proto.query_string == f"run={second}"
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {first, second}
+    assert first.startswith("small-") and ("-linear-" in first or "-mlp-" in first)
+    assert dict(zip(table["run"], table["name"]))[second] == "second try"
+
+
+def test_one_class_dataset_cannot_start_training_and_leaves_no_folder(app_workspace, open_app, monkeypatch, small_planted):
+    import numpy as np
+
+    from cvx_app import jobs
+    from cvx_core.data.io import save_trajectories
+    from cvx_core.data.trajectory import TrajectorySet
+
+    ts = small_planted[0]
+    one = TrajectorySet([_relabel(t, 0) for t in ts], name="one")
+    assert set(np.asarray(one.labels).tolist()) == {0}
+    save_trajectories(one, app_workspace / "datasets" / "one.parquet")
+    monkeypatch.setenv("CVX_DATASET", "one")
+    at = open_app("pages/3_train.py", timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    assert any("at least 2 classes" in w.value for w in at.warning)
+    assert at.button(key=START).disabled
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        jobs.start_training("one", one, object())
+    runs = app_workspace / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def _relabel(tr, label: int):
+    from dataclasses import replace
+
+    return replace(tr, label=label)
