@@ -1,28 +1,44 @@
 # CVX — two commands do all the set-up on a fresh machine:
-#   make run    create .venv if needed, install, and serve the app on the sample data
-#   make test   create .venv if needed, install, and run the whole test suite
+#   make run    create .venv if needed, install what the app needs (requirements.txt), and
+#               serve the app on the sample data
+#   make test   also install the test tools (requirements-dev.txt), then run the whole suite
+# Every step prints a line first; pip shows what it collects and installs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
-STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
-.PHONY: run test test-fast bench install chromium sample clean
+.PHONY: run test test-fast bench install install-run chromium sample clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(RUN_STAMP): requirements.txt pyproject.toml
+	@echo "==> [1/3] Python virtual environment in $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	@echo "==> [2/3] App and library requirements (requirements.txt; torch is the largest, a few minutes on a fresh machine)"
+	$(PY) -m pip install --progress-bar on -r requirements.txt
+	@echo "==> [3/3] CVX itself (editable)"
+	$(PY) -m pip install --no-deps -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) requirements-dev.txt
+	@echo "==> Test tools (requirements-dev.txt: pytest, Playwright, ...)"
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
 	touch $(STAMP)
+
+install-run: $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
+	@echo "==> Starting the app: open http://127.0.0.1:$(PORT) (Ctrl+C stops it)"
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.address 127.0.0.1
 
 # Browser tests need Debian's Chromium; scripts/ensure_chromium.sh installs it when it can.
 test: $(STAMP)
+	@echo "==> Chromium for the browser tests"
 	bash scripts/ensure_chromium.sh || true
+	@echo "==> Test suite"
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
