@@ -11,6 +11,10 @@
   the input in user-grouped chunks and write incrementally (bounded memory); with
   ``--engine ray --workers N [--address ADDR]`` they run on Ray (``cvx_core.scale``).
   ``train ... --workers N`` trains data-parallel (Ray Train DDP).
+- ``embed POSTS --out TRAJ.parquet [--model NAME_OR_PATH] [--batch-size N] [--max-tokens N]
+  [--cache PATH]``: embeds the posts' texts (cvx_core.data.text), texts kept.
+- ``explain TRAJ --user USER [--format text|json]``: the user's change points in words
+  (terms and example posts per side, cvx_core.analysis.explain).
 """
 
 from __future__ import annotations
@@ -80,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("embed", help="embed the posts' texts -> trajectory parquet (texts kept)")
     m.add_argument("data", help="table of posts with user_id, timestamp, text[, label]")
     m.add_argument("--out", required=True, help="output .parquet file (save_trajectories layout)")
-    m.add_argument("--encoder", default=None, help="'minilm' (default, packaged) or a model folder")
+    m.add_argument("--encoder", "--model", dest="encoder", default=None,
+                   help="'minilm' (default, packaged) or a sentence-transformers / Hugging Face model folder")
+    m.add_argument("--max-tokens", type=int, default=None,
+                   help="encoder window in tokens (default 256); longer texts are truncated, with one warning")
     m.add_argument("--cache", default=None, help="SQLite embedding cache file (reused across runs)")
     m.add_argument("--batch-size", type=int, default=64, help="texts per encoder call")
     _add_engine_args(m)
@@ -90,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data", help="the trajectory file the run was trained on")
     c.add_argument("--truth", default=None, help="truth.json with planted_dims")
     c.add_argument("--permutations", type=int, default=1000)
+
+    x = sub.add_parser("explain", help="a user's change points in words: terms and example posts per side")
+    x.add_argument("data", help="trajectory file with texts (e.g. written by `embed`)")
+    x.add_argument("--user", required=True, help="the user to explain")
+    x.add_argument("--format", choices=("text", "json"), default="text")
+    x.add_argument("--terms", type=int, default=8, help="terms per side")
+    x.add_argument("--posts", type=int, default=3, help="example posts per side")
 
     f = sub.add_parser("forecast", help="latent-ODE forecast of a user's embedding at a future time")
     f.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
@@ -246,8 +260,31 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         from cvx_core.scale.ray_engine import embed_ray as run
     else:
         from cvx_core.scale.stream import embed_stream as run
-    res = run(args.data, args.out, encoder=args.encoder, cache=args.cache, batch_size=args.batch_size, **kw)
+    encoder: Any = args.encoder
+    if args.max_tokens is not None:
+        if args.engine == "ray":
+            raise ValueError("--max-tokens needs --engine local")
+        from cvx_core.data.text import load_encoder
+
+        encoder = load_encoder(args.encoder, max_tokens=args.max_tokens)
+    res = run(args.data, args.out, encoder=encoder, cache=args.cache, batch_size=args.batch_size, **kw)
     print(f"{args.out}: {res.n_users} users, {res.n_posts} posts embedded ({res.seconds:.1f}s)")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from cvx_core.analysis.explain import explain_changepoints
+    from cvx_core.data.io import load_trajectories
+
+    ts = load_trajectories(args.data)
+    if args.user not in ts:
+        known = ", ".join(repr(u) for u in ts.user_ids[:5])
+        raise ValueError(f"{args.data}: no user {args.user!r}; users include {known}")
+    exp = explain_changepoints(ts[args.user], n_terms=args.terms, n_posts=args.posts)
+    if args.format == "json":
+        print(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(exp.to_text())
     return 0
 
 
@@ -324,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast,
-                "analyze": _cmd_analyze, "embed": _cmd_embed}
+                "analyze": _cmd_analyze, "embed": _cmd_embed, "explain": _cmd_explain}
     try:
         return handlers[args.command](args)
     except (TrajectoryError, RunError, DeviceUnavailableError, ValueError, FileNotFoundError, ImportError) as exc:

@@ -75,3 +75,55 @@ def test_python_dash_m_cvx_core_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "cvx_core", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "train" in proc.stdout and "extract" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# embed / explain (text in, words out)
+# ------------------------------------------------------------------------------------------
+def _posts_csv(path):
+    war = ["The army and the navy fought the war overseas.", "Our soldiers won hard battles in the war.",
+           "The navy and the army defend the nation at war."]
+    econ = ["Lower taxes and new jobs grow the economy.", "The economy needs lower taxes and more jobs.",
+            "Inflation hurts jobs, wages and the economy."]
+    rows = []
+    for k in range(12):
+        text = (war if k < 6 else econ)[k % 3]
+        rows.append({"user_id": "pres", "timestamp": f"{1950 + k}-01-20T00:00:00Z", "text": text, "label": 1})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_embed_then_explain_text_and_json(tmp_path, capsys):
+    posts = _posts_csv(tmp_path / "posts.csv")
+    out = tmp_path / "traj.parquet"
+    cache = tmp_path / "cache.sqlite"
+    assert main(["embed", str(posts), "--out", str(out), "--model", "minilm", "--batch-size", "4",
+                 "--max-tokens", "64", "--cache", str(cache)]) == 0
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.data.text import EmbeddingCache
+
+    ts = load_trajectories(out)
+    assert ts.dim == 384 and ts["pres"].texts[0].startswith("The army")
+    assert EmbeddingCache(cache).stats().entries == 6  # six distinct texts
+    capsys.readouterr()
+    assert main(["explain", str(out), "--user", "pres", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["user_id"] == "pres" and doc["change_points"], doc
+    cp = doc["change_points"][0]
+    assert cp["index"] == 6
+    assert {"war", "army", "navy"} & {t["term"] for t in cp["terms_before"]}
+    assert {"economy", "jobs", "taxes"} & {t["term"] for t in cp["terms_after"]}
+    assert main(["explain", str(out), "--user", "pres"]) == 0
+    text = capsys.readouterr().out
+    assert "terms before:" in text and "example after" in text
+
+
+def test_explain_unknown_user_and_text_only_input_exit_2(tmp_path, capsys):
+    posts = _posts_csv(tmp_path / "posts.csv")
+    assert main(["explain", str(posts), "--user", "pres"]) == 2  # texts but no embedding
+    err = capsys.readouterr().err
+    assert "embed" in err and len(err.strip().splitlines()) == 1
+    ts = make_planted_trajectory_set(config=PlantedConfig(n_users=3, dim=4, n_planted=1), seed=1)[0]
+    path = save_trajectories(ts, tmp_path / "t.parquet")
+    assert main(["explain", str(path), "--user", "nobody"]) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err

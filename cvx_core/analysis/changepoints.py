@@ -30,6 +30,25 @@ change BOCPD's Gaussian model describes. Step statistics (``"step_norm"``,
 ``"cosine_distance"``) only spike once at a mean shift; they are offered for changes in
 volatility. Priors are set from the statistic's scale (see :func:`bocpd`).
 
+Time-aware search (``ChangePointConfig.time_aware``). The search above works on post order;
+real gaps count through ``time_scale`` x the user's *mean gap* ``g`` between distinct post
+times (span / (distinct times - 1)):
+
+- ``"bins"`` (default): posts closer than ``time_scale * g`` to the previous post form one
+  time bin (a burst; posts with one timestamp always share a bin), and change points may
+  only fall at the first post of a bin. The cost is still summed over posts, so a bin of
+  many posts weighs as much as its posts. A burst of posts written days apart inside a
+  history of yearly posts cannot be cut into segments. When the unconstrained optimum
+  (ruptures) already cuts only at bin starts it is the answer; otherwise an exact O(T^2)
+  dynamic programme over the allowed cuts finds the constrained optimum.
+- ``"merge"``: resampling before the search: posts closer than ``time_scale * g`` to the
+  previous post form one time bin, each bin is one observation (its posts' mean) and the
+  penalty counts bins; change points are reported at the first post of a bin.
+- ``"none"``: post order only.
+
+Without datetimes (a bare matrix) the search is on post order. docs/analytics.md compares
+the options on the planted sample and on the real-text sample.
+
 Indices are plain Python ints; a change point's index is the first post of the new segment.
 """
 
@@ -42,12 +61,15 @@ from typing import Literal
 
 import numpy as np
 
-from cvx_core.data.trajectory import Trajectory
+from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
 __all__ = [
     "ChangePointConfig",
     "ChangePointResult",
     "detect_changepoints",
+    "time_bins",
+    "mean_gap_days",
+    "constrained_optimum",
     "estimate_noise_variance",
     "default_penalty",
     "segment_cost",
@@ -80,6 +102,11 @@ class ChangePointConfig:
         min_size: the shortest segment (posts), >= 1.
         search: ``"kernelcpd"`` (ruptures' C PELT, default) or ``"pelt"`` (pure Python
             ``ruptures.Pelt(model="l2", jump=1)``, same optimum, slow).
+        time_aware: ``"bins"`` (default): change points only between time bins (bursts are
+            never cut); ``"merge"``: search on bin means; ``"none"``: post order only (see
+            the module doc).
+        time_scale: a post whose gap to the previous post is below ``time_scale`` x the
+            user's mean gap between distinct post times joins the previous post's bin.
     """
 
     cost: Literal["l2", "cosine"] = "l2"
@@ -87,6 +114,8 @@ class ChangePointConfig:
     penalty_scale: float = 1.0
     min_size: int = 2
     search: Literal["kernelcpd", "pelt"] = "kernelcpd"
+    time_aware: Literal["bins", "merge", "none"] = "bins"
+    time_scale: float = 0.1
 
     def __post_init__(self) -> None:
         if self.cost not in ("l2", "cosine"):
@@ -95,6 +124,14 @@ class ChangePointConfig:
             raise ValueError(
                 f"ChangePointConfig.search must be 'kernelcpd' or 'pelt', got {self.search!r}"
             )
+        if self.time_aware not in ("bins", "merge", "none"):
+            raise ValueError(
+                f"ChangePointConfig.time_aware must be 'bins', 'merge' or 'none', got {self.time_aware!r}"
+            )
+        if not (isinstance(self.time_scale, (int, float)) and not isinstance(self.time_scale, bool)
+                and math.isfinite(self.time_scale) and self.time_scale >= 0):
+            raise ValueError(f"ChangePointConfig.time_scale must be a finite number >= 0, got {self.time_scale!r}")
+        object.__setattr__(self, "time_scale", float(self.time_scale))
         if self.penalty is not None and not (
             isinstance(self.penalty, (int, float)) and math.isfinite(self.penalty) and self.penalty > 0
         ):
@@ -116,6 +153,8 @@ class ChangePointConfig:
             "penalty_scale": self.penalty_scale,
             "min_size": self.min_size,
             "search": self.search,
+            "time_aware": self.time_aware,
+            "time_scale": self.time_scale,
         }
 
     @classmethod
@@ -132,13 +171,14 @@ class ChangePointResult:
 
     Attributes:
         indices: change-point indices (first post of each new segment), sorted, Python ints.
-        datetimes: ``[K]`` ``datetime64[ns]`` of those posts; ``None`` without times.
+        datetimes: ``[K]`` ``datetime64[us]`` of those posts; ``None`` without times.
         days: the same as days since the trajectory's first post; ``None`` without times.
         penalty: the penalty per change point that was used.
         cost: total segment cost of the segmentation (without the penalty).
         noise_variance: ``sum_d sigma_d^2`` estimated from the data (see module doc).
         n_posts: ``T``.
         config: the config used.
+        n_bins: observations the search ran on (``T`` without time-aware merging).
     """
 
     indices: tuple[int, ...]
@@ -149,6 +189,7 @@ class ChangePointResult:
     noise_variance: float
     n_posts: int
     config: ChangePointConfig = field(repr=False)
+    n_bins: int | None = None
 
     @property
     def n_changes(self) -> int:
@@ -175,6 +216,7 @@ class ChangePointResult:
             "cost": self.cost,
             "noise_variance": self.noise_variance,
             "n_posts": self.n_posts,
+            "n_bins": self.n_bins if self.n_bins is not None else self.n_posts,
             "config": self.config.to_dict(),
         }
 
@@ -285,24 +327,102 @@ def detect_changepoints(
     if traj is not None:
         dts = traj.datetimes
     elif datetimes is not None:
-        dts = np.asarray(datetimes, dtype="datetime64[ns]")
+        dts = as_datetimes(datetimes)
         if dts.shape != (n,):
             raise ValueError(f"datetimes must have shape ({n},), got {dts.shape}")
     else:
         dts = None
 
     signal = _normalise_rows(x) if config.cost == "cosine" else x
-    noise = estimate_noise_variance(signal) if n >= 2 else 0.0
+    starts = None
+    if config.time_aware == "merge" and dts is not None and n >= 4:
+        starts = time_bins(dts, time_scale=config.time_scale)
+        if starts.shape[0] < 4 or starts.shape[0] == n:
+            starts = None  # too few bins to search, or nothing to merge
+    observed = signal if starts is None else np.add.reduceat(signal, starts, axis=0) / np.diff(
+        np.append(starts, n)
+    )[:, None]
+    m = int(observed.shape[0])
+    noise = estimate_noise_variance(observed) if m >= 2 else 0.0
     if config.penalty is not None:
         pen = config.penalty
     else:
-        pen = _penalty(noise, n, x.shape[1], config.penalty_scale)
+        pen = _penalty(noise, m, x.shape[1], config.penalty_scale)
 
     indices: list[int] = []
-    if n >= max(4, 2 * config.min_size) and pen > 0.0:
-        indices = _search(signal, pen=pen, min_size=config.min_size, search=config.search)
+    if m >= max(4, 2 * config.min_size) and pen > 0.0:
+        indices = _search(observed, pen=pen, min_size=config.min_size, search=config.search)
+        if starts is not None:
+            indices = [int(starts[k]) for k in indices]
+        elif config.time_aware == "bins" and dts is not None:
+            allowed = np.zeros(n + 1, dtype=bool)
+            allowed[time_bins(dts, time_scale=config.time_scale)] = True
+            if not all(allowed[c] for c in indices):
+                indices = constrained_optimum(signal, allowed, pen=pen, min_size=config.min_size)
     total_cost = segment_cost(signal, indices) if n else 0.0
-    return _result(indices, dts, pen, total_cost, noise, n, config)
+    res = _result(indices, dts, pen, total_cost, noise, n, config)
+    object.__setattr__(res, "n_bins", m)
+    return res
+
+
+def mean_gap_days(datetimes: np.ndarray) -> float:
+    """The mean gap in days between the distinct times of sorted ``datetimes [T]``: span /
+    (distinct times - 1); 0.0 with fewer than two distinct times."""
+    days = days_since_first(as_datetimes(datetimes))
+    if days.size < 2:
+        return 0.0
+    distinct = int(np.count_nonzero(np.diff(days) > 0)) + 1
+    return float(days[-1] / (distinct - 1)) if distinct >= 2 else 0.0
+
+
+def time_bins(datetimes: np.ndarray, *, time_scale: float = 0.1) -> np.ndarray:
+    """First post of each time bin, ``[B]`` int64 (starts with 0), for sorted ``datetimes
+    [T]``: a post starts a new bin when its gap to the previous post is at least
+    ``time_scale`` x :func:`mean_gap_days`. Posts at one timestamp always share a bin; a set
+    with one distinct time is one bin."""
+    days = days_since_first(as_datetimes(datetimes))
+    if days.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    gaps = np.diff(days)
+    new = (gaps > 0) & (gaps >= time_scale * mean_gap_days(datetimes))
+    return np.concatenate([[0], np.flatnonzero(new) + 1]).astype(np.int64)
+
+
+def constrained_optimum(x: np.ndarray, allowed: np.ndarray, *, pen: float, min_size: int) -> list[int]:
+    """Exact ``min sum cost(segment) + pen * changes`` (l2 cost) over the segmentations of
+    ``x [T, D]`` with segments of >= ``min_size`` posts whose change points ``c`` all have
+    ``allowed[c]`` (``allowed``: ``[T]`` or ``[T+1]`` bool). Optimal partitioning by dynamic
+    programming, O(T^2 D) time, O(T) memory."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    s = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])  # [n+1, D]
+    q = np.concatenate([[0.0], np.cumsum(np.sum(x * x, axis=1))])  # [n+1]
+    s2 = np.sum(s * s, axis=1)
+    can_start = np.zeros(n + 1, dtype=bool)
+    can_start[: min(n, len(allowed))] = np.asarray(allowed, dtype=bool)[:n]
+    can_start[0] = True
+    best = np.full(n + 1, np.inf)
+    best[0] = -pen
+    prev = np.zeros(n + 1, dtype=np.int64)
+    for end in range(min_size, n + 1):
+        if end < n and not can_start[end]:
+            continue  # no segment may end where no change may fall
+        t = np.arange(0, end - min_size + 1)
+        t = t[can_start[t] & np.isfinite(best[t])]
+        if t.size == 0:
+            continue
+        sq = s2[end] + s2[t] - 2.0 * (s[t] @ s[end])
+        cost = (q[end] - q[t]) - sq / (end - t)
+        total = best[t] + cost + pen
+        k = int(np.argmin(total))
+        best[end], prev[end] = float(total[k]), int(t[k])
+    out: list[int] = []
+    pos = n
+    while pos > 0:
+        pos = int(prev[pos])
+        if pos > 0:
+            out.append(pos)
+    return sorted(out)
 
 
 def _search(signal: np.ndarray, *, pen: float, min_size: int, search: str) -> list[int]:
@@ -333,7 +453,7 @@ def _result(
     if dts is None:
         cp_dts, days = None, None
     else:
-        cp_dts = dts[list(idx)] if idx else np.zeros(0, dtype="datetime64[ns]")
+        cp_dts = dts[list(idx)] if idx else np.zeros(0, dtype="datetime64[us]")
         cp_dts = cp_dts.copy()
         cp_dts.setflags(write=False)
         base = dts[0] if n else None

@@ -7,13 +7,18 @@ the facts and a one-paragraph plain-text ``text``:
 - how severe: the jump between the means of the segments on each side, in units of the
   user's median post-to-post step norm ``|v_{i+1} - v_i|`` (so 1.0 = "as large as a
   typical single step", which for a noisy user is already a clear, sustained shift);
-- which dimensions: the top dimensions by share of the jump between segment means
-  (``attribute_change``) and the size of the Pareto set;
+- in which words (when the trajectory has texts): the distinctive terms of the segment
+  before and of the segment after (c-TF-IDF, :mod:`cvx_core.analysis.terms`); the
+  dimensions are then kept as facts but not named in the text, since with sentence
+  embeddings hundreds of dimensions share any change and their numbers say nothing;
+- which dimensions (only without texts): the top dimensions by share of the jump between
+  segment means (``attribute_change``) and the size of the Pareto set;
 - posting rhythm: median gap (days, SPEC's floored ``dt``) within the segment before and
   within the segment after.
 
-The text never contains the user id or any user-supplied string (only numbers, dates and
-dimension names chosen by the caller), and no markup.
+The text never contains the user id or any markup: only numbers, dates, dimension names
+chosen by the caller and terms, which are lower-case ASCII letters and spaces (see
+:data:`cvx_core.analysis.terms.TOKEN_PATTERN`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from cvx_core.analysis.attribution import attribute_change
 from cvx_core.analysis.changepoints import ChangePointConfig, ChangePointResult, detect_changepoints
+from cvx_core.analysis.terms import count_terms, distinctive_terms
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.data.trajectory import Trajectory
 
@@ -68,6 +74,7 @@ class ChangePointNarrative:
         gap_before_days, gap_after_days: median gap between posts within each segment
             (``None`` for a one-post segment).
         text: the plain-text narrative.
+        terms_before, terms_after: distinctive terms of each side (empty without texts).
     """
 
     user_id: str
@@ -86,6 +93,8 @@ class ChangePointNarrative:
     gap_before_days: float | None
     gap_after_days: float | None
     text: str
+    terms_before: tuple[str, ...] = ()
+    terms_after: tuple[str, ...] = ()
 
 
 def _fmt_days(days: float) -> str:
@@ -111,6 +120,13 @@ def _rhythm(before: float | None, after: float | None) -> str:
     )
 
 
+def _listing(words: Sequence[str]) -> str:
+    if not words:
+        return "nothing in particular"
+    quoted = [f'"{w}"' for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
 def narrate_changepoints(
     trajectory: Trajectory,
     changepoints: ChangePointResult | Sequence[int] | None = None,
@@ -119,6 +135,7 @@ def narrate_changepoints(
     features_config: TemporalFeaturesConfig | None = None,
     top_k: int = 3,
     dim_names: Sequence[str] | None = None,
+    n_terms: int = 5,
 ) -> tuple[ChangePointNarrative, ...]:
     """Narratives for every change point of ``trajectory``, in time order.
 
@@ -130,6 +147,7 @@ def narrate_changepoints(
         top_k: how many top dimensions to name.
         dim_names: optional names of the ``D`` dimensions (default ``"dim 17"``). They are
             put into the text as given: pass trusted names only.
+        n_terms: how many distinctive terms per side to name when the trajectory has texts.
     """
     if changepoints is None:
         changepoints = detect_changepoints(trajectory, config=cp_config)
@@ -153,6 +171,9 @@ def narrate_changepoints(
     gaps = AnalyticBackend.time_steps(trajectory.timestamps, fcfg)
 
     bounds = (0, *indices, n)
+    tc = None
+    if trajectory.texts is not None:
+        tc = count_terms([trajectory.texts[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
     out: list[ChangePointNarrative] = []
     for k, c in enumerate(indices):
         lo, hi = bounds[k], bounds[k + 2]
@@ -172,7 +193,19 @@ def narrate_changepoints(
             f"{severity:.1f}x this user's median step between consecutive posts ({label} change; "
             f"{c - lo} posts before, {hi - c} after)."
         )
-        if top:
+        words_before: tuple[str, ...] = ()
+        words_after: tuple[str, ...] = ()
+        if tc is not None:
+            words_before = tuple(t for t, _ in distinctive_terms(tc, k, k + 1, n_terms=n_terms))
+            words_after = tuple(t for t, _ in distinctive_terms(tc, k + 1, k, n_terms=n_terms))
+            if words_before or words_after:
+                text += (
+                    " In words: after this point the posts speak more of "
+                    f"{_listing(words_after)}; before it, of {_listing(words_before)}."
+                )
+            else:
+                text += " No word is more frequent on one side than on the other."
+        elif top:
             share = sum(s for _, s in top)
             listed = ", ".join(f"{nm} ({s:.0%})" for nm, (_, s) in zip(names, top))
             text += (
@@ -198,6 +231,8 @@ def narrate_changepoints(
                 gap_before_days=g_before,
                 gap_after_days=g_after,
                 text=text,
+                terms_before=words_before,
+                terms_after=words_after,
             )
         )
     return tuple(out)

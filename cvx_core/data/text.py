@@ -148,6 +148,14 @@ class SentenceTransformerEncoder:
         ids = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def windows(self, text: str) -> list[str]:
+        """``text`` cut into consecutive pieces that each fit the window (special tokens
+        included), decoded back to text."""
+        tok = self.model.tokenizer
+        ids = tok(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        width = max(1, self.max_tokens - 2)  # [CLS] and [SEP]
+        return [tok.decode(ids[i : i + width]) for i in range(0, max(len(ids), 1), width)]
+
     def encode(self, texts: list[str]) -> np.ndarray:
         out = self.model.encode(
             list(texts), batch_size=max(1, len(texts)), show_progress_bar=False, convert_to_numpy=True
@@ -191,6 +199,11 @@ class CallableEncoder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(_WORD.findall(t)) for t in texts]
+
+    def windows(self, text: str) -> list[str]:
+        words = _WORD.findall(text)
+        w = self.max_tokens
+        return [" ".join(words[i : i + w]) for i in range(0, max(len(words), 1), w)]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         cut = [t if len(w := _WORD.findall(t)) <= self.max_tokens else " ".join(w[: self.max_tokens]) for t in texts]
@@ -452,8 +465,15 @@ def embed_texts(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     progress: Progress | None = None,
     row_names: Callable[[int], str] | None = None,
+    long_texts: str = "truncate",
 ) -> np.ndarray:
     """Embed ``texts`` ``[N]`` -> ``[N, D]`` float32 (input order).
+
+    ``long_texts="truncate"`` (default) embeds the first window of a long text (with one
+    warning that counts them); ``"chunk"`` cuts every text into consecutive windows,
+    embeds each window (cached like any text) and returns the mean of a text's window
+    vectors, re-normalised to unit length when the encoder's vectors are unit length
+    (a long-document embedding; progress then counts windows).
 
     Identical texts are encoded once; cached vectors (same ``model_id`` and ``max_tokens``)
     are reused; the rest are encoded in batches of ``batch_size`` texts of similar token
@@ -474,10 +494,14 @@ def embed_texts(
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TrajectoryError(f"{where(i)}: expected text, got {type(t).__name__}", row=i, column="text")
+    if long_texts not in ("truncate", "chunk"):
+        raise ValueError(f"long_texts must be 'truncate' or 'chunk', got {long_texts!r}")
     enc = load_encoder(encoder, max_tokens=max_tokens)
     store, owned = _open_cache(cache)
     try:
-        return _embed(texts, enc, store, batch_size, progress, where)
+        if long_texts == "truncate":
+            return _embed(texts, enc, store, batch_size, progress, where)
+        return _embed_chunked(texts, enc, store, batch_size, progress, where)
     finally:
         if owned and store is not None:
             store.close()
@@ -540,6 +564,38 @@ def _embed(
     return result
 
 
+def _embed_chunked(
+    texts: list[str],
+    enc: TextEncoder,
+    store: EmbeddingCache | None,
+    batch_size: int,
+    progress: Progress | None,
+    where: Callable[[int], str],
+) -> np.ndarray:
+    splitter = getattr(enc, "windows", None)
+    if splitter is None:
+        raise ValueError(f"encoder {enc.model_id!r} cannot cut texts into windows (it has no .windows)")
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, t in enumerate(texts):
+        for w in splitter(t):
+            pieces.append(w)
+            owner.append(i)
+    try:
+        vecs = _embed(pieces, enc, store, batch_size, progress, lambda k: f"{where(owner[k])} (a window of it)")
+    except EmbeddingError as exc:
+        if exc.row is not None:
+            exc.row = owner[exc.row]
+        raise
+    own = np.asarray(owner, dtype=np.int64)
+    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float64)
+    np.add.at(out, own, vecs.astype(np.float64))
+    out /= np.bincount(own, minlength=len(texts))[:, None]
+    if vecs.size and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3):
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
+
+
 def _encode_batch(
     enc: TextEncoder, batch: list[str], rows: list[int], where: Callable[[int], str], *, saved: int
 ) -> np.ndarray:
@@ -586,6 +642,7 @@ def embed_posts(
     progress: Progress | None = None,
     name: str | None = None,
     format: str | None = None,
+    long_texts: str = "truncate",
 ) -> TrajectorySet:
     """Read a long table of posts (``user_id``, ``timestamp``, ``text``, optional
     ``label``; csv, parquet, jsonl or npz, as :func:`cvx_core.load_trajectories` reads) and
@@ -594,7 +651,8 @@ def embed_posts(
     An embedding column in the table is ignored (the texts are re-embedded). Empty or
     missing text cells raise :class:`TrajectoryError` naming the row and column ``text``.
     ``cache``: an :class:`EmbeddingCache`, a path to one, or ``None`` (no cache). See
-    :func:`embed_texts` for the other options.
+    :func:`embed_texts` for the other options (``long_texts="chunk"`` embeds long posts
+    whole, as the mean of their windows).
     """
     from cvx_core.data.io import read_posts
 
@@ -623,6 +681,7 @@ def embed_posts(
             max_tokens=max_tokens,
             progress=progress,
             row_names=lambda i: f"{posts.file}: {posts.where(i)}",
+            long_texts=long_texts,
         )
     except EmbeddingError as exc:
         exc.file = posts.file
