@@ -135,3 +135,23 @@ def test_bare_matrix_searches_post_order():
     a = detect_changepoints(np.asarray(tr.embeddings)).indices
     b = detect_changepoints(tr, config=ChangePointConfig(time_aware="none")).indices
     assert a == b
+
+
+def test_real_sample_nixon_1973_burst_is_not_cut_by_the_time_aware_search():
+    """Nixon sent eleven written State of the Union messages between 2 Feb and 14 Mar 1973,
+    inside yearly addresses (shipped real-text sample). At a lower penalty the post-order
+    search cuts that burst three times; the time-aware search does not cut it."""
+    from pathlib import Path
+
+    from cvx_core.data.io import load_trajectories
+
+    ts = load_trajectories(Path(__file__).resolve().parents[2] / "sample_data" / "real_text.parquet")
+    nix = ts["nixon"]
+    lo, hi = np.datetime64("1973-02-01"), np.datetime64("1973-03-31")
+
+    def inside(cfg: ChangePointConfig) -> list[int]:
+        idx = detect_changepoints(nix, config=cfg).indices
+        return [c for c in idx if lo <= nix.datetimes[c - 1] and nix.datetimes[c] <= hi]
+
+    assert len(inside(ChangePointConfig(time_aware="none", penalty_scale=0.7))) >= 3
+    assert inside(ChangePointConfig(penalty_scale=0.7)) == []
