@@ -44,6 +44,7 @@ class TrajectoryClassifier(nn.Module):
         feature_dtype: torch.dtype = torch.float32,
         magnitude_inputs: bool = True,
         head: str | None = None,
+        mean_inputs: bool = False,
     ) -> None:
         super().__init__()
         from cvx_core.features.learnable import TemporalFeatureExtractor
@@ -56,7 +57,9 @@ class TrajectoryClassifier(nn.Module):
         self.extractor = TemporalFeatureExtractor(dim, config=features)
         if feature_dtype == torch.float64:
             self.extractor.double()
-        n_feat = int(self.extractor.out_dim)
+        self.mean_inputs = bool(mean_inputs)
+        # the head reads the SPEC vector [F] and, with mean_inputs, each user's mean embedding [D] after it
+        n_feat = int(self.extractor.out_dim) + (self.dim if self.mean_inputs else 0)
         self.register_buffer("feature_mean", torch.zeros(n_feat, dtype=torch.float64))
         self.register_buffer("feature_std", torch.ones(n_feat, dtype=torch.float64))
         self.magnitude_inputs = bool(magnitude_inputs)
@@ -86,6 +89,18 @@ class TrajectoryClassifier(nn.Module):
         """Raw temporal features ``[B, F]`` in ``feature_dtype`` (never autocast)."""
         with torch.autocast(device_type=values.device.type, enabled=False):
             return self.extractor(values.to(self.feature_dtype), timestamps.to(torch.float64), lengths)
+
+    def inputs(self, values: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What gets standardised: the features ``[B, F]``, then (``mean_inputs``) each user's
+        mean embedding over its real posts ``[B, D]`` -> ``[B, F (+ D)]`` in ``feature_dtype``."""
+        f = self.features(values, timestamps, lengths)
+        if not self.mean_inputs:
+            return f
+        v = values.to(f.dtype)
+        ln = torch.as_tensor(lengths, device=v.device).to(torch.int64).reshape(-1)
+        mask = (torch.arange(v.shape[1], device=v.device)[None, :] < ln[:, None]).to(v.dtype)
+        mean = (v * mask[..., None]).sum(1) / ln.clamp_min(1).to(v.dtype)[:, None]
+        return torch.cat([f, mean], dim=1)
 
     def normalise(self, feats: torch.Tensor) -> torch.Tensor:
         """``(feats - mean) / std`` with the fixed training statistics, as float32 ``[B, F]``."""
@@ -123,7 +138,7 @@ class TrajectoryClassifier(nn.Module):
         return self.head(z)
 
     def forward(self, values: torch.Tensor, timestamps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head_logits(self.normalise(self.features(values, timestamps, lengths)))
+        return self.head_logits(self.normalise(self.inputs(values, timestamps, lengths)))
 
     @torch.no_grad()
     def fit_normalisation(self, feats: torch.Tensor) -> None:
@@ -154,6 +169,7 @@ def build_model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         feature_dtype=_DTYPES[spec.get("feature_dtype", "float32")],
         magnitude_inputs=bool(spec.get("magnitude_inputs", False)),
         head=spec.get("head"),
+        mean_inputs=bool(spec.get("mean_inputs", False)),
     )
     if encoder_spec:
         from cvx_core.learn.encoders import TextTrajectoryClassifier, build_text_encoder

@@ -395,6 +395,7 @@ class Trainer:
             "features": cfg.features.to_dict(),
             "feature_dtype": cfg.feature_dtype,
             "magnitude_inputs": cfg.magnitude_inputs,
+            "mean_inputs": bool(cfg.mean_inputs and cfg.text_encoder is None),
             "encoder": encoder,
         }
 
@@ -471,7 +472,8 @@ class Trainer:
         order: list[np.ndarray] = []
         for b in length_buckets(self.data.lengths, indices, self.config.eval_batch_size):
             inputs, _ = self._batch(b)
-            rows.append(model.features(*_inputs_to(inputs, self.device)).double().cpu())
+            x = _inputs_to(inputs, self.device)
+            rows.append((model.inputs(*x) if getattr(model, "mean_inputs", False) else model.features(*x)).double().cpu())
             order.append(b)
         feats = torch.cat(rows)
         pos = {int(i): k for k, i in enumerate(indices)}
