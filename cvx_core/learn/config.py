@@ -64,6 +64,9 @@ class TrainConfig:
         head: "linear", "mlp" or "auto" (chosen by validation, inner CV on small data: a
             logistic regression against an MLP of ``hidden`` units on the features at their
             initial values). A linear head starts from that logistic regression.
+        mean_inputs: the head also reads each user's mean embedding (standardised like the
+            features), so the model contains the mean-embedding baseline as a special case
+            (stored-embedding models only).
         head_c: inverse L2 strength of the head (scikit-learn's ``C``: the loss gets
             ``|W|^2 / (2 C n_train)``); None: chosen by validation like the head.
         inner_cv: folds of the inner cross-validation that chooses the head and ``head_c``
@@ -109,6 +112,7 @@ class TrainConfig:
     embedding_cache: str | None = None
     features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig)
     head: str = "auto"
+    mean_inputs: bool = True
     head_c: float | None = None
     inner_cv: int = 5
     cv: int = 0
