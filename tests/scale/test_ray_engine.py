@@ -23,14 +23,6 @@ def test_extract_on_ray_writes_the_local_file_exactly(ray_cluster, small_file, t
                                   check_exact=True)
 
 
-def test_analyze_on_ray_equals_local_rows_and_cohort(ray_cluster, small_file, tmp_path):
-    local = analyze_stream(small_file, out=tmp_path / "l.parquet", chunk_users=25)
-    remote = analyze_ray(small_file, out=tmp_path / "r.parquet", chunk_users=25, workers=2)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r.parquet"), pd.read_parquet(tmp_path / "l.parquet"))
-    np.testing.assert_allclose(remote.cohort.mean_shares, local.cohort.mean_shares, rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(remote.n_changepoints, local.n_changepoints)
-
-
 def test_embed_on_ray_encoder_actors_equal_local_to_float32_rounding(ray_cluster, small_file, tmp_path):
     def encoder(texts: list[str]) -> np.ndarray:  # nested: shipped to the actors by value
         out = np.zeros((len(texts), 8), dtype=np.float32)
@@ -48,11 +40,16 @@ def test_embed_on_ray_encoder_actors_equal_local_to_float32_rounding(ray_cluster
         assert x.texts == y.texts and x.label == y.label
 
 
-def test_cli_engine_ray_uses_the_running_cluster(ray_cluster, small_file, tmp_path, capsys):
+def test_cli_analyze_on_the_running_cluster_equals_local_rows_and_cohort(ray_cluster, small_file, tmp_path, capsys):
     from cvx_core.cli import main
 
-    assert main(["extract", str(small_file), "--out", str(tmp_path / "r.parquet"), "--engine", "ray",
-                 "--workers", "2", "--chunk-users", "30"]) == 0
+    local = analyze_stream(small_file, out=tmp_path / "l.parquet", chunk_users=25)
+    assert main(["analyze", str(small_file), "--out", str(tmp_path / "r.parquet"), "--engine", "ray",
+                 "--workers", "2", "--chunk-users", "25"]) == 0
     assert "60 users" in capsys.readouterr().out
     assert ray_cluster.is_initialized()  # the session's cluster was reused, not shut down
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r.parquet"), pd.read_parquet(tmp_path / "l.parquet"))
+    remote = analyze_ray(small_file, chunk_users=60, workers=1)  # library call, no output file, one block
+    np.testing.assert_allclose(remote.cohort.mean_shares, local.cohort.mean_shares, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(remote.n_changepoints, local.n_changepoints)
     assert main(["extract", str(small_file), "--out", str(tmp_path / "x.parquet"), "--workers", "2"]) == 2
