@@ -80,10 +80,8 @@ def ray_session(*, workers: int | None = None, address: str | None = None,
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": False}
-    if address:
-        import cvx_core
-
-        kwargs.update(address=address, runtime_env={"py_modules": [str(Path(cvx_core.__file__).parent)]})
+    if address:  # ship this package's source to the cluster (its dependencies must be installed there)
+        kwargs.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
     else:
         kwargs.update(num_cpus=workers or os.cpu_count() or 1,
                       object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES)
