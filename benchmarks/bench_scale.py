@@ -11,6 +11,11 @@ extract ...``) and reports its own peak RSS (``ru_maxrss``) and wall time; the i
 (``load_trajectories`` + the feature vectors, what ``extract`` did before streaming) is
 measured the same way for comparison.
 
+CPU seconds (user + system of the process and its children) are reported beside wall time:
+on a shared machine they are the steadier measure of per-user cost (the projection in
+docs/scale.md uses them); Ray's worker processes are not children of the driver, so the
+throughput table reports wall time only.
+
 Usage: ``python benchmarks/bench_scale.py [--sizes 1 5 10 25 50] [--workers 1 2]
 [--throughput-size 5] [--skip-inmemory-above 50]``; prints tables and writes
 ``benchmarks/results/scale.json``.
@@ -44,8 +49,10 @@ else:  # the in-memory path: load everything, then the feature vectors
     ts = load_trajectories(args[0])
     write_frames(args[1], iter([features_frame(ts)]))
     rc = 0
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print("RESULT " + json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
-                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                              "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+                              "peak_rss_mb": me.ru_maxrss / 1024}))
 """
 
 
@@ -125,7 +132,8 @@ def main() -> None:
         return p, files[name]
 
     memory_rows = []
-    print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'users/s':>8}")
+    print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'CPU s':>8} "
+          f"{'CPU ms/user':>12}")
     cases = [(s, False) for s in opts.sizes] + [(max(opts.sizes), True)]
     for size, single in cases:
         path, info = dataset(size, single)
@@ -137,11 +145,13 @@ def main() -> None:
             r = run(mode, args)
             row = {"size_x": size, "single_row_group": single, "path": label, **info,
                    "peak_rss_mb": round(r["peak_rss_mb"], 1), "seconds": round(r["seconds"], 2),
-                   "users_per_s": round(info["users"] / r["seconds"], 1)}
+                   "cpu_seconds": round(r["cpu_seconds"], 2),
+                   "users_per_s": round(info["users"] / r["seconds"], 1),
+                   "cpu_ms_per_user": round(1000 * r["cpu_seconds"] / info["users"], 2)}
             memory_rows.append(row)
             tag = label + (" 1-RG" if single else "")
             print(f"{size:>5}x {info['users']:>7} {info['posts']:>8} {tag:>22} {row['peak_rss_mb']:>12.0f} "
-                  f"{row['seconds']:>9.1f} {row['users_per_s']:>8.1f}", flush=True)
+                  f"{row['seconds']:>9.1f} {row['cpu_seconds']:>8.1f} {row['cpu_ms_per_user']:>12.2f}", flush=True)
 
     throughput_rows = []
     path, info = dataset(opts.throughput_size)
