@@ -91,6 +91,18 @@ _EXPORTS: dict[str, str] = {
     "HashingBagEncoder": "learn.encoders",
     "MiniLMEncoder": "learn.encoders",
     "TextTrajectoryClassifier": "learn.encoders",
+    "estimate_finetune_memory": "learn.finetune",
+    "finetune_memory_breakdown": "learn.finetune",
+    # scale: streamed (bounded-memory) processing, Ray engine, data-parallel training
+    "iter_user_chunks": "scale.stream",
+    "extract_stream": "scale.stream",
+    "analyze_stream": "scale.stream",
+    "embed_stream": "scale.stream",
+    "StreamAnalysis": "scale.stream",
+    "extract_ray": "scale.ray_engine",
+    "analyze_ray": "scale.ray_engine",
+    "embed_ray": "scale.ray_engine",
+    "train_distributed": "scale.ddp",
 }
 
 __all__ = sorted(_EXPORTS)
