@@ -367,11 +367,11 @@ def explore_figure(
         safe = escape(uid)
         fig.add_trace(go.Scattergl(
             x=part["x"], y=part["y"], mode="lines", name=f"halo {safe}", showlegend=False,
-            line=dict(color=HALO, width=5), hoverinfo="skip",
+            line=dict(color=HALO, width=4), hoverinfo="skip",
         ))
         fig.add_trace(go.Scattergl(
             x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
-            line=dict(color=colour_k, width=2), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
+            line=dict(color=colour_k, width=2.5), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
             customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
         ))
         if window is not None:  # where the path has got to
@@ -430,8 +430,9 @@ def words_timeline_figure(tl: Any, words: Sequence[str], cp_terms: Mapping[int, 
     for index, when in tl.change_points:
         terms = list((cp_terms or {}).get(int(index), ()))[:4]
         if terms:
-            fig.add_annotation(
-                x=when, y=1.0, xref="x", yref="y domain", yanchor="bottom", showarrow=False,
+            fig.add_annotation(  # inside the drift panel, right of the change point's line
+                x=when, y=0.02, xref="x3", yref="y3 domain", xanchor="left", yanchor="bottom", showarrow=False,
                 text=escape_hover("→ " + ", ".join(terms)), font=dict(size=11, color="#d62728"),
+                bgcolor="rgba(128, 128, 128, 0.12)",
             )
     return fig

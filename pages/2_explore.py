@@ -44,7 +44,7 @@ with st.container(border=True):
         "Projection", ["PCA", "UMAP"], horizontal=True, key="explore_method",
         help="PCA is instant. UMAP is computed in the background (kept on disk for next time).",
     )
-    zoom = c1.toggle("Zoom to the drawn paths", key="explore_zoom")
+    zoom = c1.toggle("Zoom to paths", key="explore_zoom", help="Zoom the cloud to the drawn paths.")
     if st.session_state.get("explore_colour") not in options:
         st.session_state["explore_colour"] = explore.LABEL
     colour_by = c2.selectbox(
@@ -181,7 +181,7 @@ with right:
     with st.container(border=True):
         st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; click a row to open)")
         near = explore.nearest_users(ts, selected, analysis)
-        picked = st.dataframe(near, hide_index=True, height=250, key="explore_near_table",
+        picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)), key="explore_near_table",
                               on_select="rerun", selection_mode="single-row")
         if picked is not None and picked.selection.rows:
             open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
@@ -198,7 +198,8 @@ with left:
     tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
     st.plotly_chart(tfig, key="explore_timeline")
     st.caption(
-        "Red dashed lines: PELT change points, labelled with the words that become distinctive after them. "
+        "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
+        "when the posts have text). "
         f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
         "gaps between posts. Hover a point to read the post's first words."
     )
