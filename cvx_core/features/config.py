@@ -28,6 +28,7 @@ _DAY_DEFAULTS: dict[str, Any] = {
     "silence_temperature": 1.0,
     "scales": (1.0, 7.0, 30.0),
     "ema_tau": 7.0,
+    "ode_time_scale": 7.0,
 }
 
 
@@ -52,6 +53,15 @@ class TemporalFeaturesConfig:
             not the features; sensor-rate data sets ``min_dt`` and ``scales`` in seconds too.
             Timestamps reach the feature ops as days (the data layer's convention) and are
             converted by :meth:`to_unit`, the one conversion both paths use.
+        ode_latent_dim: size of the optional latent ODE state appended after the scale
+            features on the torch path (0, the default, leaves it out; SPEC "Optional learned
+            blocks"). It is learned only: the analytic path never has it.
+        ode_input_dim: the embedding is projected to this size before the ODE-RNN's GRU
+            (``None``: no projection).
+        ode_time_scale: gaps are divided by this (in ``time_unit``; default 7 days) before
+            the ODE integrates over them.
+        ode_steps: fixed RK4 steps per gap.
+        ode_adjoint: adjoint-method gradients (memory flat in the solver steps).
     """
 
     min_dt: float = None  # type: ignore[assignment]  # default: one minute in time_unit
@@ -64,6 +74,11 @@ class TemporalFeaturesConfig:
     ema_tau: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
     pareto_fraction: float = 0.8
     time_unit: str = "days"
+    ode_latent_dim: int = 0
+    ode_input_dim: int | None = 32
+    ode_time_scale: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
+    ode_steps: int = 4
+    ode_adjoint: bool = True
 
     def __post_init__(self) -> None:
         if self.time_unit not in TIME_UNITS:
@@ -91,6 +106,13 @@ class TemporalFeaturesConfig:
             raise ValueError("TemporalFeaturesConfig.scales must name at least one scale (days)")
         for s in self.scales:
             positive("scales[...]", s)
+        positive("ode_time_scale", self.ode_time_scale)
+        if not (isinstance(self.ode_latent_dim, int) and self.ode_latent_dim >= 0):
+            raise ValueError(f"TemporalFeaturesConfig.ode_latent_dim must be an integer >= 0, got {self.ode_latent_dim!r}")
+        if self.ode_input_dim is not None and not (isinstance(self.ode_input_dim, int) and self.ode_input_dim >= 1):
+            raise ValueError(f"TemporalFeaturesConfig.ode_input_dim must be an integer >= 1 or None, got {self.ode_input_dim!r}")
+        if not (isinstance(self.ode_steps, int) and self.ode_steps >= 1):
+            raise ValueError(f"TemporalFeaturesConfig.ode_steps must be an integer >= 1, got {self.ode_steps!r}")
         if not (0.0 < self.pareto_fraction <= 1.0):
             raise ValueError(
                 f"TemporalFeaturesConfig.pareto_fraction must be in (0, 1], got {self.pareto_fraction!r}"
@@ -102,6 +124,19 @@ class TemporalFeaturesConfig:
         if self.time_unit == "days":
             return t_days
         return t_days * (1.0 / TIME_UNITS[self.time_unit])
+
+    def ode_config(self) -> Any:
+        """The :class:`cvx_core.features.ode.ODEConfig` of the optional latent ODE block."""
+        from cvx_core.features.ode import ODEConfig
+
+        return ODEConfig(
+            latent_dim=max(int(self.ode_latent_dim), 1),
+            input_dim=self.ode_input_dim,
+            time_unit=self.time_unit,
+            time_scale=float(self.ode_time_scale),
+            steps=int(self.ode_steps),
+            adjoint=bool(self.ode_adjoint),
+        )
 
     @property
     def n_scales(self) -> int:

@@ -136,14 +136,25 @@ class TemporalFeatureExtractor(nn.Module):
         self.aggregator = MultiScaleAggregator(self.config.n_scales)
         self.cp_detector = SoftChangePointDetector(self.config)
         self.layout: FeatureLayout = feature_layout(self.dim, self.config)
-        self.out_dim = self.layout.size
+        # the optional latent ODE block (SPEC "Optional learned blocks"): appended last
+        self.ode = None
+        if self.config.ode_latent_dim > 0:
+            from cvx_core.features.ode import ODERNNEncoder
+
+            self.ode = ODERNNEncoder(self.dim, self.config.ode_config())
+        self.out_dim = self.layout.size + int(self.config.ode_latent_dim)
+
+    @property
+    def names(self) -> list[str]:
+        """One name per output entry: SPEC's names, then ``ode_0 …`` when the ODE block is on."""
+        return list(self.layout.names) + [f"ode_{i}" for i in range(int(self.config.ode_latent_dim))]
 
     def forward(self, values: Tensor, timestamps: Any, lengths: Any = None) -> Tensor:
         """``values [B, T, D]`` (or ``[T, D]``), ``timestamps [B, T]`` float64 days,
         ``lengths [B]`` int64 -> ``[B, F]`` (or ``[F]``), in ``values``' dtype."""
         if values.shape[-1] != self.dim:
             raise ValueError(f"expected embeddings of dimension {self.dim}, got {values.shape[-1]}")
-        return TorchBackend.extract_all(
+        feats = TorchBackend.extract_all(
             values,
             timestamps,
             self.config,
@@ -152,6 +163,11 @@ class TemporalFeatureExtractor(nn.Module):
             beta=self.aggregator.beta(values.dtype),
             temperature=self.cp_detector.temperature_as(values.dtype),
         )
+        if self.ode is None:
+            return feats
+        stamps = torch.as_tensor(timestamps, dtype=torch.float64, device=values.device)
+        state = self.ode(values, stamps, lengths).to(feats.dtype)
+        return torch.cat([feats, state], dim=-1)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, out_dim={self.out_dim}, scales={self.config.scales}"

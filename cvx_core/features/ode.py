@@ -33,17 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cvx_core.features.config import TIME_UNITS
+
 __all__ = ["ODEConfig", "ODEFunc", "ODERNNEncoder", "TIME_UNITS"]
-
-# seconds per unit; the trajectory's timestamps arrive in days (SPEC)
-TIME_UNITS: dict[str, float] = {
-    "seconds": 1.0,
-    "minutes": 60.0,
-    "hours": 3600.0,
-    "days": 86400.0,
-    "weeks": 7 * 86400.0,
-}
-
 
 @dataclass(frozen=True)
 class ODEConfig:
@@ -86,7 +78,7 @@ class ODEConfig:
 
     def days_to_units(self) -> float:
         """Factor turning a gap in days into a gap in ``time_scale`` units of ``time_unit``."""
-        return 86400.0 / TIME_UNITS[self.time_unit] / self.time_scale
+        return 1.0 / TIME_UNITS[self.time_unit] / self.time_scale
 
 
 class ODEFunc(nn.Module):

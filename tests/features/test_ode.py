@@ -96,3 +96,52 @@ def test_a_long_silence_moves_the_state_boundedly():
 def test_invalid_ode_settings_are_refused(bad):
     with pytest.raises(ValueError):
         ODEConfig(**bad)
+
+
+def test_feature_extractor_appends_the_ode_block_after_the_spec_vector():
+    """SPEC: 4D+5+2S features, then ode_latent_dim more; the first part still equals the
+    analytic path, and the loss reaches the ODE's parameters."""
+    import numpy as np
+
+    from cvx_core.features.analytic import AnalyticBackend
+    from cvx_core.features.config import TemporalFeaturesConfig
+    from cvx_core.features.learnable import TemporalFeatureExtractor
+
+    cfg = TemporalFeaturesConfig(ode_latent_dim=3, ode_input_dim=4)
+    ext = TemporalFeatureExtractor(6, cfg).double()
+    v, ts = _batch(2, b=2, t=7, d=6)
+    lengths = torch.tensor([7, 4])
+    out = ext(v, ts, lengths)
+    base = cfg.feature_dim(6)
+    assert out.shape == (2, base + 3) and ext.out_dim == base + 3
+    assert ext.names[-3:] == ["ode_0", "ode_1", "ode_2"] and len(ext.names) == base + 3
+    ref = AnalyticBackend.extract_all(v[1, :4].numpy(), ts[1, :4].numpy(), cfg)
+    assert np.allclose(out[1, :base].detach().numpy(), ref, rtol=1e-10, atol=1e-12)
+    out[:, base:].pow(2).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ext.ode.parameters())
+    assert TemporalFeatureExtractor(6, TemporalFeaturesConfig()).ode is None
+
+
+@pytest.mark.slow
+def test_classifier_with_the_ode_block_trains_saves_and_reloads_identically(tmp_path):
+    import numpy as np
+
+    from cvx_core.data.synthetic import rotating_trajectories
+    from cvx_core.data.trajectory import Trajectory, TrajectorySet
+    from cvx_core.features.config import TemporalFeaturesConfig
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.model import predict_proba
+    from cvx_core.learn.runs import load_run
+    from cvx_core.learn.trainer import train
+
+    rot = rotating_trajectories(40, dim=8, n_posts=(5, 8), seed=4)
+    trajs = [Trajectory(user_id=t.user_id, embeddings=t.embeddings, datetimes=t.datetimes, label=i % 2)
+             for i, t in enumerate(rot)]
+    ts = TrajectorySet(trajs, name="rot")
+    cfg = TrainConfig(epochs=2, head="mlp", features=TemporalFeaturesConfig(ode_latent_dim=4, ode_input_dim=4), seed=0)
+    res = train(ts, cfg, run_dir=tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert run.config.features.ode_latent_dim == 4
+    a = predict_proba(res.model, ts)
+    b = predict_proba(run.model, ts)
+    assert np.allclose(a, b, atol=1e-6)
