@@ -172,3 +172,19 @@ def test_any_chunking_gives_every_user_once_with_the_in_memory_features(tmp_path
     assert all(len(c.trajectories) <= chunk_users for c in chunks)
     got = pd.concat([features_frame(c.trajectories) for c in chunks])
     _frames_equal(got, features_frame(load_trajectories(path)))
+
+
+def test_csv_cells_with_line_breaks_and_quotes_are_read_as_one_record(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text(
+        'user_id,timestamp,label,text,e0,e1\n'
+        'a,2024-01-01T00:00:00Z,1,"two\nlines, one ""quoted"" word",0.5,1.0\n'
+        'a,2024-01-02T00:00:00Z,1,plain,0.25,2.0\n'
+        'b,2024-01-01T00:00:00Z,0,"x\n\ny",1.5,-1.0\n', encoding="utf-8")
+    chunks = list(iter_user_chunks(path, chunk_users=1, batch_rows=1))
+    got = [tr for c in chunks for tr in c.trajectories]
+    want = list(load_trajectories(path))
+    assert [t.user_id for t in got] == ["a", "b"] and [c.rows_done for c in chunks] == [3, 3]
+    for x, y in zip(got, want):
+        assert x.texts == y.texts and x.label == y.label
+        np.testing.assert_array_equal(x.embeddings, y.embeddings)
