@@ -210,7 +210,7 @@ with right:
             st.text("No change point was found for this user.")
         for k, cp in enumerate(words):
             with st.container(border=True, key=f"explore_cp_{k}"):
-                st.markdown(f"**Change point {k + 1}** · post {cp.index} · {cp.when:%Y-%m-%d} · severity {escape.escape_markdown(cp.severity)}")
+                st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · severity {escape.escape_markdown(cp.severity)}")
                 st.text(cp.narrative)
                 b, a = st.columns(2)
                 with b:
