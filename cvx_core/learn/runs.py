@@ -77,6 +77,8 @@ class RunError(RuntimeError):
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's value; every failure (missing, unreadable, not UTF-8, not JSON) is a
+    :class:`RunError` naming the file."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -84,6 +86,60 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise RunError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+# -- document shapes: every document read from a run folder is checked before use ----------
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_optional(doc: dict[str, Any], path: Path, key: str, ok: Any, expected: str) -> None:
+    if key in doc and doc[key] is not None and not ok(doc[key]):
+        raise RunError(f"{path}: '{key}' is {str(doc[key])[:40]!r}, expected {expected}")
+
+
+def _check_metrics(doc: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise RunError(f"{path}: holds a JSON {type(doc).__name__}, expected an object of metrics")
+    for key in ("test_auc", "baseline_auc", "test_f1", "test_accuracy", "val_auc"):
+        _check_optional(doc, path, key, _is_number, "a number")
+    _check_optional(doc, path, "epochs", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                    "a whole number of epochs")
+    _check_optional(doc, path, "device", lambda v: isinstance(v, str), "a device name")
+    return doc
+
+
+def _check_checkpoint(doc: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise RunError(f"{path}: holds a JSON {type(doc).__name__}, expected an object (epoch, validation AUC)")
+    _check_optional(doc, path, "epoch", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                    "a whole number")
+    _check_optional(doc, path, "device", lambda v: isinstance(v, str), "a device name")
+    return doc
+
+
+def _check_history(doc: Any, path: Path) -> list[dict[str, Any]]:
+    if not isinstance(doc, list) or not all(isinstance(h, dict) for h in doc):
+        raise RunError(f"{path}: expected a list of per-epoch objects")
+    return doc
+
+
+def _check_object(doc: Any, path: Path, what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise RunError(f"{path}: holds a JSON {type(doc).__name__}, expected an object ({what})")
+    return doc
+
+
+def _check_config(doc: Any, path: Path) -> dict[str, Any]:
+    _check_object(doc, path, "train_config and model_spec")
+    for key in ("train_config", "model_spec"):
+        if not isinstance(doc.get(key), dict):
+            raise RunError(f"{path}: not a CVX run config ('{key}' is missing or not an object)")
+    return doc
 
 
 # -- folders ------------------------------------------------------------------------------
@@ -150,6 +206,8 @@ class RunInfo:
         test_auc, baseline_auc, test_f1: from ``metrics.json`` (None while incomplete).
         epochs: epochs run (from ``metrics.json``, else the checkpoint's epoch).
         device: device the run trained on.
+        damaged: ``None`` for a readable run, else why it is damaged (which file, what is
+            wrong); a damaged run is still listed, with the fields above left empty.
     """
 
     name: str
@@ -162,43 +220,84 @@ class RunInfo:
     test_f1: float | None
     epochs: int | None
     device: str | None
+    damaged: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Alias of :attr:`damaged` (what the app shows for a damaged run)."""
+        return self.damaged
+
+
+def _run_info(d: Path) -> RunInfo:
+    """One run folder -> :class:`RunInfo`; raises :class:`RunError` (or ``OSError``)."""
+    files = [p for p in d.iterdir() if p.is_file()]
+    mtime = max((p.stat().st_mtime for p in files), default=d.stat().st_mtime)
+    _check_config(read_json(d / CONFIG_FILE), d / CONFIG_FILE)
+    for name in (METRICS_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE):
+        if (d / name).exists() and not (d / name).is_file():
+            raise RunError(f"{d / name}: is not a file")
+    metrics: dict[str, Any] = {}
+    ckpt: dict[str, Any] = {}
+    if (d / METRICS_FILE).is_file():
+        metrics = _check_metrics(read_json(d / METRICS_FILE), d / METRICS_FILE)
+    if (d / CHECKPOINT_FILE).is_file():
+        ckpt = _check_checkpoint(read_json(d / CHECKPOINT_FILE), d / CHECKPOINT_FILE)
+    if (d / HISTORY_FILE).is_file():
+        _check_history(read_json(d / HISTORY_FILE), d / HISTORY_FILE)
+    epochs = metrics.get("epochs", ckpt.get("epoch"))
+    return RunInfo(
+        name=d.name,
+        path=d,
+        modified=datetime.fromtimestamp(mtime, tz=timezone.utc),
+        complete=bool(metrics),
+        has_weights=(d / WEIGHTS_FILE).is_file(),
+        test_auc=metrics.get("test_auc"),
+        baseline_auc=metrics.get("baseline_auc"),
+        test_f1=metrics.get("test_f1"),
+        epochs=None if epochs is None else int(epochs),
+        device=metrics.get("device", ckpt.get("device")),
+    )
 
 
 def list_runs(workspace: str | os.PathLike[str]) -> list[RunInfo]:
-    """Run folders directly under ``workspace`` (those holding a ``config.json``), newest first."""
+    """Run folders directly under ``workspace`` (those holding a ``config.json``), newest first.
+
+    Never raises on one bad folder: a run whose documents cannot be read or have the wrong
+    shape is listed with ``damaged`` saying why, so the other runs stay visible."""
     ws = Path(workspace)
     if not ws.is_dir():
         return []
     runs: list[RunInfo] = []
-    for d in ws.iterdir():
-        if not d.is_dir() or not (d / CONFIG_FILE).is_file():
-            continue
-        files = [p for p in d.iterdir() if p.is_file()]
-        mtime = max(p.stat().st_mtime for p in files)
-        metrics: dict[str, Any] = {}
-        ckpt: dict[str, Any] = {}
+    try:
+        entries = sorted(ws.iterdir())
+    except OSError:
+        return []
+    for d in entries:
         try:
-            if (d / METRICS_FILE).is_file():
-                metrics = read_json(d / METRICS_FILE)
-            if (d / CHECKPOINT_FILE).is_file():
-                ckpt = read_json(d / CHECKPOINT_FILE)
-        except RunError:
-            pass
-        epochs = metrics.get("epochs", ckpt.get("epoch"))
-        runs.append(
-            RunInfo(
-                name=d.name,
-                path=d,
-                modified=datetime.fromtimestamp(mtime, tz=timezone.utc),
-                complete=bool(metrics),
-                has_weights=(d / WEIGHTS_FILE).is_file(),
-                test_auc=metrics.get("test_auc"),
-                baseline_auc=metrics.get("baseline_auc"),
-                test_f1=metrics.get("test_f1"),
-                epochs=None if epochs is None else int(epochs),
-                device=metrics.get("device", ckpt.get("device")),
+            if not d.is_dir() or not (d / CONFIG_FILE).is_file():
+                continue
+            runs.append(_run_info(d))
+        except (RunError, OSError) as exc:
+            try:
+                mtime = d.stat().st_mtime
+            except OSError:
+                mtime = 0.0
+            reason = str(exc) if isinstance(exc, RunError) else f"{d}: cannot be read ({exc})"
+            runs.append(
+                RunInfo(
+                    name=d.name,
+                    path=d,
+                    modified=datetime.fromtimestamp(mtime, tz=timezone.utc),
+                    complete=False,
+                    has_weights=False,
+                    test_auc=None,
+                    baseline_auc=None,
+                    test_f1=None,
+                    epochs=None,
+                    device=None,
+                    damaged=reason,
+                )
             )
-        )
     runs.sort(key=lambda r: (r.modified, r.name), reverse=True)
     return runs
 
@@ -236,30 +335,47 @@ def load_run(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> LoadedR
     """Rebuild the model of a run folder with its best saved weights.
 
     Works on finished runs and on interrupted ones that wrote at least one checkpoint.
-    Raises :class:`RunError` naming the missing or bad file otherwise.
+    Raises :class:`RunError` naming the missing or bad file otherwise (every failure to
+    read, check or rebuild the run is a :class:`RunError`).
     """
+    try:
+        return _load_run(run_dir, device=device)
+    except RunError:
+        raise
+    except MemoryError:
+        raise RunError(f"{run_dir}: out of memory loading this run") from None
+    except Exception as exc:  # a document of the right shape with values the model refuses
+        raise RunError(f"{run_dir}: cannot rebuild this run ({type(exc).__name__}: {exc})") from None
+
+
+def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
     from cvx_core.learn.config import TrainConfig
     from cvx_core.learn.model import build_model_from_spec
 
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"{path}: not a run folder")
-    cfg_doc = read_json(path / CONFIG_FILE)
+    cfg_doc = _check_config(read_json(path / CONFIG_FILE), path / CONFIG_FILE)
     try:
         config = TrainConfig.from_dict(cfg_doc["train_config"])
         spec = dict(cfg_doc["model_spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / CONFIG_FILE}: not a CVX run config ({exc})") from None
     state = load_weights(path, device="cpu")
-    model = build_model_from_spec(spec)
+    if not isinstance(state, dict):
+        raise RunError(f"{path / WEIGHTS_FILE}: holds a {type(state).__name__}, expected a state dict of tensors")
+    try:
+        model = build_model_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path / CONFIG_FILE}: the model spec cannot be built ({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / WEIGHTS_FILE}: weights do not match the model in config.json ({exc})") from None
     model.to(device)
     model.eval()
-    data = read_json(path / DATA_FILE) if (path / DATA_FILE).is_file() else {}
-    ckpt = read_json(path / CHECKPOINT_FILE) if (path / CHECKPOINT_FILE).is_file() else {}
-    metrics = read_json(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
-    history = read_json(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []
+    data = _check_object(read_json(path / DATA_FILE), path / DATA_FILE, "data summary") if (path / DATA_FILE).is_file() else {}
+    ckpt = _check_checkpoint(read_json(path / CHECKPOINT_FILE), path / CHECKPOINT_FILE) if (path / CHECKPOINT_FILE).is_file() else {}
+    metrics = _check_metrics(read_json(path / METRICS_FILE), path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
+    history = _check_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []
     return LoadedRun(path, model, config, spec, data, ckpt, metrics, history)

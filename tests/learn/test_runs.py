@@ -158,3 +158,83 @@ def test_training_again_in_the_same_folder_removes_stale_results(data, tmp_path)
     train(data, TrainConfig(**{**FAST, "epochs": 1}), run_dir=run, callbacks={"on_train_start": check})
     assert json.loads((run / runs.METRICS_FILE).read_text())["test_auc"] != 0.123
     assert (run / "notes.txt").read_text() == "mine"
+
+
+# -- damaged run folders: each is listed as damaged, the others stay visible, loading it is a RunError --
+import shutil  # noqa: E402
+
+DAMAGE = {
+    "metrics_null": (runs.METRICS_FILE, b"null"),
+    "metrics_list": (runs.METRICS_FILE, b"[1, 2]"),
+    "epochs_text": (runs.METRICS_FILE, b'{"test_auc": 0.7, "epochs": "five"}'),
+    "auc_text": (runs.METRICS_FILE, b'{"test_auc": "high"}'),
+    "metrics_truncated": (runs.METRICS_FILE, b'{"test_auc": 0.'),
+    "metrics_not_utf8": (runs.METRICS_FILE, b'{"device": "\xff\xfe"}'),
+    "metrics_deep": (runs.METRICS_FILE, b"[" * 100_000 + b"]" * 100_000),
+    "config_list": (runs.CONFIG_FILE, b"[]"),
+    "config_no_spec": (runs.CONFIG_FILE, b'{"train_config": {}}'),
+    "config_empty": (runs.CONFIG_FILE, b""),
+    "checkpoint_text": (runs.CHECKPOINT_FILE, b'"epoch 3"'),
+    "checkpoint_epoch_bool": (runs.CHECKPOINT_FILE, b'{"epoch": true}'),
+    "history_object": (runs.HISTORY_FILE, b'{"epoch": 1}'),
+    "history_numbers": (runs.HISTORY_FILE, b"[1, 2, 3]"),
+    "data_list": (runs.DATA_FILE, b"[]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_document_lists_that_run_as_damaged_keeps_the_others_and_load_raises_run_error(finished, tmp_path, case):
+    good_dir, _ = finished
+    ws = tmp_path / "ws"
+    shutil.copytree(good_dir, ws / "good")
+    shutil.copytree(good_dir, ws / "bad")
+    fname, content = DAMAGE[case]
+    (ws / "bad" / fname).write_bytes(content)
+    listed = {r.name: r for r in list_runs(ws)}
+    assert set(listed) == {"good", "bad"}
+    assert listed["good"].damaged is None and listed["good"].complete and listed["good"].test_auc is not None
+    if fname != runs.DATA_FILE:  # data.json is only read when the run is loaded
+        assert listed["bad"].damaged and fname in listed["bad"].damaged
+        assert listed["bad"].problem == listed["bad"].damaged and not listed["bad"].complete
+    with pytest.raises(RunError) as info:
+        load_run(ws / "bad")
+    assert fname in str(info.value)
+    load_run(ws / "good")  # the good run is untouched
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04" + b"\0" * 64])
+def test_corrupt_or_foreign_weights_are_a_run_error_and_the_run_still_lists(finished, tmp_path, content):
+    good_dir, _ = finished
+    shutil.copytree(good_dir, tmp_path / "ws" / "bad")
+    (tmp_path / "ws" / "bad" / runs.WEIGHTS_FILE).write_bytes(content)
+    (info,) = list_runs(tmp_path / "ws")
+    assert info.damaged is None and info.has_weights  # the list reads no weights
+    with pytest.raises(RunError, match="model.pt"):
+        load_run(tmp_path / "ws" / "bad")
+
+
+def test_weights_that_are_not_a_state_dict_or_do_not_fit_the_spec_are_a_run_error(finished, tmp_path):
+    good_dir, _ = finished
+    bad = tmp_path / "bad"
+    shutil.copytree(good_dir, bad)
+    torch.save([torch.zeros(2)], bad / runs.WEIGHTS_FILE)
+    with pytest.raises(RunError, match="state dict"):
+        load_run(bad)
+    torch.save({"w": torch.zeros(2)}, bad / runs.WEIGHTS_FILE)
+    with pytest.raises(RunError, match="do not match"):
+        load_run(bad)
+    doc = json.loads((bad / runs.CONFIG_FILE).read_text())
+    doc["model_spec"]["dim"] = "twelve"
+    (bad / runs.CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(RunError):
+        load_run(bad)
+
+
+def test_a_folder_where_a_document_is_a_directory_or_unreadable_is_listed_as_damaged(finished, tmp_path):
+    good_dir, _ = finished
+    bad = tmp_path / "ws" / "bad"
+    shutil.copytree(good_dir, bad)
+    (bad / runs.METRICS_FILE).unlink()
+    (bad / runs.METRICS_FILE).mkdir()
+    (info,) = list_runs(tmp_path / "ws")
+    assert info.damaged and runs.METRICS_FILE in info.damaged
