@@ -315,3 +315,21 @@ def test_local_hugging_face_model_folder_loads_offline_with_mean_pooling(tmp_pat
         out = embed_texts(["war war", "peace", "the economy and jobs " * 10], encoder=enc)
     assert out.shape == (3, 8) and np.isfinite(out).all()
     assert not np.allclose(out[0], out[1])
+
+
+def test_chunk_mode_embeds_long_texts_as_the_mean_of_their_windows():
+    enc = load_encoder(CountingEncoder(), model_id="count", max_tokens=10)
+    long = " ".join(f"w{i}" for i in range(25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TextTruncationWarning)  # nothing is truncated
+        out = embed_texts([long, "short one"], encoder=enc, long_texts="chunk")
+    words = long.split()
+    windows = [" ".join(words[i : i + 10]) for i in (0, 10, 20)]
+    np.testing.assert_allclose(out[0], CountingEncoder()(windows).mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(out[1], CountingEncoder()(["short one"])[0])
+    with pytest.raises(EmbeddingError) as err:
+        embed_texts(["fine text", long + " poison"], encoder=load_encoder(CountingEncoder(fail_on="poison"),
+                    max_tokens=10), long_texts="chunk")
+    assert err.value.row == 1 and "text 2" in str(err.value)
+    with pytest.raises(ValueError, match="long_texts"):
+        embed_texts(["a"], encoder=enc, long_texts="drop")
