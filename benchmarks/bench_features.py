@@ -1,19 +1,29 @@
-"""Benchmark of the temporal feature vector (SPEC.md) on both paths.
+"""Benchmark of the temporal feature vector (SPEC.md): CVX beside a plain translation and a
+memory-copy floor, per trajectory, at batch sizes 1 to 1024, in one process.
 
-Run: ``.venv/bin/python benchmarks/bench_features.py [--quick]``. Prints a table and writes
-``benchmarks/results/features.json``. Measures, with medians over repeats:
+Run: ``.venv/bin/python benchmarks/bench_features.py [--quick] [--cold-compile]``. Prints a
+table and writes ``benchmarks/results/features.json``.
 
-- one trajectory 100 x 768, CPU: analytic (NumPy float64) and torch (float32 and float64)
-  forward, forward with grad recording, forward + backward, and the ratio
-  (forward + backward) / forward;
-- a batch 64 x 100 x 768 on CPU (forward, forward + backward);
-- the same on CUDA and a 1000 x 100 x 768 batch, when a CUDA device is present (skipped with
-  a note otherwise).
+Cases (float32 embeddings, 100 posts x 768 dimensions, irregular gaps about a day apart,
+default config, 3083 features), for each batch size B in 1, 16, 64, 256, 1024:
 
-Both wall-clock and process CPU time are recorded, with medians and minima over interleaved
-blocks; the whole measurement runs in ``--processes`` fresh processes (default 3) and the
-table aggregates them (median of medians, minimum of minima), because on a shared machine
-one process can run twice as slow as the next for the same work.
+- ``cvx_fwd``: ``TorchBackend.extract_all`` under ``no_grad``; ``cvx_fwd_grad``: the same
+  with the input requiring grad (the denominator of the fwd+bwd ratio); ``cvx_fwd_bwd``:
+  that plus ``.sum().backward()``. On the CPU these run the compiled kernels.
+- ``vec_*``: the same through the vectorised fused ``autograd.Function`` that was CVX's CPU
+  path before the kernels (now the CUDA path and the fallback without numba).
+- ``plain_*``: ``benchmarks/plain_spec.py``, a plain PyTorch translation of SPEC (checked
+  against CVX before timing).
+- ``copy_new``: ``E.clone()`` (a fresh allocation, page faults included: what "one copy of
+  the batch" costs a program); ``copy_into``: ``dst.copy_(E)`` into a preallocated buffer.
+- ``analytic`` (B = 1 only): ``AnalyticBackend.extract_all`` on the float64 trajectory.
+
+How it measures: every case of one batch size runs interleaved with the others (blocks of
+calls, in turn, ``repeats`` times), so they all see the same background load; medians over
+the blocks of wall-clock and of process CPU time, divided by B. One torch thread, one BLAS
+thread. The kernels are compiled (or loaded from numba's cache) before timing; the time
+that took is recorded, and ``--cold-compile`` also measures a compile with an empty cache
+in a subprocess. The goals of issue 17 are evaluated on these ratios at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,8 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# BLAS and OpenMP threads: one per process unless the caller says otherwise (a 2-core shared
-# machine spins badly with more); set before numpy/torch load.
+# BLAS and OpenMP threads: one (a 2-core shared machine spins badly with more); set before
+# numpy/torch load.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -40,10 +51,17 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
+from plain_spec import plain_features  # noqa: E402
+
+from cvx_core.features import kernels  # noqa: E402
 from cvx_core.features.analytic import AnalyticBackend  # noqa: E402
-from cvx_core.features.differentiable import TorchBackend  # noqa: E402
+from cvx_core.features.config import TemporalFeaturesConfig  # noqa: E402
+from cvx_core.features.differentiable import TorchBackend, _TemporalFeaturesFn  # noqa: E402
+
+BATCHES = (1, 16, 64, 256, 1024)
+T_POSTS, DIM = 100, 768
 
 
 def cpu_model() -> str:
@@ -63,213 +81,210 @@ def load_average() -> list[float] | None:
         return None
 
 
-def measure(fns: dict, *, inner: int, repeats: int, sync=None) -> dict[str, dict[str, float]]:
-    """Milliseconds per call of each function, wall and process CPU time.
-
-    The functions run interleaved (one block of ``inner`` calls each, in turn, ``repeats``
-    times) so that they see the same load from other processes; ratios between them are
-    then meaningful on a shared machine. Medians and minima over the blocks."""
-    for fn in fns.values():
-        for _ in range(max(3, inner // 5)):
-            fn()
-    if sync:
-        sync()
+def measure(fns: dict, *, block_ms: float, repeats: int) -> dict[str, dict[str, float]]:
+    """Milliseconds per call of each function (wall and process CPU), interleaved: each
+    round runs one block of every function in turn (a block is as many calls as fit in
+    about ``block_ms``, at least one), ``repeats`` rounds; medians and minima over blocks."""
+    inner: dict[str, int] = {}
+    for name, fn in fns.items():  # warm-up (caches, allocator, lazy imports), then size the block
+        fn()
+        c0 = time.process_time()
+        fn()
+        inner[name] = max(1, int(block_ms / max((time.process_time() - c0) * 1e3, 1e-3)))
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
+    faults: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            n = inner[name]
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(inner):
+            for _ in range(n):
                 fn()
-            if sync:
-                sync()
-            wall[name].append((time.perf_counter() - w0) / inner * 1e3)
-            cpu[name].append((time.process_time() - c0) / inner * 1e3)
+            wall[name].append((time.perf_counter() - w0) / n * 1e3)
+            cpu[name].append((time.process_time() - c0) / n * 1e3)
+            faults[name].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)
     return {
         k: {
             "wall_ms_median": statistics.median(wall[k]),
             "wall_ms_min": min(wall[k]),
             "cpu_ms_median": statistics.median(cpu[k]),
             "cpu_ms_min": min(cpu[k]),
+            "minor_faults_per_call_median": statistics.median(faults[k]),
+            "calls_per_block": inner[k],
+            "blocks": len(wall[k]),
         }
         for k in fns
     }
 
 
-def trajectory(T: int, D: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(B: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    E = rng.normal(size=(T, D))
-    t = np.cumsum(rng.exponential(1.0, size=T))  # about one post a day, irregular
-    return E, t - t[0]
+    E = rng.normal(size=(B, T_POSTS, DIM)).astype(np.float32)
+    t = np.cumsum(rng.exponential(1.0, size=(B, T_POSTS)), axis=1)  # about a post a day
+    return E, t - t[:, :1]
 
 
-def torch_cases(E: np.ndarray, t: np.ndarray, device: str, dtype: torch.dtype, inner: int, repeats: int,
-                lengths: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    Et = torch.tensor(E, dtype=dtype, device=device)
-    tt = torch.tensor(t, dtype=torch.float64, device=device)
-    ln = None if lengths is None else torch.tensor(lengths, device=device)
-    Eg = Et.clone().requires_grad_(True)
+def cases_for(B: int, cfg: TemporalFeaturesConfig, *, plain: bool) -> dict:
+    E_np, t_np = make_batch(B, seed=B)
+    E = torch.from_numpy(E_np)
+    t = torch.from_numpy(t_np)
+    Eg = E.clone().requires_grad_(True)
+    dst = torch.empty_like(E)
 
-    def fwd():
-        with torch.no_grad():
-            TorchBackend.extract_all(Et, tt, lengths=ln)
+    def vec(x: torch.Tensor, tt: torch.Tensor = t) -> torch.Tensor:  # the vectorised fused Function
+        return _TemporalFeaturesFn.apply(x, tt, None, None, None, cfg.temperature, cfg)
 
-    def fwd_grad():
-        TorchBackend.extract_all(Eg, tt, lengths=ln)
+    with torch.no_grad():  # the translations agree before anything is timed
+        ref = TorchBackend.extract_all(E[:4], t[:4], cfg)
+        for other in (vec(E[:4], t[:4]), plain_features(E[:4], t[:4], cfg)):
+            err = ((other - ref).abs() / (ref.abs() + 1e-2)).max().item()
+            assert err < 1e-3, f"translations disagree at B={B}: {err}"
 
-    def fwd_bwd():
-        Eg.grad = None
-        TorchBackend.extract_all(Eg, tt, lengths=ln).sum().backward()
+    def fwd_bwd(fn):
+        def run():
+            Eg.grad = None
+            fn(Eg).sum().backward()
+        return run
 
-    out = measure(
-        {"forward": fwd, "forward_grad_recording": fwd_grad, "forward_backward": fwd_bwd},
-        inner=inner, repeats=repeats, sync=sync,
-    )
-    out["ratio_fwd_bwd_over_fwd"] = {
-        key: out["forward_backward"][key] / out["forward_grad_recording"][key]
-        for key in ("wall_ms_median", "wall_ms_min", "cpu_ms_median", "cpu_ms_min")
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                fn(E)
+        return run
+
+    cvx = lambda x: TorchBackend.extract_all(x, t, cfg)  # noqa: E731
+    pl = lambda x: plain_features(x, t, cfg)  # noqa: E731
+    fns = {
+        "cvx_fwd": no_grad(cvx),
+        "cvx_fwd_grad": lambda: cvx(Eg),
+        "cvx_fwd_bwd": fwd_bwd(cvx),
+        "vec_fwd": no_grad(vec),
+        "vec_fwd_grad": lambda: vec(Eg),
+        "vec_fwd_bwd": fwd_bwd(vec),
+        "copy_new": lambda: E.clone(),
+        "copy_into": lambda: dst.copy_(E),
     }
-    return out
+    if plain:
+        fns.update({"plain_fwd": no_grad(pl), "plain_fwd_grad": lambda: pl(Eg), "plain_fwd_bwd": fwd_bwd(pl)})
+    if B == 1:
+        E64, t64 = E_np[0].astype(np.float64), t_np[0]
+        fns["analytic"] = lambda: AnalyticBackend.extract_all(E64, t64, cfg)
+    return fns
 
 
-def warm_allocator() -> None:
-    """Allocate and free one 32 MB block, as any process that has loaded data has done.
+def cold_compile_seconds() -> float:
+    """Compile every kernel specialisation with an empty numba cache (``NUMBA_CACHE_DIR``
+    pointed at a new directory takes precedence over the cache next to the module), in a
+    fresh process: what the first test run after an install pays."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = ("import sys; sys.path.insert(0, %r); from cvx_core.features import kernels; "
+                "print(kernels.compile_all())") % str(ROOT)
+        out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_CACHE_DIR=tmp),
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
 
-    glibc serves blocks above its mmap threshold (128 KB at start) with fresh mmaps, and
-    raises the threshold only after such a block is freed. Before that, every 600 KB
-    temporary of a 100 x 768 float64 computation is a new mapping whose pages fault on
-    first touch: measured here, the analytic path takes ~1.5 ms in that state instead of
-    ~0.65 ms. A benchmark process that has done nothing else would report the former.
-    """
+
+def run(quick: bool, cold: bool) -> dict:
+    torch.set_num_threads(1)
+    # glibc hands blocks above its mmap threshold (128 KB at start) out as fresh mappings
+    # until one such block has been freed; any program that has loaded data has done that
     block = np.ones(4_000_000)
     del block
-
-
-def run_once(quick: bool, threads: int) -> dict[str, object]:
-    """All cases in this process -> results dict (machine info, cases, notes)."""
-    warm_allocator()
-    torch.set_num_threads(threads)
-    inner, repeats = (10, 3) if quick else (20, 25)
+    compile_s = kernels.compile_all()
     cfg = TemporalFeaturesConfig()
-    results: dict[str, object] = {
+    results: dict = {
         "machine": {
             "cpu_model": cpu_model(),
             "logical_cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "numpy_version": np.__version__,
+            "numba_version": getattr(kernels.numba, "__version__", None),
             "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average_at_start": load_average(),
         },
-        "config": cfg.to_dict(),
-        "cases": {},
+        "shape": {"T": T_POSTS, "D": DIM, "dtype": "float32", "features": cfg.feature_dim(DIM)},
+        "kernel_compile_or_cache_load_s": compile_s,
+        "batches": {},
     }
-    cases: dict[str, object] = results["cases"]  # type: ignore[assignment]
-    E, t = trajectory(100, 768)
-
-    cases["cpu_single_100x768_analytic_float64"] = measure(
-        {"forward": lambda: AnalyticBackend.extract_all(E, t, cfg)}, inner=inner, repeats=repeats
-    )
-    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
-        cases[f"cpu_single_100x768_torch_{name}"] = torch_cases(E, t, "cpu", dtype, inner, repeats)
-
-    B = 64
-    rng = np.random.default_rng(1)
-    Eb = rng.normal(size=(B, 100, 768))
-    tb = np.cumsum(rng.exponential(1.0, size=(B, 100)), axis=1)
-    tb -= tb[:, :1]
-    cases[f"cpu_batch_{B}x100x768_torch_float32"] = torch_cases(
-        Eb, tb, "cpu", torch.float32, 1, min(repeats, 11)
-    )
-    notes = []
-    if torch.cuda.is_available():
-        cases["cuda_single_100x768_torch_float32"] = torch_cases(E, t, "cuda", torch.float32, inner, repeats)
-        Bc = 1000
-        Ec = rng.normal(size=(Bc, 100, 768)).astype(np.float32)
-        tc = np.cumsum(rng.exponential(1.0, size=(Bc, 100)), axis=1)
-        tc -= tc[:, :1]
-        cases[f"cuda_batch_{Bc}x100x768_torch_float32"] = torch_cases(
-            Ec, tc, "cuda", torch.float32, 2, min(repeats, 11)
-        )
-    else:
-        notes.append("no CUDA device: CUDA cases (single 100x768, batch 1000x100x768) not measured")
-    results["notes"] = notes
-    results["machine"]["load_average_at_end"] = load_average()  # type: ignore[index]
+    if cold:
+        results["kernel_cold_compile_s"] = cold_compile_seconds()
+    batches = (1, 16, 64) if quick else BATCHES
+    for B in batches:
+        repeats = 3 if quick else (5 if B >= 1024 else 7 if B >= 256 else 11)
+        res = measure(cases_for(B, cfg, plain=True), block_ms=10.0 if quick else 40.0, repeats=repeats)
+        per_traj = {k: {m: (v / B if m.endswith(("ms_median", "ms_min")) else v) for m, v in r.items()}
+                    for k, r in res.items()}
+        results["batches"][str(B)] = {"repeats": repeats, "per_call": res, "per_trajectory": per_traj,
+                                      "load_average": load_average()}
+        print(f"B={B} done (load {load_average()})", flush=True)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["machine"]["load_average_at_end"] = load_average()
+    results["goals"] = goals(results, batches)
     return results
 
 
-def aggregate(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Across processes: median of the per-process medians, minimum of the minima; ratios
-    recomputed from the aggregated times."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for case in runs[0]["cases"]:
-        out[case] = {}
-        for mname in runs[0]["cases"][case]:
-            if mname.startswith("ratio"):
-                continue
-            vals = [r["cases"][case][mname] for r in runs]
-            out[case][mname] = {
-                "wall_ms_median": statistics.median(v["wall_ms_median"] for v in vals),
-                "wall_ms_min": min(v["wall_ms_min"] for v in vals),
-                "cpu_ms_median": statistics.median(v["cpu_ms_median"] for v in vals),
-                "cpu_ms_min": min(v["cpu_ms_min"] for v in vals),
-            }
-        if "forward_backward" in out[case]:
-            fb, fw = out[case]["forward_backward"], out[case]["forward_grad_recording"]
-            out[case]["ratio_fwd_bwd_over_fwd"] = {k: fb[k] / fw[k] for k in fb}
+def goals(results: dict, batches) -> dict:
+    """Issue 17's ratios, on wall-clock and on CPU-time medians."""
+    out: dict = {}
+    bt = results["batches"]
+    for clock in ("wall", "cpu"):
+        key = f"{clock}_ms_median"
+        pt = lambda B, case: bt[str(B)]["per_trajectory"][case][key]  # noqa: E731
+        g = {
+            "analytic_over_plain_fwd_B1 (<= 0.25)": pt(1, "analytic") / pt(1, "plain_fwd"),
+            "cvx_fwd_over_plain_fwd_B1 (<= 0.3)": pt(1, "cvx_fwd") / pt(1, "plain_fwd"),
+        }
+        for B in batches:
+            g[f"fwd_bwd_over_fwd_grad_B{B} (<= 1.5)"] = pt(B, "cvx_fwd_bwd") / pt(B, "cvx_fwd_grad")
+        if "256" in bt:
+            g["cvx_fwd_B256_over_B16 (<= 1.3)"] = pt(256, "cvx_fwd") / pt(16, "cvx_fwd")
+            g["cvx_fwd_B256_over_copy_new_B256 (<= 10)"] = pt(256, "cvx_fwd") / pt(256, "copy_new")
+            g["cvx_fwd_B256_over_copy_into_B256"] = pt(256, "cvx_fwd") / pt(256, "copy_into")
+        if "1024" in bt:
+            g["cvx_fwd_B1024_over_B16"] = pt(1024, "cvx_fwd") / pt(16, "cvx_fwd")
+        out[clock] = g
     return out
+
+
+def print_table(results: dict) -> None:
+    m = results["machine"]
+    print(f"machine: {m['cpu_model']}, {m['logical_cores']} logical cores, torch {m['torch_version']}, "
+          f"numba {m['numba_version']}, {m['torch_threads']} torch thread; load {m['load_average_at_start']} -> "
+          f"{m['load_average_at_end']}")
+    print(f"kernels compiled/loaded in {results['kernel_compile_or_cache_load_s']:.2f} s"
+          + (f"; cold compile {results['kernel_cold_compile_s']:.1f} s" if "kernel_cold_compile_s" in results else ""))
+    cases = ["analytic", "cvx_fwd", "cvx_fwd_grad", "cvx_fwd_bwd", "vec_fwd", "vec_fwd_grad", "vec_fwd_bwd",
+             "plain_fwd", "plain_fwd_grad", "plain_fwd_bwd", "copy_new", "copy_into"]
+    Bs = list(results["batches"])
+    print("\nper trajectory, microseconds, median wall clock (median process CPU time)")
+    print(f"{'case':16s}" + "".join(f"{'B=' + B:>20s}" for B in Bs))
+    for c in cases:
+        row = f"{c:16s}"
+        for B in Bs:
+            r = results["batches"][B]["per_trajectory"].get(c)
+            row += f"{'-':>20s}" if r is None else f"{r['wall_ms_median'] * 1e3:>11.1f} ({r['cpu_ms_median'] * 1e3:6.1f})"
+        print(row)
+    print("\nminor page faults per call (median)")
+    for c in ("cvx_fwd", "cvx_fwd_bwd", "vec_fwd_bwd", "plain_fwd_bwd", "copy_new", "copy_into"):
+        print(f"{c:16s}" + "".join(
+            f"{results['batches'][B]['per_call'][c]['minor_faults_per_call_median']:>20.0f}" for B in Bs))
+    print("\ngoals (wall | cpu):")
+    for name in results["goals"]["wall"]:
+        print(f"  {name:45s} {results['goals']['wall'][name]:7.3f} | {results['goals']['cpu'][name]:7.3f}")
+    print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, one process (smoke run)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    ap.add_argument("--processes", type=int, default=3,
-                    help="measure in this many fresh processes, one after another (default 3)")
-    ap.add_argument("--single-run", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="B = 1, 16, 64 only, few repeats (smoke run)")
+    ap.add_argument("--cold-compile", action="store_true", help="also time a compile with an empty numba cache")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "features.json"))
     args = ap.parse_args()
-    if args.single_run or args.quick:
-        runs = [run_once(args.quick, args.threads)]
-        if args.single_run:
-            Path(args.out).write_text(json.dumps(runs[0]))
-            return
-    else:
-        runs = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for i in range(args.processes):
-                path = Path(tmp) / f"run{i}.json"
-                cmd = [sys.executable, __file__, "--single-run", "--threads", str(args.threads), "--out", str(path)]
-                subprocess.run(cmd, check=True)
-                runs.append(json.loads(path.read_text()))
-    cases = aggregate(runs)
-    results = {
-        "machine": runs[0]["machine"],
-        "load_average_per_process": [
-            [r["machine"]["load_average_at_start"], r["machine"]["load_average_at_end"]] for r in runs
-        ],
-        "processes": len(runs),
-        "config": runs[0]["config"],
-        "cases": cases,
-        "per_process": [r["cases"] for r in runs],
-        "notes": runs[0]["notes"],
-    }
-    print(f"machine: {results['machine']}")
-    print(f"processes: {len(runs)}; load average (1, 5, 15 min) at start/end of each: "
-          f"{results['load_average_per_process']}")
-    hdr = (f"{'case':40s} {'measure':24s} {'wall ms median':>15s} {'wall ms min':>12s} "
-           f"{'cpu ms median':>14s} {'cpu ms min':>11s}")
-    print(hdr)
-    print("-" * len(hdr))
-    for case, measures in cases.items():
-        for mname, v in measures.items():
-            unit = "x" if mname.startswith("ratio") else " "
-            print(f"{case:40s} {mname:24s} {v['wall_ms_median']:14.3f}{unit} {v['wall_ms_min']:11.3f}{unit} "
-                  f"{v['cpu_ms_median']:13.3f}{unit} {v['cpu_ms_min']:10.3f}{unit}")
-    for note in results["notes"]:
-        print("note:", note)
+    results = run(args.quick, args.cold_compile)
+    print_table(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

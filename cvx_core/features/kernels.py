@@ -83,19 +83,26 @@ def _njit(**kw: Any) -> Any:
 _FM = {"reassoc"}
 
 
+@_njit()
+def _f64(x):  # pragma: no cover - compiled
+    """Widen an embedding entry to float64 before any arithmetic (float32 - float32 would
+    round in float32 under NumPy's typing rules)."""
+    return np.float64(x)
+
+
 
 @_njit(fastmath=_FM)
 def _dot(a, b):  # pragma: no cover - compiled
     s = 0.0
     for k in range(a.shape[0]):
-        s += a[k] * b[k]
+        s += _f64(a[k]) * _f64(b[k])
     return s
 
 @_njit(fastmath=_FM)
 def _sqdist(a, b):  # pragma: no cover - compiled
     s = 0.0
     for k in range(a.shape[0]):
-        x = b[k] - a[k]
+        x = _f64(b[k]) - _f64(a[k])
         s += x * x
     return s
 
@@ -165,7 +172,7 @@ def _bin_means(X, tb, L, width, V, starts):  # pragma: no cover - compiled
 
 @_njit()
 def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, scales,
-        out, aN, ap, amu, avol, alse, araw, V):  # pragma: no cover - compiled
+        out, aN, ap, amu, avol, alse, araw, bN, bp, brho, V):  # pragma: no cover - compiled
     B, T, D = E.shape
     S = scales.shape[0]
     base = 4 * D
@@ -185,7 +192,7 @@ def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, sc
         o = out[b]
         r2 = 0.0
         for k in range(D):
-            d = X[L - 1, k] - X[0, k]
+            d = _f64(X[L - 1, k]) - _f64(X[0, k])
             o[D + k] = alpha[k] * d
             r2 += d * d
         o[base + 4] = math.sqrt(r2)
@@ -233,7 +240,7 @@ def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, sc
             iv = inv[i]
             wi = wacc[i]
             for k in range(D):
-                u = (x1[k] - x0[k]) * iv
+                u = (_f64(x1[k]) - _f64(x0[k])) * iv
                 mu[k] += u
                 acc[k] += wi * u
         for k in range(D):
@@ -244,7 +251,7 @@ def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, sc
             x1 = X[i + 1]
             iv = inv[i]
             for k in range(D):
-                dv = (x1[k] - x0[k]) * iv - mu[k]
+                dv = (_f64(x1[k]) - _f64(x0[k])) * iv - mu[k]
                 var[k] += dv * dv
         for k in range(D):
             vk = math.sqrt(var[k] / n + _VOLATILITY_EPS)
@@ -285,12 +292,18 @@ def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, sc
             if _count_bins(tb, L, scales[s]) >= 2:
                 K = _bin_means(X, tb, L, scales[s], V, starts)
                 Nprev = _dot(V[0], V[0])
+                bN[b, s, 0] = Nprev
                 for j in range(K - 1):
                     Nnext = _dot(V[j + 1], V[j + 1])
-                    st += math.sqrt(_sqdist(V[j], V[j + 1]))
+                    rho = math.sqrt(_sqdist(V[j], V[j + 1]))
+                    pk = _dot(V[j], V[j + 1])
+                    bN[b, s, j + 1] = Nnext
+                    bp[b, s, j] = pk
+                    brho[b, s, j] = rho
+                    st += rho
                     q2 = Nprev * Nnext
                     q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
-                    cs += 1.0 - _dot(V[j], V[j + 1]) / q
+                    cs += 1.0 - pk / q
                     Nprev = Nnext
                 st = st / (K - 1)
                 cs = cs / (K - 1)
@@ -300,8 +313,42 @@ def _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, sc
             o[base + 6 + 2 * s] = beta[s] * cs
 
 @_njit()
+def _bin_starts(tb, L, width, starts):  # pragma: no cover - compiled
+    """Bin ``j`` of width ``width`` holds posts ``starts[j]:starts[j+1]``; returns ``K``."""
+    t0 = tb[0]
+    K = 1
+    starts[0] = 0
+    prev = 0.0
+    for i in range(1, L):
+        kk = np.floor((tb[i] - t0) / width)
+        if kk != prev:
+            starts[K] = i
+            K += 1
+            prev = kk
+    starts[K] = L
+    return K
+
+
+@_njit()
+def _mean_rows(X, i0, i1, dst):  # pragma: no cover - compiled
+    """``dst = mean(X[i0:i1])`` in float64, summed in order then divided (as the forward)."""
+    D = dst.shape[0]
+    x = X[i0]
+    for k in range(D):
+        dst[k] = x[k]
+    for i in range(i0 + 1, i1):
+        x = X[i]
+        for k in range(D):
+            dst[k] += x[k]
+    n = i1 - i0
+    if n > 1:
+        for k in range(D):
+            dst[k] = dst[k] / n
+
+
+@_njit()
 def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
-        aN, ap, amu, avol, alse, gE, dtemp, V, gacc):  # pragma: no cover - compiled
+         aN, ap, amu, avol, alse, bN, bp, brho, gE, dtemp):  # pragma: no cover - compiled
     B, T, D = E.shape
     S = scales.shape[0]
     base = 4 * D
@@ -316,8 +363,16 @@ def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
     ga = np.empty(D)
     gd = np.empty(D)
     mu = np.empty(D)
-    starts = np.empty(T + 1, dtype=np.int64)
-    Nk = np.empty(T)
+    sc = np.empty(D)
+    # per scale: bin starts, stencil coefficients per bin, and a ring of three bin means
+    # (V_{j-1}, V_j, V_{j+1} of the current bin j) streamed along the posts
+    starts = np.empty((S, T + 1), dtype=np.int64)
+    C0 = np.empty((S, T))
+    CM = np.empty((S, T))
+    CP = np.empty((S, T))
+    ring = np.zeros((S, 3, D))
+    Ks = np.empty(S, dtype=np.int64)
+    cur = np.empty(S, dtype=np.int64)
     ek = np.empty(T)
     ak = np.empty(T)
     bk = np.empty(T)
@@ -342,9 +397,9 @@ def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
             dt[i] = d0 if d0 > min_dt else min_dt
             wacc[i] = 0.0
         if L >= 3:
-            sc = 1.0 / (L - 2)
+            scl = 1.0 / (L - 2)
             for i in range(n - 1):
-                ih = 2.0 / (dt[i] + dt[i + 1]) * sc
+                ih = 2.0 / (dt[i] + dt[i + 1]) * scl
                 wacc[i + 1] += ih
                 wacc[i] -= ih
         inv[0] = 0.0
@@ -382,67 +437,72 @@ def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
         dtemp[b, 1] = lse - dsm_c / temp
         r2 = 0.0
         for k in range(D):
-            d = X[L - 1, k] - X[0, k]
+            d = _f64(X[L - 1, k]) - _f64(X[0, k])
             r2 += d * d
         r = math.sqrt(r2)
         gr = g[base + 4] / r if r > 0.0 else 0.0
         for k in range(D):
-            d = X[L - 1, k] - X[0, k]
+            d = _f64(X[L - 1, k]) - _f64(X[0, k])
             gd[k] = g[D + k] * alpha[k] + gr * d
             vk = avol[b, k]
             A[k] = g[2 * D + k] / (vk * n)
             gm[k] = g[k] / n
             ga[k] = g[3 * D + k]
             mu[k] = amu[b, k]
-        # multi-scale block: gradient of every bin mean (a three-point stencil over the
-        # bins), spread over the bin's posts with weight 1 / count, into gacc (float64)
-        first = True
+        # multi-scale block: the gradient of bin mean j is the three-point stencil
+        # GV_j = cm_j V_{j-1} + c0_j V_j + cp_j V_{j+1} (coefficients from the scalars the
+        # forward saved); each post of bin j gets GV_j / count_j
+        any_scale = False
         for s in range(S):
-            g1 = g[base + 5 + 2 * s] * beta[s]
-            g2 = g[base + 6 + 2 * s] * beta[s]
-            if _count_bins(tb, L, scales[s]) < 2:
+            K = _bin_starts(tb, L, scales[s], starts[s])
+            Ks[s] = K
+            if K < 2:
                 continue
-            K = _bin_means(X, tb, L, scales[s], V, starts)
-            g1 = g1 / (K - 1)
-            g2 = g2 / (K - 1)
-            for j in range(K):
-                Nk[j] = _dot(V[j], V[j])
+            any_scale = True
+            g1 = g[base + 5 + 2 * s] * beta[s] / (K - 1)
+            g2 = g[base + 6 + 2 * s] * beta[s] / (K - 1)
             for j in range(K - 1):
-                rho = math.sqrt(_sqdist(V[j], V[j + 1]))
+                rho = brho[b, s, j]
                 ek[j] = g1 / rho if rho > 0.0 else 0.0
-                q2 = Nk[j] * Nk[j + 1]
+                q2 = bN[b, s, j] * bN[b, s, j + 1]
                 q = math.sqrt(q2 if q2 > _COSINE_EPS else _COSINE_EPS)
                 a = g2 / q
                 ak[j] = a
-                bk[j] = a * _dot(V[j], V[j + 1]) / (q * q) if q2 > _COSINE_EPS else 0.0
-            if first:
-                for i in range(L):
-                    for k in range(D):
-                        gacc[i, k] = 0.0
-                first = False
+                bk[j] = a * bp[b, s, j] / (q * q) if q2 > _COSINE_EPS else 0.0
             for j in range(K):
-                # GV_j = cm V_{j-1} + c0 V_j + cp V_{j+1}
                 c0 = 0.0
                 cm = 0.0
                 cp = 0.0
                 if j >= 1:
-                    c0 += ek[j - 1] + bk[j - 1] * Nk[j - 1]
+                    c0 += ek[j - 1] + bk[j - 1] * bN[b, s, j - 1]
                     cm = -ek[j - 1] - ak[j - 1]
                 if j <= K - 2:
-                    c0 += ek[j] + bk[j] * Nk[j + 1]
+                    c0 += ek[j] + bk[j] * bN[b, s, j + 1]
                     cp = -ek[j] - ak[j]
-                i0 = starts[j]
-                i1 = starts[j + 1]
-                w = 1.0 / (i1 - i0)
-                c0 *= w
-                cm *= w
-                cp *= w
-                jm = j - 1 if j >= 1 else j
-                jp = j + 1 if j <= K - 2 else j
-                for i in range(i0, i1):
-                    _axpy3(gacc[i], c0, V[j], cm, V[jm], cp, V[jp])
-        # one pass over the posts: every other term, gE written once
+                w = 1.0 / (starts[s, j + 1] - starts[s, j])
+                C0[s, j] = c0 * w
+                CM[s, j] = cm * w
+                CP[s, j] = cp * w
+            cur[s] = 0
+            _mean_rows(X, starts[s, 0], starts[s, 1], ring[s, 0])
+            _mean_rows(X, starts[s, 1], starts[s, 2], ring[s, 1])
+        # one pass over the posts: every term, gE written once
         for j in range(L):
+            if any_scale:
+                for k in range(D):
+                    sc[k] = 0.0
+                for s in range(S):
+                    K = Ks[s]
+                    if K < 2:
+                        continue
+                    jb = cur[s]
+                    if j == starts[s, jb + 1]:  # the post opens the next bin
+                        jb += 1
+                        cur[s] = jb
+                        if jb + 1 < K:
+                            _mean_rows(X, starts[s, jb + 1], starts[s, jb + 2], ring[s, (jb + 1) % 3])
+                    _axpy3(sc, C0[s, jb], ring[s, jb % 3], CM[s, jb], ring[s, (jb + 2) % 3],
+                           CP[s, jb], ring[s, (jb + 1) % 3])
             xj = X[j]
             xm = X[j - 1] if j >= 1 else X[j]
             xp = X[j + 1] if j <= n - 1 else X[j]
@@ -457,48 +517,56 @@ def _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
             a_p = am[j + 1]
             sgn = (1.0 if j == L - 1 else 0.0) - (1.0 if j == 0 else 0.0)
             ge = gEb[j]
-            for k in range(D):
-                x = xj[k]
-                val = ldt * gm[k] + lw * ga[k] + coef * x - a_m * xm[k] - a_p * xp[k] + sgn * gd[k]
-                val += A[k] * (((x - xm[k]) * ipm - mu[k]) * ipm - ((xp[k] - x) * ipp - mu[k]) * ipp)
-                if not first:
-                    val += gacc[j, k]
-                ge[k] = val
+            if any_scale:
+                for k in range(D):
+                    x = _f64(xj[k])
+                    x_m = _f64(xm[k])
+                    x_p = _f64(xp[k])
+                    val = ldt * gm[k] + lw * ga[k] + coef * x - a_m * x_m - a_p * x_p + sgn * gd[k] + sc[k]
+                    val += A[k] * (((x - x_m) * ipm - mu[k]) * ipm - ((x_p - x) * ipp - mu[k]) * ipp)
+                    ge[k] = val
+            else:
+                for k in range(D):
+                    x = _f64(xj[k])
+                    x_m = _f64(xm[k])
+                    x_p = _f64(xp[k])
+                    val = ldt * gm[k] + lw * ga[k] + coef * x - a_m * x_m - a_p * x_p + sgn * gd[k]
+                    val += A[k] * (((x - x_m) * ipm - mu[k]) * ipm - ((x_p - x) * ipp - mu[k]) * ipp)
+                    ge[k] = val
+
 
 _LOCAL = threading.local()
 #: scratch buffers up to this many bytes are kept between calls (per thread)
 _KEEP_SCRATCH_BYTES = 64 << 20
 
 
-def _scratch(slot: int, T: int, D: int) -> np.ndarray:
-    """A ``[T, D]`` float64 scratch buffer (slot 0: bin means, slot 1: the backward's
-    float64 gradient accumulator), kept per thread and reused across calls.
+def _scratch(T: int, D: int) -> np.ndarray:
+    """The forward's ``[T, D]`` float64 scratch for bin means, kept per thread and reused.
 
     Allocating it afresh on every call would cost more than the kernel: a ``[T, D]`` block
     above glibc's mmap threshold is a new mapping whose pages fault on first touch
-    (measured: backward 0.6-0.7 ms instead of 0.16-0.18 ms for 100 x 768, see
-    docs/performance.md). Buffers larger than 64 MB are not kept.
+    (measured with the backward's former scratch: 0.6-0.7 ms instead of 0.16-0.18 ms for
+    100 x 768, see docs/performance.md). Buffers larger than 64 MB are not kept.
     """
-    bufs = getattr(_LOCAL, "bufs", None)
-    if bufs is None:
-        bufs = _LOCAL.bufs = [np.empty(0), np.empty(0)]
+    buf = getattr(_LOCAL, "buf", None)
     need = T * D
-    buf = bufs[slot]
-    if buf.size < need:
+    if buf is None or buf.size < need:
         buf = np.empty(need)
         if need * 8 <= _KEEP_SCRATCH_BYTES:
-            bufs[slot] = buf
+            _LOCAL.buf = buf
     return buf[:need].reshape(T, D)
 
 
 @dataclass(frozen=True)
 class KernelSaved:
-    """What :func:`forward` leaves for :func:`backward` (small: ``O(B (T + D + S))`` values).
+    """What :func:`forward` leaves for :func:`backward` (small: ``O(B (S T + D))`` values).
 
     ``N [B, T]`` squared norms ``|v_i|^2``, ``p [B, max(T-1, 1)]`` dot products
     ``<v_i, v_{i+1}>``, ``mu [B, D]`` velocity mean, ``vol [B, D]`` volatility, ``lse [B]``
     log-sum-exp of ``c / temperature``, ``raw [B, S, 2]`` scale features before ``beta``;
-    all float64.
+    per scale and bin ``j``: ``bN [B, S, T]`` squared norm of the bin mean ``|V_j|^2``,
+    ``bp [B, S, T]`` ``<V_j, V_{j+1}>`` and ``brho [B, S, T]`` ``|V_{j+1} - V_j|``; all
+    float64.
     """
 
     N: np.ndarray
@@ -507,6 +575,9 @@ class KernelSaved:
     vol: np.ndarray
     lse: np.ndarray
     raw: np.ndarray
+    bN: np.ndarray
+    bp: np.ndarray
+    brho: np.ndarray
 
 
 def _consts(cfg: Any) -> tuple[float, float, float, float, np.ndarray]:
@@ -554,10 +625,12 @@ def forward(
         out = np.empty((B, 4 * D + 5 + 2 * S), dtype=E.dtype)
     saved = KernelSaved(
         N=np.empty((B, T)), p=np.empty((B, max(T - 1, 1))), mu=np.empty((B, D)), vol=np.empty((B, D)),
-        lse=np.empty(B), raw=np.empty((B, S, 2)),
+        lse=np.empty(B), raw=np.empty((B, S, 2)), bN=np.empty((B, S, T)), bp=np.empty((B, S, T)),
+        brho=np.empty((B, S, T)),
     )
     _fwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, sil_gap, sil_temp, scales, out,
-             saved.N, saved.p, saved.mu, saved.vol, saved.lse, saved.raw, _scratch(0, T, D))
+             saved.N, saved.p, saved.mu, saved.vol, saved.lse, saved.raw, saved.bN, saved.bp, saved.brho,
+             _scratch(T, D))
     return out, saved
 
 
@@ -595,7 +668,7 @@ def backward(
         gE = np.empty_like(E)
     dtemp = np.empty((B, 2))
     _bwd(E, t, lengths, alpha, beta, temp, min_dt, cp_thr, scales, G,
-             saved.N, saved.p, saved.mu, saved.vol, saved.lse, gE, dtemp, _scratch(0, T, D), _scratch(1, T, D))
+             saved.N, saved.p, saved.mu, saved.vol, saved.lse, saved.bN, saved.bp, saved.brho, gE, dtemp)
     return gE, dtemp
 
 
