@@ -254,3 +254,35 @@ def test_nearest_users_are_the_most_similar_mean_embeddings(explore, sample_set)
     sims = sorted(((float(unit[u] @ unit[user]), u) for u in unit if u != user), reverse=True)
     assert list(near["user_id"]) == [u for _, u in sims[: len(near)]]
     assert user not in set(near["user_id"]) and len(near) == 8
+
+
+def test_colour_by_the_latest_runs_prediction_score(app_workspace, open_app, monkeypatch, small_planted):
+    import numpy as np
+
+    from cvx_core.data.io import save_trajectories
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.model import predict_proba
+    from cvx_core.learn.runs import atomic_write_json, load_run
+    from cvx_core.learn.trainer import train
+
+    ts = small_planted[0]
+    save_trajectories(ts, app_workspace / "datasets" / "small.parquet")
+    run_dir = app_workspace / "runs" / "run-small"
+    train(ts, TrainConfig(epochs=1, device="cpu", max_len=32), run_dir=run_dir)
+    atomic_write_json(run_dir / "app.json", {"dataset": "small", "digest": ts.digest()})
+    monkeypatch.setenv("CVX_DATASET", "small")
+    at = open_app("pages/2_explore.py", timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    option = f"{ex.SCORE_PREFIX} (run run-small)"
+    assert option in at.selectbox(key="explore_colour").options
+    at.selectbox(key="explore_colour").set_value(option).run()
+    assert not at.exception, at.exception
+    (trace,) = [t for t in _cloud_traces(_figures(at)[0]) if "colorbar" in t["marker"]]
+    expected = dict(zip(ts.user_ids, predict_proba(load_run(run_dir).model, ts, device="cpu")[:, -1]))
+    colours = trace["marker"]["color"]
+    if isinstance(colours, dict):  # a typed array
+        import base64
+
+        colours = np.frombuffer(base64.b64decode(colours["bdata"]), dtype=colours["dtype"]).tolist()
+    shown = [expected[c[0]] for c in trace["customdata"]]  # plain ids: no escaping needed here
+    np.testing.assert_allclose(colours, shown, rtol=1e-6)
