@@ -270,32 +270,78 @@ _MODELS: dict[tuple[str, str, str | None], Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def _load_directory(path: Path, *, name: str, max_tokens: int, device: str | None) -> SentenceTransformerEncoder:
+def _load_directory(path: Path, *, name: str, max_tokens: int, device: str | None) -> "_FolderEncoder":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    digest = weights_digest(path)
-    key = (str(path.resolve()), digest, device)
-    with _MODELS_LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(path), device=device, local_files_only=True)
-            model.eval()
-            _MODELS[key] = model
-    # one shared model object: max_seq_length is set per encode call below via the wrapper
-    return _SharedModelEncoder(model, name=name, digest=digest, max_tokens=max_tokens)
+    return _FolderEncoder(path, name=name, digest=weights_digest(path), max_tokens=max_tokens, device=device)
 
 
-class _SharedModelEncoder(SentenceTransformerEncoder):
-    """A SentenceTransformerEncoder over a model object shared between encoders of
-    different ``max_tokens``: the window is (re)applied under a lock on every call."""
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+class _FolderEncoder(SentenceTransformerEncoder):
+    """A model folder as a :class:`TextEncoder` that loads the model only when it must
+    (first ``encode`` / ``count_tokens`` / ``windows``): ``model_id`` comes from the weights
+    digest alone, so a run whose texts are all in the cache never loads the model. Loaded
+    models are shared per (folder, digest, device) within the process; each encoder applies
+    its own window under a lock on every call."""
 
     _lock = threading.Lock()
 
+    def __init__(self, path: Path, *, name: str, digest: str, max_tokens: int, device: str | None) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.max_tokens = int(max_tokens)
+        self.model_id = f"{name}@{digest[:12]}"
+        self._key = (str(self.path.resolve()), digest, device)
+        limit = _read_json(self.path / "config.json").get("max_position_embeddings")
+        if isinstance(limit, int) and limit > 0 and self.max_tokens > limit:
+            raise ValueError(f"max_tokens={self.max_tokens} exceeds the model's window of {limit} tokens")
+        self._dim: int | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether this process holds the model (loading is shared between encoders)."""
+        with _MODELS_LOCK:
+            return self._key in _MODELS
+
+    @property
+    def model(self) -> Any:  # type: ignore[override]
+        with _MODELS_LOCK:
+            model = _MODELS.get(self._key)
+            if model is None:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+                model.eval()
+                _MODELS[self._key] = model
+        return model
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        if self._dim is None:
+            pooled = _read_json(self.path / "1_Pooling" / "config.json").get("word_embedding_dimension")
+            if isinstance(pooled, int) and pooled > 0 and not (self.path / "2_Dense").exists():
+                self._dim = pooled
+            else:
+                model = self.model
+                dim_fn = getattr(model, "get_embedding_dimension", None) or getattr(
+                    model, "get_sentence_embedding_dimension"
+                )
+                self._dim = int(dim_fn())
+        return self._dim
+
     def encode(self, texts: list[str]) -> np.ndarray:
+        model = self.model
         with self._lock:
-            self.model.max_seq_length = self.max_tokens
+            model.max_seq_length = self.max_tokens
             return super().encode(texts)
 
 

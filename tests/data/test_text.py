@@ -315,6 +315,17 @@ def test_local_hugging_face_model_folder_loads_offline_with_mean_pooling(tmp_pat
         out = embed_texts(["war war", "peace", "the economy and jobs " * 10], encoder=enc)
     assert out.shape == (3, 8) and np.isfinite(out).all()
     assert not np.allclose(out[0], out[1])
+    # a run whose texts are all cached never loads the model
+    from cvx_core.data import text as text_mod
+
+    embed_texts(["war war", "peace"], encoder=enc, cache=tmp_path / "c.sqlite")
+    text_mod._MODELS.clear()
+    again = load_encoder(str(folder), max_tokens=16)
+    cached = embed_texts(["war war", "peace"], encoder=again, cache=tmp_path / "c.sqlite")
+    assert not again.loaded
+    np.testing.assert_array_equal(cached, out[:2])
+    with pytest.raises(ValueError, match="exceeds the model's window of 64"):
+        load_encoder(str(folder), max_tokens=65)
 
 
 def test_chunk_mode_embeds_long_texts_as_the_mean_of_their_windows():
