@@ -179,6 +179,15 @@ def read_posts(
 
     With ``need_embeddings=False`` a table of texts with no embedding is accepted (its
     ``text`` column is then required and every cell must hold text)."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        fname = name or Path(source).name
+        if _detect_format(fname, format) == "parquet" and Path(source).stat().st_size > 0:
+            # read from the file column by column: the compressed bytes never sit in memory whole
+            try:
+                table = _read_parquet(Path(source), fname, max_decoded_bytes)
+                return _parse_posts(table, fname, need_embeddings=need_embeddings)
+            except MemoryError:
+                raise _out_of_memory(fname) from None
     data, fname = _read_bytes(source, name)
     fmt = _detect_format(fname, format)
     if len(data) == 0:
@@ -197,11 +206,15 @@ def read_posts(
         del data
         return _parse_posts(table, fname, need_embeddings=need_embeddings)
     except MemoryError:
-        raise TrajectoryError(
-            f"{fname}: ran out of memory decoding this file; it is larger than this machine can load "
-            "(split it, or load it on a machine with more memory)",
-            file=fname,
-        ) from None
+        raise _out_of_memory(fname) from None
+
+
+def _out_of_memory(fname: str) -> TrajectoryError:
+    return TrajectoryError(
+        f"{fname}: ran out of memory decoding this file; it is larger than this machine can load "
+        "(split it, or load it on a machine with more memory)",
+        file=fname,
+    )
 
 
 def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> Path:
@@ -511,18 +524,26 @@ def _parquet_decoded_estimate(meta: Any) -> int:
     return total
 
 
-def _read_parquet(data: bytes, fname: str, budget: int | None) -> _Table:
+def _read_parquet(data: bytes | Path, fname: str, budget: int | None) -> _Table:
+    """Parquet from bytes or from a file (then read column by column, never whole)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not data.startswith(b"PAR1"):
+    if isinstance(data, Path):
+        with open(data, "rb") as fh:
+            magic = fh.read(4)
+        source: Any = str(data)
+    else:
+        magic = data[:4]
+        source = pa.BufferReader(data)
+    if magic != b"PAR1":
         raise TrajectoryError(
             f"{fname}: not a Parquet file (it does not start with the Parquet magic bytes 'PAR1'); "
             "is the extension right?",
             file=fname,
         )
     try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
+        pf = pq.ParquetFile(source)
         meta = pf.metadata
         names = [str(n) for n in pf.schema_arrow.names]
     except Exception as exc:
@@ -542,10 +563,19 @@ def _read_parquet(data: bytes, fname: str, budget: int | None) -> _Table:
     columns: dict[str, _Col] = {}
     # strings stay dictionary-encoded: repeated text cannot expand into copies
     try:
-        pf = pq.ParquetFile(pa.BufferReader(data), read_dictionary=string_cols or None)
+        pf = pq.ParquetFile(
+            source if isinstance(data, Path) else pa.BufferReader(data),
+            read_dictionary=string_cols or None,
+            pre_buffer=False,  # stream each column chunk instead of holding it compressed and decoded
+            buffer_size=1 << 22,
+        )
     except Exception as exc:  # pragma: no cover - the footer was readable a moment ago
         raise TrajectoryError(f"{fname}: not a readable Parquet file ({_first_line(exc)})", file=fname) from None
-    for name in names:
+    for name, field in zip(names, pf.schema_arrow):
+        if _is_number_list(field.type):
+            # read later, row group by row group, straight into the [N, D] matrix
+            columns[name] = _Col("list", _ParquetListColumn(pf, name, n, fname))
+            continue
         try:
             arr = pf.read(columns=[name]).column(0)
         except MemoryError:
@@ -556,7 +586,65 @@ def _read_parquet(data: bytes, fname: str, budget: int | None) -> _Table:
             ) from None
         columns[name] = _arrow_column(arr, name, fname, n)
         del arr
+        pa.default_memory_pool().release_unused()
     return _Table(columns, n)
+
+
+def _is_number_list(typ: Any) -> bool:
+    import pyarrow as pa
+
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
+        return False
+    vt = typ.value_type
+    return (pa.types.is_integer(vt) or pa.types.is_floating(vt)) and not pa.types.is_float16(vt)
+
+
+class _ParquetListColumn:
+    """A Parquet list-of-numbers column not read yet: its row groups are read one at a time
+    (so the whole column never sits in memory twice)."""
+
+    def __init__(self, pf: Any, name: str, n: int, fname: str) -> None:
+        self.pf, self.name, self.n, self.fname = pf, name, n, fname
+        self.type = pf.schema_arrow.field(name).type
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _read(self, group: int | None) -> Any:
+        try:
+            if group is None:
+                return self.pf.read(columns=[self.name]).column(0)
+            return self.pf.read_row_group(group, columns=[self.name]).column(0)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise TrajectoryError(
+                f"{self.fname}: column {self.name!r} is not readable ({_first_line(exc)})",
+                file=self.fname,
+                column=self.name,
+            ) from None
+
+    def chunks(self, rows: int = 32_768):
+        """Arrow arrays of at most ``rows`` rows, in row order (decoded a batch at a time, so
+        the column is never held decoded twice)."""
+        import pyarrow as pa
+
+        try:
+            for batch in self.pf.iter_batches(batch_size=rows, columns=[self.name], use_threads=False):
+                yield batch.column(0)
+                del batch
+                pa.default_memory_pool().release_unused()  # give the batch's buffers back now
+        except (MemoryError, TrajectoryError):
+            raise
+        except Exception as exc:
+            raise TrajectoryError(
+                f"{self.fname}: column {self.name!r} is not readable ({_first_line(exc)})",
+                file=self.fname,
+                column=self.name,
+            ) from None
+
+    def to_pylist(self) -> list[Any]:
+        return self._read(None).to_pylist()
 
 
 def _arrow_column(arr: Any, name: str, fname: str, n: int) -> _Col:
@@ -595,10 +683,6 @@ def _arrow_column(arr: Any, name: str, fname: str, n: int) -> _Col:
             zero = pa.scalar(False) if pa.types.is_boolean(typ) else pa.scalar(0, type=typ)
             filled = pc.fill_null(arr, zero)
         return _Col("array", np.asarray(filled.to_numpy()), mask)
-    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
-        vt = typ.value_type
-        if (pa.types.is_integer(vt) or pa.types.is_floating(vt)) and not pa.types.is_float16(vt):
-            return _Col("list", arr, mask)
     # anything else (strings that were not dictionary-read, nested, binary): Python objects
     values = np.empty(n, dtype=object)
     values[:] = arr.to_pylist()
@@ -867,7 +951,9 @@ def _group(posts: PostTable, matrix32: np.ndarray) -> TrajectorySet:
     codes, uniques = pd.factorize(pd.Series(user_ids, dtype=object), sort=False)
     order = np.lexsort((np.arange(len(codes)), times.astype(np.int64), codes))
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    sorted_emb = matrix32[order]  # one gather; each user's rows are then a contiguous view
+    # one gather, then each user's rows are a contiguous view; none when the file is already
+    # grouped by user and in time order (as save_trajectories writes it)
+    sorted_emb = matrix32 if np.array_equal(order, np.arange(len(order))) else matrix32[order]
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(order)]])
     trajs: list[Trajectory] = []
@@ -1044,32 +1130,38 @@ def _arrow_list_matrix(arr: Any, table: _Table, fname: str) -> np.ndarray:
         )
 
     n = len(arr)
-    if arr.null_count:
-        i = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
-        raise err(i, "the embedding is missing")
-    chunks = arr.chunks
-    lengths = np.concatenate(
-        [c.value_lengths().to_numpy(zero_copy_only=False) for c in chunks]
-    ) if not pa.types.is_fixed_size_list(arr.type) else np.full(n, arr.type.list_size)
-    width = int(lengths[0]) if n else 0
-    if width == 0:
-        raise err(0, "the embedding is empty")
-    if (lengths != width).any():
-        i = int(np.flatnonzero(lengths != width)[0])
-        raise err(i, f"has {int(lengths[i])} values, expected {width} like the rows before it")
     vt = arr.type.value_type
     out_dtype = np.float32 if pa.types.is_float32(vt) else np.float64
-    out = np.empty((n, width), dtype=out_dtype)
+    out: np.ndarray | None = None
+    width = -1
     pos = 0
-    for c in chunks:
+    for c in arr.chunks():
+        if c.null_count:
+            i = int(np.flatnonzero(c.is_null().to_numpy(zero_copy_only=False))[0])
+            raise err(pos + i, "the embedding is missing")
+        if pa.types.is_fixed_size_list(c.type):
+            lengths = np.full(len(c), c.type.list_size)
+        else:
+            lengths = c.value_lengths().to_numpy(zero_copy_only=False)
+        if width < 0 and len(c):
+            width = int(lengths[0])
+            if width == 0:
+                raise err(pos, "the embedding is empty")
+        if (lengths != width).any():
+            i = int(np.flatnonzero(lengths != width)[0])
+            raise err(pos + i, f"has {int(lengths[i])} values, expected {width} like the rows before it")
         flat = c.flatten()
         if flat.null_count:
             j = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
             raise err(pos + j // width, f"position {j % width} is missing (not finite)")
-        vals = flat.to_numpy(zero_copy_only=False)
-        out[pos : pos + len(c)] = vals.reshape(len(c), width)
+        vals = flat.to_numpy(zero_copy_only=False).reshape(len(c), width)
+        if out is None:
+            out = np.empty((n, width), dtype=out_dtype)
+        out[pos : pos + len(c)] = vals
         pos += len(c)
-        del flat, vals
+        del flat, vals, c
+    if out is None:
+        raise err(0, "the embedding is empty")
     return out
 
 

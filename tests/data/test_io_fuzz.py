@@ -62,10 +62,10 @@ def tables(draw):
     for uid in raw_ids:
         n = draw(st.integers(1, 4))
         if whole_seconds:
-            base = draw(st.integers(MIN_US // 10**6 + 86_400, MAX_US // 10**6 - 86_400))
+            base = draw(st.integers(MIN_US // 10**6 + 86_400, MAX_US // 10**6 - 3 * 86_400))  # + up to 1.2 days
             us = sorted(base * 10**6 + draw(st.integers(0, 10**5)) * 10**6 for _ in range(n))
         else:
-            base = draw(st.integers(MIN_US + 86_400 * 10**6, MAX_US - 86_400 * 10**6))
+            base = draw(st.integers(MIN_US + 86_400 * 10**6, MAX_US - 3 * 86_400 * 10**6))
             us = sorted(base + draw(st.integers(0, 10**11)) for _ in range(n))
         values = draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=n * d, max_size=n * d))
         label = draw(st.one_of(st.none(), st.integers(0, 2**63 - 1), st.integers(0, 3)))
