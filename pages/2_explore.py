@@ -101,7 +101,8 @@ def _clamp(t: datetime) -> datetime:
 @st.fragment(run_every=PLAY_EVERY_S if playing else None)
 def cloud() -> None:
     window_now = st.session_state.get("explore_window")
-    if not isinstance(window_now, tuple) or len(window_now) != 2:
+    if (not isinstance(window_now, tuple) or len(window_now) != 2 or window_now[0] >= window_now[1]
+            or window_now[0] > last or window_now[1] < first):  # none yet, or another dataset's
         window_now = (first, last)
     if playing and span > timedelta(0):
         lo, hi = window_now

@@ -286,3 +286,33 @@ def test_colour_by_the_latest_runs_prediction_score(app_workspace, open_app, mon
         colours = np.frombuffer(base64.b64decode(colours["bdata"]), dtype=colours["dtype"]).tolist()
     shown = [expected[c[0]] for c in trace["customdata"]]  # plain ids: no escaping needed here
     np.testing.assert_allclose(colours, shown, rtol=1e-6)
+
+
+def test_user_text_reaches_the_cloud_only_escaped():
+    import numpy as np
+
+    from cvx_app import figures
+    from cvx_core.data.trajectory import Trajectory, TrajectorySet
+
+    dts = np.datetime64("2024-01-01", "ns") + np.arange(3).astype("timedelta64[D]").astype("timedelta64[ns]")
+    rng = np.random.default_rng(0)
+    ts = TrajectorySet([
+        Trajectory("<b>u</b>", rng.normal(size=(3, 4)), dts, texts=("<script>x</script> hi", "a & b", "plain")),
+        Trajectory("v", rng.normal(size=(3, 4)), dts, texts=("one", "two", "three")),
+    ])
+    from cvx_core.analysis.projection import project_posts
+
+    frame = projections.projection_frame(ts, project_posts(ts, use_cache=False))
+    assert escape.escape_hover("<script>x</script> hi") in set(frame["words"])
+    fig = figures.explore_figure(
+        frame, method="PCA", colour=pd.Series(["<i>it</i>"] * 3 + ["ok"] * 3), colour_title="metadata: <tag>",
+        categorical=True, paths=["<b>u</b>"], changepoints={"<b>u</b>": [1]}, escape=escape.escape_hover,
+        window=(0.0, 1.0), highlight=["v"],
+    )
+    text = fig.to_json()
+    fig = json.loads(text)
+    assert "<script>" not in text and "<b>u</b>" not in text and "<i>it</i>" not in text and "<tag>" not in text
+    names = [t["name"] for t in fig["data"]]
+    assert "path &lt;b&gt;u&lt;/b&gt;" in names and "outside the time window" in names
+    (path,) = [t for t in fig["data"] if t["name"] == "path &lt;b&gt;u&lt;/b&gt;"]
+    assert len(path["customdata"]) == 2  # drawn up to the window's end (day 1)
