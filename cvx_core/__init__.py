@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "Projection": "analysis.projection",
     "project_posts": "analysis.projection",
     "clear_projection_cache": "analysis.projection",
+    "cached_projection": "analysis.projection",
+    "projection_trustworthiness": "analysis.projection",
     "SetAnalysis": "analysis.batch",
     "UserAnalysis": "analysis.batch",
     "analyze_set": "analysis.batch",
