@@ -8,6 +8,10 @@ last good checkpoint)::
       config.json      TrainConfig + the model spec needed to rebuild the model
       data.json        data summary and the split (user ids of train / val / test)
       model.pt         best-so-far weights, ``torch.save(state_dict)``
+      encoder.safetensors  the fine-tuned text encoder's weights (``encoder.*`` keys), only
+                       for runs that fine-tune one; a frozen encoder is rebuilt from the
+                       source the model spec names. Written before model.pt, which holds
+                       its token, so a mismatched pair is detected.
       checkpoint.json  epoch and validation AUC of the weights in model.pt
       history.json     per-epoch curves (loss, validation AUC)
       metrics.json     final test metrics (only once training has finished)
@@ -42,6 +46,7 @@ __all__ = [
     "COMPARISON_FILE",
     "DATA_FILE",
     "WEIGHTS_FILE",
+    "ENCODER_WEIGHTS_FILE",
     "CHECKPOINT_FILE",
     "HISTORY_FILE",
     "METRICS_FILE",
@@ -64,6 +69,8 @@ CONFIG_FILE = "config.json"
 COMPARISON_FILE = "comparison.json"
 DATA_FILE = "data.json"
 WEIGHTS_FILE = "model.pt"
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+_ENCODER_TOKEN_KEY = "__encoder_checkpoint__"
 CHECKPOINT_FILE = "checkpoint.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
@@ -166,16 +173,33 @@ def clear_run_files(run_dir: str | os.PathLike[str]) -> None:
     """Remove the files a previous run left in ``run_dir`` (weights, metrics, curves...),
     so a new run in the same folder never shows stale results. Other files are kept."""
     d = Path(run_dir)
-    for name in (METRICS_FILE, COMPARISON_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE, DATA_FILE, CONFIG_FILE):
+    for name in (METRICS_FILE, COMPARISON_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE, DATA_FILE, CONFIG_FILE,
+                 ENCODER_WEIGHTS_FILE):
         try:
             (d / name).unlink()
         except FileNotFoundError:
             pass
 
 
-def save_weights(run_dir: str | os.PathLike[str], state_dict: Mapping[str, "torch.Tensor"]) -> None:
-    """Save a state dict (moved to CPU) as ``RUN_DIR/model.pt``, atomically."""
-    cpu = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+def save_weights(
+    run_dir: str | os.PathLike[str], state_dict: Mapping[str, "torch.Tensor"], *, encoder_weights: bool = True
+) -> None:
+    """Save a state dict (moved to CPU) as ``RUN_DIR/model.pt``, atomically.
+
+    A text encoder's ``encoder.*`` weights go to ``encoder.safetensors`` instead (written
+    first; ``model.pt`` records its token), or are left out with ``encoder_weights=False``
+    (a frozen encoder, rebuilt from its source when the run is loaded).
+    """
+    import torch
+
+    cpu = {k: v.detach().to("cpu").clone() for k, v in state_dict.items() if not k.startswith("encoder.")}
+    enc = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items() if k.startswith("encoder.")}
+    if enc and encoder_weights:
+        from safetensors.torch import save as st_save
+
+        token = os.urandom(8).hex()
+        atomic_write_bytes(Path(run_dir) / ENCODER_WEIGHTS_FILE, st_save(enc, metadata={"checkpoint": token}))
+        cpu[_ENCODER_TOKEN_KEY] = torch.frombuffer(bytearray(token.encode("ascii")), dtype=torch.uint8)
     atomic_torch_save(cpu, Path(run_dir) / WEIGHTS_FILE)
 
 
@@ -187,9 +211,33 @@ def load_weights(run_dir: str | os.PathLike[str], *, device: str = "cpu") -> dic
     if not path.is_file():
         raise RunError(f"{path}: no weights in this run folder (training never reached a checkpoint)")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise RunError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from None
+    token = state.pop(_ENCODER_TOKEN_KEY, None) if isinstance(state, dict) else None
+    if token is not None:
+        state.update(_load_encoder_weights(Path(run_dir), bytes(token.tolist()).decode("ascii"), device))
+    return state
+
+
+def _load_encoder_weights(run_dir: Path, token: str, device: str) -> dict[str, "torch.Tensor"]:
+    """The ``encoder.*`` weights of ``encoder.safetensors``, checked against model.pt's token."""
+    from safetensors import safe_open
+
+    path = run_dir / ENCODER_WEIGHTS_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: missing; {WEIGHTS_FILE} was saved with a fine-tuned text encoder's weights in it")
+    try:
+        with safe_open(str(path), framework="pt", device=device) as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # corrupt or foreign file
+        raise RunError(f"{path}: cannot load the encoder's weights ({type(exc).__name__}: {exc})") from None
+    if meta.get("checkpoint") != token:
+        raise RunError(f"{path}: belongs to another checkpoint than {WEIGHTS_FILE} (an interrupted save?)")
+    if any(not k.startswith("encoder.") for k in tensors):
+        raise RunError(f"{path}: holds weights other than the encoder's")
+    return tensors
 
 
 # -- reading runs -------------------------------------------------------------------------
@@ -368,7 +416,10 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
         model = build_model_from_spec(spec)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / CONFIG_FILE}: the model spec cannot be built ({type(exc).__name__}: {exc})") from None
+    frozen_encoder = bool(spec.get("encoder")) and not any(k.startswith("encoder.") for k in state)
     try:
+        if frozen_encoder:  # the encoder keeps the starting weights its spec names
+            state = {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}, **state}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / WEIGHTS_FILE}: weights do not match the model in config.json ({exc})") from None
