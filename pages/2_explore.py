@@ -85,6 +85,8 @@ option = options[colour_by]
 colour = explore.colour_values(option, frame)
 
 first, last = frame["datetime"].min().to_pydatetime(), frame["datetime"].max().to_pydatetime()
+# st.slider holds datetimes as JS numbers of microseconds: only about 1684-07-29 .. 2255-06-04
+SLIDER_MIN, SLIDER_MAX = datetime(1684, 7, 30), datetime(2255, 6, 3)
 span = last - first
 step = max(span / 200, timedelta(minutes=1)) if span > timedelta(0) else timedelta(days=1)
 
@@ -116,11 +118,19 @@ def cloud() -> None:
             lo, hi = first, first + width  # start over
         window_now = (_clamp(lo), _clamp(hi))
     st.session_state["explore_window"] = (_clamp(window_now[0]), _clamp(window_now[1]))
-    if span > timedelta(0):
+    if span > timedelta(0) and SLIDER_MIN < first and last < SLIDER_MAX:
         window = st.slider(
             "Time window", min_value=first, max_value=last, step=step, key="explore_window",
             format="YYYY-MM-DD", help="Posts outside the window are greyed; paths are drawn up to its end.",
         )
+    elif span > timedelta(0):  # dates st.slider cannot hold (before 1684 or after 2255): days instead
+        span_days = span / timedelta(days=1)
+        lo_d, hi_d = st.slider(
+            f"Time window (days since {first:%Y-%m-%d})", min_value=0.0, max_value=float(span_days),
+            value=(0.0, float(span_days)), key="explore_window_days",
+            help="Posts outside the window are greyed; paths are drawn up to its end.",
+        )
+        window = (first + timedelta(days=lo_d), first + timedelta(days=hi_d))
     else:
         window = (first, last)
     days = tuple((pd.Timestamp(t) - frame["datetime"].min()) / pd.Timedelta(days=1) for t in window)
