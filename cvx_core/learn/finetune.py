@@ -56,6 +56,7 @@ __all__ = [
     "estimate_finetune_memory",
     "finetune_memory_breakdown",
     "fill_post_table",
+    "load_text_data",
     "prepare_text_model",
     "peak_rss_bytes",
 ]
@@ -148,6 +149,34 @@ def fill_post_table(
     emb = embed_texts(missing, encoder=wrapper, cache=cache, batch_size=batch_size, progress=progress)
     table.store(missing, torch.from_numpy(emb), stamp)
     return wrapper.calls
+
+
+def load_text_data(source: Any, config: TrainConfig, *, progress: Any = None) -> TrajectorySet:
+    """Read a table of posts for training with ``config.text_encoder``.
+
+    An embedded table with a ``text`` column is used as it is (its embeddings feed the
+    mean-embedding baseline; the model reads the texts). A text-only table (``user_id``,
+    ``timestamp``, ``text``, ``label``) is embedded by the run's encoder at its starting
+    weights, through ``config.embedding_cache`` (so the trainer's own pass over the posts
+    then only reads the cache). ``source``: a path (it is read twice for text-only tables).
+    """
+    from cvx_core.data.io import read_posts
+    from cvx_core.data.text import embed_posts
+    from cvx_core.data.trajectory import TrajectoryError
+    from cvx_core.learn.encoders import build_text_encoder
+
+    posts = read_posts(source, need_embeddings=False)
+    if posts.texts is None:
+        raise TrajectoryError(
+            f"{posts.file}: missing column 'text'; training with a text encoder needs the posts' texts",
+            file=posts.file, column="text",
+        )
+    if posts.embeddings is not None:
+        return posts.to_set()
+    module = build_text_encoder(encoder_spec(config))
+    wrapper = ModuleTextEncoder(module, max_tokens=config.max_tokens)
+    return embed_posts(source, encoder=wrapper, cache=config.embedding_cache, max_tokens=config.max_tokens,
+                       progress=progress)
 
 
 def prepare_text_model(
@@ -273,8 +302,8 @@ _MINILM = _Arch(params=22_713_216, layers=6, hidden=384, intermediate=1536, head
 # with gradients (saved activations) plus the backward's transient buffers.
 RUNTIME_BYTES_TRANSFORMER = 700 * MB
 RUNTIME_BYTES_TORCH = 350 * MB
-_SAVED_FLOATS_PER_TOKEN = (14, 4)  # x hidden, x intermediate, per layer (saved for backward)
-_ATTENTION_MAPS = 3  # [heads, T, T] float tensors kept per layer (scores, probabilities, grad)
+_SAVED_FLOATS_PER_TOKEN = (6, 1)  # x hidden, x intermediate, per layer (saved for backward)
+_ATTENTION_MAPS = 1  # [heads, T, T] float tensors per layer (SDPA keeps none; one for margin)
 _NOGRAD_FLOATS_PER_TOKEN = (6, 2)  # a forward without autograd keeps a few live tensors
 
 

@@ -258,3 +258,24 @@ def test_cuda_fine_tuning_runs_the_encoder_under_bf16_and_reloads_on_cpu(text_da
     loaded = runs.load_run(tmp_path / "c", device="cpu")
     np.testing.assert_allclose(predict_proba(res.model, text_data, device="cuda"),
                                predict_proba(loaded.model, text_data, device="cpu"), atol=1e-4)
+
+
+def test_cli_trains_from_a_text_only_table_and_prints_the_memory_estimate(tmp_path, capsys):
+    import pandas as pd
+
+    from cvx_core.cli import main
+
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    rows = [{"user_id": f"u{u}", "timestamp": f"2024-01-{1 + i:02d}T{u % 24:02d}:00:00Z",
+             "text": " ".join(rng.choice(words, 6)), "label": u % 2} for u in range(12) for i in range(6)]
+    path = tmp_path / "posts.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--text-encoder", "hashing", "--finetune",
+                 "--epochs", "1", "--posts-with-grad", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "MB peak (estimate)" in printed and "encoder grad norm" in printed
+    assert (out / runs.ENCODER_WEIGHTS_FILE).is_file() and (out / "embeddings.sqlite").is_file()
+    cfg = json.loads((out / runs.CONFIG_FILE).read_text())["train_config"]
+    assert cfg["posts_with_grad"] == 2 and cfg["freeze_encoder"] is False
