@@ -125,19 +125,6 @@ class TemporalFeaturesConfig:
             return t_days
         return t_days * (1.0 / TIME_UNITS[self.time_unit])
 
-    def ode_config(self) -> Any:
-        """The :class:`cvx_core.features.ode.ODEConfig` of the optional latent ODE block."""
-        from cvx_core.features.ode import ODEConfig
-
-        return ODEConfig(
-            latent_dim=max(int(self.ode_latent_dim), 1),
-            input_dim=self.ode_input_dim,
-            time_unit=self.time_unit,
-            time_scale=float(self.ode_time_scale),
-            steps=int(self.ode_steps),
-            adjoint=bool(self.ode_adjoint),
-        )
-
     @property
     def n_scales(self) -> int:
         return len(self.scales)

@@ -139,9 +139,9 @@ class TemporalFeatureExtractor(nn.Module):
         # the optional latent ODE block (SPEC "Optional learned blocks"): appended last
         self.ode = None
         if self.config.ode_latent_dim > 0:
-            from cvx_core.features.ode import ODERNNEncoder
+            from cvx_core.features.ode import ODERNNEncoder, ode_config_from
 
-            self.ode = ODERNNEncoder(self.dim, self.config.ode_config())
+            self.ode = ODERNNEncoder(self.dim, ode_config_from(self.config))
         self.out_dim = self.layout.size + int(self.config.ode_latent_dim)
 
     @property

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cvx_core.features.config import TIME_UNITS
+from cvx_core.features.config import TIME_UNITS, TemporalFeaturesConfig
 
-__all__ = ["ODEConfig", "ODEFunc", "ODERNNEncoder", "TIME_UNITS"]
+__all__ = ["ODEConfig", "ODEFunc", "ODERNNEncoder", "ode_config_from"]
 
 @dataclass(frozen=True)
 class ODEConfig:
@@ -79,6 +79,18 @@ class ODEConfig:
     def days_to_units(self) -> float:
         """Factor turning a gap in days into a gap in ``time_scale`` units of ``time_unit``."""
         return 1.0 / TIME_UNITS[self.time_unit] / self.time_scale
+
+
+def ode_config_from(features: TemporalFeaturesConfig) -> ODEConfig:
+    """The ODE block's settings held by a :class:`TemporalFeaturesConfig` (``ode_*`` fields)."""
+    return ODEConfig(
+        latent_dim=max(int(features.ode_latent_dim), 1),
+        input_dim=features.ode_input_dim,
+        time_unit=features.time_unit,
+        time_scale=float(features.ode_time_scale),
+        steps=int(features.ode_steps),
+        adjoint=bool(features.ode_adjoint),
+    )
 
 
 class ODEFunc(nn.Module):
