@@ -190,7 +190,8 @@ def _has_fast_parquet() -> bool:
     exist with the expected shape); otherwise pieces go through ``read_posts`` as bytes."""
     from cvx_core.data import io as _io
 
-    return all(hasattr(_io, n) for n in ("_arrow_column", "_Table", "_parse_posts"))
+    return all(hasattr(_io, n) for n in ("_arrow_column", "_Table", "_parse_posts", "_Col", "_is_number_list",
+                                         "_arrow_list_matrix"))
 
 
 _FAST_PARQUET = _has_fast_parquet()
@@ -223,9 +224,31 @@ def _parse_batch(batch: Any, fname: str, need_embeddings: bool) -> PostTable:
     from cvx_core.data import io as _io
 
     n = batch.num_rows
-    columns = {name: _io._arrow_column(pa.chunked_array([batch.column(i)]), name, fname, n)
-               for i, name in enumerate(batch.schema.names)}
+    columns = {}
+    for i, field in enumerate(batch.schema):
+        arr = pa.chunked_array([batch.column(i)])
+        if _io._is_number_list(field.type):  # decoded straight into the [N, D] matrix, as the loader does
+            columns[field.name] = _io._Col("list", _ListColumn(arr))
+        else:
+            columns[field.name] = _io._arrow_column(arr, field.name, fname, n)
     return _io._parse_posts(_io._Table(columns, n), fname, need_embeddings=need_embeddings)
+
+
+class _ListColumn:
+    """An Arrow list-of-numbers column in the shape the loader's list decoder reads."""
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+        self.type = arr.type
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def chunks(self, rows: int = 32_768) -> Iterator[Any]:
+        yield from self.arr.chunks
+
+    def to_pylist(self) -> list[Any]:
+        return self.arr.to_pylist()
 
 
 def _parse(piece: _Piece, fname: str, fmt: str, need_embeddings: bool) -> PostTable:
