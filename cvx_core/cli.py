@@ -1,6 +1,7 @@
 """Command line: ``python -m cvx_core train|extract|compare ...``.
 
-- ``train DATA --out RUN_DIR [--epochs N --lr X --device auto|cpu|cuda --seed S ...]``:
+- ``train DATA --out RUN_DIR [--test-data TEST | --split-column NAME] [--cv K] [--head auto|linear|mlp]
+  [--config FEATURES.json] [--epochs N --lr X --device auto|cpu|cuda --seed S ...]``:
   trains the temporal-feature classifier, writes the run folder (see ``cvx_core.learn.runs``)
   and the attention-vs-attribution comparison (``comparison.json``), prints the metrics.
 - ``extract DATA --out FEATURES.parquet``: analytic feature vector per user (columns
@@ -11,6 +12,9 @@
   the input in user-grouped chunks and write incrementally (bounded memory); with
   ``--engine ray --workers N [--address ADDR]`` they run on Ray (``cvx_core.scale``).
   ``train ... --workers N`` trains data-parallel (Ray Train DDP).
+- ``evaluate RUN DATA [--early [--by posts|days]]``: scores a saved run on labelled data
+  (its own test users when DATA is the run's data), writes ``RUN/evaluation.json``; with
+  ``--early``, AUC against posts (or days) seen, ERDE5, ERDE50 and latency-weighted F1.
 - ``embed POSTS --out TRAJ.parquet [--model NAME_OR_PATH] [--batch-size N] [--max-tokens N]
   [--cache PATH]``: embeds the posts' texts (cvx_core.data.text), texts kept.
 - ``explain TRAJ --user USER [--format text|json]``: the user's change points in words
@@ -27,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from cvx_core.learn.runs import COMPARISON_FILE
+
+#: what ``evaluate`` writes into the run folder
+EVALUATION_FILE = "evaluation.json"
 
 __all__ = ["main", "build_parser", "COMPARISON_FILE"]
 
@@ -64,9 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-attention", action="store_true", help="do not learn DimensionAttention")
     t.add_argument("--truth", default=None, help="truth.json with planted_dims (synthetic data) for the comparison")
     t.add_argument("--quiet", action="store_true", help="print only the final metrics")
+    t.add_argument("--test-data", default=None, metavar="TEST",
+                   help="score this trajectory file as the test set (other users); validation comes from DATA")
+    t.add_argument("--split-column", default=None, metavar="NAME",
+                   help="per-user column of DATA holding train / val / test (no val: drawn from train)")
+    t.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="also run stratified, seeded K-fold cross-validation: mean and sd of model and baseline")
+    t.add_argument("--head", choices=("auto", "linear", "mlp"), default=None,
+                   help="classifier head (default auto: chosen by validation, inner CV on small data)")
+    t.add_argument("--config", default=None, help="JSON file with TemporalFeaturesConfig fields (as for extract)")
     t.add_argument("--workers", type=int, default=1,
                    help="data-parallel workers (Ray Train DDP; gloo on CPU, NCCL on GPU); 1: in this process")
     t.add_argument("--address", default=None, help="Ray cluster to train on (default: start a local one)")
+
+    v = sub.add_parser("evaluate", help="score a saved run on labelled data (AUC with interval, per-class F1)")
+    v.add_argument("run", help="run folder")
+    v.add_argument("data", help="labelled trajectory file (the run's own data: its test users only)")
+    v.add_argument("--early", action="store_true",
+                   help="early detection: AUC against posts seen, ERDE5, ERDE50 and latency-weighted F1")
+    v.add_argument("--by", choices=("posts", "days"), default="posts", help="cut histories by posts or by days")
 
     e = sub.add_parser("extract", help="analytic temporal features per user -> parquet")
     e.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
@@ -145,6 +168,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         "device": args.device, "text_encoder": args.text_encoder,
         "posts_with_grad": args.posts_with_grad, "micro_batch_posts": args.micro_batch_posts,
         "max_tokens": args.max_tokens, "encoder_lr": args.encoder_lr,
+        "head": getattr(args, "head", None), "cv": getattr(args, "cv", None),
+        "test_data": getattr(args, "test_data", None), "split_column": getattr(args, "split_column", None),
     }
     kw = {k: v for k, v in mapping.items() if v is not None}
     if args.finetune and args.freeze_encoder:
@@ -156,6 +181,10 @@ def _train_config(args: argparse.Namespace) -> Any:
         raise ValueError("--finetune needs --text-encoder")
     if args.no_attention:
         kw["learn_attention"] = False
+    if getattr(args, "config", None):
+        from cvx_core.features.config import TemporalFeaturesConfig
+
+        kw["features"] = TemporalFeaturesConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
     return TrainConfig(**kw)
 
 
@@ -179,6 +208,25 @@ def _print_comparison(cmp: Any) -> None:
     print(cmp.verdict)
 
 
+def _train_distributed(args: argparse.Namespace, ts: Any, config: Any) -> int:
+    """``train --workers N``: Ray Train DDP; writes the run folder a single process writes
+    (no attention comparison: run ``compare`` on the folder afterwards)."""
+    from cvx_core.scale.ddp import train_distributed
+
+    if config.test_data or config.split_column or config.text_encoder is not None:
+        raise ValueError("--workers > 1 trains on the data file's own stratified split and its embeddings; "
+                         "--test-data, --split-column and --text-encoder run in one process (--workers 1)")
+    print(f"{ts.name}: {len(ts)} users, {ts.n_posts} posts, D={ts.dim}; {args.workers} DDP workers", flush=True)
+    res = train_distributed(ts, config, run_dir=args.out, workers=args.workers, address=args.address,
+                            verbose=not args.quiet)
+    m = res.metrics
+    print(f"test AUC {m['test_auc']:.3f}  (mean-embedding baseline {m['baseline_auc']:.3f})  "
+          f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  best epoch {m['best_epoch']}/{m['epochs']}  "
+          f"{res.seconds:.1f}s on {res.workers} workers ({res.backend})")
+    print(f"run folder: {args.out}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from cvx_core.learn import runs
     from cvx_core.learn.compare import compare_attention
@@ -195,7 +243,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         ts = load_trajectories(args.data)
     planted = _planted(args.truth)
-    trainer = Trainer(ts, config, run_dir=args.out)
+    if getattr(args, "workers", 1) > 1:  # data-parallel (cvx_core.scale.ddp)
+        return _train_distributed(args, ts, config)
+    test_ts = load_trajectories(args.test_data) if config.test_data else None
+    assignments = None
+    if config.split_column:
+        from cvx_core.learn.splits import read_split_column
+
+        assignments = read_split_column(args.data, config.split_column)
+    trainer = Trainer(ts, config, run_dir=args.out, test_data=test_ts, split=assignments)
     if not args.quiet and config.text_encoder is not None and not config.freeze_encoder:
         def on_step(p: TrainProgress) -> None:
             print(f"  step {p.step:4d}  loss {p.loss:.4f}  grad norm {p.grad_norm:.3g}  "
@@ -215,12 +271,83 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"test AUC {m['test_auc']:.3f}  (mean-embedding baseline {m['baseline_auc']:.3f})  "
           f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  "
           f"best epoch {m['best_epoch']}/{m['epochs']}  {m['seconds']:.1f}s")
+    _print_evaluation(m)
     if config.learn_attention and config.text_encoder is None:
-        train_ts = ts.subset([ts.user_ids[i] for i in result.split.train])
+        train_ts = trainer.data.subset([trainer.data.user_ids[i] for i in result.split.train])
         cmp = compare_attention(result.model, train_ts, config=config.features, planted_dims=planted, seed=config.seed)
         runs.atomic_write_json(Path(args.out) / COMPARISON_FILE, cmp.to_dict())
         _print_comparison(cmp)
     print(f"run folder: {args.out}")
+    return 0
+
+
+def _print_evaluation(m: dict[str, Any]) -> None:
+    """The metrics a small test set needs beside it: interval, baseline accuracy, head, CV, warnings."""
+    lo, hi = (m.get("test_auc_ci") or [None, None])[:2]
+    if lo is not None and hi is not None and lo == lo:
+        print(f"test AUC 95% bootstrap interval [{lo:.3f}, {hi:.3f}] on {m['n_test']} users; "
+              f"baseline accuracy {m['baseline_accuracy']:.3f}")
+    if m.get("head_choice"):
+        print(f"head: {m['head_choice']}")
+    cv = m.get("cv")
+    if cv:
+        print(f"{cv['k']}-fold CV: model AUC {cv['test_auc_mean']:.3f} ± {cv['test_auc_sd']:.3f}, baseline "
+              f"{cv['baseline_auc_mean']:.3f} ± {cv['baseline_auc_sd']:.3f}; accuracy {cv['test_accuracy_mean']:.3f} ± "
+              f"{cv['test_accuracy_sd']:.3f} vs {cv['baseline_accuracy_mean']:.3f} ± {cv['baseline_accuracy_sd']:.3f}")
+    early = m.get("early")
+    if early and early.get("erde5") is not None:
+        print(f"early detection: ERDE5 {early['erde5']:.3f}  ERDE50 {early['erde50']:.3f}  "
+              f"F_latency {early['f_latency']:.3f}")
+    for w in m.get("warnings") or []:
+        print(f"warning: {w}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.learn.early import early_detection
+    from cvx_core.learn.metrics import bootstrap_auc_ci, classification_metrics, small_data_warnings
+    from cvx_core.learn.model import predict_proba
+    from cvx_core.learn.runs import atomic_write_json, load_run
+
+    run = load_run(args.run)
+    ts = load_trajectories(args.data)
+    if not ts.has_labels:
+        raise ValueError(f"{args.data}: evaluation needs a label on every user")
+    classes = [int(c) for c in run.data.get("classes") or sorted(set(int(v) for v in ts.labels))]
+    test_ids = (run.data.get("split") or {}).get("test") or []
+    if test_ids and all(u in ts for u in test_ids) and run.data.get("digest") == ts.digest():
+        ts = ts.subset(test_ids)  # the run's own data: score its test users only
+        scope = f"the run's {len(ts)} test users"
+    else:
+        scope = f"all {len(ts)} users of {args.data}"
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(int(v) for v in ts.labels) - set(index))
+    if unknown:
+        raise ValueError(f"{args.data}: classes {unknown} are not among the run's classes {classes}")
+    y = [index[int(v)] for v in ts.labels]
+    proba = predict_proba(run.model, ts, max_len=run.config.max_len, device="cpu")
+    m = classification_metrics(y, proba, classes)
+    ci = bootstrap_auc_ci(y, proba, seed=run.config.seed)
+    doc: dict[str, Any] = {
+        "data": str(args.data), "scope": scope, "n": m.n, "auc": m.auc, "auc_ci": list(ci), "accuracy": m.accuracy,
+        "f1_per_class": {str(c): float(f) for c, f in zip(classes, m.f1_per_class)},
+        "confusion": {"classes": [str(c) for c in classes], "matrix": m.confusion.tolist()},
+        "warnings": small_data_warnings(m.class_counts, [str(c) for c in classes], what="evaluated set"),
+    }
+    print(f"{scope}: AUC {m.auc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  accuracy {m.accuracy:.3f}")
+    if args.early:
+        e = early_detection(run.model, ts, by=args.by, classes=classes, max_len=run.config.max_len)
+        doc["early"] = e.to_dict()
+        print("posts seen  AUC" if e.by == "posts" else "days  posts seen  AUC")
+        for cut, seen, auc in zip(e.cuts, e.posts_seen, e.auc):
+            print(f"{seen:10.1f}  {auc:.3f}" if e.by == "posts" else f"{cut:8.2f}  {seen:10.1f}  {auc:.3f}")
+        if e.erde5 is not None:
+            print(f"ERDE5 {e.erde5:.3f}  ERDE50 {e.erde50:.3f}  F_latency {e.f_latency:.3f}  "
+                  f"(alarm at P >= {e.threshold}; median delay {e.median_delay} posts)")
+    for w in doc["warnings"]:
+        print(f"warning: {w}")
+    atomic_write_json(Path(args.run) / EVALUATION_FILE, doc)
+    print(f"wrote {Path(args.run) / EVALUATION_FILE}")
     return 0
 
 
@@ -360,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cvx_core.data.trajectory import TrajectoryError
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast,
+    handlers = {"evaluate": _cmd_evaluate, "train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast,
                 "analyze": _cmd_analyze, "embed": _cmd_embed, "explain": _cmd_explain}
     try:
         return handlers[args.command](args)

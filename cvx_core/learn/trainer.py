@@ -346,6 +346,7 @@ class Trainer:
         self._cls_index = {c: i for i, c in enumerate(self.classes)}
         self.device = resolve_device(self.config.device)
         self.head: HeadChoice | None = None
+        self._start_cols: np.ndarray | None = None
 
     # -- callbacks ------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callback) -> None:
@@ -481,35 +482,43 @@ class Trainer:
         out[[pos[int(i)] for i in np.concatenate(order)]] = feats
         return out
 
-    def _choose_head(self, h: np.ndarray, y: np.ndarray, split: Split) -> HeadChoice:
+    def _choose_head(self, h: np.ndarray, y: np.ndarray, split: Split, mean_cols: np.ndarray | None = None) -> HeadChoice:
         """Choose the head and its L2 strength by validation on head inputs ``h [N, n_in]``
-        (rows indexed like the data; only train and val rows are read)."""
+        (rows indexed like the data; only train and val rows are read). With ``mean_cols``
+        (the standardised mean-embedding columns), a linear head that *starts* from the
+        mean embedding alone (the baseline's own model; other weights 0) is a candidate too."""
         cfg = self.config
         k = len(self.classes)
         cands = [cfg.head_c] if cfg.head_c is not None else list(C_GRID)
         mlp_cands = [cfg.head_c] if cfg.head_c is not None else list(MLP_C_GRID)
         kinds = ["linear", "mlp"] if cfg.head == "auto" and cfg.hidden > 0 else (
             ["linear"] if cfg.head == "auto" else [cfg.head])
+        if mean_cols is not None and "linear" in kinds:
+            kinds.insert(1, "linear-mean")
         sels: dict[str, Selection] = {}
         for kind in kinds:
-            make = (lambda c: _sk_linear(c, cfg.class_weighting)) if kind == "linear" else (
-                lambda c: _sk_mlp(c, cfg.hidden, cfg.seed))
+            if kind == "mlp":
+                make, x = (lambda c: _sk_mlp(c, cfg.hidden, cfg.seed)), h
+            else:
+                make = lambda c: _sk_linear(c, cfg.class_weighting)  # noqa: E731
+                x = h[:, mean_cols] if kind == "linear-mean" else h
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                sels[kind] = choose_by_validation(make, cands if kind == "linear" else mlp_cands, h, y, split, n_classes=k,
-                                                  inner_cv=cfg.inner_cv, seed=cfg.seed)
-        best = min(kinds, key=lambda kd: sels[kd].best_score)  # min keeps "linear" on a tie
+                sels[kind] = choose_by_validation(make, mlp_cands if kind == "mlp" else cands, x, y, split,
+                                                  n_classes=k, inner_cv=cfg.inner_cv, seed=cfg.seed)
+        best = min(kinds, key=lambda kd: sels[kd].best_score)  # min keeps the first of equals
         sel = sels[best]
         scores = {kd: dict(sv.scores) for kd, sv in sels.items()}
-        if len(kinds) == 2:
-            other = "mlp" if best == "linear" else "linear"
-            reason = (f"auto: {best} (validation log-loss {sel.best_score:.3f} at C={sel.value:g}) over {other} "
-                      f"({sels[other].best_score:.3f} at C={sels[other].value:g}), by {sel.how}")
-        elif cfg.head == "auto":
-            reason = f"auto: linear (hidden=0 rules out an MLP); C={sel.value:g} by {sel.how}"
+        names = {"linear": "linear", "linear-mean": "linear from the mean embedding", "mlp": "mlp"}
+        if len(kinds) > 1:
+            others = ", ".join(f"{names[o]} ({sels[o].best_score:.3f} at C={sels[o].value:g})" for o in kinds if o != best)
+            reason = (f"{cfg.head}: {names[best]} (validation log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
+                      f"{others}, by {sel.how}")
         else:
             reason = (f"{best} as asked; C={sel.value:g}" + (" as given" if cfg.head_c is not None else f" by {sel.how}"))
-        return HeadChoice(head=best, c=float(sel.value), reason=reason, scores=scores)
+        head = "mlp" if best == "mlp" else "linear"
+        self._start_cols = mean_cols if best == "linear-mean" else None
+        return HeadChoice(head=head, c=float(sel.value), reason=reason, scores=scores)
 
     def _initial_model(self, split: Split) -> nn.Module:
         """Choose the head on the initial features, build the model, fix its normalisation
@@ -533,7 +542,11 @@ class Trainer:
         h[fit_idx] = h_fit
         y = np.zeros(len(self.data), dtype=np.int64)
         y[fit_idx] = self._y(fit_idx)
-        self.head = self._choose_head(h, y, split)
+        mean_cols = None
+        if getattr(clf_probe, "mean_inputs", False):  # z = [SPEC features, mean embedding]; h = [z, |z|]
+            n_spec = int(clf_probe.extractor.out_dim)
+            mean_cols = np.arange(n_spec, n_spec + clf_probe.dim)
+        self.head = self._choose_head(h, y, split, mean_cols)
         model = build_model_from_spec(self.model_spec()).to(self.device)
         if cfg.text_encoder is not None:  # the probe's encoder (same starting weights) and its embedded posts
             from cvx_core.learn.finetune import adopt_text_encoder
@@ -545,8 +558,12 @@ class Trainer:
         if self.head.head == "linear":
             with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                lr = _sk_linear(self.head.c, cfg.class_weighting).fit(h[split.train], y[split.train])
-            clf.set_linear_head(*_multiclass_weights(lr, len(self.classes)))
+                cols = self._start_cols if self._start_cols is not None else np.arange(h.shape[1])
+                lr = _sk_linear(self.head.c, cfg.class_weighting).fit(h[split.train][:, cols], y[split.train])
+            w_sub, b = _multiclass_weights(lr, len(self.classes))
+            w = np.zeros((len(self.classes), h.shape[1]))
+            w[:, cols] = w_sub
+            clf.set_linear_head(w, b)
         return model
 
     def _l2_penalty(self, n_train: int) -> Callable[[], torch.Tensor] | None:
