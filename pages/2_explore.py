@@ -26,6 +26,8 @@ if st.session_state.get("explore_user") not in ts:
     st.session_state["explore_user"] = user_ids[0]
 
 
+# Tables whose row click opens a user are keyed by the open user: once another user is open
+# they start with no selection, so an old click never reopens its user.
 def open_user(user_id: str) -> None:
     """Open ``user_id`` on the next run (widgets bound to explore_user are already drawn)."""
     if user_id in ts and user_id != st.session_state.get("explore_user"):
@@ -161,7 +163,7 @@ def cloud() -> None:
             st.caption("Click a row to open that user.")
             table = cache.users_frame(analysis)
             table = table[table["user_id"].isin(chosen)].reset_index(drop=True)
-            picked = st.dataframe(table, hide_index=True, height=240, key="explore_sel_table",
+            picked = st.dataframe(table, hide_index=True, height=240, key=f"explore_sel_table:{selected}",
                                   on_select="rerun", selection_mode="single-row")
             rows = picked.selection.rows if picked is not None else []
             if rows:
@@ -178,13 +180,13 @@ with left:
             st.markdown(f"**Search: {len(matches)} user(s) match** (ringed in the cloud; click a row to open)")
             if matches:
                 found = cache.users_frame(analysis).set_index("user_id").loc[matches].reset_index()
-                picked = st.dataframe(found, hide_index=True, height=200, key="explore_search_table",
+                picked = st.dataframe(found, hide_index=True, height=200, key=f"explore_search_table:{selected}",
                                       on_select="rerun", selection_mode="single-row")
                 if picked is not None and picked.selection.rows:
                     open_user(str(found["user_id"].iloc[picked.selection.rows[0]]))
     with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s to analyse)"):
         everyone = cache.users_frame(analysis)
-        picked = st.dataframe(everyone, hide_index=True, height=300, key="explore_all_table",
+        picked = st.dataframe(everyone, hide_index=True, height=300, key=f"explore_all_table:{selected}",
                               on_select="rerun", selection_mode="single-row")
         if picked is not None and picked.selection.rows:
             open_user(str(everyone["user_id"].iloc[picked.selection.rows[0]]))
@@ -192,7 +194,7 @@ with right:
     with st.container(border=True):
         st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; click a row to open)")
         near = explore.nearest_users(ts, selected, analysis)
-        picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)), key="explore_near_table",
+        picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)), key=f"explore_near_table:{selected}",
                               on_select="rerun", selection_mode="single-row")
         if picked is not None and picked.selection.rows:
             open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))

@@ -237,11 +237,17 @@ def test_search_rings_the_matching_users_posts_and_lists_them(explore, sample_se
 
 def test_a_row_click_in_the_users_table_opens_that_user(explore, sample_set):
     target = sample_set.at(9).user_id
-    explore.session_state["explore_all_table"] = {"selection": {"rows": [9], "columns": [], "cells": []}}
+    first = explore.selectbox(key="explore_user").value
+    explore.session_state[f"explore_all_table:{first}"] = {"selection": {"rows": [9], "columns": [], "cells": []}}
     explore.run()
     assert not explore.exception, explore.exception
     assert explore.selectbox(key="explore_user").value == target
     assert _timeline_user(explore) == target
+    # choosing another user afterwards is not undone by the old row click
+    other = sample_set.at(3).user_id
+    explore.selectbox(key="explore_user").set_value(other).run()
+    explore.run()
+    assert explore.selectbox(key="explore_user").value == other
 
 
 def test_nearest_users_are_the_most_similar_mean_embeddings(explore, sample_set):
