@@ -23,8 +23,8 @@ st.markdown(
 
 cols = st.columns(4)
 cards = [
-    ("pages/1_data.py", "Data", ":material/dataset:", "Upload a trajectory file or use the sample."),
-    ("pages/2_explore.py", "Explore", ":material/scatter_plot:", "Projection, user paths, timelines."),
+    ("pages/1_data.py", "Data", ":material/dataset:", "Upload posts as text or as embeddings, or use the sample."),
+    ("pages/2_explore.py", "Explore", ":material/scatter_plot:", "Projection, paths through time, change points in words."),
     ("pages/3_train.py", "Train", ":material/model_training:", "Train the temporal classifier."),
     ("pages/4_compare.py", "Compare", ":material/compare_arrows:", "Learned attention vs analytics."),
 ]
