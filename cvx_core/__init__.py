@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "save_trajectories": "data.io",
     "read_posts": "data.io",
     "PostTable": "data.io",
+    "DecodedSizeError": "data.io",
     # text in: encoders, embedding cache, embedding posts
     "embed_posts": "data.text",
     "embed_texts": "data.text",
