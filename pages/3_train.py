@@ -230,15 +230,19 @@ st.query_params["run"] = wanted
 
 
 def _on_show() -> None:
-    st.session_state[runs_mod.SELECTED_KEY] = st.session_state["train_show"]
-    st.query_params["run"] = st.session_state["train_show"]
+    chosen = st.session_state.get("train_show")
+    if chosen in by_name:
+        st.session_state[runs_mod.SELECTED_KEY] = chosen
+        st.query_params["run"] = chosen
 
 
+# labels stay fixed while a run changes status (a changing label would change the choice)
 show = st.selectbox(
     "Show run", names, key="train_show", on_change=_on_show,
-    format_func=lambda n: f"{by_name[n].title}" + ("" if by_name[n].title == n else f" ({n})")
-    + f" · {by_name[n].status}",
+    format_func=lambda n: by_name[n].title + ("" if by_name[n].title == n else f" ({n})"),
 )
+if show not in by_name:
+    show = wanted
 run = by_name[show]
 st.code(f"run {run.name}  ·  {run.title}  ·  dataset {run.dataset or '?'}  ·  {run.status}", language=None,
         wrap_lines=True)

@@ -35,17 +35,20 @@ st.query_params["run"] = wanted
 
 
 def _on_run_change() -> None:
-    st.session_state[runs_mod.SELECTED_KEY] = st.session_state["compare_run"]
-    st.query_params["run"] = st.session_state["compare_run"]
+    chosen = st.session_state.get("compare_run")
+    if chosen in by_name:
+        st.session_state[runs_mod.SELECTED_KEY] = chosen
+        st.query_params["run"] = chosen
 
 
 c1, c2, c3 = st.columns([2, 1, 1])
 run_name = c1.selectbox(
     "Run", names, key="compare_run", on_change=_on_run_change,
-    format_func=lambda n: by_name[n].title + ("" if by_name[n].title == n else f" ({n})")
-    + ("" if by_name[n].status == runs_mod.FINISHED else f" · {by_name[n].status}: best checkpoint"),
+    format_func=lambda n: by_name[n].title + ("" if by_name[n].title == n else f" ({n})"),
 )
-run = by_name[run_name]
+run = by_name.get(run_name, by_name[wanted])
+if run.status != runs_mod.FINISHED:
+    st.caption(f"This run is {run.status}: its best checkpoint is compared.")
 dataset = workspace.run_dataset(run.path)
 if dataset is None:
     dataset = name

@@ -57,15 +57,31 @@ def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, 
     assert shown["Planted dims"] == str(len(sample_truth["planted_dims"]))
     assert at.info[0].value == expected.verdict
 
+    # top-k overlaps well below D, each beside the level two random rankings would reach
+    from cvx_app.overlap import chance_jaccard
+
+    assert shown["Top-50 overlap (Jaccard)"] == f"{expected.topk_jaccard[50]:.2f}"
+    deltas = {m.label: m.proto.delta for m in at.metric}
+    assert deltas["Top-10 overlap (Jaccard)"] == f"chance {chance_jaccard(10, 384):.2f}"
+
     bars, scatter = list(_specs(at).values())
-    alpha_bars, attribution_bars = bars["data"]
-    assert alpha_bars["x"] == attribution_bars["x"]  # the same dimensions, in the same order
-    assert len(alpha_bars["x"]) == 30
-    planted_marked = {x.rstrip("★") for x in alpha_bars["x"] if x.endswith("★")}
+    panels: dict[str, list] = {"x": [], "x2": []}
+    colours: dict[str, dict[str, str]] = {"x": {}, "x2": {}}
+    for trace in bars["data"]:
+        axis = trace.get("xaxis", "x")
+        panels[axis] += list(trace["x"])
+        colours[axis].update({x: trace["marker"]["color"] for x in trace["x"]})
+    order = bars["layout"]["xaxis"]["categoryarray"]
+    assert order == bars["layout"]["xaxis2"]["categoryarray"] and len(order) == 30  # same dims, same order
+    assert sorted(panels["x"]) == sorted(panels["x2"]) == sorted(order)
+    assert colours["x"] == colours["x2"]  # one colour per dimension in both panels
+    planted_marked = {x.rstrip("★") for x in order if x.endswith("★")}
     top30 = {str(d) for d in expected.alpha.argsort()[::-1][:30]}
     assert planted_marked == top30 & {str(d) for d in sample_truth["planted_dims"]}
+    assert [t["name"] for t in bars["data"] if t.get("showlegend", True)] == ["dimension", "planted dimension"]
     names = [t["name"] for t in scatter["data"]]
     assert names == ["dimension", "planted dimension"]
+    assert at.slider(key="compare_top").max == 80
 
 
 def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, open_app, trained_workspace):
@@ -74,7 +90,7 @@ def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, open_app
     at.radio(key="compare_order").set_value("attribution").run()
     assert not at.exception
     bars = list(_specs(at).values())[0]
-    assert len(bars["data"][0]["x"]) == 10
+    assert len(bars["layout"]["xaxis"]["categoryarray"]) == 10
     table = at.dataframe[0].value
     assert list(table["attribution"]) == sorted(table["attribution"], reverse=True)
 
@@ -82,3 +98,23 @@ def test_top_dimension_slider_and_ordering_change_the_bars(monkeypatch, open_app
 def test_compare_without_runs_points_to_train(monkeypatch, open_app, tmp_path):
     at = _compare(monkeypatch, open_app, tmp_path / "empty")
     assert "No trained run yet" in at.info[0].value
+
+
+def test_small_d_run_bounds_the_slider_and_reports_an_overlap_below_d(monkeypatch, open_app, tmp_path, small_planted):
+    from cvx_core.data.io import save_trajectories
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.runs import atomic_write_json
+    from cvx_core.learn.trainer import train
+
+    ts = small_planted[0]  # D = 32
+    ws = tmp_path / "ws"
+    save_trajectories(ts, ws / "datasets" / "small.parquet")
+    extra = {"head": "linear"} if "head" in TrainConfig.__dataclass_fields__ else {}
+    run_dir = ws / "runs" / "small-run"
+    train(ts, TrainConfig(epochs=1, device="cpu", **extra), run_dir=run_dir)
+    atomic_write_json(run_dir / "app.json", {"dataset": "small", "digest": ts.digest()})
+    at = _compare(monkeypatch, open_app, ws)
+    slider = at.slider(key="compare_top")
+    assert slider.max == 32 and slider.value <= 32
+    labels = [m.label for m in at.metric if "overlap" in m.label]
+    assert labels == ["Top-8 overlap (Jaccard)"]  # k = D/4, not k = D (which is always 1)
