@@ -74,7 +74,8 @@ if job.running:
     def umap_progress() -> None:
         if not job.running:
             st.rerun()  # the whole page, now with UMAP
-        st.progress(job.fraction, text=f"UMAP of {ts.n_posts:,} posts in the background: "
+        stage = "finding each post's neighbours" if job.fraction < 0.3 else "laying out the picture"
+        st.progress(job.fraction, text=f"UMAP of {ts.n_posts:,} posts in the background ({stage}): "
                                        f"{job.fraction:.0%} after {job.elapsed_s:.0f} s. Showing PCA until it is ready.")
 
     umap_progress()
