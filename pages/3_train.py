@@ -249,7 +249,14 @@ st.code(f"run {run.name}  ·  {run.title}  ·  dataset {run.dataset or '?'}  · 
 
 
 # ---- manage the run: rename, notes, delete ----------------------------------------------------
-@st.dialog("Delete this run?")
+DELETE_KEY = "train_delete_pending"  # the run whose deletion waits for confirmation
+
+
+def _forget_delete() -> None:
+    st.session_state.pop(DELETE_KEY, None)
+
+
+@st.dialog("Delete this run?", on_dismiss=_forget_delete)
 def confirm_delete(run_name: str) -> None:
     st.write("The run folder, its weights and its metrics are removed from the workspace. "
              "This cannot be undone.")
@@ -261,10 +268,12 @@ def confirm_delete(run_name: str) -> None:
         except (ValueError, KeyError, OSError) as exc:
             st.error(escape.escape_markdown(exc))
         else:
+            _forget_delete()
             st.session_state.pop(runs_mod.SELECTED_KEY, None)
             st.query_params.pop("run", None)
             st.rerun()
     if b.button("Cancel", key="train_delete_cancel"):
+        _forget_delete()
         st.rerun()
 
 
@@ -290,7 +299,9 @@ with st.expander("Rename, notes, delete", icon=":material/edit_note:"):
             st.rerun()
     if n2.button("Delete run…", key="train_delete", disabled=run.status == runs_mod.RUNNING,
                  help="Stop a running run first." if run.status == runs_mod.RUNNING else None):
-        confirm_delete(run.name)
+        st.session_state[DELETE_KEY] = run.name
+if st.session_state.get(DELETE_KEY) in by_name:
+    confirm_delete(st.session_state[DELETE_KEY])
 
 if run.status == runs_mod.RUNNING:
     st.info("This run is training: its live curves are above, and its results appear here when it ends.")

@@ -209,3 +209,56 @@ def _relabel(tr, label: int):
     from dataclasses import replace
 
     return replace(tr, label=label)
+
+
+def _fake_finished_run(ws: Path, name: str, **extra) -> Path:
+    """A run folder as the trainer leaves it (documents only, no weights): enough to show."""
+    d = ws / "runs" / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"train_config": {}, "model_spec": {}}))
+    metrics = {"test_auc": 0.75, "baseline_auc": 0.7, "test_f1": 0.6, "test_accuracy": 0.7, "epochs": 3,
+               "best_epoch": 2, "device": "cpu", "n_train": 24, "n_val": 8, "n_test": 8,
+               "confusion": [[3, 1], [1, 3]], "classes": [0, 1], **extra}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "app.json").write_text(json.dumps({"dataset": "small", "title": name, "notes": ""}))
+    return d
+
+
+def test_rename_notes_and_delete_with_confirmation_from_the_page(train_page):
+    at, ws = train_page
+    _fake_finished_run(ws, "older")
+    _fake_finished_run(ws, "keep")
+    at.run()
+    at.selectbox(key="train_show").set_value("older").run()
+    at.text_input(key="train_title_older").set_value("=my run").run()
+    at.button(key="train_rename").click().run()
+    assert not at.exception, at.exception
+    assert json.loads((ws / "runs" / "older" / "app.json").read_text())["title"] == "=my run"
+    assert "=my run" in list(at.dataframe[0].value["name"])
+    at.text_area(key="train_notes_older").set_value("first try, lr too high").run()
+    at.button(key="train_save_notes").click().run()
+    assert json.loads((ws / "runs" / "older" / "app.json").read_text())["notes"] == "first try, lr too high"
+    at.button(key="train_delete").click().run()
+    assert (ws / "runs" / "older").is_dir()  # nothing is deleted before the confirmation
+    at.button(key="train_delete_confirm").click().run()
+    assert not at.exception, at.exception
+    assert not (ws / "runs" / "older").exists() and (ws / "runs" / "keep").is_dir()
+    assert list(at.dataframe[0].value["run"]) == ["keep"]
+
+
+def test_a_small_test_split_warns_beside_the_metric_and_a_damaged_run_says_why(train_page):
+    at, ws = train_page
+    _fake_finished_run(ws, "tiny")
+    broken = _fake_finished_run(ws, "broken")
+    (broken / "metrics.json").write_text("null")
+    at.run()
+    at.selectbox(key="train_show").set_value("tiny").run()
+    auc = next(m for m in at.metric if m.label.startswith("Test ROC AUC"))
+    assert auc.label.endswith("⚠") and auc.value == "0.750"
+    assert any("8 test users" in w.value for w in at.warning)
+    assert any("fewer than 10" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert dict(zip(table["run"], table["status"])) == {"tiny": "finished", "broken": "damaged"}
+    at.selectbox(key="train_show").set_value("broken").run()
+    assert not at.exception
+    assert any("damaged" in e.value for e in at.error)
