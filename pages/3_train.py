@@ -120,15 +120,15 @@ with st.form("train_form", border=True):
 # memory estimate of a text-encoder run (issue 15), when the library offers one
 if ts.has_text and st.session_state.get("train_encoder", "none") != "none":
     try:
-        from cvx_core.learn import encoders as _enc
+        from cvx_core.learn.finetune import estimate_finetune_memory
 
-        estimate = getattr(_enc, "estimate_memory", None) or getattr(_enc, "memory_estimate", None)
-        if estimate is not None:
-            est = estimate(ts, TrainConfig(text_encoder=st.session_state["train_encoder"],
-                                           freeze_encoder=not st.session_state.get("train_finetune", False),
-                                           batch_size=int(st.session_state.get("train_batch", defaults.batch_size))))
-            gb = getattr(est, "peak_gb", None) or (getattr(est, "peak_bytes", 0) / 2**30 if hasattr(est, "peak_bytes") else est)
-            st.caption(f"Estimated peak memory of this run: {_num(float(gb), '.1f')} GB.")
+        planned = TrainConfig(
+            text_encoder=st.session_state["train_encoder"],
+            freeze_encoder=not st.session_state.get("train_finetune", False),
+            batch_size=int(st.session_state.get("train_batch", defaults.batch_size)),
+        )
+        st.caption(f"Estimated peak memory of this run: {estimate_finetune_memory(planned, ts) / 2**30:.1f} GB "
+                   "(cvx_core.learn.finetune; bounded by design whatever the batch size).")
     except Exception as exc:  # noqa: BLE001 - an estimate must never block the page
         st.caption("No memory estimate: " + escape.escape_markdown(exc))
 
@@ -400,19 +400,25 @@ with right:
 early_fig = None
 early = metrics.get("early")
 if isinstance(early, dict):
-    xs = next(((k, early[k]) for k in ("posts", "k", "n_posts", "days") if isinstance(early.get(k), list)), None)
-    ys = next((early[k] for k in ("auc", "test_auc") if isinstance(early.get(k), list)), None)
-    if xs is not None and ys is not None and len(xs[1]) == len(ys):
-        x_title = "days of history seen" if xs[0] == "days" else "posts seen (first k)"
+    xs = early.get("cuts")
+    ys = early.get("auc")
+    if isinstance(xs, list) and isinstance(ys, list) and xs and len(xs) == len(ys):
+        by = early.get("by")
+        x_title = "first d days of each test user's history" if by == "days" else "first k posts of each test user"
+        ys = [y if isinstance(y, (int, float)) else None for y in ys]
         base = early.get("baseline_auc") if isinstance(early.get("baseline_auc"), list) else None
-        early_fig = figures.early_detection_figure(xs[1], ys, x_title=x_title, baseline=base)
+        early_fig = figures.early_detection_figure(xs, ys, x_title=x_title, baseline=base)
         e1, e2 = st.columns([2, 1])
         e1.plotly_chart(early_fig, key="train_early")
         with e2:
-            for key, label in (("erde_5", "ERDE (o = 5)"), ("erde_50", "ERDE (o = 50)"),
-                               ("f_latency", "Latency-weighted F1")):
+            st.markdown("**Early risk (eRisk)**")
+            for key, label, hint in (
+                ("erde5", "ERDE (o = 5)", "Early risk detection error with deadline o = 5 posts; lower is better."),
+                ("erde50", "ERDE (o = 50)", "The same with o = 50 posts; lower is better."),
+                ("f_latency", "Latency-weighted F1", "F1 times a penalty for late decisions; higher is better."),
+            ):
                 if isinstance(early.get(key), (int, float)):
-                    st.metric(label, _num(early[key]))
+                    st.metric(label, _num(early[key]), help=hint + " Definitions: docs/training.md.")
 
 st.page_link("pages/4_compare.py", label="Compare this run's attention with the analytics",
              icon=":material/compare_arrows:", query_params={"run": run.name})

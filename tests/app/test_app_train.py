@@ -262,3 +262,30 @@ def test_a_small_test_split_warns_beside_the_metric_and_a_damaged_run_says_why(t
     at.selectbox(key="train_show").set_value("broken").run()
     assert not at.exception
     assert any("damaged" in e.value for e in at.error)
+
+
+def test_interval_cross_validation_and_early_detection_are_shown_when_the_run_has_them(train_page):
+    at, ws = train_page
+    cv = {"k": 3, "folds": [{"test_auc": 0.7}, {"test_auc": 0.8}, {"test_auc": 0.9}],
+          "test_auc_mean": 0.8, "test_auc_sd": 0.1, "baseline_auc_mean": 0.6, "baseline_auc_sd": 0.05,
+          "test_accuracy_mean": 0.7, "test_accuracy_sd": 0.02, "baseline_accuracy_mean": 0.6,
+          "baseline_accuracy_sd": 0.03}
+    early = {"by": "posts", "cuts": [1, 2, 4, 8], "auc": [0.5, None, 0.7, 0.75], "erde5": 0.31, "erde50": 0.22,
+             "f_latency": 0.64}
+    _fake_finished_run(ws, "rich", test_auc_ci=[0.61, 0.88], cv=cv, early=early,
+                       warnings=["test set has 8 users (fewer than 30)"],
+                       confusion={"classes": ["calm", "alarm"], "matrix": [[3, 1], [1, 3]]})
+    at.run()
+    assert not at.exception, at.exception
+    auc = next(m for m in at.metric if m.label.startswith("Test ROC AUC"))
+    assert auc.proto.delta == "95% CI 0.610–0.880"
+    assert [w.value for w in at.warning] == ["Test set has 8 users \\(fewer than 30\\)"]
+    table = at.dataframe[1].value  # the runs table comes first
+    assert list(table["model"]) == ["0.800 ± 0.100", "0.700 ± 0.020"]
+    assert list(table["baseline"]) == ["0.600 ± 0.050", "0.600 ± 0.030"]
+    early_chart = _figure(at, "Early detection")
+    assert _array(early_chart["data"][0]["x"]) == [1, 2, 4, 8]
+    confusion = _figure(at, "Confusion matrix")
+    assert list(confusion["data"][0]["y"]) == ["true calm", "true alarm"]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["ERDE (o = 5)"] == "0.310" and shown["Latency-weighted F1"] == "0.640"
