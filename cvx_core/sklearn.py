@@ -194,7 +194,7 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
         self._le = LabelEncoder().fit(y)
         self.classes_ = self._le.classes_
         if self.classes_.size < 2:
-            raise ValueError(f"TemporalClassifier needs at least 2 classes, y has {self.classes_.size}")
+            raise ValueError("TemporalClassifier needs samples of at least 2 classes; y has only one class")
         ts = as_trajectory_set(_validated(self, X, reset=True), self._le.transform(y), time_unit=cfg.features.time_unit)
         everyone = np.arange(len(ts))
         split = validation_split(ts.labels, everyone, np.array([], dtype=np.int64), val_fraction=cfg.val_fraction,
@@ -217,4 +217,5 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
         return predict_proba(self.model_, ts, device=self.device)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks fitted first
+        return self.classes_[proba.argmax(axis=1)]

@@ -1,6 +1,7 @@
-"""Trainer, splits, metrics and baseline: metrics against brute force, stratified seeded
-splits, length buckets, fixed normalisation, the model beating the baseline on planted
-data with attention on the planted dimensions, callbacks and the stop signal."""
+"""Trainer, splits and baseline: stratified seeded splits, K-fold and given splits, length
+buckets, fixed normalisation, the head chosen by validation, the model beating the baseline
+on planted data with attention on the planted dimensions and never losing to it on data
+whose signal is the mean embedding, metrics.json keys, callbacks and the stop signal."""
 
 from __future__ import annotations
 
@@ -15,16 +16,9 @@ from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.learn.baseline import mean_embedding_baseline
 from cvx_core.learn.compare import spearman
 from cvx_core.learn.config import TrainConfig, resolve_device
-from cvx_core.learn.metrics import (
-    class_weights,
-    classification_metrics,
-    rankdata,
-    roc_auc,
-    roc_curve,
-)
 from cvx_core.learn.model import TrajectoryClassifier, predict_proba
-from cvx_core.learn.splits import length_buckets, stratified_split
-from cvx_core.learn.trainer import Trainer, TrainProgress, train
+from cvx_core.learn.splits import kfold_splits, length_buckets, read_split_column, split_from_assignments, stratified_split
+from cvx_core.learn.trainer import Trainer, TrainProgress, cross_validate, train
 
 FAST = dict(epochs=20, patience=20, batch_size=16, hidden=64, eval_batch_size=64)
 
@@ -39,62 +33,6 @@ def planted():
 def trained(planted):
     ts, _ = planted
     return train(ts, TrainConfig(device="cpu", seed=0, **FAST))
-
-
-# -- metrics ---------------------------------------------------------------------------------
-def _pairwise_auc(y, s):
-    pos, neg = s[y == 1], s[y == 0]
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return wins / (pos.size * neg.size)
-
-
-def test_roc_auc_equals_pairwise_win_rate_with_ties():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        y = rng.integers(0, 2, size=60)
-        y[:2] = [0, 1]
-        s = rng.integers(0, 6, size=60).astype(float)  # many ties
-        assert roc_auc(y, s) == pytest.approx(_pairwise_auc(y, s), abs=1e-12)
-
-
-def test_roc_auc_is_one_for_perfect_zero_for_reversed_and_nan_for_one_class():
-    y = np.array([0, 0, 1, 1])
-    assert roc_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
-    assert roc_auc(y, np.full(4, 0.5)) == 0.5
-    assert np.isnan(roc_auc(np.ones(4), np.arange(4.0)))
-
-
-def test_roc_curve_area_equals_roc_auc_and_runs_from_origin_to_one():
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 2, size=80)
-    s = np.round(rng.normal(size=80) + y, 1)
-    fpr, tpr, thr = roc_curve(y, s)
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
-    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and np.isinf(thr[0])
-    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(y, s), abs=1e-12)
-
-
-def test_rankdata_averages_tied_ranks():
-    np.testing.assert_array_equal(rankdata(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
-
-
-def test_classification_metrics_confusion_f1_and_accuracy_by_hand():
-    y = np.array([0, 0, 1, 1, 1])
-    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
-    m = classification_metrics(y, proba, (0, 1))
-    np.testing.assert_array_equal(m.confusion, [[1, 1], [1, 2]])
-    assert m.accuracy == pytest.approx(3 / 5)
-    assert m.f1 == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
-    assert m.auc == pytest.approx(_pairwise_auc(y, proba[:, 1]))
-    assert m.fpr is not None and m.tpr is not None
-
-
-def test_classification_metrics_three_classes_use_macro_averages():
-    y = np.array([0, 1, 2, 0, 1, 2])
-    proba = np.eye(3)[y] * 0.8 + 0.2 / 3
-    m = classification_metrics(y, proba, (3, 5, 9))
-    assert m.auc == 1.0 and m.f1 == 1.0 and m.accuracy == 1.0 and m.fpr is None
 
 
 # -- splits and batches ----------------------------------------------------------------------
@@ -227,7 +165,8 @@ def test_callbacks_see_steps_and_epochs_and_should_stop_ends_training_early(plan
 def test_stop_before_the_first_epoch_ends_still_returns_a_usable_model(planted):
     ts, _ = planted
     res = train(ts, TrainConfig(device="cpu", **FAST), should_stop=lambda: True)
-    assert res.interrupted and res.best_epoch == 1 and 0.0 <= res.test_auc <= 1.0
+    # the starting weights (epoch 0: the logistic-regression warm start) are the checkpoint
+    assert res.interrupted and res.best_epoch == 0 and 0.0 <= res.test_auc <= 1.0
 
 
 def test_frozen_feature_parameters_stay_at_their_initial_values(planted):
@@ -251,9 +190,7 @@ def test_trainer_rejects_unlabelled_data_and_single_class(planted):
         Trainer(ts, TrainConfig(device="cpu")).add_callback("on_batch", print)
 
 
-def test_class_weights_are_inverse_frequency_and_imbalanced_training_finds_the_minority():
-    np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 2), [4 / 6, 2.0])
-    np.testing.assert_allclose(class_weights(np.array([0, 0]), 2), [0.5, 1.0])
+def test_imbalanced_training_finds_the_minority():
     cfg = PlantedConfig(n_users=120, dim=48, n_planted=6, mean_posts=12, max_posts=30, positive_fraction=0.15)
     ts, _ = make_planted_trajectory_set(config=cfg, seed=3)
     res = train(ts, TrainConfig(device="cpu", seed=0, **FAST))
@@ -286,3 +223,96 @@ def test_classifier_features_at_init_equal_the_analytic_path_in_float64(planted)
                                    rtol=1e-10, atol=1e-12)
     res = train(ts, TrainConfig(device="cpu", feature_dtype="float64", **{**FAST, "epochs": 1}))
     assert 0.0 <= res.test_auc <= 1.0
+
+
+# -- given splits, cross-validation, the head -------------------------------------------------
+# hidden=0: auto chooses among linear heads only (the MLP candidate's inner CV is the slow part)
+SMALL = dict(epochs=4, patience=4, batch_size=16, hidden=0, eval_batch_size=64, device="cpu", bootstrap=200)
+METRIC_KEYS = ("test_accuracy", "baseline_accuracy", "test_auc", "baseline_auc", "test_auc_ci", "n_train", "n_val",
+               "n_test", "f1_per_class", "macro_auc", "confusion", "warnings", "head", "head_choice", "cv", "early")
+
+
+def test_kfold_splits_are_stratified_disjoint_and_each_user_is_tested_once():
+    labels = np.array([0] * 20 + [1] * 10)
+    folds = kfold_splits(labels, 5, seed=2)
+    tested = np.concatenate([f.test for f in folds])
+    assert np.array_equal(np.sort(tested), np.arange(30))
+    for f in folds:
+        assert not (set(f.train) & set(f.val) or set(f.train) & set(f.test) or set(f.val) & set(f.test))
+        assert (labels[f.test] == 1).sum() == 2 and (labels[f.val] == 1).any()
+    assert [f.test.tolist() for f in kfold_splits(labels, 5, seed=2)] == [f.test.tolist() for f in folds]
+    with pytest.raises(ValueError, match="at least 5 per class"):
+        kfold_splits(np.array([0] * 10 + [1] * 4), 5)
+
+
+def test_split_column_is_read_per_user_and_bad_cells_name_row_and_column(tmp_path):
+    from cvx_core.data.trajectory import TrajectoryError
+
+    ts = _static_set(n=12, d=3)
+    rows = []
+    for i, tr in enumerate(ts):
+        part = "test" if i < 4 else ("Validation" if i < 6 else "train")
+        for t, e in zip(tr.datetimes, tr.embeddings):
+            rows.append({"user_id": tr.user_id, "timestamp": str(t), "label": tr.label, "embedding": e.tolist(),
+                         "fold": part})
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    path = tmp_path / "posts.parquet"
+    frame.to_parquet(path)
+    assignments = read_split_column(path, "fold")
+    split = split_from_assignments(ts, assignments, val_fraction=0.2, seed=0)
+    assert split.as_user_ids(ts)["test"] == ts.user_ids[:4] and split.as_user_ids(ts)["val"] == ts.user_ids[4:6]
+    frame.loc[7, "fold"] = "holdout"
+    frame.to_parquet(path)
+    with pytest.raises(TrajectoryError, match="'fold'.*not a split") as err:
+        read_split_column(path, "fold")
+    assert err.value.row == 8 and err.value.column == "fold"
+    with pytest.raises(TrajectoryError, match="no column 'split'"):
+        read_split_column(path, "split")
+
+
+def test_a_given_test_set_is_scored_and_validation_comes_from_the_training_data():
+    ts = _static_set(n=40, d=6, seed=1)
+    test = _static_set(n=20, d=6, seed=2)
+    test = TrajectorySet([Trajectory("t" + tr.user_id, tr.embeddings, tr.datetimes, label=tr.label) for tr in test])
+    res = train(ts, TrainConfig(**SMALL), test_data=test)
+    ids = res.split.as_user_ids(Trainer(ts, TrainConfig(**SMALL), test_data=test).data)
+    assert ids["test"] == test.user_ids and set(ids["train"]) | set(ids["val"]) == set(ts.user_ids)
+    m = res.metrics_dict()
+    assert all(k in m for k in METRIC_KEYS)
+    assert m["n_test"] == 20 and m["n_train"] + m["n_val"] == 40
+    assert m["confusion"] == {"classes": ["0", "1"], "matrix": res.test.confusion.tolist()}
+    assert any("20 users" in w for w in m["warnings"])  # fewer than 30 test users
+    lo, hi = m["test_auc_ci"]
+    assert lo <= m["test_auc"] <= hi
+    with pytest.raises(ValueError, match="both the training and the test"):
+        Trainer(ts, TrainConfig(**SMALL), test_data=ts)
+
+
+def test_auto_head_is_not_below_the_mean_embedding_baseline_when_the_signal_is_the_mean():
+    ts = _static_set(n=80, d=8, shift=0.6, seed=3)
+    for seed, hidden in ((0, 8), (1, 0)):  # seed 0 also weighs an MLP
+        res = train(ts, TrainConfig(**{**SMALL, "seed": seed, "hidden": hidden}))
+        assert res.head is not None and res.head.head in ("linear", "mlp") and "C=" in res.head.reason
+        assert res.test.accuracy >= res.baseline.test.accuracy - 0.07, (res.test.accuracy, res.baseline.test.accuracy)
+
+
+def test_linear_head_as_asked_keeps_feature_parts_trainable():
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=40, dim=8, n_planted=2, mean_posts=8,
+                                                             max_posts=12), seed=5)
+    res = train(ts, TrainConfig(**{**SMALL, "head": "linear", "epochs": 3, "patience": 3, "mean_inputs": False}))
+    assert res.head.head == "linear" and res.head.reason.startswith("linear as asked")
+    assert res.model.extractor.attention.w.requires_grad
+    assert isinstance(res.model.head[-1], torch.nn.Linear) and len(res.model.head) == 2
+
+
+def test_cross_validation_reports_mean_and_sd_of_model_and_baseline():
+    ts = _static_set(n=30, d=4, seed=4)
+    cv = cross_validate(ts, TrainConfig(**{**SMALL, "epochs": 2, "head": "linear"}), k=3)
+    d = cv.to_dict()
+    assert d["k"] == 3 and len(d["folds"]) == 3 and sum(f["n_test"] for f in d["folds"]) == 30
+    for key in ("test_auc", "baseline_auc", "test_accuracy", "baseline_accuracy"):
+        vals = [f[key] for f in d["folds"]]
+        assert d[f"{key}_mean"] == pytest.approx(np.mean(vals))
+        assert d[f"{key}_sd"] == pytest.approx(np.std(vals, ddof=1))
