@@ -17,6 +17,7 @@ default config, 3083 features), for each batch size B in 1, 16, 64, 256, 1024:
 - ``copy_new``: ``E.clone()`` (a fresh allocation, page faults included: what "one copy of
   the batch" costs a program); ``copy_into``: ``dst.copy_(E)`` into a preallocated buffer.
 - ``analytic`` (B = 1 only): ``AnalyticBackend.extract_all`` on the float64 trajectory.
+- on CUDA, when a device is present: CVX forward and forward + backward at B = 1 and 1000.
 
 How it measures: every case of one batch size runs interleaved with the others (blocks of
 calls, in turn, ``repeats`` times), so they all see the same background load; medians over
@@ -220,10 +221,44 @@ def run(quick: bool, cold: bool) -> dict:
         results["batches"][str(B)] = {"repeats": repeats, "per_call": res, "per_trajectory": per_traj,
                                       "load_average": load_average()}
         print(f"B={B} done (load {load_average()})", flush=True)
+    results["cuda"] = cuda_cases(cfg, quick) if torch.cuda.is_available() else (
+        "no CUDA device: the CUDA cases (B = 1 and 1000, forward, forward + backward) were not measured")
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["machine"]["load_average_at_end"] = load_average()
     results["goals"] = goals(results, batches)
     return results
+
+
+def cuda_cases(cfg: TemporalFeaturesConfig, quick: bool) -> dict:
+    """CVX on CUDA (the vectorised fused Function), B = 1 and 1000, milliseconds per call
+    (wall, synchronised), with the issue's goals: 1000 x 100 x 768 forward <= 5 ms and
+    forward + backward <= 1.5x forward."""
+    out: dict = {}
+    for B in (1, 1000):
+        E_np, t_np = make_batch(B, seed=B)
+        E = torch.from_numpy(E_np).cuda()
+        t = torch.from_numpy(t_np).cuda()
+        Eg = E.clone().requires_grad_(True)
+
+        def sync(fn):
+            def run():
+                fn()
+                torch.cuda.synchronize()
+            return run
+
+        def fwd():
+            with torch.no_grad():
+                TorchBackend.extract_all(E, t, cfg)
+
+        def fwd_bwd():
+            Eg.grad = None
+            TorchBackend.extract_all(Eg, t, cfg).sum().backward()
+
+        res = measure({"fwd": sync(fwd), "fwd_grad": sync(lambda: TorchBackend.extract_all(Eg, t, cfg)),
+                       "fwd_bwd": sync(fwd_bwd)}, block_ms=20.0, repeats=3 if quick else 11)
+        res["ratio_fwd_bwd_over_fwd_grad"] = res["fwd_bwd"]["wall_ms_median"] / res["fwd_grad"]["wall_ms_median"]
+        out[str(B)] = res
+    return out
 
 
 def goals(results: dict, batches) -> dict:
@@ -275,6 +310,7 @@ def print_table(results: dict) -> None:
     for name in results["goals"]["wall"]:
         print(f"  {name:45s} {results['goals']['wall'][name]:7.3f} | {results['goals']['cpu'][name]:7.3f}")
     print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
+    print("cuda:", results["cuda"] if isinstance(results["cuda"], str) else json.dumps(results["cuda"], indent=1))
 
 
 def main() -> None:

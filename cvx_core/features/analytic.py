@@ -442,9 +442,9 @@ class AnalyticBackend:
             # the compiled kernel (the torch path runs the same code: same bits in float64)
             from cvx_core.features import kernels
 
-            out, _ = kernels.forward(
-                np.ascontiguousarray(X)[None], tt[None], np.array([X.shape[0]], dtype=np.int64), cfg
-            )
+            Xb = np.ascontiguousarray(X)[None]
+            tb = np.ascontiguousarray(tt, dtype=np.float64)[None]
+            out, _ = kernels.forward(Xb, tb, np.array([X.shape[0]], dtype=np.int64), cfg)
             return out[0]
         return _extract_all_numpy(X, tt, cfg)
 
