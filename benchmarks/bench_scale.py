@@ -7,7 +7,8 @@ embeddings), written as Parquet in the layout ``save_trajectories`` uses, one ro
 240-user block (as an incremental writer produces them); the largest is also written as a
 single row group (as an in-memory ``save_trajectories`` would), to show that reading it is
 still streamed. Every measurement runs in a fresh subprocess (``python -m cvx_core
-extract ...``) and reports its own peak RSS (``ru_maxrss``) and wall time; the in-memory path
+extract ...``) and reports its own peak RSS (``VmHWM``: ``ru_maxrss`` would carry the
+parent's peak across exec) and wall time; the in-memory path
 (``load_trajectories`` + the feature vectors, what ``extract`` did before streaming) is
 measured the same way for comparison.
 
@@ -50,9 +51,11 @@ else:  # the in-memory path: load everything, then the feature vectors
     write_frames(args[1], iter([features_frame(ts)]))
     rc = 0
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+# VmHWM: this process's own peak (ru_maxrss survives exec on Linux, so it can carry the parent's peak)
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
 print("RESULT " + json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
                               "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-                              "peak_rss_mb": me.ru_maxrss / 1024}))
+                              "peak_rss_mb": (hwm[0] if hwm else me.ru_maxrss) / 1024}))
 """
 
 
