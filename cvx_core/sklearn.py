@@ -34,8 +34,8 @@ from cvx_core.features.config import TemporalFeaturesConfig
 
 __all__ = ["TemporalFeatures", "TemporalClassifier", "as_trajectory_set"]
 
-_EPOCH = np.datetime64("2000-01-01T00:00:00", "ns")
-_UNIT_NS = {"seconds": 1e9, "minutes": 60e9, "hours": 3600e9, "days": 86400e9, "weeks": 7 * 86400e9}
+_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")  # microseconds: no wrap-around after 292 years
+_UNIT_US = {"seconds": 10**6, "minutes": 60 * 10**6, "hours": 3600 * 10**6, "days": 86400 * 10**6, "weeks": 7 * 86400 * 10**6}
 
 
 def _config(features: TemporalFeaturesConfig | dict[str, Any] | None) -> TemporalFeaturesConfig:
@@ -83,7 +83,7 @@ def as_trajectory_set(X: Any, y: Any = None, *, time_unit: str = "days") -> Traj
             raise ValueError(f"X must be [N, T] or [N, T, D] with N, T, D >= 1, got shape {np.asarray(X).shape}")
         if not np.isfinite(arr).all():
             raise ValueError("X contains NaN or infinity")
-        steps = (np.arange(arr.shape[1]) * _UNIT_NS[time_unit]).astype("timedelta64[ns]")
+        steps = (np.arange(arr.shape[1], dtype=np.int64) * _UNIT_US[time_unit]).astype("timedelta64[us]")
         ts = TrajectorySet([Trajectory(f"u{i}", arr[i], _EPOCH + steps) for i in range(arr.shape[0])])
     if y is not None:
         yy = np.asarray(y)
