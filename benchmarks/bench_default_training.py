@@ -39,29 +39,33 @@ def main() -> int:
     ts = load_trajectories(ROOT / "sample_data" / "sample.parquet")
     rows = []
     print(f"sample: {len(ts)} users, {ts.n_posts} posts, D = {ts.dim}; torch threads {torch.get_num_threads()}")
-    print(f"{'seed':>4} {'seconds':>8} {'epochs':>6} {'test AUC':>8} {'baseline':>8} {'head':>8}")
+    print(f"{'seed':>4} {'seconds':>8} {'cpu s':>8} {'epochs':>6} {'test AUC':>8} {'baseline':>8} {'head':>8}")
     for seed in args.seeds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory() as d:
             result = train(ts, TrainConfig(device="cpu", seed=seed), run_dir=d)
             metrics = json.loads((Path(d) / "metrics.json").read_text())
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         head = metrics.get("head") or metrics.get("head_chosen") or "?"
         head = head if isinstance(head, str) else str(head.get("name", head)) if isinstance(head, dict) else str(head)
-        rows.append({"seed": seed, "seconds": seconds, "epochs": int(result.epochs_run),
+        rows.append({"seed": seed, "seconds": seconds, "cpu_seconds": cpu, "epochs": int(result.epochs_run),
                      "test_auc": float(metrics["test_auc"]), "baseline_auc": float(metrics["baseline_auc"]),
                      "head": head})
         r = rows[-1]
-        print(f"{seed:>4} {seconds:>8.1f} {r['epochs']:>6} {r['test_auc']:>8.3f} {r['baseline_auc']:>8.3f} {head:>8}")
+        print(f"{seed:>4} {seconds:>8.1f} {cpu:>8.1f} {r['epochs']:>6} {r['test_auc']:>8.3f} {r['baseline_auc']:>8.3f} {head:>8}")
     median = statistics.median(r["seconds"] for r in rows)
+    median_cpu = statistics.median(r["cpu_seconds"] for r in rows)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"median {median:.1f} s over {len(rows)} seeds; peak RSS {peak_mb:.0f} MB")
+    print(f"median {median:.1f} s wall, {median_cpu:.1f} s CPU over {len(rows)} seeds; peak RSS {peak_mb:.0f} MB; "
+          f"load average {os.getloadavg()[0]:.1f}")
     out = {
         "what": "default TrainConfig on sample_data/sample.parquet, CPU",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}, torch {torch.__version__}",
         "load_average_at_end": os.getloadavg(),
         "rows": rows,
         "median_seconds": median,
+        "median_cpu_seconds": median_cpu,
         "peak_rss_mb": peak_mb,
     }
     path = ROOT / "benchmarks" / "results" / "default_training.json"
