@@ -40,9 +40,10 @@ __all__ = [
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
-    from cvx_core.learn.metrics import rankdata
+    """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
+    from scipy.stats import rankdata
 
-    return rankdata(x)
+    return rankdata(np.asarray(x, dtype=np.float64), method="average")
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
