@@ -22,7 +22,8 @@ def trained_workspace(tmp_path_factory, sample_set) -> Path:
 
     ws = tmp_path_factory.mktemp("compare") / "ws"
     run_dir = ws / "runs" / "run-sample"
-    train(sample_set, TrainConfig(epochs=1, device="cpu", max_len=64), run_dir=run_dir)
+    extra = {"head": "linear", "bootstrap": 0} if "head" in TrainConfig.__dataclass_fields__ else {}
+    train(sample_set, TrainConfig(epochs=1, device="cpu", max_len=64, **extra), run_dir=run_dir)
     atomic_write_json(run_dir / "app.json", {"dataset": "sample", "digest": sample_set.digest()})
     return ws
 
@@ -31,7 +32,7 @@ def _compare(monkeypatch, open_app, ws: Path) -> AppTest:
     monkeypatch.setenv("CVX_WORKSPACE", str(ws))
     monkeypatch.delenv("CVX_DATASET", raising=False)
     at = open_app("pages/4_compare.py", timeout=TIMEOUT)
-    assert not at.exception, at.exception
+    assert not at.exception, [e.stack_trace for e in at.exception]
     return at
 
 
@@ -109,7 +110,7 @@ def test_small_d_run_bounds_the_slider_and_reports_an_overlap_below_d(monkeypatc
     ts = small_planted[0]  # D = 32
     ws = tmp_path / "ws"
     save_trajectories(ts, ws / "datasets" / "small.parquet")
-    extra = {"head": "linear"} if "head" in TrainConfig.__dataclass_fields__ else {}
+    extra = {"head": "linear", "bootstrap": 0} if "head" in TrainConfig.__dataclass_fields__ else {}
     run_dir = ws / "runs" / "small-run"
     train(ts, TrainConfig(epochs=1, device="cpu", **extra), run_dir=run_dir)
     atomic_write_json(run_dir / "app.json", {"dataset": "small", "digest": ts.digest()})
