@@ -9,31 +9,32 @@ How the work is laid out (see docs/performance.md for the measurements):
 
 - **One trajectory at a time.** A batch ``[B, T, D]`` is processed trajectory by trajectory;
   everything a trajectory needs besides its own rows (per-step scalars, ``[D]``
-  accumulators, one ``[T, D]`` float64 scratch for bin means) is allocated once per call
-  and reused, so the working set is one trajectory (about 0.3–0.6 MB for 100 x 768) and
-  stays in the core's L2 cache whatever ``B`` is. Padding rows are never read.
+  accumulators, one reused ``[T, D]`` float64 scratch for the forward's bin means) is
+  allocated once per call or kept per thread, so the working set is one trajectory (about
+  0.3 MB of float32 rows for 100 x 768) and stays in the core's L2 cache whatever ``B`` is.
+  Padding rows are never read.
 - **Forward:** one pass over the steps for the velocity mean, the acceleration mean, the
   norms and dot products of the cosine distances; a second pass (from cache) for the
   volatility deviations (the population variance needs the mean first; a one-pass formula
   would cancel catastrophically on near-constant velocities); per scale one pass that adds
   posts into bin means and one over the bins. Outputs are written straight into the
-  preallocated ``[B, F]`` output; small per-row values the backward needs (``|v_i|^2``,
-  ``<v_i, v_{i+1}>``, the velocity mean and volatility in float64, the log-sum-exp and the
-  raw scale features) go to small side arrays.
-- **Backward:** per scale, the bin means are recomputed (cheaper than saving ``S`` full-size
-  blocks) and the gradient of every bin mean, a three-point stencil over the bins, is added
-  into a float64 ``[T, D]`` scratch; then one pass over the posts adds the velocity-mean,
-  acceleration-mean, volatility, cosine and drift terms and writes ``gE`` once.
+  preallocated ``[B, F]`` output; the small values the backward needs go to side arrays
+  (:class:`KernelSaved`: per post ``|v_i|^2`` and ``<v_i, v_{i+1}>``, per trajectory the
+  velocity mean, volatility and log-sum-exp, per scale and bin the bin mean's squared norm,
+  its dot product with the next one and the step length between them).
+- **Backward:** one pass over the posts writes ``gE`` once. Every term is a short stencil
+  in the post index; the multi-scale term is a three-point stencil over the bins, whose bin
+  means are recomputed on the fly into a ring of three rows per scale as the pass moves
+  along the posts (no saved bin means, no ``[T, D]`` scratch).
 - Arithmetic is float64 throughout (float32 embeddings are widened as they are read and the
-  results rounded once when written), so the float32 path is at least as accurate as the
-  float64 one rounded to float32. Only the dot-product reductions over ``D`` may be
-  reordered (``fastmath={"reassoc"}``, for SIMD); every other operation is evaluated as
-  written.
+  results rounded once when written), so the float32 path is the float64 computation on the
+  float32 embeddings. Only the dot-product reductions over ``D`` may be reordered
+  (``fastmath={"reassoc"}``, for SIMD); every other operation is evaluated as written.
 
 Entry points: :func:`forward` and :func:`backward` (NumPy arrays in, preallocated arrays
-out) and :func:`available`. numba is imported lazily, the first time a kernel is needed
-(``cache=True``: compiled code is cached next to this module, so only the first process
-after an install pays the compile time).
+out) and :func:`available`. The feature modules import this module (and numba) on first use
+only. ``cache=True``: compiled code is cached next to this module (``__pycache__``), so only
+the first process after an install pays the compile time (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -658,7 +659,7 @@ def backward(
     """
     if _UNAVAILABLE is not None:  # pragma: no cover - numba is a requirement
         raise RuntimeError(f"compiled kernels unavailable: {_UNAVAILABLE}")
-    B, T, D = E.shape
+    B, _, D = E.shape
     S = len(cfg.scales)
     min_dt, cp_thr, _, _, scales = _consts(cfg)
     alpha = np.ones(D) if alpha is None else np.ascontiguousarray(alpha, dtype=np.float64)
