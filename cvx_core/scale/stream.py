@@ -225,12 +225,12 @@ def _parse_batch(batch: Any, fname: str, need_embeddings: bool) -> PostTable:
 
     n = batch.num_rows
     columns = {}
-    for i, field in enumerate(batch.schema):
+    for i, fld in enumerate(batch.schema):
         arr = pa.chunked_array([batch.column(i)])
-        if _io._is_number_list(field.type):  # decoded straight into the [N, D] matrix, as the loader does
-            columns[field.name] = _io._Col("list", _ListColumn(arr))
+        if _io._is_number_list(fld.type):  # decoded straight into the [N, D] matrix, as the loader does
+            columns[fld.name] = _io._Col("list", _ListColumn(arr))
         else:
-            columns[field.name] = _io._arrow_column(arr, field.name, fname, n)
+            columns[fld.name] = _io._arrow_column(arr, fld.name, fname, n)
     return _io._parse_posts(_io._Table(columns, n), fname, need_embeddings=need_embeddings)
 
 
