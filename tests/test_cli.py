@@ -127,3 +127,41 @@ def test_explain_unknown_user_and_text_only_input_exit_2(tmp_path, capsys):
     path = save_trajectories(ts, tmp_path / "t.parquet")
     assert main(["explain", str(path), "--user", "nobody"]) == 2
     assert "no user 'nobody'" in capsys.readouterr().err
+
+
+def test_train_with_a_test_set_cv_and_head_then_evaluate_early(tmp_path, capsys):
+    cfg = PlantedConfig(n_users=42, dim=6, n_planted=2, mean_posts=8, max_posts=12)
+    ts, _ = make_planted_trajectory_set(config=cfg, seed=8, name="all")
+    train_ts, test_ts = ts.subset(ts.user_ids[:30]), ts.subset(ts.user_ids[30:])  # one generator: one signal
+    tr_path = save_trajectories(train_ts, tmp_path / "train.parquet")
+    te_path = save_trajectories(test_ts, tmp_path / "test.parquet")
+    (tmp_path / "features.json").write_text(json.dumps({"time_unit": "hours", "scales": [24.0, 168.0]}))
+    run = tmp_path / "run"
+    code = main(["train", str(tr_path), "--out", str(run), "--test-data", str(te_path), "--cv", "3", "--head", "linear",
+                 "--config", str(tmp_path / "features.json"), "--epochs", "2", "--device", "cpu", "--quiet",
+                 "--no-attention"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "3-fold CV" in out and "head: linear" in out and "warning:" in out
+    m = json.loads((run / METRICS_FILE).read_text())
+    assert m["n_test"] == 12 and m["head"] == "linear" and m["cv"]["k"] == 3
+    assert set(m["f1_per_class"]) == {"0", "1"} and m["confusion"]["classes"] == ["0", "1"]
+    assert load_run(run).config.features.time_unit == "hours"
+    assert main(["evaluate", str(run), str(te_path), "--early"]) == 0
+    out = capsys.readouterr().out
+    assert "ERDE5" in out and "all 12 users" in out
+    doc = json.loads((run / "evaluation.json").read_text())
+    assert doc["n"] == 12 and doc["early"]["posts_seen"][0] == 1.0
+
+
+def test_split_column_names_the_bad_row_and_cv_needs_enough_users(tmp_path, capsys):
+    cfg = PlantedConfig(n_users=12, dim=4, n_planted=1, mean_posts=5, max_posts=6)
+    ts, _ = make_planted_trajectory_set(config=cfg, seed=1, name="s")
+    path = save_trajectories(ts, tmp_path / "s.parquet")
+    frame = pd.read_parquet(path)
+    frame["part"] = "train"
+    frame.loc[3, "part"] = "dev"
+    frame.to_parquet(tmp_path / "p.parquet")
+    assert main(["train", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "r"), "--split-column", "part"]) == 2
+    err = capsys.readouterr().err
+    assert "'part'" in err and "'dev'" in err and "train, val or test" in err

@@ -175,8 +175,9 @@ def small_data_warnings(
     small = [f"{name} ({c})" for name, c in zip(class_names, counts) if c < MIN_CLASS_USERS]
     if small:
         out.append(
-            f"in the {what}, class {', '.join(small)} has fewer than {MIN_CLASS_USERS} users: "
-            "its per-class F1 rests on a handful of users"
+            f"in the {what}, {'class' if len(small) == 1 else 'classes'} {', '.join(small)} "
+            f"{'has' if len(small) == 1 else 'have'} fewer than {MIN_CLASS_USERS} users: "
+            "per-class F1 there rests on a handful of users"
         )
     return out
 
