@@ -343,7 +343,7 @@ if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, fl
 
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Test ROC AUC" + (" ⚠" if warnings else ""), _num(metrics.get("test_auc")),
-          delta=ci_text, delta_color="off",
+          delta=ci_text, delta_color="off", delta_arrow="off",
           help=("; ".join(warnings) if warnings else "ROC AUC on the held-out test users.")
           + (" The interval is a bootstrap over test users." if ci_text else ""))
 m2.metric("Baseline AUC (mean embedding)", _num(metrics.get("baseline_auc")),

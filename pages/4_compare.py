@@ -90,7 +90,7 @@ m[2].metric("Permutation p-value", f"{cmp.p_value:.3g}",
 overlaps = overlap.topk_overlaps(cmp.alpha, cmp.attribution)
 for slot, ov in zip(m[3:], overlaps):
     slot.metric(f"Top-{ov.k} overlap (Jaccard)", f"{ov.jaccard:.2f}",
-                delta=f"chance {ov.chance:.2f}", delta_color="off",
+                delta=f"chance {ov.chance:.2f}", delta_color="off", delta_arrow="off",
                 help=f"{ov.shared} of the {ov.k} highest-alpha dimensions are among the {ov.k} with the "
                      f"largest attribution. Two random rankings of D = {dim} would give "
                      f"{ov.chance:.3f} on average.")

@@ -40,7 +40,7 @@ def _e2e_conftest():
     spec.loader.exec_module(module)
     return module
 
-TRAIN_TIMEOUT = 400_000  # ms: one epoch on 40 users, on a very busy 2-core box
+TRAIN_TIMEOUT = 900_000  # ms: one epoch on 40 users (about 20 s idle; 7 min was seen with load average 20)
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +198,9 @@ def test_a_damaged_run_shows_as_damaged_while_the_others_work(page, train_server
         table = main.get_by_test_id("stDataFrame").first
         expect(table).to_be_visible()
         shot(page, artifacts, "train_damaged_run")
-        # the other runs still open
-        _choose(page, "Show run", next(o for o in _run_options(page) if o.startswith("second")))
-        wait_for_app(page)
+        # the other runs still open, on the same server
+        open_page(page, train_server, "train?run=second")
+        main.get_by_text("Test ROC AUC").first.wait_for(timeout=LOAD_TIMEOUT)
         metrics = json.loads((runs / "second" / "metrics.json").read_text())
         assert _metric(page, "Test ROC AUC") == f"{metrics['test_auc']:.3f}"
         # Compare leaves the damaged run out, says so, and still compares the others
@@ -209,14 +209,6 @@ def test_a_damaged_run_shows_as_damaged_while_the_others_work(page, train_server
         expect(main.get_by_test_id("stAlertContentWarning").filter(has_text="damaged")).to_have_count(1)
     finally:
         shutil.rmtree(broken, ignore_errors=True)
-
-
-def _run_options(page) -> list[str]:
-    main = page.get_by_test_id("stMain")
-    main.get_by_role("combobox", name="Show run").click()
-    options = [o.inner_text().strip() for o in page.get_by_role("option").all()]
-    page.keyboard.press("Escape")
-    return options
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
