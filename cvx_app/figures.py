@@ -436,3 +436,19 @@ def words_timeline_figure(tl: Any, words: Sequence[str], cp_terms: Mapping[int, 
                 bgcolor="rgba(128, 128, 128, 0.12)",
             )
     return fig
+
+
+def add_forecast_path(fig: go.Figure, start_xy: Sequence[float], path_xy: np.ndarray, days: Sequence[float],
+                      *, user_label: str) -> go.Figure:
+    """Draw a forecast continuation on the Explore cloud: a dashed path from the user's last
+    post ``start_xy`` through ``path_xy`` ``[S, 2]`` (``days`` after the last post, for the
+    hover). ``user_label`` must already be escaped for hover text."""
+    xs = [float(start_xy[0]), *map(float, path_xy[:, 0])]
+    ys = [float(start_xy[1]), *map(float, path_xy[:, 1])]
+    hover = ["last post"] + [f"forecast +{d:.1f} days" for d in days]
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="lines+markers", name=f"forecast: {user_label}",
+        line={"dash": "dash", "width": 2, "color": "#d62728"}, marker={"size": 6, "symbol": "circle-open"},
+        hovertext=hover, hoverinfo="text",
+    ))
+    return fig

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, explore, figures, projections, session
+from cvx_app import cache, escape, explore, figures, forecasts, projections, session
 
 PLAY_EVERY_S = 1.5  # seconds between two frames while playing
 PLAY_FRAMES = 24  # frames for the window to cross the whole time span
@@ -93,6 +93,31 @@ SLIDER_MIN, SLIDER_MAX = datetime(1684, 7, 30), datetime(2255, 6, 3)
 span = last - first
 step = max(span / 200, timedelta(minutes=1)) if span > timedelta(0) else timedelta(days=1)
 
+# ---- forecast: where the open user goes next (latent ODE) ---------------------------------------------
+with st.expander("Forecast where the open user goes next (latent ODE)", expanded=False):
+    fc1, fc2 = st.columns([1, 2])
+    horizon = fc1.number_input("Horizon (days after the last post)", min_value=1.0, max_value=3650.0,
+                               value=30.0, step=1.0, key="explore_horizon")
+    trained = forecasts.has_forecaster(ts)
+    go_label = "Forecast" if trained else "Train the forecaster on this dataset, then forecast (about a minute)"
+    if fc2.button(go_label, key="explore_forecast_go", icon=":material/timeline:"):
+        with st.spinner("Training the latent-ODE forecaster (once per dataset, kept on disk)…" if not trained else "Forecasting…"):
+            st.session_state["explore_forecast"] = forecasts.forecast_user(ts, selected, float(horizon))
+    fc = st.session_state.get("explore_forecast")
+    if fc is not None and fc.user_id == selected:
+        held = fc.held_out
+        st.caption(
+            f"Dashed red path in the cloud: the forecast at {len(fc.days)} times up to {fc.days[-1]:g} days after the "
+            f"last post. On each user's held-out last post the forecaster's error is "
+            f"{held['ratio_last_value']:.2f}× that of repeating the last post and {held['ratio_linear']:.2f}× that of "
+            f"linear extrapolation (below 1 is better; {held['n_users']} users). "
+            + ("Placed exactly by PCA's linear map." if shown_method == "PCA" else
+               "UMAP has no map for new points here: each forecast is placed among its 10 nearest posts.")
+        )
+        forecast_xy = forecasts.place_in_projection(ts, proj, fc.embeddings)
+    else:
+        forecast_xy = None
+
 # ---- time window and play -------------------------------------------------------------------------
 playing = st.toggle("Play the time window", key="explore_play", disabled=span <= timedelta(0),
                     help="Move the time window forward step by step; the paths grow with it. Set its width "
@@ -143,6 +168,9 @@ def cloud() -> None:
         paths=paths, changepoints=changepoints, escape=escape.escape_hover,
         window=None if whole else days, highlight=matches, zoom=zoom, trust=proj.trustworthiness,
     )
+    if forecast_xy is not None:
+        figures.add_forecast_path(fig, proj.path(selected)[-1], forecast_xy, fc.days,
+                                  user_label=escape.escape_hover(selected))
     event = st.plotly_chart(
         fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
         config={"scrollZoom": True},
