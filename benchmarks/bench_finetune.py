@@ -118,8 +118,15 @@ def child(spec: dict) -> dict:
         steps: list[dict] = []
         marks: dict[str, float] = {}
         trainer = Trainer(ts, cfg)
-        trainer.add_callback("on_step_end", lambda p: steps.append(
-            {"step": p.step, "loss": p.loss, "grad_norm": p.grad_norm, "encoder_grad_norm": p.encoder_grad_norm}))
+        def on_step(p) -> None:
+            steps.append({"step": p.step, "loss": p.loss, "grad_norm": p.grad_norm, "encoder_grad_norm": p.encoder_grad_norm})
+            print(f"[{spec['name']}] step {p.step} loss {p.loss:.4f} grad {p.grad_norm:.3g} "
+                  f"encoder grad {p.encoder_grad_norm:.3g} cpu {_cpu():.0f}s", file=sys.stderr, flush=True)
+
+        trainer.add_callback("on_step_end", on_step)
+        trainer.add_callback("on_epoch_end", lambda p: print(
+            f"[{spec['name']}] epoch {p.epoch} train loss {p.train_loss:.4f} val AUC {p.val_auc:.3f} cpu {_cpu():.0f}s",
+            file=sys.stderr, flush=True))
         trainer.add_callback("on_train_start", lambda p: marks.setdefault("train_start", time.perf_counter()))
         t1 = time.perf_counter()
         res = trainer.run()
@@ -143,8 +150,9 @@ def child(spec: dict) -> dict:
 
 def run_child(spec: dict, timeout: float = 3000) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec.get("threads", 2)), MKL_NUM_THREADS=str(spec.get("threads", 2)))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout, env=env, cwd=ROOT)
+    sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("[")))
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['name']} seed {spec['seed']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -154,9 +162,11 @@ def run_child(spec: dict, timeout: float = 3000) -> dict:
 BASE = {"text_encoder": "minilm", "device": "cpu", "embedding_cache": None}
 
 
-def part_memory(epochs: int) -> list[dict]:
+def part_memory(epochs: int, only: str | None = None) -> list[dict]:
     out = []
     for name, freeze in (("frozen", True), ("finetune", False)):
+        if only is not None and name != only:
+            continue
         spec = {"name": f"memory-{name}", "seed": 0, "users": 30, "posts": 72,
                 "config": {**BASE, "freeze_encoder": freeze, "epochs": epochs, "patience": epochs}}
         r = run_child(spec)
@@ -191,6 +201,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("memory", "planted", "all"), default="all")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the memory runs")
+    ap.add_argument("--only", choices=("frozen", "finetune"), default=None, help="memory part: only this run")
     ap.add_argument("--planted-epochs", type=int, default=6)
     ap.add_argument("--planted-users", type=int, default=60)
     ap.add_argument("--planted-posts", type=int, default=24)
@@ -208,7 +219,11 @@ def main() -> None:
     doc["machine"] = (f"{os.cpu_count()} CPUs visible, 2 torch threads per run; shared with other jobs; "
                       f"no GPU; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if args.part in ("memory", "all"):
-        doc["memory"] = part_memory(args.epochs)
+        runs_ = part_memory(args.epochs, args.only)
+        if args.only is not None:  # one run: stored under its own key
+            doc[f"memory_{args.only}"] = runs_[0]
+    if args.part in ("memory", "all") and args.only is None:
+        doc["memory"] = runs_
         fr, ft = doc["memory"]
         doc["memory_summary"] = {
             "frozen_over_finetune_time": fr["seconds_total"] / ft["seconds_total"],

@@ -296,11 +296,13 @@ class _Arch:
 # all-MiniLM-L6-v2: BERT, 6 layers, 384 hidden, 1536 intermediate, 12 heads, 22.7M parameters
 _MINILM = _Arch(params=22_713_216, layers=6, hidden=384, intermediate=1536, heads=12, dim=384)
 
-# Calibration on CPU (torch 2.13, transformers 5, eager/SDPA attention, float32), measured by
-# benchmarks/bench_finetune.py --calibrate: resident memory of the Python process with torch
-# and sentence-transformers imported, and bytes kept per token per layer by a forward pass
-# with gradients (saved activations) plus the backward's transient buffers.
-RUNTIME_BYTES_TRANSFORMER = 700 * MB
+# Calibration on CPU (torch 2.13, transformers 5, SDPA attention, float32): the runtime is the
+# resident memory of a training process with torch, sentence-transformers, scikit-learn and
+# pandas imported, set from the frozen run of benchmarks/bench_finetune.py (1.44 GB peak on
+# 2,160 posts); the activation constants from ru_maxrss around one MiniLM forward+backward of
+# 1, 4 and 8 posts at 64 and 128 tokens (about 12.5 MB per post at 128 tokens with gradients,
+# 4.6 MB without).
+RUNTIME_BYTES_TRANSFORMER = 1100 * MB
 RUNTIME_BYTES_TORCH = 350 * MB
 _SAVED_FLOATS_PER_TOKEN = (6, 1)  # x hidden, x intermediate, per layer (saved for backward)
 _ATTENTION_MAPS = 1  # [heads, T, T] float tensors per layer (SDPA keeps none; one for margin)
