@@ -77,7 +77,7 @@ def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, 
     assert sorted(panels["x"]) == sorted(panels["x2"]) == sorted(order)
     assert colours["x"] == colours["x2"]  # one colour per dimension in both panels
     planted_marked = {x.rstrip("★") for x in order if x.endswith("★")}
-    top30 = {str(d) for d in expected.alpha.argsort()[::-1][:30]}
+    top30 = {str(d) for d in sorted(range(expected.alpha.size), key=lambda d: (-expected.alpha[d], d))[:30]}
     assert planted_marked == top30 & {str(d) for d in sample_truth["planted_dims"]}
     assert [t["name"] for t in bars["data"] if t.get("showlegend", True)] == ["dimension", "planted dimension"]
     names = [t["name"] for t in scatter["data"]]
