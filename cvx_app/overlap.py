@@ -56,4 +56,6 @@ def topk_overlaps(a: np.ndarray, b: np.ndarray) -> list[TopKOverlap]:
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"need two vectors of one length, got {a.shape} and {b.shape}")
-    return [TopKOverlap(k, topk_jaccard(a, b, k), chance_jaccard(k, a.size)) for k in overlap_ks(a.size)]
+    flat = bool(np.ptp(a) == 0 or np.ptp(b) == 0)  # a constant vector ranks nothing: no overlap to report
+    return [TopKOverlap(k, float("nan") if flat else topk_jaccard(a, b, k), chance_jaccard(k, a.size))
+            for k in overlap_ks(a.size)]

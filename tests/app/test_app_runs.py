@@ -109,3 +109,8 @@ def test_chance_jaccard_equals_the_average_over_all_pairs_of_subsets(dim, data):
     exact = np.mean([len(a & b) / len(a | b) for a in subsets for b in subsets])
     assert overlap.chance_jaccard(k, dim) == pytest.approx(exact, rel=1e-9)
     assert len(subsets) == comb(dim, k)
+
+
+def test_a_flat_ranking_has_no_top_k_overlap():
+    (ov,) = overlap.topk_overlaps(np.ones(16), np.arange(16.0))
+    assert np.isnan(ov.jaccard) and ov.chance > 0
