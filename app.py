@@ -35,10 +35,9 @@ for col, (path, label, icon, blurb) in zip(cols, cards):
 
 st.caption(
     "First time here? The shipped sample is already loaded: open Explore and pick a user, "
-    "then Train with the default settings, then Compare. A default run on the sample used 41 s "
-    "of CPU time (benchmarks/bench_default_training.py, 2-core machine); its wall time is about "
-    "that on an idle machine and grows with load (8 minutes was measured while the machine "
-    "was shared by some 25 busy processes)."
+    "then Train with the default settings, then Compare. A default run on the sample takes about "
+    "90 s on a quiet 2-core CPU machine (41 s of CPU time, benchmarks/bench_default_training.py); "
+    "it took 8 minutes while the machine was shared by some 25 busy processes."
 )
 
 if name is None:
