@@ -43,8 +43,10 @@ class TopKOverlap:
     chance: float
 
     @property
-    def shared(self) -> int:
-        """How many dimensions the two top-``k`` sets share."""
+    def shared(self) -> int | None:
+        """How many dimensions the two top-``k`` sets share (``None`` when a ranking is flat)."""
+        if self.jaccard != self.jaccard:  # NaN: a constant vector ranks nothing
+            return None
         return int(round(2 * self.k * self.jaccard / (1 + self.jaccard)))
 
 

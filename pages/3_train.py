@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, exports, figures, jobs, session, workspace
+from cvx_app import cache, escape, exports, figures, jobs, session
 from cvx_app import runs as runs_mod
 
 session.bootstrap("Train")
@@ -110,6 +110,11 @@ with st.form("train_form", border=True):
         if encoder != "none":
             extra["text_encoder"] = encoder
             extra["freeze_encoder"] = not fine_tune
+    ode_dim = st.number_input(
+        "Latent ODE state (0 = off)", min_value=0, max_value=128, value=0, step=4, key="train_ode",
+        help="Append the final state of a learned ODE-RNN over the real gaps between posts (docs/ode.md). "
+             "Learned only, slower (a sequential pass over each user's posts); off by default.",
+    )
     if evaluation == "split" and (n_test_planned < SMALL_TEST_USERS):
         st.caption(f"⚠ About {n_test_planned} test users: a test AUC on so few users is noisy"
                    + ("; K-fold cross-validation gives a mean ± sd." if "cv" in FIELDS else "."))
@@ -147,6 +152,7 @@ if submitted:
                 features=TemporalFeaturesConfig(
                     scales=tuple(sorted(float(s) for s in scales)),
                     temperature=float(temperature), silence_temperature=float(silence_temp),
+                    ode_latent_dim=int(ode_dim),
                 ),
                 **extra,
             )

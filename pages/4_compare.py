@@ -89,6 +89,11 @@ m[2].metric("Permutation p-value", f"{cmp.p_value:.3g}",
             help=f"{cmp.n_permutations} permutations; the smallest value possible is {1 / (cmp.n_permutations + 1):.3g}.")
 overlaps = overlap.topk_overlaps(cmp.alpha, cmp.attribution)
 for slot, ov in zip(m[3:], overlaps):
+    if ov.shared is None:
+        slot.metric(f"Top-{ov.k} overlap (Jaccard)", "–", delta=f"chance {ov.chance:.2f}", delta_color="off",
+                    delta_arrow="off", help="Alpha is constant (the attention never moved from its start), so it "
+                    "ranks no dimension and there is no overlap to report.")
+        continue
     slot.metric(f"Top-{ov.k} overlap (Jaccard)", f"{ov.jaccard:.2f}",
                 delta=f"chance {ov.chance:.2f}", delta_color="off", delta_arrow="off",
                 help=f"{ov.shared} of the {ov.k} highest-alpha dimensions are among the {ov.k} with the "

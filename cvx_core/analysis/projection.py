@@ -320,8 +320,9 @@ def _umap_2d(
     def reducer(lo: int, hi: int) -> Any:
         tqdm_kwds: dict[str, Any] = {"disable": True}
         if progress is not None:
+            # a report every 5% of the epochs, by count (not by clock, so a fast fit reports too)
             tqdm_kwds = {"disable": False, "file": _EpochSink(progress, lo, hi), "bar_format": "{n} {total}",
-                         "mininterval": 0.25, "ascii": True}
+                         "mininterval": 0.0, "miniters": max(1, int(n_epochs) // 20), "ascii": True}
         return umap.UMAP(
             n_components=2,
             n_neighbors=nn,

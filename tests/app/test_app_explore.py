@@ -106,6 +106,9 @@ def test_umap_runs_in_the_background_then_replaces_pca_and_is_kept_on_disk(app_w
 
     from cvx_core.data.io import save_trajectories
 
+    from cvx_core.analysis.projection import clear_projection_cache
+
+    clear_projection_cache()  # an earlier test's in-memory UMAP of the same set must not answer for the disk
     monkeypatch.setenv("CVX_DATASET", "small")
     monkeypatch.setenv("CVX_WARM_UMAP", "0")
     save_trajectories(small_planted[0], app_workspace / "datasets" / "small.parquet")
