@@ -187,7 +187,9 @@ def test_train_one_epoch_then_compare_shows_both_charts(page, app_server, artifa
     nav(page, "Compare")
     main.get_by_test_id("stAlertContentInfo").wait_for(timeout=60_000)
     wait_for_app(page)
-    expect(main.get_by_test_id("stAlertContentInfo")).to_contain_text("agreement")
+    # after one epoch the verdict is either an agreement level or, when the warm-started
+    # epoch 0 won on validation (its attention never moved), that there is nothing to compare
+    expect(main.get_by_test_id("stAlertContentInfo")).to_contain_text(re.compile("agreement|flat"))
     plots = main.locator(".js-plotly-plot")
     assert plots.count() == 2  # aligned bars and the scatter
     assert _plot_point_count(page, 0) == 60  # 30 dimensions in each of the two bar panels
