@@ -723,23 +723,31 @@ def _arrow_times_us(arr: Any, name: str, fname: str) -> np.ndarray:
         raw = arr.cast(pa.int64()).to_numpy(zero_copy_only=False)
         factor = {"s": _US, "ms": 1000, "us": 1, "ns": -1000}[typ.unit]
     raw = np.where(np.isnan(raw.astype(float)), 0, raw).astype(np.int64) if raw.dtype.kind == "f" else raw
+    return _to_us(raw, factor, fname, name)
+
+
+def _to_us(raw: np.ndarray, factor: int, fname: str, column: str, where: Any = None) -> np.ndarray:
+    """int64 counts of a time unit -> int64 microseconds, exactly: ``factor`` microseconds per
+    count (negative: ``-factor`` counts per microsecond). A sub-microsecond part or a time
+    outside years 1-9999 is refused; ``where(i)`` describes row ``i`` (default ``row i+1``)."""
+    note = where if where is not None else (lambda i: f"row {i + 1}")
     if factor < 0:
         bad = raw % -factor != 0
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise TrajectoryError(
-                f"{fname}: row {i + 1}, column {name!r}: the time has a sub-microsecond part; expected "
+                f"{fname}: {note(i)}, column {column!r}: the time has a sub-microsecond part; expected "
                 "at most microsecond precision",
                 file=fname,
                 row=i + 1,
-                column=name,
+                column=column,
             )
         return raw // -factor
     limit = max(abs(_MIN_US), abs(_MAX_US)) // factor
     bad = np.abs(raw) > limit
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _time_range_error(fname, name, i)
+        raise _time_range_error(fname, column, i, note(i))
     return raw * factor
 
 
@@ -1455,24 +1463,7 @@ def _datetime64_us(arr: np.ndarray, fname: str, table: _Table) -> np.ndarray:
     step = per_us.get(unit)
     if step is None:  # pragma: no cover - generic units
         raise TrajectoryError(f"{fname}: column 'timestamp': unsupported datetime unit {unit!r}", file=fname, column="timestamp")
-    if step < 0:
-        bad = raw % -step != 0
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise TrajectoryError(
-                f"{fname}: {table.where(i)}, column 'timestamp': the time has a sub-microsecond part; "
-                "expected at most microsecond precision",
-                file=fname,
-                row=i + 1,
-                column="timestamp",
-            )
-        return raw // -step
-    limit = max(abs(_MIN_US), abs(_MAX_US)) // step
-    bad = np.abs(raw) > limit
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _time_range_error(fname, "timestamp", i, table.where(i))
-    return raw * step
+    return _to_us(raw, step, fname, "timestamp", table.where)
 
 
 def _epoch_ints_us(arr: np.ndarray, fname: str, table: _Table) -> np.ndarray:
