@@ -57,10 +57,11 @@ def workspace_dir() -> Path:
 
 def clean_orphan_temp_files(root: Path, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[Path]:
     """Remove ``*.tmp`` files (left by an interrupted atomic write or upload) older than
-    ``min_age_s`` from ``root/datasets``, ``root/runs`` and each run folder. Returns them."""
+    ``min_age_s`` from ``root/datasets``, ``root/runs``, each run folder and ``root/analysis``
+    (streamed analyses). Returns them."""
     removed: list[Path] = []
     now = time.time()
-    folders = [root / "datasets", root / "runs"]
+    folders = [root / "datasets", root / "runs", root / "analysis"]
     runs = root / "runs"
     if runs.is_dir():
         folders += [d for d in runs.iterdir() if d.is_dir()]

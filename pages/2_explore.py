@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from cvx_app import cache, escape, explore, figures, forecasts, projections, session
+from cvx_app.analysis import dataset_analysis
+from cvx_app.analysis import describe as describe_analysis
 
 PLAY_EVERY_S = 1.5  # seconds between two frames while playing
 PLAY_FRAMES = 24  # frames for the window to cross the whole time span
@@ -35,7 +37,7 @@ def open_user(user_id: str) -> None:
         st.rerun()
 
 
-analysis = cache.set_analysis(ts)
+analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
 options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
@@ -213,7 +215,9 @@ with left:
                                       on_select="rerun", selection_mode="single-row")
                 if picked is not None and picked.selection.rows:
                     open_user(str(found["user_id"].iloc[picked.selection.rows[0]]))
-    with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s to analyse)"):
+    how = "read back" if getattr(analysis, "reused", False) else "to analyse"
+    with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s {how})"):
+        st.caption(escape.escape_markdown(describe_analysis(analysis)))
         everyone = cache.users_frame(analysis)
         picked = st.dataframe(everyone, hide_index=True, height=300, key=f"explore_all_table:{selected}",
                               on_select="rerun", selection_mode="single-row")

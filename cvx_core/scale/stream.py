@@ -807,7 +807,8 @@ class StreamAnalysis:
         users_file: Parquet, one row per user (``user_id``, ``label``, ``n_posts``,
             ``n_changepoints``, ``changepoint_index`` / ``changepoint_day`` lists,
             ``top_dims`` / ``top_shares``: the 10 dimensions with the largest drift share,
-            ``drift_norm``, ``max_change_probability`` when BOCPD ran, ``narratives`` when
+            ``drift_norm``, ``pareto_size``: how many dimensions reach the Pareto fraction of
+            the drift, ``max_change_probability`` when BOCPD ran, ``narratives`` when
             requested), or ``None`` if no ``out`` was given.
         grouped: False when the input had to be grouped by user first.
         elapsed_s: wall time.
@@ -838,6 +839,7 @@ def _user_rows(sa: Any, top_k: int) -> pd.DataFrame:
             "top_dims": [int(d) for d in order],
             "top_shares": [float(u.attribution.shares[d]) for d in order],
             "drift_norm": float(np.linalg.norm(u.attribution.drift)),
+            "pareto_size": int(u.attribution.pareto_size),
         }
         if u.bocpd is not None:
             probs = np.asarray(u.bocpd.change_probability, dtype=np.float64)

@@ -161,6 +161,18 @@ def cold_server(tmp_path_factory) -> Iterator[StreamlitServer]:
     server.assert_clean_log()
 
 
+@pytest.fixture
+def streamed_server(tmp_path_factory, monkeypatch) -> Iterator[StreamlitServer]:
+    """A fresh server that treats every dataset of 1,000 posts or more as large
+    (``CVX_STREAM_ANALYSIS_POSTS=1000``): the Explore page streams the sample's analysis."""
+    _need_browser()
+    monkeypatch.setenv("CVX_STREAM_ANALYSIS_POSTS", "1000")
+    server = _start(tmp_path_factory, "streamed")
+    yield server
+    server.stop()
+    server.assert_clean_log()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
