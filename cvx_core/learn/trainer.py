@@ -296,7 +296,12 @@ class Trainer:
     ``should_stop`` (a callable returning bool, or a ``threading.Event``) is checked before
     every step; when it fires, training ends and the best checkpoint so far is kept (the
     starting weights are the first checkpoint, evaluated before any step).
+
+    ``trainer.model`` is the model being trained (set by ``run``; callbacks may read it):
+    during the run it holds the latest weights, after it the best checkpoint's.
     """
+
+    model: nn.Module | None = None
 
     def __init__(
         self,
@@ -437,7 +442,8 @@ class Trainer:
 
     def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         cfg = self.config
-        groups: dict[str, list[nn.Parameter]] = {"head": [], "features": [], "encoder": []}
+        groups: dict[str, list[nn.Parameter]] = {"features": [], "encoder": []}
+        head_params: list[tuple[str, nn.Parameter]] = []
         for name, p in model.named_parameters():
             if name.startswith("encoder."):
                 p.requires_grad_(not cfg.freeze_encoder)
@@ -446,7 +452,7 @@ class Trainer:
                 continue
             local = name.split("extractor.", 1)[1] if "extractor." in name else None
             if local is None:
-                groups["head"].append(p)
+                head_params.append((name, p))
                 continue
             if local.startswith("attention."):
                 trainable = cfg.learn_attention
@@ -457,7 +463,7 @@ class Trainer:
             p.requires_grad_(trainable)
             if trainable:
                 groups["features"].append(p)
-        out = [{"params": groups["head"], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        out = head_param_groups(head_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if groups["features"]:
             out.append({"params": groups["features"], "lr": cfg.feature_lr, "weight_decay": 0.0})
         if groups["encoder"]:
@@ -607,7 +613,7 @@ class Trainer:
         weights_np = class_weights(y_train, len(self.classes)) if cfg.class_weighting else np.ones(len(self.classes))
         weights = torch.as_tensor(weights_np, dtype=torch.float32, device=self.device)
 
-        model = self._initial_model(split)
+        model = self.model = self._initial_model(split)
         penalty = self._l2_penalty(split.train.size)
         spec = self.model_spec()
         if self.run_dir is not None:
@@ -741,6 +747,27 @@ class Trainer:
         self._fire(TrainProgress("on_train_end", epoch, step, batches_per_epoch, loss=last_loss,
                                  best_val_auc=best_auc, best_epoch=best_epoch, elapsed_s=result.seconds))
         return result
+
+
+HEAD_LR_FAN_IN = 64  # the head's weight matrices learn at ``lr`` when they read this many inputs
+
+
+def head_param_groups(named: list[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups of the head, with a learning rate per weight matrix of
+    ``lr * min(1, HEAD_LR_FAN_IN / fan_in)`` (biases: ``lr``).
+
+    Adam moves every weight by about its learning rate per step, whatever the gradient's
+    size, so one step moves a logit (or a hidden unit) by up to ``lr * sum_j |h_j|``: with
+    thousands of standardised inputs (384-dimensional embeddings give about 10,000) and
+    few users the first step of a warm-started head at ``lr`` threw the training loss up
+    (0.28 -> 1.38 on 18 users). Scaling the rate as ``1 / fan_in`` (as muP does for Adam's
+    input and hidden layers) bounds that move at what ``lr`` does with 64 inputs.
+    """
+    groups: dict[float, list[nn.Parameter]] = {}
+    for _, p in named:
+        scale = min(1.0, HEAD_LR_FAN_IN / p.shape[1]) if p.ndim == 2 else 1.0
+        groups.setdefault(lr * scale, []).append(p)
+    return [{"params": ps, "lr": g_lr, "weight_decay": weight_decay} for g_lr, ps in groups.items()]
 
 
 def _sk_linear(c: float, class_weighting: bool) -> LogisticRegression:

@@ -99,14 +99,20 @@ def text_data():
 @pytest.mark.parametrize("freeze", [False, True])
 def test_trainer_fine_tunes_the_encoder_end_to_end_unless_frozen(text_data, freeze):
     from cvx_core.learn.encoders import build_text_encoder, default_encoder_spec
+    from cvx_core.learn.trainer import Trainer
 
     initial = build_text_encoder(default_encoder_spec("hashing")).state_dict()
     cfg = TrainConfig(epochs=2, patience=2, batch_size=8, hidden=4, device="cpu", text_encoder="hashing",
                       freeze_encoder=freeze, encoder_lr=1e-2)
-    res = train(text_data, cfg)
-    after = res.model.encoder.state_dict()
+    trainer = Trainer(text_data, cfg)
+    seen: list[bool] = []  # after each epoch: do the live encoder weights differ from the start?
+    trainer.add_callback("on_epoch_end", lambda p: seen.append(any(
+        not torch.equal(initial[k], v) for k, v in trainer.model.encoder.state_dict().items())))
+    res = trainer.run()
+    assert seen == [not freeze] * 2
+    after = res.model.encoder.state_dict()  # the best checkpoint's: changed only if an epoch after 0 won
     changed = any(not torch.equal(initial[k], after[k]) for k in initial)
-    assert changed is (not freeze)
+    assert changed is (not freeze and res.best_epoch > 0)
     proba = predict_proba(res.model, text_data, device="cpu")
     assert proba.shape == (len(text_data), 2) and np.allclose(proba.sum(1), 1.0)
 
