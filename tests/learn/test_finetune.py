@@ -159,6 +159,31 @@ def test_warmup_ramps_the_encoder_learning_rate_and_clipping_bounds_its_norm():
     assert enc > 0.01 and total >= enc
     clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.encoder.parameters()]))
     assert float(clipped) == pytest.approx(0.01, rel=1e-4)
+    # Adam ignores the gradient's scale, so the step's learning rate carries the clip factor too
+    assert hooks.encoder_lr == pytest.approx(1e-2 * 0.01 / enc, rel=1e-6)
+
+
+def test_an_encoder_gradient_above_the_clip_shrinks_the_adam_step_by_the_clip_factor():
+    """Same gradient direction, 1000x the size: AdamW's raw step would be identical; with the
+    clip-scaled learning rate the large gradient's step is about 1000x smaller."""
+    moves = []
+    for scale in (1.0, 1000.0):
+        model = _model()
+        opt = torch.optim.AdamW([{"params": list(model.classifier.parameters()), "lr": 1e-3},
+                                 {"params": list(model.encoder.parameters()), "lr": 1e-2}])
+        hooks = StepHooks(model, opt, _cfg(encoder_warmup_steps=0, encoder_grad_clip=1.0))
+        texts, stamps, lengths = _rows()
+        before = [p.detach().clone() for p in model.encoder.parameters()]
+        opt.zero_grad()
+        (model(texts, stamps, lengths).sum() * scale * 1e-3).backward()
+        _, enc = hooks.clip()
+        opt.step()
+        moves.append((enc, float(sum((p.detach() - b).abs().sum() for p, b in zip(model.encoder.parameters(), before)))))
+    (small_norm, small_move), (big_norm, big_move) = moves
+    assert big_norm == pytest.approx(1000 * small_norm, rel=1e-4)
+    expected = min(1.0, 1.0 / big_norm) / min(1.0, 1.0 / small_norm)
+    assert big_move / small_move == pytest.approx(expected, rel=0.05)
+    assert big_move < small_move
 
 
 def test_fine_tuned_run_saves_the_encoder_as_safetensors_and_reloads_to_identical_predictions(text_data, finetuned_run):
