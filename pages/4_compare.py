@@ -1,6 +1,7 @@
 """Compare page: a trained run's learned DimensionAttention weights beside the analytic
 drift attribution, with correlation statistics, the verdict, and planted truth if known."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -82,10 +83,15 @@ st.code(f"run {run.name}  ·  dataset {dataset}  ·  D = {ts.dim}  ·  attributi
         language=None, wrap_lines=True)
 st.info(cmp.verdict, icon=":material/insights:")
 
+def number(x: float, spec: str) -> str:
+    """A metric's value, or "–" where it is undefined (NaN: a constant alpha or attribution)."""
+    return format(x, spec) if np.isfinite(x) else "–"
+
+
 m = st.columns(5)
-m[0].metric("Spearman ρ", f"{cmp.spearman:.3f}")
-m[1].metric("Pearson r", f"{cmp.pearson:.3f}")
-m[2].metric("Permutation p-value", f"{cmp.p_value:.3g}",
+m[0].metric("Spearman ρ", number(cmp.spearman, ".3f"))
+m[1].metric("Pearson r", number(cmp.pearson, ".3f"))
+m[2].metric("Permutation p-value", number(cmp.p_value, ".3g"),
             help=f"{cmp.n_permutations} permutations; the smallest value possible is {1 / (cmp.n_permutations + 1):.3g}.")
 overlaps = overlap.topk_overlaps(cmp.alpha, cmp.attribution)
 for slot, ov in zip(m[3:], overlaps):
@@ -102,11 +108,11 @@ for slot, ov in zip(m[3:], overlaps):
 if planted:
     p = st.columns(4)
     p[0].metric("Planted dims", len(planted))
-    p[1].metric("Spearman(alpha, planted)", f"{cmp.planted_spearman:.3f}",
+    p[1].metric("Spearman(alpha, planted)", number(cmp.planted_spearman, ".3f"),
                 help=f"The largest possible value is {cmp.planted_spearman_max:.3f}.")
-    p[2].metric("Spearman(attribution, planted)", f"{cmp.attribution_planted_spearman:.3f}")
+    p[2].metric("Spearman(attribution, planted)", number(cmp.attribution_planted_spearman, ".3f"))
     k0 = len(planted)
-    p[3].metric(f"Planted share of alpha's top {k0}", f"{cmp.planted_topk_overlap.get(k0, float('nan')):.2f}")
+    p[3].metric(f"Planted share of alpha's top {k0}", number(cmp.planted_topk_overlap.get(k0, float("nan")), ".2f"))
 
 # ---- two aligned bar charts over the top dimensions ------------------------------------------
 table = pd.DataFrame(cmp.table())

@@ -53,10 +53,12 @@ def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, 
     expected = compare_attention(run.model, sample_set, config=run.config.features,
                                  planted_dims=sample_truth["planted_dims"])
     shown = {m.label: m.value for m in at.metric}
-    assert shown["Spearman ρ"] == f"{expected.spearman:.3f}"
-    assert shown["Pearson r"] == f"{expected.pearson:.3f}"
-    # a flat alpha (the attention kept its start: the warm-started epoch 0 won) ranks nothing: "–"
+    # a flat alpha (the attention kept its start: the warm-started epoch 0 won) ranks nothing and
+    # has no correlation: "–", never "nan"
     flat = float(np.ptp(expected.alpha)) == 0.0
+    assert shown["Spearman ρ"] == ("–" if flat else f"{expected.spearman:.3f}")
+    assert shown["Pearson r"] == ("–" if flat else f"{expected.pearson:.3f}")
+    assert "nan" not in shown.values()
 
     def jac(k: int) -> str:
         return "–" if flat else f"{expected.topk_jaccard[k]:.2f}"
@@ -126,3 +128,22 @@ def test_small_d_run_bounds_the_slider_and_reports_an_overlap_below_d(monkeypatc
     assert slider.max == 32 and slider.value <= 32
     labels = [m.label for m in at.metric if "overlap" in m.label]
     assert labels == ["Top-8 overlap (Jaccard)"]  # k = D/4, not k = D (which is always 1)
+
+
+def test_a_run_whose_attention_never_moved_shows_dashes_not_nan(monkeypatch, open_app, tmp_path, sample_set):
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.runs import atomic_write_json
+    from cvx_core.learn.trainer import train
+
+    ws = tmp_path / "ws"
+    run_dir = ws / "runs" / "run-flat"
+    train(sample_set, TrainConfig(epochs=1, device="cpu", max_len=32, head="linear", bootstrap=0,
+                                  learn_attention=False), run_dir=run_dir)
+    atomic_write_json(run_dir / "app.json", {"dataset": "sample", "digest": sample_set.digest()})
+    at = _compare(monkeypatch, open_app, ws)
+    assert "flat" in at.info[0].value
+    shown = {m.label: m.value for m in at.metric}
+    for label in ("Spearman ρ", "Pearson r", "Permutation p-value", "Top-10 overlap (Jaccard)"):
+        assert shown[label] == "–", (label, shown[label])
+    _, scatter = list(_specs(at).values())
+    assert "nan" not in scatter["layout"]["title"]["text"]
