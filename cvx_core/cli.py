@@ -208,17 +208,16 @@ def _print_comparison(cmp: Any) -> None:
     print(cmp.verdict)
 
 
-def _train_distributed(args: argparse.Namespace, ts: Any, config: Any) -> int:
+def _train_distributed(args: argparse.Namespace, ts: Any, config: Any, *, test_ts: Any = None,
+                       assignments: Any = None) -> int:
     """``train --workers N``: Ray Train DDP; writes the run folder a single process writes
-    (no attention comparison: run ``compare`` on the folder afterwards)."""
+    (no attention comparison: run ``compare`` on the folder afterwards). ``--test-data`` and
+    ``--split-column`` work as in one process; a text encoder trains in one process."""
     from cvx_core.scale.ddp import train_distributed
 
-    if config.test_data or config.split_column or config.text_encoder is not None:
-        raise ValueError("--workers > 1 trains on the data file's own stratified split and its embeddings; "
-                         "--test-data, --split-column and --text-encoder run in one process (--workers 1)")
     print(f"{ts.name}: {len(ts)} users, {ts.n_posts} posts, D={ts.dim}; {args.workers} DDP workers", flush=True)
     res = train_distributed(ts, config, run_dir=args.out, workers=args.workers, address=args.address,
-                            verbose=not args.quiet)
+                            verbose=not args.quiet, test_data=test_ts, split=assignments)
     m = res.metrics
     print(f"test AUC {m['test_auc']:.3f}  (mean-embedding baseline {m['baseline_auc']:.3f})  "
           f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  best epoch {m['best_epoch']}/{m['epochs']}  "
@@ -234,6 +233,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cvx_core.learn.trainer import TrainProgress, Trainer
 
     config = _train_config(args)
+    if getattr(args, "workers", 1) > 1 and config.text_encoder is not None:
+        raise ValueError("--workers > 1 trains on stored embeddings; --text-encoder runs in one process (--workers 1)")
     if config.text_encoder is not None:  # text-only or embedded-with-texts tables (issue 15)
         from cvx_core.learn.finetune import finetune_memory_breakdown, load_text_data
 
@@ -243,14 +244,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         ts = load_trajectories(args.data)
     planted = _planted(args.truth)
-    if getattr(args, "workers", 1) > 1:  # data-parallel (cvx_core.scale.ddp)
-        return _train_distributed(args, ts, config)
     test_ts = load_trajectories(args.test_data) if config.test_data else None
     assignments = None
     if config.split_column:
         from cvx_core.learn.splits import read_split_column
 
         assignments = read_split_column(args.data, config.split_column)
+    if getattr(args, "workers", 1) > 1:  # data-parallel (cvx_core.scale.ddp)
+        return _train_distributed(args, ts, config, test_ts=test_ts, assignments=assignments)
     trainer = Trainer(ts, config, run_dir=args.out, test_data=test_ts, split=assignments)
     if not args.quiet and config.text_encoder is not None and not config.freeze_encoder:
         def on_step(p: TrainProgress) -> None:

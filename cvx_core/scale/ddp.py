@@ -77,6 +77,9 @@ class ShardedTrainer(Trainer):
     def __init__(self, data: TrajectorySet, config: TrainConfig, *, shared: dict[str, Any], rank: int,
                  world: int, run_dir: str | Path | None) -> None:
         super().__init__(data, config, run_dir=run_dir, split=shared["split"])
+        n_train = int(shared.get("n_train_users", len(data)))
+        if n_train < len(data):  # a given test set was appended to the training users: keep what was given
+            self.train_data = TrajectorySet(list(data)[:n_train], name=data.name)
         self._shared = shared
         self._rank = rank
         self._world = world
@@ -162,10 +165,13 @@ def epoch_snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _shared_state(data: TrajectorySet, config: TrainConfig) -> dict[str, Any]:
+def _shared_state(data: TrajectorySet, config: TrainConfig, *, test_data: TrajectorySet | None = None,
+                  split: Any = None) -> dict[str, Any]:
     """What the driver computes once: split, initial model (head choice, standardisation,
-    warm start), the RNG state after it, the baseline."""
-    trainer = Trainer(data, config)
+    warm start), the RNG state after it, the baseline; ``data`` is the set the workers
+    index (the training users, then a given test set's), ``n_train_users`` how many of
+    them are training users."""
+    trainer = Trainer(data, config, test_data=test_data, split=split)
     torch.manual_seed(config.seed)
     split = trainer.make_split()
     model = trainer._initial_model(split)
@@ -177,6 +183,8 @@ def _shared_state(data: TrajectorySet, config: TrainConfig) -> dict[str, Any]:
         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "rng_state": rng_state,
         "baseline": trainer._baseline(split),
+        "data": trainer.data,
+        "n_train_users": len(trainer.train_data),
     }
 
 
@@ -189,8 +197,14 @@ def train_distributed(
     address: str | None = None,
     use_gpu: bool | None = None,
     verbose: bool = False,
+    test_data: TrajectorySet | None = None,
+    split: Any = None,
 ) -> DistributedResult:
     """Train on ``workers`` DDP workers (Ray Train) and return the metrics and best model.
+
+    ``test_data`` and ``split`` mean what they mean to :class:`~cvx_core.learn.trainer.Trainer`
+    (a separate test set of other users; a :class:`Split` or ``{user_id: "train" | "val" |
+    "test"}``, e.g. from a split column); the driver resolves them once.
 
     ``use_gpu``: one GPU per worker and NCCL (default: when the cluster has at least
     ``workers`` GPUs); otherwise gloo on CPU. Without ``address`` a local Ray cluster is
@@ -214,7 +228,8 @@ def train_distributed(
         gpus = int(ray.cluster_resources().get("GPU", 0))
         gpu = bool(gpus >= workers) if use_gpu is None else bool(use_gpu)
         backend = "nccl" if gpu else "gloo"
-        shared = _shared_state(data, config)
+        shared = _shared_state(data, config, test_data=test_data, split=split)
+        data = shared.pop("data")  # put once on its own, not inside the shared state
         storage = tempfile.mkdtemp(prefix="cvx-ddp-")
         try:
             trainer = TorchTrainer(
