@@ -108,6 +108,15 @@ class TrajectoryClassifier(nn.Module):
         std = self.feature_std.to(feats.dtype)
         return ((feats - mean) / std).float()
 
+    def _dimension_blocks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of the input blocks with one feature per embedding dimension."""
+        d = int(self.dim)
+        blocks = [(k * d, (k + 1) * d) for k in range(4)] if int(self.extractor.out_dim) >= 4 * d else []
+        if self.mean_inputs:
+            n = self.out_features
+            blocks.append((n - d, n))
+        return blocks
+
     def head_inputs(self, z: torch.Tensor) -> torch.Tensor:
         """What the head reads: ``[z, |z|]`` ``[B, 2F]`` with ``magnitude_inputs``, else ``z``."""
         return torch.cat([z, z.abs()], dim=1) if self.magnitude_inputs else z
@@ -142,15 +151,38 @@ class TrajectoryClassifier(nn.Module):
 
     @torch.no_grad()
     def fit_normalisation(self, feats: torch.Tensor) -> None:
-        """Set the buffers from training features ``[N, F]``; constant features get std 1."""
+        """Set the buffers from training features ``[N, F]``; constant features get std 1.
+
+        A feature whose std is at most ``1e-9 * max(1, |mean|)`` is constant (std 1). In a
+        per-dimension block (the four D-blocks of the SPEC vector and the mean embedding), a
+        feature whose std is below ``NOISE_STD_FRACTION`` (1e-5) of the block's median std
+        belongs to a dead embedding dimension (its spread is rounding noise) and gets the
+        block's median std, as if it were a typical live dimension. Dividing it by its own
+        std would make noise an input as loud as any real feature, with a gradient millions
+        of times too large. all-MiniLM-L6-v2 has such a dimension (319): on the State of the
+        Union sample its features spread 2e-7 to 4e-7 of their blocks' medians (the next
+        smallest: 0.05), and standardising them made the loss's gradient with respect to
+        the embeddings 4e5, almost all of it on dimension 319 (every other dimension: below 0.8).
+        """
         f = feats.detach().to(torch.float64)
         mean = f.mean(dim=0)
         std = f.std(dim=0, unbiased=False)
         scale = torch.clamp(mean.abs(), min=1.0)
-        std = torch.where(std > 1e-9 * scale, std, torch.ones_like(std))
+        constant = std <= 1e-9 * scale
+        spread = torch.where(constant, torch.ones_like(std), std)
+        for a, b in self._dimension_blocks():
+            block = std[a:b]
+            median = block.median()
+            dead = block < NOISE_STD_FRACTION * median
+            # a dead dimension is scaled like its live siblings: its inputs stay ~0 and its
+            # gradients no larger than theirs (std 1 would leave them 1/median times larger)
+            spread[a:b] = torch.where(dead, median if median > 0 else torch.ones_like(median), spread[a:b])
+        std = spread
         self.feature_mean.copy_(mean.to(self.feature_mean.device))
         self.feature_std.copy_(std.to(self.feature_std.device))
 
+
+NOISE_STD_FRACTION = 1e-5  # a per-dimension feature spreading less than this share of its block's median is constant
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
