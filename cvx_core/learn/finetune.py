@@ -230,13 +230,13 @@ class StepHooks:
 
     Clipping alone does not bound an AdamW step: Adam divides the gradient by its own
     running scale, so its first step moves every weight by the learning rate whatever the
-    gradient's size. Through the temporal features the encoder's gradient can be huge
-    (velocity and acceleration divide by ``dt`` and ``dt^2``, and real posts come minutes
-    apart: 8e3 to 1.7e6 on a 30-user MiniLM set), and one warm-up step at 1.8e-6 threw the
-    training loss from 0.28 to 2.1. So the encoder's learning rate for a step is also
-    multiplied by the factor clipping applied, ``min(1, encoder_grad_clip / |g|)``: a step
-    whose loss is a thousand times more sensitive than the clip allows is a thousand times
-    smaller. Below the clip nothing changes.
+    gradient's size. So the encoder's learning rate for a step is also multiplied by the
+    factor clipping applied, ``min(1, encoder_grad_clip / |g|)``: a step whose loss is a
+    thousand times more sensitive than the clip allows is a thousand times smaller. Below
+    the clip nothing changes. (Seen: MiniLM's gradient norms of 8e3 to 1.7e6, from a dead
+    embedding dimension standardised by its rounding-noise spread, since fixed in
+    :meth:`~cvx_core.learn.model.TrajectoryClassifier.fit_normalisation`; one warm-up step
+    at 1.8e-6 had thrown the training loss from 0.28 to 2.1.)
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
