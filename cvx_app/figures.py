@@ -216,7 +216,7 @@ def attention_scatter(table: pd.DataFrame, *, dim: int, spearman: float, planted
             marker=dict(size=10, color=PLANTED_COLOUR, symbol="star"), customdata=pl["dimension"],
             hovertemplate="planted dim %{customdata}<br>attribution %{x:.4f}<br>alpha %{y:.3f}<extra></extra>",
         ))
-    rho = f"Spearman {spearman:.2f}" if np.isfinite(spearman) else "no Spearman: alpha or attribution is constant"
+    rho = f"Spearman {spearman:.2f}" if np.isfinite(spearman) else "Spearman –: flat"
     scatter.update_layout(title=f"alpha vs attribution, all {dim} dimensions ({rho})",
                           xaxis_title="analytic drift attribution", yaxis_title="learned alpha", height=460,
                           margin=_MARGIN, legend=dict(orientation="h", y=-0.2))
