@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import streamlit as st
 
 from cvx_app import cache
 from cvx_app.workspace import dataset_entry, workspace_dir
@@ -270,19 +269,12 @@ def _streamed(ts: TrajectorySet, source: Path) -> StreamedSetAnalysis | None:
         else:
             store.put(key, value)
             return value
-    bar = st.progress(0.0, text=STREAM_LABEL)
-
-    def progress(done: int, total: int) -> None:
-        frac = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-        bar.progress(frac, text=f"{STREAM_LABEL} {done:,} of {total:,} posts")
-
     try:
-        value = run_streamed_analysis(ts, source, progress=progress)
+        with cache.progress_bar(STREAM_LABEL, unit="posts") as progress:
+            value = run_streamed_analysis(ts, source, progress=progress)
     except NotFinishedAnalysis as exc:
         _log.warning("the dataset file changed since it was loaded (%s); analysing in memory", exc)
         return None
-    finally:
-        bar.empty()
     store.put(key, value)
     return value
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,28 @@ def cached_with_progress(
     hit = store.get(key)
     if hit is not None:
         return hit
+    with progress_bar(label) as progress:
+        value = compute(progress)
+    store.put(key, value)
+    return value
+
+
+@contextmanager
+def progress_bar(label: str, *, unit: str | None = None) -> Iterator[Callable[[int, int], None]]:
+    """An ``st.progress`` bar for the duration of the block, removed when it ends (also on an
+    error). Yields ``progress(done, total)``, which shows ``label done/total``, or with
+    ``unit`` ``label done of total unit`` (thousands separated)."""
     bar = st.progress(0.0, text=label)
 
     def progress(done: int, total: int) -> None:
         frac = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-        bar.progress(frac, text=f"{label} {done}/{total}")
+        count = f"{done}/{total}" if unit is None else f"{done:,} of {total:,} {unit}"
+        bar.progress(frac, text=f"{label} {count}")
 
-    value = compute(progress)
-    bar.empty()
-    store.put(key, value)
-    return value
+    try:
+        yield progress
+    finally:
+        bar.empty()
 
 
 def set_analysis(ts: TrajectorySet) -> Any:

@@ -254,9 +254,10 @@ class StepHooks:
                 g.setdefault("base_lr", g["lr"])
                 self.encoder_groups.append(g)
         self.steps = 0
-        self._apply_warmup()
+        self._set_encoder_lr()
 
-    def _apply_warmup(self, clip_factor: float = 1.0) -> None:
+    def _set_encoder_lr(self, clip_factor: float = 1.0) -> None:
+        """The encoder's learning rate for the next step: base rate x warm-up x ``clip_factor``."""
         w = self.config.encoder_warmup_steps
         scale = 1.0 if w <= 0 else min(1.0, (self.steps + 1) / (w + 1))
         for g in self.encoder_groups:
@@ -277,12 +278,12 @@ class StepHooks:
         factor = 1.0
         if cfg.encoder_grad_clip > 0 and math.isfinite(enc) and enc > cfg.encoder_grad_clip:
             factor = cfg.encoder_grad_clip / enc
-        self._apply_warmup(factor)  # this step's encoder learning rate (see the class docstring)
+        self._set_encoder_lr(factor)  # this step's rate carries the clip factor (see the class docstring)
         return float(math.hypot(enc, rest)), enc
 
     def after_step(self) -> None:
         self.steps += 1
-        self._apply_warmup()
+        self._set_encoder_lr()
 
 
 def _clip(params: list[torch.Tensor], max_norm: float) -> float:

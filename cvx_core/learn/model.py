@@ -22,6 +22,7 @@ from cvx_core.learn.splits import length_buckets
 
 
 HEADS = ("linear", "mlp")
+NOISE_STD_FRACTION = 1e-5  # a per-dimension feature spreading less than this share of its block's median is constant
 
 
 class TrajectoryClassifier(nn.Module):
@@ -168,21 +169,16 @@ class TrajectoryClassifier(nn.Module):
         mean = f.mean(dim=0)
         std = f.std(dim=0, unbiased=False)
         scale = torch.clamp(mean.abs(), min=1.0)
-        constant = std <= 1e-9 * scale
-        spread = torch.where(constant, torch.ones_like(std), std)
+        spread = torch.where(std > 1e-9 * scale, std, torch.ones_like(std))
         for a, b in self._dimension_blocks():
-            block = std[a:b]
-            median = block.median()
-            dead = block < NOISE_STD_FRACTION * median
+            median = std[a:b].median()
             # a dead dimension is scaled like its live siblings: its inputs stay ~0 and its
             # gradients no larger than theirs (std 1 would leave them 1/median times larger)
-            spread[a:b] = torch.where(dead, median if median > 0 else torch.ones_like(median), spread[a:b])
+            spread[a:b] = torch.where(std[a:b] < NOISE_STD_FRACTION * median, median, spread[a:b])
         std = spread
         self.feature_mean.copy_(mean.to(self.feature_mean.device))
         self.feature_std.copy_(std.to(self.feature_std.device))
 
-
-NOISE_STD_FRACTION = 1e-5  # a per-dimension feature spreading less than this share of its block's median is constant
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -443,7 +443,7 @@ class Trainer:
     def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         cfg = self.config
         groups: dict[str, list[nn.Parameter]] = {"features": [], "encoder": []}
-        head_params: list[tuple[str, nn.Parameter]] = []
+        head_params: list[nn.Parameter] = []
         for name, p in model.named_parameters():
             if name.startswith("encoder."):
                 p.requires_grad_(not cfg.freeze_encoder)
@@ -452,7 +452,7 @@ class Trainer:
                 continue
             local = name.split("extractor.", 1)[1] if "extractor." in name else None
             if local is None:
-                head_params.append((name, p))
+                head_params.append(p)
                 continue
             if local.startswith("attention."):
                 trainable = cfg.learn_attention
@@ -752,7 +752,7 @@ class Trainer:
 HEAD_LR_FAN_IN = 64  # the head's weight matrices learn at ``lr`` when they read this many inputs
 
 
-def head_param_groups(named: list[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+def head_param_groups(params: list[nn.Parameter], *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups of the head, with a learning rate per weight matrix of
     ``lr * min(1, HEAD_LR_FAN_IN / fan_in)`` (biases: ``lr``).
 
@@ -764,7 +764,7 @@ def head_param_groups(named: list[tuple[str, nn.Parameter]], *, lr: float, weigh
     input and hidden layers) bounds that move at what ``lr`` does with 64 inputs.
     """
     groups: dict[float, list[nn.Parameter]] = {}
-    for _, p in named:
+    for p in params:
         scale = min(1.0, HEAD_LR_FAN_IN / p.shape[1]) if p.ndim == 2 else 1.0
         groups.setdefault(lr * scale, []).append(p)
     return [{"params": ps, "lr": g_lr, "weight_decay": weight_decay} for g_lr, ps in groups.items()]

@@ -324,8 +324,7 @@ def test_head_learning_rates_scale_as_one_over_fan_in_above_64_inputs():
     from cvx_core.learn.trainer import HEAD_LR_FAN_IN, head_param_groups
 
     wide, narrow, out = nn.Linear(6400, 64), nn.Linear(32, 2), nn.Linear(64, 2)
-    named = [("a.weight", wide.weight), ("a.bias", wide.bias), ("b.weight", narrow.weight), ("c.weight", out.weight)]
-    groups = head_param_groups(named, lr=3e-3, weight_decay=0.1)
+    groups = head_param_groups([wide.weight, wide.bias, narrow.weight, out.weight], lr=3e-3, weight_decay=0.1)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     assert lr_of[id(wide.weight)] == pytest.approx(3e-3 * HEAD_LR_FAN_IN / 6400)
     assert lr_of[id(wide.bias)] == lr_of[id(narrow.weight)] == lr_of[id(out.weight)] == 3e-3
