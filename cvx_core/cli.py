@@ -277,8 +277,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     before anything is written into it, then trains."""
     from cvx_core.learn import runs
 
-    with runs.claim_run_folder(args.out, overwrite=bool(getattr(args, "overwrite", False))):
-        return _train_claimed(args)
+    config = _train_config(args)  # refuse bad settings before the folder is touched
+    if getattr(args, "workers", 1) > 1 and config.text_encoder is not None:
+        raise ValueError("--workers > 1 trains on stored embeddings; --text-encoder runs in one process (--workers 1)")
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False))):
+            return _train_claimed(args, config)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed start leaves no empty folder behind
+        raise
 
 
 def _posts_budget(ts: Any, config: Any) -> Any:
@@ -297,15 +307,12 @@ def _posts_budget(ts: Any, config: Any) -> Any:
     return config
 
 
-def _train_claimed(args: argparse.Namespace) -> int:
+def _train_claimed(args: argparse.Namespace, config: Any) -> int:
     from cvx_core.learn import runs
     from cvx_core.learn.compare import compare_attention
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.trainer import TrainProgress, Trainer
 
-    config = _train_config(args)
-    if getattr(args, "workers", 1) > 1 and config.text_encoder is not None:
-        raise ValueError("--workers > 1 trains on stored embeddings; --text-encoder runs in one process (--workers 1)")
     if config.text_encoder is not None:  # text-only or embedded-with-texts tables (issue 15)
         from cvx_core.learn.finetune import finetune_memory_breakdown, load_text_data
 
