@@ -19,23 +19,31 @@
   [--cache PATH]``: embeds the posts' texts (cvx_core.data.text), texts kept.
 - ``explain TRAJ --user USER [--format text|json]``: the user's change points in words
   (terms and example posts per side, cvx_core.analysis.explain).
+
+Hostile input (issue 26, ``cvx_core.cli_support``): option values are checked by argparse
+(ranges, ASCII digits, finite numbers); inputs must be regular files; an output that
+resolves to an input (symlinks, hard links) is refused; ``train`` into a folder holding a
+run needs ``--overwrite``; everything printed has control characters escaped; every
+failure is one line on stderr (exit 2; 1 for an internal error).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cvx_core.learn.runs import COMPARISON_FILE
+from cvx_core import limits
+from cvx_core.cli_support import float_in, int_in
+from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE
 
-#: what ``evaluate`` writes into the run folder
-EVALUATION_FILE = "evaluation.json"
+__all__ = ["main", "build_parser", "COMPARISON_FILE", "EVALUATION_FILE"]
 
-__all__ = ["main", "build_parser", "COMPARISON_FILE"]
+_SEED = int_in(0, 2**32 - 1)
+_EPOCHS = int_in(1, 100_000)
+_BIG = 10_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the temporal-feature classifier and write a run folder")
     t.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
     t.add_argument("--out", required=True, help="run folder to write (created if missing)")
-    t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40)")
-    t.add_argument("--lr", type=float, default=None, help="head learning rate (default 3e-3)")
-    t.add_argument("--feature-lr", type=float, default=None, help="learning rate of attention / scales / temperature")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
-    t.add_argument("--hidden", type=int, default=None, help="hidden units of the head (0: linear)")
-    t.add_argument("--max-len", type=int, default=None, help="keep each user's last N posts")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (every file of the old run is removed)")
+    t.add_argument("--epochs", type=_EPOCHS, default=None, help="maximum epochs (default 40)")
+    t.add_argument("--lr", type=float_in(0, 10), default=None, help="head learning rate (default 3e-3)")
+    t.add_argument("--feature-lr", type=float_in(0, 10), default=None,
+                   help="learning rate of attention / scales / temperature")
+    t.add_argument("--batch-size", type=int_in(1, 65_536), default=None)
+    t.add_argument("--patience", type=int_in(1, 100_000), default=None, help="early-stopping patience in epochs")
+    t.add_argument("--hidden", type=int_in(0, 65_536), default=None, help="hidden units of the head (0: linear)")
+    t.add_argument("--max-len", type=int_in(1, _BIG), default=None,
+                   help=f"keep each user's last N posts (default: all, up to the budget of "
+                        f"{limits.MAX_POSTS_PER_USER.default} posts per user, {limits.MAX_POSTS_PER_USER.env})")
+    t.add_argument("--seed", type=_SEED, default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     t.add_argument("--text-encoder", default=None, metavar="minilm|hashing|PATH",
                    help="train from the posts' text with this encoder (a sentence-transformers folder for PATH); "
@@ -60,12 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finetune", action="store_true",
                    help="fine-tune the text encoder through the temporal features (default: frozen, posts embedded once)")
     t.add_argument("--freeze-encoder", action="store_true", help="keep the text encoder fixed (the default)")
-    t.add_argument("--posts-with-grad", type=int, default=None,
+    t.add_argument("--posts-with-grad", type=int_in(1, 65_536), default=None,
                    help="fine-tuning: posts per user per step that get gradients (default 8)")
-    t.add_argument("--micro-batch-posts", type=int, default=None,
+    t.add_argument("--micro-batch-posts", type=int_in(1, 65_536), default=None,
                    help="fine-tuning: most posts per encoder pass with gradients (default 8)")
-    t.add_argument("--max-tokens", type=int, default=None, help="text encoder's token window (default 128)")
-    t.add_argument("--encoder-lr", type=float, default=None, help="fine-tuning: encoder learning rate (default 2e-5)")
+    t.add_argument("--max-tokens", type=int_in(1, 8192), default=None, help="text encoder's token window (default 128)")
+    t.add_argument("--encoder-lr", type=float_in(0, 1), default=None,
+                   help="fine-tuning: encoder learning rate (default 2e-5)")
     t.add_argument("--embedding-cache", default=None,
                    help="SQLite embedding cache for the posts (default: embeddings.sqlite in the run folder)")
     t.add_argument("--no-attention", action="store_true", help="do not learn DimensionAttention")
@@ -75,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score this trajectory file as the test set (other users); validation comes from DATA")
     t.add_argument("--split-column", default=None, metavar="NAME",
                    help="per-user column of DATA holding train / val / test (no val: drawn from train)")
-    t.add_argument("--cv", type=int, default=None, metavar="K",
+    t.add_argument("--cv", type=int_in(0, 100), default=None, metavar="K",
                    help="also run stratified, seeded K-fold cross-validation: mean and sd of model and baseline")
     t.add_argument("--head", choices=("auto", "linear", "mlp"), default=None,
                    help="classifier head (default auto: chosen by validation, inner CV on small data)")
     t.add_argument("--config", default=None, help="JSON file with TemporalFeaturesConfig fields (as for extract)")
-    t.add_argument("--workers", type=int, default=1,
+    t.add_argument("--workers", type=int_in(1, 4096), default=1,
                    help="data-parallel workers (Ray Train DDP; gloo on CPU, NCCL on GPU); 1: in this process")
     t.add_argument("--address", default=None, help="Ray cluster to train on (default: start a local one)")
 
@@ -109,32 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output .parquet file (save_trajectories layout)")
     m.add_argument("--encoder", "--model", dest="encoder", default=None,
                    help="'minilm' (default, packaged) or a sentence-transformers / Hugging Face model folder")
-    m.add_argument("--max-tokens", type=int, default=None,
+    m.add_argument("--max-tokens", type=int_in(1, 8192), default=None,
                    help="encoder window in tokens (default 256); longer texts are truncated, with one warning")
     m.add_argument("--cache", default=None, help="SQLite embedding cache file (reused across runs)")
-    m.add_argument("--batch-size", type=int, default=64, help="texts per encoder call")
+    m.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="texts per encoder call")
     _add_engine_args(m)
 
     c = sub.add_parser("compare", help="learned attention vs analytic attribution of a saved run")
     c.add_argument("run", help="run folder")
     c.add_argument("data", help="the trajectory file the run was trained on")
     c.add_argument("--truth", default=None, help="truth.json with planted_dims")
-    c.add_argument("--permutations", type=int, default=1000)
+    c.add_argument("--permutations", type=int_in(1, limits.MAX_PERMUTATIONS.value), default=1000,
+                   help=f"permutations of the test (at most {limits.MAX_PERMUTATIONS.default:,}, "
+                        f"{limits.MAX_PERMUTATIONS.env})")
 
     x = sub.add_parser("explain", help="a user's change points in words: terms and example posts per side")
     x.add_argument("data", help="trajectory file with texts (e.g. written by `embed`)")
     x.add_argument("--user", required=True, help="the user to explain")
     x.add_argument("--format", choices=("text", "json"), default="text")
-    x.add_argument("--terms", type=int, default=8, help="terms per side")
-    x.add_argument("--posts", type=int, default=3, help="example posts per side")
+    x.add_argument("--terms", type=int_in(1, 1000), default=8, help="terms per side")
+    x.add_argument("--posts", type=int_in(0, 1000), default=3, help="example posts per side")
 
     f = sub.add_parser("forecast", help="latent-ODE forecast of a user's embedding at a future time")
     f.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
     f.add_argument("--user", required=True, help="the user to forecast")
-    f.add_argument("--at", required=True, help="target time (ISO-8601, after the user's last post)")
-    f.add_argument("--epochs", type=int, default=None, help="training epochs of the forecaster (default 150)")
+    f.add_argument("--at", required=True, type=_forecast_time,
+                   help="target time (ISO-8601 date or date and time, years 1-9999, after the user's last post)")
+    f.add_argument("--epochs", type=_EPOCHS, default=None, help="training epochs of the forecaster (default 150)")
     f.add_argument("--model", default=None, help="forecaster folder: loaded if it exists, else written after training")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_SEED, default=0)
     return p
 
 
@@ -142,10 +159,38 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     """``--engine local|ray --workers N [--address ADDR] [--chunk-users N]`` (cvx_core.scale)."""
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: streamed in this process; ray: Ray Data on a cluster")
-    p.add_argument("--workers", type=int, default=None, help="parallel Ray workers (default: the cluster's CPUs)")
+    p.add_argument("--workers", type=int_in(1, 4096), default=None,
+                   help="parallel Ray workers (default and most: the cluster's CPUs)")
     p.add_argument("--address", default=None, help="existing Ray cluster ('auto', 'ray://host:10001'); "
                    "default: start a local one")
-    p.add_argument("--chunk-users", type=int, default=None, help="users per chunk (bounds memory; default 512)")
+    p.add_argument("--chunk-users", type=int_in(1, _BIG), default=None,
+                   help="users per chunk (bounds memory; default 512)")
+
+
+def _forecast_time(text: str) -> Any:
+    from cvx_core.learn.forecast import parse_forecast_time
+
+    try:
+        return parse_forecast_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _features_config(path: str | None) -> Any:
+    """The TemporalFeaturesConfig of a ``--config`` JSON file (None without one); a folder,
+    device, oversized file, invalid JSON or wrongly typed field is a one-line ValueError."""
+    if not path:
+        return None
+    from cvx_core.features.config import TemporalFeaturesConfig
+
+    doc = limits.read_json_file(path, what="features config (JSON)")
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: holds a JSON {type(doc).__name__}, expected an object of "
+                         "TemporalFeaturesConfig fields")
+    try:
+        return TemporalFeaturesConfig.from_dict(doc)
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"{path}: not a valid features config ({exc})") from None
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,19 +227,20 @@ def _train_config(args: argparse.Namespace) -> Any:
     if args.no_attention:
         kw["learn_attention"] = False
     if getattr(args, "config", None):
-        from cvx_core.features.config import TemporalFeaturesConfig
-
-        kw["features"] = TemporalFeaturesConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        kw["features"] = _features_config(args.config)
     return TrainConfig(**kw)
 
 
 def _planted(truth_path: str | None) -> list[int] | None:
     if truth_path is None:
         return None
-    doc = json.loads(Path(truth_path).read_text(encoding="utf-8"))
-    if "planted_dims" not in doc:
+    doc = limits.read_json_file(truth_path, what="truth file (JSON)")
+    if not isinstance(doc, dict) or "planted_dims" not in doc:
         raise ValueError(f"{truth_path}: no 'planted_dims' key")
-    return [int(d) for d in doc["planted_dims"]]
+    dims = doc["planted_dims"]
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise ValueError(f"{truth_path}: 'planted_dims' must be a list of whole numbers >= 0 (dimension indices)")
+    return list(dims)
 
 
 def _print_comparison(cmp: Any) -> None:
@@ -227,14 +273,46 @@ def _train_distributed(args: argparse.Namespace, ts: Any, config: Any, *, test_t
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Claims ``--out`` (a lock with this process id; a used folder needs ``--overwrite``)
+    before anything is written into it, then trains."""
+    from cvx_core.learn import runs
+
+    config = _train_config(args)  # refuse bad settings before the folder is touched
+    if getattr(args, "workers", 1) > 1 and config.text_encoder is not None:
+        raise ValueError("--workers > 1 trains on stored embeddings; --text-encoder runs in one process (--workers 1)")
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False))):
+            return _train_claimed(args, config)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed start leaves no empty folder behind
+        raise
+
+
+def _posts_budget(ts: Any, config: Any) -> Any:
+    """``config`` with ``max_len`` set to the posts-per-user budget when it is unset and a
+    user has more posts (each user's last posts are kept), with a note."""
+    from dataclasses import replace
+
+    limits.check_dim(ts.dim, source=ts.name)
+    longest = int(max(ts.lengths)) if len(ts) else 0
+    budget = limits.MAX_POSTS_PER_USER.value()
+    if config.max_len is None and longest > budget:
+        n_long = int((ts.lengths > budget).sum())
+        print(f"note: {n_long} users have more than {budget} posts (longest {longest}); training keeps each user's "
+              f"last {budget} posts (--max-len N to change, or {limits.MAX_POSTS_PER_USER.env})", flush=True)
+        return replace(config, max_len=budget)
+    return config
+
+
+def _train_claimed(args: argparse.Namespace, config: Any) -> int:
     from cvx_core.learn import runs
     from cvx_core.learn.compare import compare_attention
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.trainer import TrainProgress, Trainer
 
-    config = _train_config(args)
-    if getattr(args, "workers", 1) > 1 and config.text_encoder is not None:
-        raise ValueError("--workers > 1 trains on stored embeddings; --text-encoder runs in one process (--workers 1)")
     if config.text_encoder is not None:  # text-only or embedded-with-texts tables (issue 15)
         from cvx_core.learn.finetune import finetune_memory_breakdown, load_text_data
 
@@ -243,6 +321,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"text encoder {config.text_encoder} ({mode}): {finetune_memory_breakdown(config, ts).describe()}", flush=True)
     else:
         ts = load_trajectories(args.data)
+    config = _posts_budget(ts, config)
     planted = _planted(args.truth)
     test_ts = load_trajectories(args.test_data) if config.test_data else None
     assignments = None
@@ -308,10 +387,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cvx_core.learn.early import early_detection
     from cvx_core.learn.metrics import bootstrap_auc_ci, classification_metrics, small_data_warnings
     from cvx_core.learn.model import predict_proba
-    from cvx_core.learn.runs import atomic_write_json, load_run
+    from cvx_core.learn.runs import load_run, write_evaluation
 
     run = load_run(args.run)
     ts = load_trajectories(args.data)
+    limits.check_dim(ts.dim, source=str(args.data))
     if not ts.has_labels:
         raise ValueError(f"{args.data}: evaluation needs a label on every user")
     classes = [int(c) for c in run.data.get("classes") or sorted(set(int(v) for v in ts.labels))]
@@ -347,17 +427,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                   f"(alarm at P >= {e.threshold}; median delay {e.median_delay} posts)")
     for w in doc["warnings"]:
         print(f"warning: {w}")
-    atomic_write_json(Path(args.run) / EVALUATION_FILE, doc)
+    write_evaluation(args.run, doc, digest=run.weights_sha256)  # records the scored weights' digest
     print(f"wrote {Path(args.run) / EVALUATION_FILE}")
     return 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from cvx_core.features.config import TemporalFeaturesConfig
-
-    config = None
-    if args.config:
-        config = TemporalFeaturesConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+    config = _features_config(args.config)
     kw = _engine_kwargs(args)
     if args.engine == "ray":
         from cvx_core.scale.ray_engine import extract_ray as run
@@ -404,16 +480,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
     from cvx_core.data.io import load_trajectories
 
+    from cvx_core.terminal import escape_control, json_safe
+
     ts = load_trajectories(args.data)
     if args.user not in ts:
         known = ", ".join(repr(u) for u in ts.user_ids[:5])
         raise ValueError(f"{args.data}: no user {args.user!r}; users include {known}")
     exp = explain_changepoints(ts[args.user], n_terms=args.terms, n_posts=args.posts)
-    if args.format == "json":
-        print(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(exp.to_text())
+    if args.format == "json":  # control characters as \uXXXX escapes: the same JSON value, safe to print
+        print(json_safe(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2)))
+    else:  # ids and texts with control characters escaped as repr does (newlines included)
+        print("\n".join(escape_control(line) for line in _explain_lines(exp)))
     return 0
+
+
+def _explain_lines(exp: Any) -> list[str]:
+    """The lines of ``exp.to_text()``, with the user id's own line breaks kept inside its line."""
+    from dataclasses import is_dataclass, replace
+
+    from cvx_core.terminal import escape_control
+
+    uid = getattr(exp, "user_id", None)
+    if isinstance(uid, str) and is_dataclass(exp) and not uid.isprintable():
+        try:
+            exp = replace(exp, user_id=escape_control(uid))
+        except (TypeError, ValueError):
+            pass
+    return exp.to_text().split("\n")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -423,6 +516,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     ts = load_trajectories(args.data)
+    limits.check_dim(ts.dim, source=str(args.data))
     split = run.data.get("split", {})
     if split.get("train"):
         ts = ts.subset([u for u in split["train"] if u in ts])
@@ -443,18 +537,22 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         fit_forecaster,
         forecast,
         load_forecaster,
+        parse_forecast_time,
         save_forecaster,
     )
 
     ts = load_trajectories(args.data)
+    limits.check_dim(ts.dim, source=str(args.data))
     if args.user not in ts:
         raise ValueError(f"{args.data}: no user {args.user!r}")
-    try:
-        at = np.datetime64(args.at, "us")
-    except ValueError as exc:
-        raise ValueError(f"--at {args.at!r} is not an ISO-8601 date/time") from exc
+    at = args.at if isinstance(args.at, np.datetime64) else parse_forecast_time(str(args.at))
+    last_post = ts[args.user].datetimes[-1].astype("datetime64[us]")
+    if at <= last_post:
+        raise ValueError(f"--at {at}: not after user {args.user!r}'s last post ({last_post}); a forecast looks ahead")
     folder = Path(args.model) if args.model else None
-    if folder is not None and (folder / "forecaster.json").is_file():
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ValueError(f"--model {folder}: is a file, expected a forecaster folder")
+    if folder is not None and (folder / "forecaster.json").exists():
         model, cfg = load_forecaster(folder)
         if model.dim != ts.dim:
             raise ValueError(f"{folder}: forecaster for D={model.dim}, data has D={ts.dim}")
@@ -477,21 +575,52 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         "embedding": [float(x) for x in pred],
         "held_out_last_posts": None if held_out is None else held_out.as_dict(),
     }
-    print(json.dumps(doc))
+    if not np.isfinite(pred).all():
+        raise ValueError(f"the forecast for user {args.user!r} at {at} is not finite (the horizon is too far for "
+                         "this model)")
+    print(json.dumps(doc, allow_nan=False))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
-    from cvx_core.learn.runs import RunError
-    from cvx_core.learn.config import DeviceUnavailableError
-    from cvx_core.data.trajectory import TrajectoryError
+_HANDLERS = {"evaluate": "_cmd_evaluate", "train": "_cmd_train", "extract": "_cmd_extract",
+             "compare": "_cmd_compare", "forecast": "_cmd_forecast", "analyze": "_cmd_analyze",
+             "embed": "_cmd_embed", "explain": "_cmd_explain"}
 
-    args = build_parser().parse_args(argv)
-    handlers = {"evaluate": _cmd_evaluate, "train": _cmd_train, "extract": _cmd_extract, "compare": _cmd_compare, "forecast": _cmd_forecast,
-                "analyze": _cmd_analyze, "embed": _cmd_embed, "explain": _cmd_explain}
-    try:
-        return handlers[args.command](args)
-    except (TrajectoryError, RunError, DeviceUnavailableError, ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Inputs are regular files; no output resolves to an input (or to another output)."""
+    from cvx_core.cli_support import check_input_file, check_outputs
+
+    cmd = args.command
+    inputs = [getattr(args, k, None) for k in ("data", "test_data", "config", "truth")]
+    for path in inputs:
+        check_input_file(path)
+    if cmd == "train":
+        outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False)]
+    elif cmd in ("extract", "analyze"):
+        outs = [(args.out, "--out", False)]
+    elif cmd == "embed":
+        outs = [(args.out, "--out", False), (args.cache, "--cache", False)]
+    elif cmd in ("evaluate", "compare"):
+        check_input_file(args.run, what="run folder")
+        name = EVALUATION_FILE if cmd == "evaluate" else COMPARISON_FILE
+        outs = [(Path(args.run) / name, "the run's " + name, False)]
+    elif cmd == "forecast" and args.model:
+        outs = [(args.model, "--model", True), (Path(args.model) / "forecaster.json", "forecaster.json", False),
+                (Path(args.model) / "forecaster.pt", "forecaster.pt", False)]
+    else:
+        outs = []
+    check_outputs(outs, inputs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status: 2 on bad input, with a one-line message (bad
+    option values exit 2 through argparse), 1 on an internal error (one line too;
+    ``CVX_DEBUG=1`` shows its traceback), 130 when interrupted. Everything printed has its
+    control characters escaped."""
+    from cvx_core.cli_support import one_line_warnings, run_command, terminal_safe_output
+
+    with terminal_safe_output(), one_line_warnings():
+        args = build_parser().parse_args(argv)
+        handler = globals()[_HANDLERS[args.command]]
+        return run_command(handler, args, _check_paths)

@@ -3,22 +3,172 @@
 A reader never sees half a file, and a failed or interrupted write leaves the previous
 file exactly as it was. Every file the library saves (datasets, run folders, exports)
 goes through :func:`atomic_replace`.
+
+Leftovers: a temporary file is named ``.NAME.PID.RANDOM.tmp`` (the writer's process id),
+and the first write into a folder sweeps the temporary files of writers that are no longer
+alive, so a killed run leaves nothing a later run does not remove. Scratch folders
+(:func:`scratch_dir`) follow the same rule. :func:`check_output` refuses an output that
+resolves to an input (symlinks and hard links followed); :func:`describe_os_error` turns
+a full disk or a read-only folder into one line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_replace", "atomic_write_bytes", "atomic_write_json", "atomic_torch_save", "jsonable"]
+__all__ = [
+    "atomic_replace",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "jsonable",
+    "OutputPathError",
+    "check_output",
+    "same_file",
+    "sweep_stale",
+    "scratch_dir",
+    "describe_os_error",
+    "pid_alive",
+]
+
+#: ``.NAME.PID.RANDOM.tmp`` (atomic writes) and ``cvx-PREFIX-PID-RANDOM`` (scratch folders)
+_TMP_RE = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+_SCRATCH_RE = re.compile(r"^cvx-[a-z]+-(\d+)-[A-Za-z0-9_]+$")
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+class OutputPathError(ValueError):
+    """An output path that would destroy an input or cannot be a file; the message says why."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (``True`` when it is another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files (``.NAME.PID.X.tmp``) and scratch folders
+    (``cvx-KIND-PID-X``) in ``folder`` whose writer process is no longer alive; returns what
+    was removed. Files of live writers, and any name not of these forms, are left alone."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_RE.match(entry.name) or _SCRATCH_RE.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = os.path.realpath(folder)
+    with _swept_lock:
+        if key in _swept:
+            return
+        _swept.add(key)
+    sweep_stale(folder)
+
+
+def scratch_dir(kind: str, *, dir: str | os.PathLike[str] | None = None) -> Path:
+    """A new scratch folder ``cvx-KIND-PID-X`` under ``dir`` (default the system temp
+    folder), after sweeping the scratch folders of dead processes there. The caller
+    removes it when done; if the process is killed, the next call sweeps it."""
+    if not kind.isalpha() or not kind.islower():
+        raise ValueError(f"scratch kind must be lowercase letters, got {kind!r}")
+    parent = Path(dir) if dir is not None else Path(tempfile.gettempdir())
+    sweep_stale(parent)
+    return Path(tempfile.mkdtemp(prefix=f"cvx-{kind}-{os.getpid()}-", dir=parent))
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: same resolved path (symlinks followed), or, when
+    both exist, the same device and inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None] = (),
+                 *, what: str = "--out", folder: bool = False) -> Path:
+    """``out`` as a Path, after refusing (:class:`OutputPathError`) an output that resolves
+    to one of ``inputs`` (symlinks and hard links followed), a file output that is an existing
+    folder, a folder output that is an existing file, and a parent that is not a folder."""
+    p = Path(out)
+    for src in inputs:
+        if src is not None and same_file(p, src):
+            raise OutputPathError(f"{what} {out}: is the input file {src} (writing it would destroy the input); "
+                                  "choose another output path")
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise OutputPathError(f"{what} {out}: is an existing file, expected a folder (or a path to create)")
+    elif p.is_dir():
+        raise OutputPathError(f"{what} {out}: is an existing folder, expected a file path")
+    parent = p.resolve().parent
+    for anc in (parent, *parent.parents):
+        if anc.exists():
+            if not anc.is_dir():
+                raise OutputPathError(f"{what} {out}: {anc} is a file, not a folder")
+            break
+    return p
+
+
+def describe_os_error(exc: OSError, *, path: str | os.PathLike[str] | None = None) -> str:
+    """One line for an ``OSError``: "disk full" (ENOSPC, EDQUOT), "read-only file system"
+    (EROFS), "permission denied" (EACCES, EPERM), else the system's words; names the file."""
+    where = path if path is not None else (exc.filename or "")
+    prefix = f"{where}: " if where else ""
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"{prefix}disk full (no space left on the device); free space or write elsewhere"
+    if code == errno.EROFS:
+        return f"{prefix}read-only file system; write to another folder"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{prefix}permission denied (a read-only or another user's folder?)"
+    if code == errno.ENOENT:
+        return f"{prefix}no such file or folder"
+    if code == errno.EISDIR:
+        return f"{prefix}is a folder, expected a file"
+    if code == errno.ENOTDIR:
+        return f"{prefix}a part of the path is not a folder"
+    return f"{prefix}{exc.strerror or exc}"
 
 
 def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
@@ -26,7 +176,8 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], An
     ``path``. The file gets the permissions a plainly created file would (umask applied)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_once(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

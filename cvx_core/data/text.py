@@ -24,17 +24,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sqlite3
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
+from cvx_core.limits import truncate_text
 
 __all__ = [
     "TextEncoder",
@@ -46,6 +45,7 @@ __all__ = [
     "CacheStats",
     "EmbeddingError",
     "TextTruncationWarning",
+    "CacheDamageWarning",
     "text_sha256",
     "embed_texts",
     "embed_posts",
@@ -345,152 +345,15 @@ class _FolderEncoder(SentenceTransformerEncoder):
             return super().encode(texts)
 
 
-# ---------------------------------------------------------------------------------------
-# cache
-# ---------------------------------------------------------------------------------------
-
-
-def text_sha256(text: str) -> str:
-    """Hex sha256 of ``text`` encoded as UTF-8 (the cache's content address)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """What a cache holds and how it was used by this object.
-
-    ``entries``: stored vectors (all models); ``models``: distinct ``(model_id,
-    max_tokens)``; ``bytes``: database file size (plus WAL); ``hits`` / ``misses`` /
-    ``writes``: counted by this :class:`EmbeddingCache` object since it was opened."""
-
-    path: str
-    entries: int
-    models: int
-    bytes: int
-    hits: int
-    misses: int
-    writes: int
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS embeddings (
-    model_id   TEXT    NOT NULL,
-    max_tokens INTEGER NOT NULL,
-    text_sha   TEXT    NOT NULL,
-    dim        INTEGER NOT NULL,
-    vector     BLOB    NOT NULL,
-    PRIMARY KEY (model_id, max_tokens, text_sha)
-) WITHOUT ROWID
-"""
-
-
-class EmbeddingCache:
-    """Persistent, content-addressed store of text embeddings (SQLite, WAL journal).
-
-    Key: ``(model_id, max_tokens, sha256(text))``; value: a float32 vector ``[D]``. Safe to
-    share between threads of one process (one connection behind a lock) and between
-    processes (SQLite locking). Every :meth:`put_many` is one transaction.
-    """
-
-    _CHUNK = 500  # keys per SELECT (SQLite's bound-parameter limit is 999 on old builds)
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._hits = self._misses = self._writes = 0
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise TrajectoryError(
-                f"{self.path}: not a usable embedding cache ({exc}); expected an SQLite file written by "
-                "cvx_core.EmbeddingCache (delete it to start a new cache)",
-                file=str(self.path),
-            ) from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> "EmbeddingCache":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.path)!r})"
-
-    def get_many(self, model_id: str, max_tokens: int, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored vectors among ``hashes`` (sha256 hex of texts): ``{hash: [D] float32}``."""
-        found: dict[str, np.ndarray] = {}
-        uniq = list(dict.fromkeys(hashes))
-        with self._lock:
-            for i in range(0, len(uniq), self._CHUNK):
-                part = uniq[i : i + self._CHUNK]
-                marks = ",".join("?" * len(part))
-                rows = self._conn.execute(
-                    f"SELECT text_sha, dim, vector FROM embeddings WHERE model_id = ? AND max_tokens = ? "
-                    f"AND text_sha IN ({marks})",
-                    (model_id, int(max_tokens), *part),
-                ).fetchall()
-                for sha, dim, blob in rows:
-                    vec = np.frombuffer(blob, dtype="<f4")
-                    if vec.shape != (dim,) or not np.isfinite(vec).all():
-                        continue  # damaged entry: treated as a miss and rewritten
-                    found[sha] = vec.astype(np.float32)
-            self._hits += len(found)
-            self._misses += len(uniq) - len(found)
-        return found
-
-    def put_many(self, model_id: str, max_tokens: int, items: Iterable[tuple[str, np.ndarray]]) -> int:
-        """Store ``(hash, vector [D])`` pairs in one transaction; returns how many."""
-        rows = []
-        for sha, vec in items:
-            v = np.ascontiguousarray(vec, dtype="<f4").reshape(-1)
-            rows.append((model_id, int(max_tokens), sha, int(v.shape[0]), v.tobytes()))
-        if not rows:
-            return 0
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO embeddings (model_id, max_tokens, text_sha, dim, vector) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-            self._writes += len(rows)
-        return len(rows)
-
-    def stats(self) -> CacheStats:
-        with self._lock:
-            entries = int(self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-            models = int(
-                self._conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT model_id, max_tokens FROM embeddings)").fetchone()[0]
-            )
-            hits, misses, writes = self._hits, self._misses, self._writes
-        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
-        return CacheStats(str(self.path), entries, models, size, hits, misses, writes)
-
-
-CacheLike = Union[EmbeddingCache, str, os.PathLike, None]
-
-
-def _open_cache(cache: CacheLike) -> tuple[EmbeddingCache | None, bool]:
-    if cache is None or isinstance(cache, EmbeddingCache):
-        return cache, False
-    return EmbeddingCache(cache), True
-
+# the embedding cache lives in cvx_core.data.embedding_cache (re-exported here)
+from cvx_core.data.embedding_cache import (  # noqa: E402
+    CacheDamageWarning,
+    CacheLike,
+    CacheStats,
+    EmbeddingCache,
+    open_cache as _open_cache,
+    text_sha256,
+)
 
 # ---------------------------------------------------------------------------------------
 # embedding
@@ -573,9 +436,11 @@ def _embed(
         progress(done, total)
     if misses:
         counter = getattr(enc, "count_tokens", None)
-        miss_texts = [texts[first[h]] for h in misses]
+        # the character budget (cvx_core.limits) bounds the tokenizer's work on a huge text
+        miss_texts = [truncate_text(texts[first[h]], enc.max_tokens) for h in misses]
+        cut = sum(1 for h, t in zip(misses, miss_texts) if len(t) < len(texts[first[h]]))
         lengths = list(counter(miss_texts)) if counter is not None else [len(_WORD.findall(t)) for t in miss_texts]
-        long = sum(1 for n in lengths if n > enc.max_tokens)
+        long = max(cut, sum(1 for n in lengths if n > enc.max_tokens))
         if long:
             warnings.warn(
                 f"{long} of {len(miss_texts)} texts are longer than the encoder's window of {enc.max_tokens} tokens "
@@ -587,7 +452,7 @@ def _embed(
         for start in range(0, len(order), batch_size):
             idx = [int(k) for k in order[start : start + batch_size]]
             keys = [misses[k] for k in idx]
-            batch = [texts[first[h]] for h in keys]
+            batch = [miss_texts[k] for k in idx]
             out = _encode_batch(enc, batch, [first[h] for h in keys], where, saved=done)
             pairs = list(zip(keys, out))
             if store is not None:

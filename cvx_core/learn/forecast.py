@@ -14,8 +14,8 @@ the others, beside two baselines: the last value, and linear extrapolation of th
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +38,45 @@ __all__ = [
     "evaluate_forecaster",
     "save_forecaster",
     "load_forecaster",
+    "parse_forecast_time",
 ]
+
+#: ISO-8601 date, or date and time (seconds, up to 6 fraction digits), optional UTC offset;
+#: ASCII digits only, four-digit years (1-9999)
+_ISO_TIME = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[T ](?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)"
+    r"(?P<tz>Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+
+
+def parse_forecast_time(text: str) -> np.datetime64:
+    """A target time from ISO-8601 text: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]``
+    with an optional ``Z`` / ``+HH:MM`` offset (converted to UTC), years 1-9999 ->
+    ``datetime64[us]`` (UTC). Words (``today``, ``NaT``), a bare year (``2031``), a
+    five-digit year, non-ASCII digits and impossible dates are a ``ValueError``."""
+    from datetime import datetime
+
+    raw = text
+    m = _ISO_TIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"--at {raw!r}: expected an ISO-8601 date or date and time such as 2031-05-01 or "
+                         "2031-05-01T12:00:00Z (years 1-9999)")
+    iso = m.group("date") + ("T" + m.group("time") if m.group("time") else "")
+    tz = m.group("tz")
+    if tz and tz != "Z" and ":" not in tz:
+        tz = tz[:3] + ":" + tz[3:]
+    try:
+        dt = datetime.fromisoformat(iso + ("+00:00" if tz in (None, "Z") else tz))
+    except ValueError as exc:
+        raise ValueError(f"--at {raw!r}: not a valid date ({exc})") from None
+    if dt.year < 1:
+        raise ValueError(f"--at {raw!r}: year 0 is not a date")
+    try:
+        utc = (dt.replace(tzinfo=None) - dt.utcoffset()) if tz not in (None, "Z") else dt.replace(tzinfo=None)
+    except (OverflowError, ValueError):
+        raise ValueError(f"--at {raw!r}: outside years 1-9999 in UTC") from None
+    return np.datetime64(utc, "us")
 
 
 @dataclass(frozen=True)
@@ -243,10 +281,37 @@ def save_forecaster(model: LatentODEForecaster, config: ForecastConfig, folder: 
 
 
 def load_forecaster(folder: str | Path) -> tuple[LatentODEForecaster, ForecastConfig]:
-    """Inverse of :func:`save_forecaster` (weights loaded with ``weights_only=True``)."""
+    """Inverse of :func:`save_forecaster` (weights loaded with ``weights_only=True``).
+
+    Every failure (a missing, oversized or non-regular file, invalid JSON, a config of the
+    wrong shape or types, weights that are not a state dict or do not fit) is a
+    :class:`~cvx_core.learn.runs.RunError` naming the file."""
+    from cvx_core.learn.runs import RunError, read_json
+
     folder = Path(folder)
-    doc = json.loads((folder / "forecaster.json").read_text())
-    cfg = ForecastConfig.from_dict(doc["config"])
-    model = LatentODEForecaster(int(doc["dim"]), cfg.ode)
-    model.load_state_dict(torch.load(folder / "forecaster.pt", map_location="cpu", weights_only=True))
+    doc = read_json(folder / "forecaster.json")
+    where = folder / "forecaster.json"
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc["config"].get("ode"), dict):
+        raise RunError(f"{where}: not a CVX forecaster (expected an object with 'dim' and a 'config' object)")
+    dim = doc.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 1_000_000:
+        raise RunError(f"{where}: 'dim' is {str(dim)[:40]!r}, expected a whole number of dimensions")
+    try:
+        cfg = ForecastConfig.from_dict(doc["config"])
+        model = LatentODEForecaster(dim, cfg.ode)
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, MemoryError) as exc:
+        raise RunError(f"{where}: not a valid forecaster config ({type(exc).__name__}: {exc})") from None
+    weights = folder / "forecaster.pt"
+    if not weights.is_file():
+        raise RunError(f"{weights}: missing or not a file (the forecaster's weights)")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+        raise RunError(f"{weights}: cannot load weights ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise RunError(f"{weights}: holds a {type(state).__name__}, expected a state dict of tensors")
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{weights}: weights do not match forecaster.json ({exc})") from None
     return model.eval(), cfg

@@ -16,14 +16,26 @@ last good checkpoint)::
       history.json     per-epoch curves (loss, validation AUC)
       metrics.json     final test metrics (only once training has finished)
       comparison.json  learned attention vs analytic attribution (written by the CLI)
+      evaluation.json  ``evaluate``'s scores, with the SHA-256 of the model.pt they scored
+                       (:func:`read_evaluation` ignores them when the weights changed)
+      .lock            the process id of the run that holds the folder (while it trains)
+
+A run folder is claimed exclusively (:func:`claim_run_folder`): a live holder is refused,
+a dead holder's lock is taken over with a note. Training into a folder that already holds
+a run needs ``overwrite=True`` (CLI ``--overwrite``), which removes every file the old run
+wrote (:data:`RUN_FILES`).
 
 Weights are loaded with ``torch.load(..., weights_only=True)``; nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
+import hashlib
 import os
+import socket
+import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,7 +62,17 @@ __all__ = [
     "CHECKPOINT_FILE",
     "HISTORY_FILE",
     "METRICS_FILE",
+    "EVALUATION_FILE",
+    "LOCK_FILE",
+    "RUN_FILES",
     "RunError",
+    "RunClaim",
+    "RunLockNote",
+    "claim_run_folder",
+    "release_run_folder",
+    "weights_digest",
+    "write_evaluation",
+    "read_evaluation",
     "RunInfo",
     "LoadedRun",
     "atomic_write_bytes",
@@ -74,6 +96,11 @@ _ENCODER_TOKEN_KEY = "__encoder_checkpoint__"
 CHECKPOINT_FILE = "checkpoint.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
+EVALUATION_FILE = "evaluation.json"
+LOCK_FILE = ".lock"
+#: every file a run writes into its folder (removed by ``--overwrite`` / :func:`clear_run_files`)
+RUN_FILES = (METRICS_FILE, COMPARISON_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE, DATA_FILE, CONFIG_FILE,
+             ENCODER_WEIGHTS_FILE, EVALUATION_FILE)
 
 
 class RunError(RuntimeError):
@@ -86,16 +113,16 @@ class RunError(RuntimeError):
 def read_json(path: str | os.PathLike[str]) -> Any:
     """A JSON file's value; every failure (missing, unreadable, not UTF-8, not JSON) is a
     :class:`RunError` naming the file."""
+    from cvx_core.limits import read_json_file
+
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json_file(path, what="run document")
     except FileNotFoundError:
         raise RunError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise RunError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (OSError, ValueError, RecursionError) as exc:
+    except ValueError as exc:  # not a regular file, over the size budget, not UTF-8, not JSON
+        raise RunError(str(exc)) from None
+    except (OSError, RecursionError, MemoryError) as exc:
         raise RunError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
 
 
@@ -170,15 +197,171 @@ def new_run_dir(workspace: str | os.PathLike[str], name: str | None = None) -> P
 
 
 def clear_run_files(run_dir: str | os.PathLike[str]) -> None:
-    """Remove the files a previous run left in ``run_dir`` (weights, metrics, curves...),
-    so a new run in the same folder never shows stale results. Other files are kept."""
+    """Remove the files a previous run left in ``run_dir`` (:data:`RUN_FILES`: weights,
+    metrics, curves, evaluation, comparison), so a new run in the same folder never shows
+    stale results. Other files are kept, among them an ``embeddings.sqlite`` cache (keyed by
+    text, model and window, so it cannot mix runs)."""
     d = Path(run_dir)
-    for name in (METRICS_FILE, COMPARISON_FILE, CHECKPOINT_FILE, HISTORY_FILE, WEIGHTS_FILE, DATA_FILE, CONFIG_FILE,
-                 ENCODER_WEIGHTS_FILE):
+    for name in RUN_FILES:
         try:
             (d / name).unlink()
         except FileNotFoundError:
             pass
+
+
+# -- claiming a folder ----------------------------------------------------------------------
+class RunLockNote(UserWarning):
+    """A run folder's lock was left by a process that is no longer running and was taken over."""
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """This process's claim on a run folder (``with claim_run_folder(...)`` releases it).
+
+    Attributes:
+        path: the run folder.
+        note: what happened to a previous holder (a dead process's lock taken over), or None.
+    """
+
+    path: Path
+    note: str | None = None
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it."""
+        release_run_folder(self.path)
+
+    def __enter__(self) -> "RunClaim":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_held: dict[str, Path] = {}
+_held_lock = threading.Lock()
+
+
+def _lock_owner(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; pid None when unreadable."""
+    try:
+        fields = lock.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return None, ""
+    pid = int(fields[0]) if fields and fields[0].isascii() and fields[0].isdigit() else None
+    return pid, fields[1] if len(fields) > 1 else ""
+
+
+def _try_lock(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+    return True
+
+
+def _has_run(d: Path) -> list[str]:
+    return [name for name in RUN_FILES if (d / name).exists()]
+
+
+def claim_run_folder(run_dir: str | os.PathLike[str], *, overwrite: bool = True) -> RunClaim:
+    """Claim ``run_dir`` for a training run of this process (created if missing).
+
+    The claim is a lock file (:data:`LOCK_FILE`) holding the process id, created
+    exclusively: a folder held by another live process is refused (:class:`RunError`); a
+    lock left by a dead process is taken over, with a :class:`RunLockNote` warning. Claiming
+    a folder this process already holds is a no-op. A folder that already holds a run is
+    refused unless ``overwrite`` (the library default; the CLI asks for ``--overwrite``), in
+    which case every file the old run wrote is removed. The lock is released by
+    :meth:`RunClaim.release`, by leaving a ``with`` block, or when the process exits."""
+    d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise RunError(f"{d}: is a file, expected a run folder")
+    d.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(d)
+    with _held_lock:
+        if key in _held:
+            return RunClaim(d)
+        lock = d / LOCK_FILE
+        note = None
+        for _ in range(3):
+            if _try_lock(lock):
+                break
+            pid, host = _lock_owner(lock)
+            from cvx_core.data.atomic import pid_alive
+
+            if pid is not None and (host not in ("", socket.gethostname()) or pid_alive(pid)):
+                where = f" on {host}" if host and host != socket.gethostname() else ""
+                raise RunError(f"{d}: in use by another training run (process {pid}{where}); wait for it to "
+                               f"finish or choose another folder")
+            note = (f"{d}: took over the lock of process {pid if pid is not None else '?'}, which is no longer "
+                    f"running (an interrupted run)")
+            lock.unlink(missing_ok=True)
+        else:
+            raise RunError(f"{d}: could not claim the run folder (its lock keeps changing)")
+        present = _has_run(d)
+        if present and not overwrite:
+            lock.unlink(missing_ok=True)
+            raise RunError(f"{d}: already holds a run ({', '.join(present[:4])}); pass --overwrite to replace it "
+                           f"(every file of the old run is removed) or choose another folder")
+        _held[key] = lock
+    if note:
+        warnings.warn(note, RunLockNote, stacklevel=2)
+    clear_run_files(d)
+    return RunClaim(d, note)
+
+
+def release_run_folder(run_dir: str | os.PathLike[str]) -> None:
+    """Release this process's claim on ``run_dir`` (nothing if it holds none)."""
+    with _held_lock:
+        lock = _held.pop(os.path.realpath(run_dir), None)
+    if lock is not None:
+        pid, _ = _lock_owner(lock)
+        if pid == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_held):
+        release_run_folder(key)
+
+
+# -- evaluation files -------------------------------------------------------------------------
+def weights_digest(run_dir: str | os.PathLike[str]) -> str | None:
+    """SHA-256 (hex) of the run's ``model.pt``, or None when it has none."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def write_evaluation(run_dir: str | os.PathLike[str], doc: Mapping[str, Any], *, digest: str | None = None) -> Path:
+    """Write ``evaluation.json`` with ``weights_sha256``: the digest of the weights that were
+    scored (``digest``, taken when the run was loaded; default the current model.pt)."""
+    return atomic_write_json(Path(run_dir) / EVALUATION_FILE,
+                             {**doc, "weights_sha256": digest or weights_digest(run_dir)})
+
+
+def read_evaluation(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's ``evaluation.json`` if it scored the weights now in ``model.pt``; None when
+    absent, unreadable, without a digest or for other weights (a stale evaluation)."""
+    path = Path(run_dir) / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = read_json(path)
+    except RunError:
+        return None
+    if not isinstance(doc, dict) or doc.get("weights_sha256") is None:
+        return None
+    return doc if doc["weights_sha256"] == weights_digest(run_dir) else None
 
 
 def save_weights(
@@ -363,6 +546,7 @@ class LoadedRun:
         checkpoint: epoch / validation AUC of the saved weights.
         metrics: final metrics, or None if the run did not finish (interrupted).
         history: per-epoch curves ([] if absent).
+        weights_sha256: SHA-256 of the model.pt that was loaded (for :func:`write_evaluation`).
     """
 
     path: Path
@@ -373,6 +557,7 @@ class LoadedRun:
     checkpoint: dict[str, Any]
     metrics: dict[str, Any] | None
     history: list[dict[str, Any]]
+    weights_sha256: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -409,6 +594,7 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
         spec = dict(cfg_doc["model_spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / CONFIG_FILE}: not a CVX run config ({exc})") from None
+    digest = weights_digest(path)
     state = load_weights(path, device="cpu")
     if not isinstance(state, dict):
         raise RunError(f"{path / WEIGHTS_FILE}: holds a {type(state).__name__}, expected a state dict of tensors")
@@ -429,4 +615,4 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
     ckpt = _check_checkpoint(read_json(path / CHECKPOINT_FILE), path / CHECKPOINT_FILE) if (path / CHECKPOINT_FILE).is_file() else {}
     metrics = _check_metrics(read_json(path / METRICS_FILE), path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
     history = _check_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []
-    return LoadedRun(path, model, config, spec, data, ckpt, metrics, history)
+    return LoadedRun(path, model, config, spec, data, ckpt, metrics, history, digest)

@@ -617,8 +617,7 @@ class Trainer:
         penalty = self._l2_penalty(split.train.size)
         spec = self.model_spec()
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            runs.clear_run_files(self.run_dir)
+            runs.claim_run_folder(self.run_dir)  # exclusive lock; clears the old run's files
             runs.atomic_write_json(self.run_dir / runs.CONFIG_FILE, {"train_config": cfg.to_dict(), "model_spec": spec})
             runs.atomic_write_json(
                 self.run_dir / runs.DATA_FILE,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,14 +83,41 @@ def ray_session(*, workers: int | None = None, address: str | None = None,
                               "log_to_driver": False}
     if address:  # ship this package's source to the cluster (its dependencies must be installed there)
         kwargs.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
-    else:
-        kwargs.update(num_cpus=workers or os.cpu_count() or 1,
+    else:  # a local cluster never gets more CPUs than this machine has (cvx_core.limits.cap_workers)
+        kwargs.update(num_cpus=_local_cpus(workers),
                       object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES)
     ray.init(**kwargs)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _machine_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _local_cpus(workers: int | None) -> int:
+    """CPUs of a local cluster: ``workers`` capped at this machine's CPUs (a warning if cut)."""
+    from cvx_core.limits import cap_workers
+
+    n, note = cap_workers(workers, _machine_cpus())
+    if note:
+        warnings.warn(note, stacklevel=4)
+    return n
+
+
+def _concurrency(ray: Any, workers: int | None) -> int:
+    """Parallel tasks/actors: ``workers`` capped at the cluster's CPUs (all of them by default)."""
+    from cvx_core.limits import cap_workers
+
+    n, note = cap_workers(workers, int(ray.cluster_resources().get("CPU", 1)))
+    if note:
+        warnings.warn(note, stacklevel=3)
+    return n
 
 
 # -------------------------------------------------------------------------------------------
@@ -217,7 +245,7 @@ def extract_ray(
     report = _progress_wrap(progress)
     cfg = None if config is None else config.to_dict()
     with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
-        concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        concurrency = _concurrency(ray, workers)
 
         def job(grouped: bool) -> StreamResult:
             stats = {"posts": 0, "chunks": 0}
@@ -279,7 +307,7 @@ def analyze_ray(
     options = {"cp_config": cp_config, "features_config": fcfg.to_dict(), "bocpd": bocpd,
                "narratives": narratives, "top_k": top_k}
     with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
-        concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        concurrency = _concurrency(ray, workers)
 
         def job(grouped: bool) -> StreamAnalysis:
             sums = _CohortSums()
@@ -373,7 +401,7 @@ def embed_ray(
         if gpus:
             concurrency, resources, device = gpus, {"num_gpus": 1}, "cuda"
         else:
-            concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            concurrency = _concurrency(ray, workers)
             resources, device = {"num_cpus": 1}, "cpu"
         cache_arg = None if cache is None else str(cache) if isinstance(cache, (str, os.PathLike)) else cache
 

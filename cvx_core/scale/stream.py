@@ -41,7 +41,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from cvx_core.analysis.attribution import CohortAttribution
-from cvx_core.data.atomic import atomic_replace
+from cvx_core.data.atomic import atomic_replace, check_output, scratch_dir as _new_scratch_dir
 from cvx_core.data.io import FORMATS, PostTable, _looks_binary, load_trajectories, read_posts
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
@@ -594,7 +593,7 @@ def _partition_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_e
                       partition_bytes: int) -> Iterator[UserChunk]:
     size = path.stat().st_size
     n_parts = int(min(_MAX_PARTITIONS, max(1, math.ceil(size / partition_bytes))))
-    scratch = Path(tempfile.mkdtemp(prefix="cvx-groupby-", dir=scratch_dir))
+    scratch = _new_scratch_dir("groupby", dir=scratch_dir)  # named by pid: a killed run's copy is swept later
     progress_total = 2 * total
     try:
         state = {"done": 0}
@@ -716,7 +715,9 @@ def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig |
     """One row per user: ``user_id``, ``label`` (nullable Int64), then the analytic feature
     vector ``[4D + 5 + 2S]`` (float64) under :func:`cvx_core.features.analytic.feature_names`."""
     from cvx_core.features.analytic import AnalyticBackend, feature_names
+    from cvx_core.limits import check_dim
 
+    check_dim(trajectories.dim, source=trajectories.name)  # the D budget, before [N, 4D + ...] is built
     feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in trajectories])
     names = feature_names(trajectories.dim, config)
     if len(names) != feats.shape[1]:
@@ -771,6 +772,7 @@ def extract_stream(
     """The analytic feature vector of every user of ``path`` -> Parquet ``out`` (columns as
     :func:`features_frame`), streamed: peak memory follows ``chunk_users``, not the file.
     ``progress(rows_done, rows_total)`` is called at most ~10 times a second."""
+    check_output(out, [path], what="output")  # never overwrite the input (symlinks, hard links)
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
 
@@ -930,6 +932,8 @@ def analyze_stream(
     so it equals ``analyze_set(...).cohort`` to float64 rounding. ``progress(rows_done,
     rows_total)`` drives a progress bar (at most ~10 calls a second, the last at the end).
     """
+    if out is not None:
+        check_output(out, [path], what="output")
     t0 = time.perf_counter()
     fcfg = features_config or TemporalFeaturesConfig()
     report = _progress_wrap(progress)
@@ -967,11 +971,13 @@ def posts_table(trajectories: TrajectorySet, embeddings: np.ndarray | None = Non
     fixed-size float32 list); ``embeddings`` ``[N, D]`` (posts in set order) replaces theirs."""
     import pyarrow as pa
 
+    from cvx_core.limits import check_dim
+
     lengths = trajectories.lengths
     if embeddings is None:
         embeddings = np.concatenate([tr.embeddings for tr in trajectories])
     flat = np.ascontiguousarray(embeddings, dtype=np.float32)
-    d = int(flat.shape[1])
+    d = check_dim(int(flat.shape[1]), source=trajectories.name)
     labels = [None if v < 0 else int(v) for v in trajectories.labels]
     columns: dict[str, Any] = {
         "user_id": pa.array(np.repeat(np.array(trajectories.user_ids, dtype=object), lengths).tolist(), type=pa.string()),
@@ -1007,6 +1013,7 @@ def embed_stream(
     MiniLM) is loaded once; ``cache`` as in :func:`cvx_core.data.text.embed_texts`."""
     from cvx_core.data.text import _open_cache, embed_texts, load_encoder
 
+    check_output(out, [path, cache if isinstance(cache, (str, os.PathLike)) else None], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     enc = load_encoder(encoder)

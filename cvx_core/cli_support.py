@@ -1,0 +1,182 @@
+"""The command line's shared defences: option types that refuse bad values in argparse,
+path checks (inputs are regular files, outputs never resolve to inputs), and the one place
+that turns every failure into one line on stderr.
+
+Option types (``type=`` of ``add_argument``) take ASCII digits only: ``int_in(1, 4096)``
+refuses ``0``, ``-1``, ``1e8``, ``٣`` and anything beyond the bound; ``float_in`` refuses
+NaN, infinities and values out of range. :func:`report_failure` maps an exception to
+``(exit status, one line)``: ``TrajectoryError`` / ``RunError`` / ``ValueError`` and friends
+say their own message, ``OSError`` says "disk full", "read-only file system" or
+"permission denied" with the path, ``MemoryError`` says what ran out, anything else is an
+"internal error" line (``CVX_DEBUG=1`` re-raises it for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import stat
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from cvx_core.terminal import EscapingWriter, escape_control
+
+__all__ = [
+    "int_in",
+    "float_in",
+    "check_input_file",
+    "check_outputs",
+    "report_failure",
+    "terminal_safe_output",
+    "one_line_warnings",
+    "run_command",
+]
+
+
+def _ascii_number(text: str) -> bool:
+    return text.isascii() and text.strip() == text and text != ""
+
+
+def int_in(lo: int, hi: int | Callable[[], int]) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[lo, hi]`` written in ASCII digits (``hi`` may be
+    a function, read when the option is parsed: an environment-configured budget)."""
+
+    def parse(text: str) -> int:
+        top = hi() if callable(hi) else hi
+        body = text[1:] if text.startswith(("-", "+")) else text
+        if not (_ascii_number(text) and body.isdigit()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (expected {lo} to {top:,})")
+        value = int(text)
+        if not lo <= value <= top:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (expected {lo} to {top:,})")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def float_in(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``(lo, hi]`` (``[lo, hi]`` with ``lo_open=False``),
+    ASCII only (no NaN, no infinity, no Unicode digits)."""
+
+    def parse(text: str) -> float:
+        try:
+            if not _ascii_number(text):
+                raise ValueError(text)
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        low_ok = value > lo if lo_open else value >= lo
+        if not math.isfinite(value) or not low_ok or value > hi:
+            side = "(" if lo_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is out of range (expected a number in {side}{lo:g}, {hi:g}])")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# -- paths --------------------------------------------------------------------------------
+def check_input_file(path: str | os.PathLike[str] | None, *, what: str = "input") -> None:
+    """Refuse (``ValueError``) an input that is missing, or is not a regular file or folder
+    (a device such as ``/dev/zero``, also through a symlink; a FIFO; a socket)."""
+    if path is None:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file ({what})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise ValueError(f"{path}: not a regular file (a device, FIFO or socket); expected a {what}")
+
+
+def check_outputs(outputs: Sequence[tuple[str | os.PathLike[str] | None, str, bool]],
+                  inputs: Sequence[str | os.PathLike[str] | None]) -> None:
+    """Refuse outputs ``(path, option name, is_folder)`` that resolve to an input or to each
+    other, a file output that is a folder and a folder output that is a file
+    (:func:`cvx_core.data.atomic.check_output`)."""
+    from cvx_core.data.atomic import check_output
+
+    given = [(p, name, folder) for p, name, folder in outputs if p is not None]
+    for i, (p, name, folder) in enumerate(given):
+        others = [q for j, (q, _, f) in enumerate(given) if j != i and not f]
+        check_output(p, [*inputs, *others], what=name, folder=folder)
+
+
+# -- failures -------------------------------------------------------------------------------
+def report_failure(exc: BaseException) -> tuple[int, str]:
+    """``(exit status, one line)`` for a failure of a command (see the module docstring)."""
+    from cvx_core.data.atomic import describe_os_error
+    from cvx_core.data.trajectory import TrajectoryError
+    from cvx_core.learn.config import DeviceUnavailableError
+    from cvx_core.learn.runs import RunError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, (TrajectoryError, RunError, DeviceUnavailableError, ValueError, ImportError)):
+        return 2, _one_line(str(exc) or type(exc).__name__)
+    if isinstance(exc, OSError):
+        return 2, _one_line(describe_os_error(exc))
+    if isinstance(exc, MemoryError):
+        return 2, ("out of memory (the input or an option asks for more memory than this machine has: "
+                   "lower --batch-size, --max-len or --chunk-users, or see docs/security.md, Budgets)")
+    if isinstance(exc, RecursionError):
+        return 2, "input nested too deeply"
+    if os.environ.get("CVX_DEBUG"):
+        raise exc
+    return 1, _one_line(f"internal error ({type(exc).__name__}: {exc}); set CVX_DEBUG=1 to see the traceback")
+
+
+def _one_line(text: str) -> str:
+    first = " ".join(str(text).split("\n"))
+    return escape_control(first if len(first) <= 2000 else first[:1999] + "…")
+
+
+@contextmanager
+def terminal_safe_output() -> Iterator[None]:
+    """Route ``sys.stdout`` / ``sys.stderr`` through :class:`~cvx_core.terminal.EscapingWriter`
+    for the duration (control characters in ids, texts and messages are escaped)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingWriter(out), EscapingWriter(err)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings as ``warning: MESSAGE`` on one line (no source line, no file path)."""
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"warning: {_one_line(str(message))}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                checks: Callable[[argparse.Namespace], None] | None = None) -> int:
+    """``checks(args)`` then ``handler(args)``; a failure becomes one line on stderr and its
+    exit status (:func:`report_failure`)."""
+    try:
+        if checks is not None:
+            checks(args)
+        return handler(args)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line
+        if isinstance(exc, SystemExit):
+            raise
+        code, line = report_failure(exc)
+        print(f"error: {line}", file=sys.stderr)
+        return code

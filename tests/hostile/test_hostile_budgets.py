@@ -1,0 +1,185 @@
+"""Issue 26, point 5 (budgets for size and time): every budget is documented with its
+default, configurable through its environment variable, and refused or applied with a
+message naming it: characters per text cut before tokenising, posts per user in training,
+D, Ray workers capped at the CPUs, JSON files regular and bounded, permutations capped,
+the change-point window."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvx_core import limits
+from cvx_core.cli import main
+from cvx_core.data.io import save_trajectories
+from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
+from cvx_core.data.text import TextTruncationWarning, embed_texts
+from cvx_core.limits import BudgetError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _RecordingEncoder:
+    """A TextEncoder that records the longest text its tokenizer and model were given."""
+
+    model_id = "recording@0"
+    max_tokens = 16
+    dim = 3
+
+    def __init__(self) -> None:
+        self.longest = 0
+
+    def count_tokens(self, texts):
+        self.longest = max(self.longest, *(len(t) for t in texts))
+        return [len(t.split()) + 2 for t in texts]
+
+    def encode(self, texts):
+        self.longest = max(self.longest, *(len(t) for t in texts))
+        return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_a_10mb_text_is_cut_to_the_character_budget_before_tokenising():
+    enc = _RecordingEncoder()
+    huge = "a " * 5_000_000
+    with pytest.warns(TextTruncationWarning):
+        out = embed_texts([huge, "short text"], encoder=enc)
+    assert enc.longest == limits.text_char_budget(enc.max_tokens) == 16 * 64
+    assert out.shape == (2, 3) and out[1, 0] == len("short text")
+
+
+def test_the_character_budget_follows_its_environment_variable(monkeypatch):
+    monkeypatch.setenv("CVX_CHARS_PER_TOKEN", "4")
+    assert limits.truncate_text("x" * 100, 8) == "x" * 32
+    monkeypatch.setenv("CVX_CHARS_PER_TOKEN", "lots")
+    with pytest.raises(BudgetError, match="CVX_CHARS_PER_TOKEN"):
+        limits.text_char_budget(8)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=20, dim=4, n_planted=1, mean_posts=10,
+                                                             max_posts=14), seed=5, name="b")
+    return save_trajectories(ts, tmp_path_factory.mktemp("budgets") / "d.parquet")
+
+
+def test_d_above_its_budget_is_refused_with_the_budget_named(data_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CVX_MAX_DIM", "3")
+    assert main(["extract", str(data_file), "--out", str(tmp_path / "f.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "D=4" in err and "CVX_MAX_DIM" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f.parquet").exists()
+    monkeypatch.delenv("CVX_MAX_DIM")
+    assert limits.check_dim(100_000, source="x") == 100_000  # D up to 100,000 still held by default
+    with pytest.raises(BudgetError, match="1,000,000"):
+        limits.check_dim(1_000_000, source="x")
+
+
+@pytest.mark.slow
+def test_training_keeps_each_users_last_posts_within_the_budget_with_a_note(data_file, tmp_path, capsys,
+                                                                            monkeypatch):
+    import json
+
+    monkeypatch.setenv("CVX_MAX_POSTS_PER_USER", "5")
+    run = tmp_path / "run"
+    assert main(["train", str(data_file), "--out", str(run), "--epochs", "1", "--hidden", "4", "--device", "cpu",
+                 "--quiet", "--no-attention"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"note: \d+ users have more than 5 posts .* last 5 posts \(--max-len", out)
+    assert json.loads((run / "config.json").read_text())["train_config"]["max_len"] == 5
+
+
+def test_ray_workers_are_capped_at_the_clusters_cpus():
+    assert limits.cap_workers(12, 2) == (2, "--workers 12 is more than the cluster's 2 CPUs; using 2")
+    assert limits.cap_workers(None, 4) == (4, None)
+    assert limits.cap_workers(3, 8) == (3, None)
+    with pytest.raises(BudgetError):
+        limits.cap_workers(0, 8)
+
+
+def test_a_local_ray_cluster_never_gets_more_cpus_than_the_machine():
+    from cvx_core.scale import ray_engine
+
+    with pytest.warns(UserWarning, match="using"):
+        n = ray_engine._local_cpus(10_000)
+    assert n == ray_engine._machine_cpus() <= (os.cpu_count() or 1)
+
+
+def _returns_within(seconds, fn):
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "blocked"
+    return box
+
+
+def test_a_json_file_must_be_a_regular_file_of_bounded_size(tmp_path, monkeypatch):
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    box = _returns_within(5, lambda: limits.read_json_file(fifo))
+    assert "not a regular file" in str(box["error"])
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="not a regular file"):
+        limits.read_json_file(zero)
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        limits.read_json_file(folder)
+    big = tmp_path / "big.json"
+    big.write_text("[" + "0," * 600_000 + "0]", encoding="utf-8")
+    monkeypatch.setenv("CVX_MAX_JSON_MB", "1")
+    with pytest.raises(BudgetError, match="CVX_MAX_JSON_MB"):
+        limits.read_json_file(big)
+    monkeypatch.delenv("CVX_MAX_JSON_MB")
+    assert len(limits.read_json_file(big)) == 600_001
+
+
+def test_a_run_whose_config_is_a_fifo_or_dev_zero_fails_at_once(tmp_path):
+    from cvx_core.learn.runs import RunError, load_run
+
+    for target in ("fifo", "zero"):
+        d = tmp_path / target
+        d.mkdir()
+        if target == "fifo":
+            os.mkfifo(d / "config.json")
+        else:
+            (d / "config.json").symlink_to("/dev/zero")
+        t0 = time.perf_counter()
+        box = _returns_within(10, lambda d=d: load_run(d))
+        assert isinstance(box["error"], RunError) and "not a regular file" in str(box["error"])
+        assert time.perf_counter() - t0 < 10
+
+
+def test_permutation_counts_are_capped_and_the_cap_is_configurable(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "run", "data", "--permutations", "2000000000"])
+    assert "100,000" in capsys.readouterr().err
+    monkeypatch.setenv("CVX_MAX_PERMUTATIONS", "10")
+    with pytest.raises(SystemExit):
+        main(["compare", "run", "data", "--permutations", "11"])
+    assert limits.check_permutations(10) == 10
+    with pytest.raises(BudgetError, match="CVX_MAX_PERMUTATIONS"):
+        limits.check_permutations(11)
+
+
+def test_every_budget_is_listed_with_its_default_and_variable_in_the_security_notes():
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Budgets"):]
+    for b in limits.BUDGETS:
+        assert b.env in section, b.env
+        assert f"{b.default:,}" in section or str(b.default) in section, (b.env, b.default)
+    assert "--workers" in section
