@@ -53,7 +53,11 @@ import pandas as pd
 
 from cvx_core.analysis.attribution import CohortAttribution
 from cvx_core.data.atomic import atomic_replace
-from cvx_core.data.io import FORMATS, PostTable, _looks_binary, load_trajectories, read_posts
+from cvx_core.data.columns import Column, RawTable, RowIndex
+from cvx_core.data.formats.arrow import arrow_column, is_number_list
+from cvx_core.data.formats.base import looks_binary
+from cvx_core.data.io import FORMATS, PostTable, load_trajectories, read_posts
+from cvx_core.data.parse import parse_table
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
@@ -106,19 +110,6 @@ class NotGroupedError(Exception):
     def __init__(self, user: str) -> None:
         super().__init__(f"user {user!r} appears again after other users' rows")
         self.user = user
-
-
-class _RowMap:
-    """Where row ``i`` of a piece of the input sits in the whole file: original 0-based row
-    ``rows[i]`` and, for text formats, file line ``lines[i]`` (used in messages)."""
-
-    def __init__(self, rows: np.ndarray, lines: np.ndarray | None) -> None:
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.lines = None if lines is None else np.asarray(lines, dtype=np.int64)
-
-    def where(self, i: int) -> str:
-        base = f"row {int(self.rows[i]) + 1}"
-        return base + ("" if self.lines is None else f" (line {int(self.lines[i])})")
 
 
 def _format_of(path: Path, format: str | None) -> str:
@@ -185,16 +176,7 @@ class _Piece:
     batch: Any = None
 
 
-def _has_fast_parquet() -> bool:
-    """The loader's Parquet column decoder is usable on record batches (its private helpers
-    exist with the expected shape); otherwise pieces go through ``read_posts`` as bytes."""
-    from cvx_core.data import io as _io
-
-    return all(hasattr(_io, n) for n in ("_arrow_column", "_Table", "_parse_posts", "_Col", "_is_number_list",
-                                         "_arrow_list_matrix"))
-
-
-_FAST_PARQUET = _has_fast_parquet()
+_FAST_PARQUET = True
 _ROW_RE = re.compile(r"\brow (\d+)")
 _LINE_RE = re.compile(r"\bline (\d+)")
 
@@ -221,17 +203,15 @@ def _parse_batch(batch: Any, fname: str, need_embeddings: bool) -> PostTable:
     ``read_posts`` does after reading a Parquet file's columns), without re-encoding it."""
     import pyarrow as pa
 
-    from cvx_core.data import io as _io
-
     n = batch.num_rows
     columns = {}
     for i, fld in enumerate(batch.schema):
         arr = pa.chunked_array([batch.column(i)])
-        if _io._is_number_list(fld.type):  # decoded straight into the [N, D] matrix, as the loader does
-            columns[fld.name] = _io._Col("list", _ListColumn(arr))
+        if is_number_list(fld.type):  # decoded straight into the [N, D] matrix, as the loader does
+            columns[fld.name] = Column("list", _ListColumn(arr))
         else:
-            columns[fld.name] = _io._arrow_column(arr, fld.name, fname, n)
-    return _io._parse_posts(_io._Table(columns, n), fname, need_embeddings=need_embeddings)
+            columns[fld.name] = arrow_column(arr, fld.name, fname, n)
+    return parse_table(RawTable(columns, n), fname, need_embeddings=need_embeddings)
 
 
 class _ListColumn:
@@ -262,7 +242,7 @@ def _parse(piece: _Piece, fname: str, fmt: str, need_embeddings: bool) -> PostTa
     if len(posts) != len(piece.rows):
         raise TrajectoryError(f"{fname}: a piece of {len(piece.rows)} rows read back as {len(posts)} rows; "
                               "is a CSV cell's quoting unbalanced?", file=fname)
-    return dataclasses.replace(posts, _table=_RowMap(piece.rows, piece.lines))
+    return dataclasses.replace(posts, rows=RowIndex(rows=piece.rows, lines=piece.lines))
 
 
 def _split_rows(block: bytes, fmt: str) -> list[bytes]:
@@ -357,7 +337,7 @@ def _pieces(path: Path, fmt: str, rows: int) -> Iterator[_Piece]:
         head = fh.read(4096)
         fh.seek(0)
         header = _read_header(fh) if fmt == "csv" else b""
-    if _looks_binary(head) or not head.strip():
+    if looks_binary(head) or not head.strip():
         yield _Piece(path.read_bytes(), np.arange(max(count_rows(path), 1)), None, lambda n: n)
         return
     recs: list[bytes] = []
@@ -395,8 +375,8 @@ def _slice(posts: PostTable, a: int, b: int) -> PostTable:
             changes[f.name] = v[a:b]
         elif isinstance(v, pd.DataFrame):
             changes[f.name] = v.iloc[a:b]
-        elif isinstance(v, _RowMap):
-            changes[f.name] = _RowMap(v.rows[a:b], None if v.lines is None else v.lines[a:b])
+        elif isinstance(v, RowIndex):
+            changes[f.name] = v.slice(a, b)
     return dataclasses.replace(posts, **changes)
 
 
@@ -413,9 +393,8 @@ def _concat(pieces: Sequence[PostTable]) -> PostTable:
             changes[f.name] = np.concatenate(parts)
         elif isinstance(v, pd.DataFrame):
             changes[f.name] = pd.concat(parts, ignore_index=True)
-        elif isinstance(v, _RowMap):
-            changes[f.name] = _RowMap(np.concatenate([p.rows for p in parts]),
-                                      None if v.lines is None else np.concatenate([p.lines for p in parts]))
+        elif isinstance(v, RowIndex):
+            changes[f.name] = RowIndex.concat(parts, [len(p) for p in pieces])
     return dataclasses.replace(first, **changes)
 
 
@@ -429,7 +408,7 @@ def _check_dim(posts: PostTable, dim: list[int]) -> None:
         raise TrajectoryError(
             f"{posts.file}: {posts.where(0)}, column 'embedding': {d} values, but earlier rows have {dim[0]}; "
             "expected the same dimension on every row", file=posts.file,
-            row=int(posts._table.rows[0]) + 1, column="embedding")  # type: ignore[attr-defined]
+            row=posts.rows.number(0), column="embedding")
 
 
 def _to_set(posts: PostTable, need_embeddings: bool) -> TrajectorySet:
@@ -443,7 +422,7 @@ def _to_set(posts: PostTable, need_embeddings: bool) -> TrajectorySet:
         i = int(empty[0])
         raise TrajectoryError(
             f"{posts.file}: {posts.where(i)}, column 'text': empty or missing text; expected the post's text",
-            file=posts.file, row=int(posts._table.rows[i]) + 1, column="text")  # type: ignore[attr-defined]
+            file=posts.file, row=posts.rows.number(i), column="text")
     # a table of texts (for ``embed``): placeholder one-dimensional embeddings
     return posts.to_set(np.zeros((len(posts), 1), dtype=np.float32))
 

@@ -617,7 +617,7 @@ def test_memory_error_while_decoding_becomes_a_trajectory_error(monkeypatch):
     def boom(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(io_mod, "_read_csv", boom)
+    monkeypatch.setattr(io_mod, "read_csv", boom)
     e = _err(b"user_id,timestamp,e0\nu,2024-01-01,1\n", "oom.csv")
     assert "out of memory" in str(e)
 
