@@ -103,13 +103,53 @@ class Column:
 
 
 @dataclass
+class FileRules:
+    """What the batches of one file must agree on, carried from batch to batch (one object
+    per file, updated as batches are parsed; the whole-file loader uses one batch).
+
+    ``id_kinds``: each text id's Python type (``int`` or ``str``) so that the number ``1``
+    and the text ``"1"`` are never one user; ``offset_kind``: whether the first time had a
+    UTC offset, and where it was; ``width``: the list embedding's D; ``columns``: the
+    columns seen so far (JSON Lines records may differ in keys); ``first``: the file's first
+    row, re-checked when a later batch brings a new column; ``rows``: rows parsed so far.
+    """
+
+    id_kinds: dict[str, type] = field(default_factory=dict)
+    offset_kind: tuple[bool, str] | None = None
+    width: int | None = None
+    columns: list[str] | None = None
+    first: "RawTable | None" = None
+    rows: int = 0
+
+
+@dataclass
 class RawTable:
-    """A table as a format reader returns it: columns by name, the row count ``n`` and where
-    its rows sit in the file (``rows``)."""
+    """A table as a format reader returns it: columns by name, the row count ``n``, where
+    its rows sit in the file (``rows``) and the file-wide rules it is checked against."""
 
     columns: dict[str, Column]
     n: int
     rows: RowIndex = field(default_factory=RowIndex)
+    rules: FileRules = field(default_factory=FileRules)
+
+    def take(self, index: np.ndarray) -> "RawTable":
+        """Rows ``index`` (0-based) of a table read whole (not for Arrow ``list`` columns)."""
+        idx = np.asarray(index, dtype=np.int64)
+        cols = {
+            k: Column(c.kind, c.values[idx], None if c.mask is None else c.mask[idx]) for k, c in self.columns.items()
+        }
+        return RawTable(cols, len(idx), self.rows.take(idx), self.rules)
+
+    def with_columns(self, names: list[str]) -> "RawTable":
+        """The table with columns ``names`` in that order; a name it lacks becomes a column of
+        absent cells (``None``, as a JSON Lines record without that key)."""
+        cols = {}
+        for k in names:
+            if k in self.columns:
+                cols[k] = self.columns[k]
+            else:
+                cols[k] = Column("json", np.full(self.n, None, dtype=object))
+        return RawTable(cols, self.n, self.rows, self.rules)
 
     def where(self, i: int) -> str:
         """Human description of 0-based row ``i``."""
@@ -153,7 +193,10 @@ def e_columns(cols: list[str], fname: str) -> list[str]:
 
 
 # ---- embeddings -----------------------------------------------------------------------------
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*|\s*[+-]?(?:nan|inf|infinity)\s*", re.I)
+# ASCII only: a Unicode digit ('٣') or space is not part of a number here
+_NUMBER = re.compile(
+    r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*|\s*[+-]?(?:nan|inf|infinity)\s*", re.I | re.ASCII
+)
 
 
 def number(v: Any) -> float | None:
@@ -219,12 +262,12 @@ def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
             column="embedding",
         )
     values = col.values.tolist()
-    width: int | None = None
-    out: np.ndarray | None = None
+    width = table.rules.width
+    out = None if width is None else np.empty((len(values), width), dtype=np.float64)
     for i, cell in enumerate(values):
         vec = _parse_vector(cell, table, fname, i)
         if width is None:
-            width = vec.shape[0]
+            width = table.rules.width = vec.shape[0]
             if width == 0:
                 raise TrajectoryError(
                     f"{fname}: {table.where(i)}, column 'embedding': the embedding is empty; expected D >= 1 numbers",
@@ -263,7 +306,7 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
     vt = arr.type.value_type
     out_dtype = np.float32 if pa.types.is_float32(vt) else np.float64
     out: np.ndarray | None = None
-    width = -1
+    width = -1 if table.rules.width is None else table.rules.width
     pos = 0
     for c in arr.chunks():
         if c.null_count:
@@ -274,7 +317,7 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
         else:
             lengths = c.value_lengths().to_numpy(zero_copy_only=False)
         if width < 0 and len(c):
-            width = int(lengths[0])
+            width = table.rules.width = int(lengths[0])
             if width == 0:
                 raise err(pos, "the embedding is empty")
         if (lengths != width).any():
@@ -312,7 +355,7 @@ def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
             parsed = json.loads(text)
         except (json.JSONDecodeError, ValueError, RecursionError):
             # whitespace- or comma-separated numbers without brackets
-            parsed = [p for p in re.split(r"[,\s]+", text.strip("[]() ")) if p]
+            parsed = [p for p in re.split(r"[,\s]+", text.strip("[]() "), flags=re.ASCII) if p]
         cell = parsed
     if not isinstance(cell, (list, tuple, np.ndarray)):
         raise bad(f"{show(cell)} is not a list of numbers")
@@ -390,7 +433,7 @@ def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
         raise fail(0, f"ids are {kind_name(col)}")
     values = col.values.tolist()
     out = np.empty(len(values), dtype=object)
-    seen: dict[str, type] = {}
+    seen = table.rules.id_kinds  # file-wide: earlier batches' ids count too
     for i, v in enumerate(values):
         if isinstance(v, str):
             if not v.strip():
@@ -417,7 +460,7 @@ def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
 
 
 # ---- labels and texts -----------------------------------------------------------------------
-_INT_TEXT = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*")
+_INT_TEXT = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*", re.ASCII)
 
 
 def parse_labels(col: Column, table: RawTable, fname: str) -> tuple[np.ndarray, np.ndarray]:

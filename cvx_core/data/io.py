@@ -40,24 +40,17 @@ from typing import Any
 import numpy as np
 
 from cvx_core.data.atomic import atomic_replace
-from cvx_core.data.formats.base import (
-    FORMATS,
-    DecodedSizeError,
-    Source,
-    check_text_budget,
-    detect_format,
-    read_source,
-)
-from cvx_core.data.formats.csv import read_csv
-from cvx_core.data.formats.jsonl import read_jsonl
-from cvx_core.data.formats.npz import read_npz
-from cvx_core.data.formats.parquet import read_parquet
-from cvx_core.data.parse import PostTable, parse_table
+from cvx_core.data.formats.base import FORMATS, DecodedSizeError, Source, detect_format, read_source
+from cvx_core.data.formats.dispatch import read_table
+from cvx_core.data.parse import FileRules, PostTable, RowIndex, parse_posts
 from cvx_core.data.trajectory import DATETIME_DTYPE, TrajectorySet, TrajectoryError
 
 __all__ = [
     "load_trajectories",
     "read_posts",
+    "parse_posts",
+    "FileRules",
+    "RowIndex",
     "PostTable",
     "save_trajectories",
     "FORMATS",
@@ -92,8 +85,6 @@ def load_trajectories(
     ).to_set()
 
 
-
-
 def read_posts(
     source: Source,
     *,
@@ -110,38 +101,22 @@ def read_posts(
         fname = name or Path(source).name
         if detect_format(fname, format) == "parquet" and Path(source).stat().st_size > 0:
             # read from the file column by column: the compressed bytes never sit in memory whole
-            try:
-                table = read_parquet(Path(source), fname, max_decoded_bytes)
-                return parse_table(table, fname, need_embeddings=need_embeddings)
-            except MemoryError:
-                raise _out_of_memory(fname) from None
+            return _parse(Path(source), fname, "parquet", need_embeddings, max_decoded_bytes)
     data, fname = read_source(source, name)
-    fmt = detect_format(fname, format)
-    if len(data) == 0:
-        raise TrajectoryError(f"{fname}: the file is empty (0 bytes); expected a {fmt} table of posts", file=fname)
+    return _parse(data, fname, detect_format(fname, format), need_embeddings, max_decoded_bytes)
+
+
+def _parse(data: bytes | Path, fname: str, fmt: str, need_embeddings: bool, budget: int | None) -> PostTable:
     try:
-        if fmt == "npz":
-            table = read_npz(data, fname, max_decoded_bytes)
-        elif fmt == "parquet":
-            table = read_parquet(data, fname, max_decoded_bytes)
-        elif fmt == "csv":
-            check_text_budget(data, fname, max_decoded_bytes)
-            table = read_csv(data, fname)
-        else:
-            check_text_budget(data, fname, max_decoded_bytes)
-            table = read_jsonl(data, fname)
-        del data
-        return parse_table(table, fname, need_embeddings=need_embeddings)
+        table = read_table(data, fname, fmt, budget)
     except MemoryError:
-        raise _out_of_memory(fname) from None
-
-
-def _out_of_memory(fname: str) -> TrajectoryError:
-    return TrajectoryError(
-        f"{fname}: ran out of memory decoding this file; it is larger than this machine can load "
-        "(split it, or load it on a machine with more memory)",
-        file=fname,
-    )
+        raise TrajectoryError(
+            f"{fname}: ran out of memory decoding this file; it is larger than this machine can load "
+            "(split it, or load it on a machine with more memory)",
+            file=fname,
+        ) from None
+    del data
+    return parse_posts(table, source=fname, need_embeddings=need_embeddings)
 
 
 def save_trajectories(trajectories: TrajectorySet, path: str | os.PathLike) -> Path:

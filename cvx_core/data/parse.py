@@ -12,6 +12,7 @@ import pandas as pd
 from cvx_core.data.columns import (
     KNOWN_COLUMNS,
     Column,
+    FileRules,
     RawTable,
     RowIndex,
     check_user_label,
@@ -25,7 +26,7 @@ from cvx_core.data.columns import (
 from cvx_core.data.times import parse_timestamps
 from cvx_core.data.trajectory import DATETIME_DTYPE, Trajectory, TrajectoryError, TrajectorySet
 
-__all__ = ["PostTable", "parse_table", "group_posts"]
+__all__ = ["PostTable", "FileRules", "RowIndex", "parse_posts", "parse_table", "group_posts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +57,59 @@ class PostTable:
     def where(self, i: int) -> str:
         return self.rows.where(i)
 
+    def slice(self, a: int, b: int) -> "PostTable":
+        """Rows ``a:b`` (their row numbers in the file kept)."""
+
+        def cut(v: np.ndarray | None) -> np.ndarray | None:
+            return None if v is None else v[a:b]
+
+        return PostTable(
+            file=self.file,
+            user_ids=self.user_ids[a:b],
+            datetimes=self.datetimes[a:b],
+            labels=cut(self.labels),
+            texts=cut(self.texts),
+            embeddings=cut(self.embeddings),
+            extra=self.extra.iloc[a:b],
+            rows=self.rows.slice(a, b),
+            label_present=cut(self.label_present),
+        )
+
+    @staticmethod
+    def concat(parts: list["PostTable"]) -> "PostTable":
+        """Batches of one file, one after the other. A batch without labels (or texts)
+        next to one with them has no label on its rows (empty texts), as in the whole file."""
+        if len(parts) == 1:
+            return parts[0]
+        sizes = [len(p) for p in parts]
+        labels = present = texts = None
+        if any(p.labels is not None for p in parts):
+            labels = np.concatenate([p.labels if p.labels is not None else np.zeros(n, np.int64) for p, n in zip(parts, sizes)])
+            present = np.concatenate(
+                [
+                    (p.label_present if p.label_present is not None else np.ones(n, bool))
+                    if p.labels is not None
+                    else np.zeros(n, bool)
+                    for p, n in zip(parts, sizes)
+                ]
+            )
+        if any(p.texts is not None for p in parts):
+            texts = np.concatenate([p.texts if p.texts is not None else np.full(n, "", dtype=object) for p, n in zip(parts, sizes)])
+        embeddings = None
+        if all(p.embeddings is not None for p in parts):
+            embeddings = np.concatenate([p.embeddings for p in parts])
+        return PostTable(
+            file=parts[0].file,
+            user_ids=np.concatenate([p.user_ids for p in parts]),
+            datetimes=np.concatenate([p.datetimes for p in parts]),
+            labels=labels,
+            texts=texts,
+            embeddings=embeddings,
+            extra=pd.concat([p.extra for p in parts], ignore_index=True),
+            rows=RowIndex.concat([p.rows for p in parts], sizes),
+            label_present=present,
+        )
+
     def to_set(self, embeddings: np.ndarray | None = None) -> TrajectorySet:
         """Group the rows into trajectories (users in order of first row, posts stably by
         time). ``embeddings`` ``[N, D]`` (row order of this table) replaces the table's own,
@@ -71,6 +125,89 @@ class PostTable:
         if matrix.ndim != 2 or matrix.shape[0] != len(self):
             raise ValueError(f"embeddings must be [N={len(self)}, D]; got {tuple(matrix.shape)}")
         return group_posts(self, matrix)
+
+def parse_posts(
+    data: Any,
+    *,
+    source: str,
+    row_offset: int = 0,
+    rows: RowIndex | None = None,
+    rules: FileRules | None = None,
+    format: str | None = None,
+    need_embeddings: bool = True,
+) -> PostTable:
+    """Validate one table of posts, or one batch of a larger file, into a :class:`PostTable`.
+
+    Args:
+        data: a ``pyarrow.Table`` or ``RecordBatch``, a :class:`RawTable` from a format
+            reader (its own row numbers are kept unless ``row_offset``/``rows`` is given), or
+            the bytes of a whole file in ``format`` (``"csv" | "jsonl" | "parquet" | "npz"``).
+        source: the file name used in messages and in :class:`TrajectoryError` ``.file``.
+        row_offset: rows of the file before this batch (its first row is ``row_offset + 1``).
+        rows: instead, each row's 0-based row (and line) in the file, for a regrouped piece.
+        rules: the file's :class:`FileRules`; pass the same object for every batch of one
+            file, in file order, so that file-wide rules hold across batches (id kinds,
+            with/without UTC offset, the embedding's layout and D, JSON Lines keys).
+        need_embeddings: ``False`` accepts a table of texts with no embedding.
+
+    Every message names the row as the whole file counts it. Raises :class:`TrajectoryError`.
+    """
+    import pyarrow as pa
+
+    from cvx_core.data.formats.arrow import arrow_table
+
+    index = rows if rows is not None else RowIndex(offset=row_offset)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        from cvx_core.data.formats.base import detect_format
+        from cvx_core.data.formats.dispatch import read_table
+
+        try:
+            data = read_table(bytes(data), source, detect_format(source, format))
+        except MemoryError:
+            raise _out_of_memory(source) from None
+    if isinstance(data, (pa.Table, pa.RecordBatch)):
+        table = arrow_table(data, source, index)
+    elif isinstance(data, RawTable):
+        table = data if rows is None and row_offset == 0 else RawTable(data.columns, data.n, index, data.rules)
+    else:
+        raise TypeError(f"parse_posts: expected a pyarrow Table or RecordBatch, a RawTable or bytes; got {type(data).__name__}")
+    table.rules = rules if rules is not None else FileRules()
+    table = _agree_on_columns(table, source, need_embeddings)
+    try:
+        posts = parse_table(table, source, need_embeddings=need_embeddings)
+    except MemoryError:
+        raise _out_of_memory(source) from None
+    table.rules.rows += table.n
+    return posts
+
+
+def _out_of_memory(fname: str) -> TrajectoryError:
+    return TrajectoryError(
+        f"{fname}: ran out of memory decoding this file; it is larger than this machine can load "
+        "(split it, or load it on a machine with more memory)",
+        file=fname,
+    )
+
+
+def _agree_on_columns(table: RawTable, fname: str, need_embeddings: bool) -> RawTable:
+    """A batch with the file's columns so far (JSON Lines records may lack keys: absent
+    cells). A column first seen in a later batch was absent from every earlier row, so the
+    file's first row is checked again with it, as the whole-file loader would see that row."""
+    rules = table.rules
+    if rules.columns is None:
+        rules.columns = list(table.columns)
+        if table.n and all(c.kind in ("text", "json", "array", "datetime") for c in table.columns.values()):
+            rules.first = table.take(np.arange(1))
+        return table
+    new = [c for c in table.columns if c not in rules.columns]
+    if new:
+        rules.columns = rules.columns + new
+        if rules.first is not None:
+            probe = rules.first.with_columns(rules.columns)
+            probe.rules = FileRules()
+            parse_table(probe, fname, need_embeddings=need_embeddings)
+    return table if list(table.columns) == rules.columns else table.with_columns(rules.columns)
+
 
 def parse_table(table: RawTable, fname: str, *, need_embeddings: bool) -> PostTable:
     if table.n == 0:

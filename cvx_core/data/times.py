@@ -31,7 +31,8 @@ MAX_US = (_dt.date(9999, 12, 31).toordinal() - EPOCH_ORDINAL + 1) * 86_400 * US 
 _ISO = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
     r"(?:[Tt ](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
-    r"\s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?"
+    r"\s*(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?",
+    re.ASCII,  # a Unicode digit ('٣') is not a digit of a date
 )
 
 
@@ -105,13 +106,13 @@ def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
     elif col.kind in ("text", "json"):
         us = np.empty(n, dtype=np.int64)
         cache: dict[str, tuple[int, bool] | str] = {}
-        aware_first: tuple[bool, int] | None = None
+        aware_first = table.rules.offset_kind  # file-wide: set by the file's first time
         for i, v in enumerate(col.values.tolist()):
             if v is None or (isinstance(v, str) and not v.strip()):
                 raise fail(i, v, "is missing")
             if isinstance(v, str):
                 stripped = v.strip()
-                if re.fullmatch(r"[+-]?\d+(\.\d*)?", stripped):
+                if re.fullmatch(r"[+-]?\d+(\.\d*)?", stripped, re.ASCII):
                     raise fail(
                         i,
                         v,
@@ -125,13 +126,13 @@ def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
                     raise fail(i, v, got)
                 value, aware = got
                 if aware_first is None:
-                    aware_first = (aware, i)
+                    aware_first = table.rules.offset_kind = (aware, table.where(i))
                 elif aware != aware_first[0]:
                     a, b = ("has", "has no") if aware else ("has no", "has")
                     raise fail(
                         i,
                         v,
-                        f"{a} UTC offset but {table.where(aware_first[1])} {b}; a file must give every "
+                        f"{a} UTC offset but {aware_first[1]} {b}; a file must give every "
                         "time with an offset or none",
                     )
             elif isinstance(v, bool):

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from cvx_core.data.columns import Column, RowIndex
+from cvx_core.data.columns import Column, RawTable, RowIndex
+from cvx_core.data.formats.base import duplicate_name
 from cvx_core.data.times import arrow_times_us
+from cvx_core.data.trajectory import TrajectoryError
 
-__all__ = ["arrow_column", "is_number_list"]
+__all__ = ["arrow_column", "arrow_table", "is_number_list", "ArrowListColumn"]
 
 
 def is_number_list(typ: Any) -> bool:
@@ -63,3 +65,43 @@ def arrow_column(arr: Any, name: str, fname: str, n: int, rows: RowIndex | None 
     values = np.empty(n, dtype=object)
     values[:] = arr.to_pylist()
     return Column("json", values)
+
+
+class ArrowListColumn:
+    """An Arrow list-of-numbers column held in memory, in the shape the list decoder reads
+    (``chunks()`` in row order, ``type``, ``len``, ``to_pylist()``)."""
+
+    def __init__(self, arr: Any) -> None:
+        import pyarrow as pa
+
+        self.arr = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
+        self.type = self.arr.type
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def chunks(self, rows: int = 32_768) -> Any:
+        yield from self.arr.chunks
+
+    def to_pylist(self) -> list[Any]:
+        return self.arr.to_pylist()
+
+
+def arrow_table(data: Any, fname: str, rows: RowIndex) -> RawTable:
+    """A ``pyarrow.Table`` or ``RecordBatch`` -> a :class:`RawTable` (lists of numbers stay
+    Arrow and are decoded straight into ``[N, D]``; other columns as :func:`arrow_column`)."""
+    import pyarrow as pa
+
+    names = [str(n) for n in data.schema.names]
+    dup = duplicate_name(names)
+    if dup is not None:
+        raise TrajectoryError(f"{fname}: column {dup!r} appears twice; expected each column once", file=fname, column=dup)
+    n = data.num_rows
+    columns: dict[str, Column] = {}
+    for name, fld, arr in zip(names, data.schema, data.columns):
+        chunked = arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr], type=fld.type)
+        if is_number_list(fld.type):
+            columns[name] = Column("list", ArrowListColumn(chunked))
+        else:
+            columns[name] = arrow_column(chunked, name, fname, n, rows)
+    return RawTable(columns, n, rows)
