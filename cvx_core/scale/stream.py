@@ -391,12 +391,13 @@ def embed_stream(
     to Parquet ``out`` in :func:`cvx_core.save_trajectories`' layout, chunk by chunk: the
     streamed :func:`cvx_core.data.text.embed_posts`. The encoder (``None``: the packaged
     MiniLM) is loaded once; ``cache`` as in :func:`cvx_core.data.text.embed_texts`."""
-    from cvx_core.data.text import _open_cache, embed_texts, load_encoder
+    from cvx_core.data.text import EmbeddingCache, embed_texts, load_encoder
 
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     enc = load_encoder(encoder)
-    store, owned = _open_cache(cache)
+    owned = cache is not None and not isinstance(cache, EmbeddingCache)  # a path: opened once, closed here
+    store = EmbeddingCache(cache) if owned else cache
 
     def job(grouped: bool) -> StreamResult:
         stats = {"posts": 0, "chunks": 0}
