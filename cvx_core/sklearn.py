@@ -19,7 +19,6 @@ Inputs ``X`` (one user per sample):
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,17 +58,44 @@ def _validated(est: BaseEstimator, X: Any, *, reset: bool) -> Any:
     return validate_data(est, X, reset=reset, allow_nd=True, dtype=np.float64)
 
 
+def _frame_to_set(frame: pd.DataFrame) -> TrajectorySet:
+    """A long DataFrame of posts -> TrajectorySet through the loader's parser (as Arrow, no
+    file round trip); a column that mixes types is refused naming it."""
+    import pyarrow as pa
+
+    from cvx_core.data.parse import parse_posts
+    from cvx_core.data.trajectory import TrajectoryError
+
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        column = next((str(c) for c in frame.columns if not _arrow_ok(frame[c])), None)
+        raise TrajectoryError(
+            f"DataFrame: column {column!r} does not hold one type ({str(exc).splitlines()[0]}); expected one type "
+            "per column",
+            file="DataFrame",
+            column=column,
+        ) from None
+    return parse_posts(table, source="DataFrame").to_set()
+
+
+def _arrow_ok(series: pd.Series) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.Array.from_pandas(series)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
 def as_trajectory_set(X: Any, y: Any = None, *, time_unit: str = "days") -> TrajectorySet:
     """``X`` (see the module docstring) -> TrajectorySet; ``y [N]`` (integer class indices)
     becomes the labels. Array series get one post per ``time_unit``."""
     if isinstance(X, TrajectorySet):
         ts = X
     elif isinstance(X, pd.DataFrame):
-        from cvx_core.data.io import load_trajectories
-
-        buf = io.BytesIO()
-        X.to_parquet(buf, index=False)
-        ts = load_trajectories(buf.getvalue(), name="DataFrame.parquet")
+        ts = _frame_to_set(X)
     elif isinstance(X, Sequence) and len(X) and all(isinstance(t, Trajectory) for t in X):
         ts = TrajectorySet(list(X))
     else:

@@ -612,12 +612,12 @@ def test_an_npz_header_claiming_80_terabytes_is_refused_without_allocating():
 
 
 def test_memory_error_while_decoding_becomes_a_trajectory_error(monkeypatch):
-    import cvx_core.data.io as io_mod
+    import cvx_core.data.formats.dispatch as dispatch
 
     def boom(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(io_mod, "_read_csv", boom)
+    monkeypatch.setattr(dispatch, "read_csv", boom)
     e = _err(b"user_id,timestamp,e0\nu,2024-01-01,1\n", "oom.csv")
     assert "out of memory" in str(e)
 

@@ -1,0 +1,591 @@
+"""Column rules: one validator per known column (ids, labels, texts, embeddings), on columns
+as read by a format reader (:class:`Column` in a :class:`RawTable`).
+
+Every refusal raises :class:`TrajectoryError` naming the file, the row as the whole file
+counts it (:class:`RowIndex`: a table may be one batch of a larger file) and the column.
+Numbers are ASCII only: a Unicode digit (``'١'``) is not a digit here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cvx_core.data.trajectory import TrajectoryError
+
+__all__ = [
+    "Column",
+    "RawTable",
+    "RowIndex",
+    "E_COL",
+    "KNOWN_COLUMNS",
+    "INT64_MAX",
+    "show",
+    "kind_name",
+    "number",
+    "e_columns",
+    "embedding_matrix",
+    "finite_float32",
+    "parse_user_ids",
+    "parse_labels",
+    "parse_texts",
+    "check_user_label",
+]
+
+E_COL = re.compile(r"^e(\d+)$", re.ASCII)
+KNOWN_COLUMNS = ("user_id", "timestamp", "label", "text", "embedding")
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """Where each row of a table sits in its file, for messages and ``TrajectoryError.row``.
+
+    Row ``i`` (0-based in the table) is file row ``offset + i + 1`` (1-based, as a person
+    counts data rows), or ``rows[i] + 1`` when ``rows`` (0-based file rows ``[n]``) is given
+    (a regrouped piece); ``lines`` ``[n]`` are the rows' first lines in a text file.
+    """
+
+    offset: int = 0
+    rows: np.ndarray | None = None
+    lines: np.ndarray | None = None
+
+    def number(self, i: int) -> int:
+        """1-based file row of table row ``i``."""
+        return int(self.rows[i]) + 1 if self.rows is not None else self.offset + int(i) + 1
+
+    def where(self, i: int) -> str:
+        """Human description of table row ``i``: ``row 7`` or ``row 7 (line 9)``."""
+        base = f"row {self.number(i)}"
+        return base if self.lines is None else f"{base} (line {int(self.lines[i])})"
+
+    def take(self, index: np.ndarray) -> "RowIndex":
+        """The rows at ``index`` (0-based table rows), in that order."""
+        idx = np.asarray(index, dtype=np.int64)
+        rows = self.rows[idx] if self.rows is not None else idx + self.offset
+        return RowIndex(rows=rows, lines=None if self.lines is None else self.lines[idx])
+
+    def slice(self, a: int, b: int) -> "RowIndex":
+        """Table rows ``a:b``."""
+        if self.rows is None:
+            return RowIndex(offset=self.offset + a, lines=None if self.lines is None else self.lines[a:b])
+        return RowIndex(rows=self.rows[a:b], lines=None if self.lines is None else self.lines[a:b])
+
+    @staticmethod
+    def concat(parts: list["RowIndex"], sizes: list[int]) -> "RowIndex":
+        """Parts of ``sizes`` rows each, one after the other."""
+        rows = np.concatenate([p.rows if p.rows is not None else np.arange(n) + p.offset for p, n in zip(parts, sizes)])
+        lines = None
+        if all(p.lines is not None for p in parts):
+            lines = np.concatenate([p.lines for p in parts])
+        return RowIndex(rows=rows.astype(np.int64), lines=lines)
+
+
+@dataclass
+class Column:
+    """One column as read, before validation.
+
+    ``kind``: ``"text"`` (CSV: str cells, '' for empty), ``"json"`` (Python objects from
+    JSON, None for absent), ``"array"`` (a typed NumPy array from Parquet/.npz, with
+    ``mask`` True on nulls), ``"datetime"`` (int64 microseconds, already exact),
+    ``"matrix"`` (an embedding matrix ``[N, D]`` read whole), ``"list"`` (an Arrow list
+    column of numbers, decoded straight into ``[N, D]``).
+    """
+
+    kind: str
+    values: Any
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class FileRules:
+    """What the batches of one file must agree on, carried from batch to batch (one object
+    per file, updated as batches are parsed; the whole-file loader uses one batch).
+
+    ``id_kinds``: each text id's Python type (``int`` or ``str``) so that the number ``1``
+    and the text ``"1"`` are never one user; ``offset_kind``: whether the first time had a
+    UTC offset, and where it was; ``width``: the list embedding's D; ``columns``: the
+    columns seen so far (JSON Lines records may differ in keys); ``first``: the file's first
+    row, re-checked when a later batch brings a new column; ``rows``: rows parsed so far.
+    """
+
+    id_kinds: dict[str, type] = field(default_factory=dict)
+    offset_kind: tuple[bool, str] | None = None
+    width: int | None = None
+    columns: list[str] | None = None
+    first: "RawTable | None" = None
+    rows: int = 0
+
+
+@dataclass
+class RawTable:
+    """A table as a format reader returns it: columns by name, the row count ``n``, where
+    its rows sit in the file (``rows``) and the file-wide rules it is checked against."""
+
+    columns: dict[str, Column]
+    n: int
+    rows: RowIndex = field(default_factory=RowIndex)
+    rules: FileRules = field(default_factory=FileRules)
+
+    def take(self, index: np.ndarray) -> "RawTable":
+        """Rows ``index`` (0-based) of a table read whole (not for Arrow ``list`` columns)."""
+        idx = np.asarray(index, dtype=np.int64)
+        cols = {
+            k: Column(c.kind, c.values[idx], None if c.mask is None else c.mask[idx]) for k, c in self.columns.items()
+        }
+        return RawTable(cols, len(idx), self.rows.take(idx), self.rules)
+
+    def with_columns(self, names: list[str]) -> "RawTable":
+        """The table with columns ``names`` in that order; a name it lacks becomes a column of
+        absent cells (``None``, as a JSON Lines record without that key)."""
+        cols = {}
+        for k in names:
+            if k in self.columns:
+                cols[k] = self.columns[k]
+            else:
+                cols[k] = Column("json", np.full(self.n, None, dtype=object))
+        return RawTable(cols, self.n, self.rows, self.rules)
+
+    def where(self, i: int) -> str:
+        """Human description of 0-based row ``i``."""
+        return self.rows.where(i)
+
+    def row(self, i: int) -> int:
+        """1-based file row of 0-based row ``i``."""
+        return self.rows.number(i)
+
+
+def show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def e_columns(cols: list[str], fname: str) -> list[str]:
+    """The ``e0 … e{D-1}`` columns in index order; refuses gaps and names such as ``e01``."""
+    found: list[tuple[int, str]] = []
+    for c in cols:
+        m = E_COL.match(c)
+        if not m:
+            continue
+        if m.group(1) != str(int(m.group(1))):
+            raise TrajectoryError(
+                f"{fname}: column {c!r} is ambiguous (a leading zero); expected embedding columns named "
+                f"e0, e1, … without leading zeros",
+                file=fname,
+                column=c,
+            )
+        found.append((int(m.group(1)), c))
+    found.sort()
+    idx = [i for i, _ in found]
+    if idx and idx != list(range(len(idx))):
+        missing = sorted(set(range(max(idx) + 1)) - set(idx))
+        raise TrajectoryError(
+            f"{fname}: embedding columns must be e0 … e{max(idx)} without gaps; missing column 'e{missing[0]}'",
+            file=fname,
+            column=f"e{missing[0]}",
+        )
+    return [c for _, c in found]
+
+
+# ---- embeddings -----------------------------------------------------------------------------
+# ASCII only: a Unicode digit ('٣') or space is not part of a number here
+_NUMBER = re.compile(
+    r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*|\s*[+-]?(?:nan|inf|infinity)\s*", re.I | re.ASCII
+)
+
+
+def number(v: Any) -> float | None:
+    """A JSON/CSV cell -> float, or None when it is not a number (bool is not a number)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf
+    if isinstance(v, str) and _NUMBER.fullmatch(v):
+        return float(v)
+    return None
+
+
+def embedding_matrix(table: RawTable, ecols: list[str], fname: str) -> tuple[np.ndarray, str]:
+    if "embedding" in table.columns:
+        return _list_column(table.columns["embedding"], table, fname), "embedding"
+    out = np.empty((table.n, len(ecols)), dtype=np.float64)
+    for j, c in enumerate(ecols):
+        col = table.columns[c]
+        if col.kind == "array" and col.values.dtype.kind in "iuf" and col.values.dtype != np.float16:
+            vals = col.values.astype(np.float64)
+            if col.mask is not None:
+                vals[col.mask] = np.nan
+            out[:, j] = vals
+            continue
+        if col.kind not in ("text", "json"):
+            raise TrajectoryError(
+                f"{fname}: column {c!r} holds {kind_name(col)}; expected numbers", file=fname, column=c
+            )
+        for i, v in enumerate(col.values.tolist()):
+            if v is None or (col.kind == "text" and v.strip() == ""):
+                out[i, j] = np.nan  # refused as "not finite" with its row and column
+                continue
+            x = number(v)
+            if x is None:
+                raise TrajectoryError(
+                    f"{fname}: {table.where(i)}, column '{c}': {show(v)} is not a number; "
+                    "expected a finite embedding value",
+                    file=fname,
+                    row=table.row(i),
+                    column=c,
+                )
+            out[i, j] = x
+    return out, f"e0 … e{len(ecols) - 1}"
+
+
+def kind_name(col: Column) -> str:
+    if col.kind == "array":
+        return f"values of type {col.values.dtype}"
+    return {"datetime": "datetimes", "list": "lists", "matrix": "a matrix"}.get(col.kind, col.kind)
+
+
+def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
+    if col.kind == "list":
+        return _arrow_list_matrix(col.values, table, fname)
+    if col.kind not in ("text", "json"):
+        raise TrajectoryError(
+            f"{fname}: column 'embedding' holds {kind_name(col)}; expected a list of numbers per row",
+            file=fname,
+            column="embedding",
+        )
+    values = col.values.tolist()
+    width = table.rules.width
+    out = None if width is None else np.empty((len(values), width), dtype=np.float64)
+    for i, cell in enumerate(values):
+        vec = _parse_vector(cell, table, fname, i)
+        if width is None:
+            width = table.rules.width = vec.shape[0]
+            if width == 0:
+                raise TrajectoryError(
+                    f"{fname}: {table.where(i)}, column 'embedding': the embedding is empty; expected D >= 1 numbers",
+                    file=fname,
+                    row=table.row(i),
+                    column="embedding",
+                )
+            out = np.empty((len(values), width), dtype=np.float64)
+        elif vec.shape[0] != width:
+            raise TrajectoryError(
+                f"{fname}: {table.where(i)}, column 'embedding': has {vec.shape[0]} values, expected {width} "
+                "like the rows before it",
+                file=fname,
+                row=table.row(i),
+                column="embedding",
+            )
+        out[i] = vec  # type: ignore[index]
+    assert out is not None
+    return out
+
+
+def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
+    """An Arrow list column of numbers -> ``[N, D]`` without per-row Python objects (the
+    values buffer is used in place when it is already float32/float64)."""
+    import pyarrow as pa
+
+    def err(i: int, what: str) -> TrajectoryError:
+        return TrajectoryError(
+            f"{fname}: {table.where(i)}, column 'embedding': {what}; expected a list of numbers like [0.1, -0.2, …]",
+            file=fname,
+            row=table.row(i),
+            column="embedding",
+        )
+
+    n = len(arr)
+    vt = arr.type.value_type
+    out_dtype = np.float32 if pa.types.is_float32(vt) else np.float64
+    out: np.ndarray | None = None
+    width = -1 if table.rules.width is None else table.rules.width
+    pos = 0
+    for c in arr.chunks():
+        if c.null_count:
+            i = int(np.flatnonzero(c.is_null().to_numpy(zero_copy_only=False))[0])
+            raise err(pos + i, "the embedding is missing")
+        if pa.types.is_fixed_size_list(c.type):
+            lengths = np.full(len(c), c.type.list_size)
+        else:
+            lengths = c.value_lengths().to_numpy(zero_copy_only=False)
+        if width < 0 and len(c):
+            width = table.rules.width = int(lengths[0])
+            if width == 0:
+                raise err(pos, "the embedding is empty")
+        if (lengths != width).any():
+            i = int(np.flatnonzero(lengths != width)[0])
+            raise err(pos + i, f"has {int(lengths[i])} values, expected {width} like the rows before it")
+        flat = c.flatten()
+        if flat.null_count:
+            j = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+            raise err(pos + j // width, f"position {j % width} is missing (not finite)")
+        vals = flat.to_numpy(zero_copy_only=False).reshape(len(c), width)
+        if out is None:
+            out = np.empty((n, width), dtype=out_dtype)
+        out[pos : pos + len(c)] = vals
+        pos += len(c)
+        del flat, vals, c
+    if out is None:
+        raise err(0, "the embedding is empty")
+    return out
+
+
+def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
+    def bad(what: str) -> TrajectoryError:
+        return TrajectoryError(
+            f"{fname}: {table.where(i)}, column 'embedding': {what}; expected a list of numbers like [0.1, -0.2, …]",
+            file=fname,
+            row=table.row(i),
+            column="embedding",
+        )
+
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        raise bad("the embedding is missing")
+    if isinstance(cell, str):
+        text = cell.strip()
+        try:
+            parsed = json.loads(text)
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            # whitespace- or comma-separated numbers without brackets
+            parsed = [p for p in re.split(r"[,\s]+", text.strip("[]() "), flags=re.ASCII) if p]
+        cell = parsed
+    if not isinstance(cell, (list, tuple, np.ndarray)):
+        raise bad(f"{show(cell)} is not a list of numbers")
+    out = np.empty(len(cell), dtype=np.float64)
+    for k, v in enumerate(cell):
+        if isinstance(v, bool):
+            raise bad(f"position {k} is the boolean {v!r}, not a number")
+        if isinstance(v, (list, tuple, dict)):
+            raise bad(f"position {k} is nested ({show(v)}); expected a flat list")
+        x = number(v)
+        if x is None:
+            raise bad(f"{show(v)} at position {k} is not a number")
+        out[k] = x
+    return out
+
+
+def finite_float32(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: str) -> np.ndarray:
+    """``matrix`` as finite float32 ``[N, D]``; names the first non-finite or too-large value."""
+    if matrix.dtype == np.float32:
+        m32 = matrix
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            m32 = matrix.astype(np.float32)
+    finite = np.isfinite(m32)
+    if finite.all():
+        return m32
+    i, j = (int(x) for x in np.argwhere(~finite)[0])
+    column = emb_desc if emb_desc in ("embedding", "embeddings") else f"e{j}"
+    where = f"{table.where(i)}, column '{column}'" + (f" (position {j})" if column in ("embedding", "embeddings") else "")
+    value = matrix[i, j]
+    what = "is too large for float32" if np.isfinite(value) else "is not finite"
+    raise TrajectoryError(
+        f"{fname}: {where}: value {value} {what}; expected finite embedding values (no NaN or inf)",
+        file=fname,
+        row=table.row(i),
+        column=column,
+    )
+
+
+# ---- user ids -------------------------------------------------------------------------------
+def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
+    def fail(i: int, what: str) -> TrajectoryError:
+        return TrajectoryError(
+            f"{fname}: {table.where(i)}, column 'user_id': {what}; expected a non-empty text or integer id",
+            file=fname,
+            row=table.row(i),
+            column="user_id",
+        )
+
+    if col.kind == "array":
+        arr = col.values
+        if col.mask is not None and col.mask.any():
+            raise fail(int(np.flatnonzero(col.mask)[0]), "empty user id")
+        if arr.dtype.kind in "iu":
+            return np.array([str(v) for v in arr.tolist()], dtype=object)
+        if arr.dtype.kind == "U":
+            values = arr.tolist()
+        elif arr.dtype.kind == "S":
+            values = []
+            for i, raw in enumerate(arr.tolist()):
+                try:
+                    values.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise fail(i, f"{show(raw)} is not valid UTF-8") from None
+        else:
+            kind = "floats" if arr.dtype.kind == "f" else f"values of type {arr.dtype}"
+            raise fail(0, f"ids are {kind} ({show(arr[0])}); floats lose digits and 1.0 vs 1 is ambiguous")
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        for i, v in enumerate(values):
+            if not v.strip():
+                raise fail(i, "empty user id")
+        return out
+    if col.kind != "text" and col.kind != "json":
+        raise fail(0, f"ids are {kind_name(col)}")
+    values = col.values.tolist()
+    out = np.empty(len(values), dtype=object)
+    seen = table.rules.id_kinds  # file-wide: earlier batches' ids count too
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            if not v.strip():
+                raise fail(i, "empty user id")
+            text = v
+        elif isinstance(v, int) and not isinstance(v, bool):
+            text = str(v)
+        elif v is None:
+            raise fail(i, "empty user id")
+        elif isinstance(v, float):
+            raise fail(i, f"{show(v)} is a float; floats lose digits and 1.0 vs 1 is ambiguous (write the id as text or an integer)")
+        else:
+            raise fail(i, f"{show(v)} is a {type(v).__name__}")
+        kind = type(v)
+        prev = seen.setdefault(text, kind)
+        if prev is not kind:
+            raise fail(
+                i,
+                f"{show(v)} ({kind.__name__}) and an earlier {prev.__name__} id would be the same user "
+                f"{text!r}",
+            )
+        out[i] = text
+    return out
+
+
+# ---- labels and texts -----------------------------------------------------------------------
+_INT_TEXT = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*", re.ASCII)
+
+
+def parse_labels(col: Column, table: RawTable, fname: str) -> tuple[np.ndarray, np.ndarray]:
+    """Label column -> (int64 values, present mask); refuses fractions, booleans,
+    negatives and anything outside int64."""
+
+    def fail(i: int, v: Any, what: str = "is not an integer class") -> TrajectoryError:
+        return TrajectoryError(
+            f"{fname}: {table.where(i)}, column 'label': {show(v)} {what}; expected an integer label >= 0 "
+            "(or leave it empty for no label)",
+            file=fname,
+            row=table.row(i),
+            column="label",
+        )
+
+    n = table.n
+    out = np.zeros(n, dtype=np.int64)
+    present = np.ones(n, dtype=bool)
+    if col.kind == "array":
+        arr = col.values
+        mask = col.mask if col.mask is not None else np.zeros(n, dtype=bool)
+        if arr.dtype.kind == "f":
+            mask = mask | np.isnan(arr)
+            x = np.where(mask, 0.0, arr)
+            bad = (np.floor(x) != x) | (x < 0) | (x >= 2.0**63) | ~np.isfinite(x)
+        elif arr.dtype.kind == "i":
+            x = arr
+            bad = (arr < 0) & ~mask
+        elif arr.dtype.kind == "u":
+            x = arr
+            bad = (arr > np.uint64(INT64_MAX)) & ~mask
+        else:
+            if arr.dtype.kind in "US":
+                texts = np.empty(n, dtype=object)
+                texts[:] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
+                return parse_labels(Column("text", texts), table, fname)
+            raise fail(0, arr[0], f"is of type {arr.dtype}")
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise fail(i, arr[i], "is negative, fractional or too large" if arr.dtype.kind != "b" else "")
+        out[:] = np.where(mask, 0, x).astype(np.int64)
+        present &= ~mask
+        return out, present
+    if col.kind not in ("text", "json"):
+        raise fail(0, None, f"holds {kind_name(col)}")
+    for i, v in enumerate(col.values.tolist()):
+        if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v)):
+            present[i] = False  # empty, null, or NaN (how pandas writes a missing number)
+            continue
+        if isinstance(v, bool):
+            raise fail(i, v, "is a boolean, not a class")
+        if isinstance(v, int):
+            value = v
+        elif isinstance(v, float):
+            if not math.isfinite(v) or not v.is_integer():
+                raise fail(i, v)
+            value = int(v)
+        elif isinstance(v, str):
+            if not _INT_TEXT.fullmatch(v):
+                raise fail(i, v)
+            value = int(v.strip().split(".")[0])
+        else:
+            raise fail(i, v)
+        if value < 0:
+            raise fail(i, v, "is negative (labels are class indices; -1 is not a way to say 'no label')")
+        if value > INT64_MAX:
+            raise fail(i, v, "is too large for a 64-bit integer")
+        out[i] = value
+    return out, present
+
+
+def parse_texts(col: Column, table: RawTable, fname: str) -> np.ndarray:
+    out = np.empty(table.n, dtype=object)
+    if col.kind == "array" and col.values.dtype.kind in "US":
+        arr = col.values
+        for i, v in enumerate(arr.tolist()):
+            if isinstance(v, bytes):
+                try:
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TrajectoryError(
+                        f"{fname}: {table.where(i)}, column 'text': not valid UTF-8", file=fname, row=table.row(i), column="text"
+                    ) from None
+            out[i] = v
+        return out
+    if col.kind not in ("text", "json"):
+        raise TrajectoryError(
+            f"{fname}: column 'text' holds {kind_name(col)}; expected text", file=fname, column="text"
+        )
+    for i, v in enumerate(col.values.tolist()):
+        if v is None:
+            out[i] = ""  # no text for this post
+        elif isinstance(v, str):
+            out[i] = v
+        else:
+            raise TrajectoryError(
+                f"{fname}: {table.where(i)}, column 'text': {show(v)} is a {type(v).__name__}; expected text",
+                file=fname,
+                row=table.row(i),
+                column="text",
+            )
+    return out
+
+
+def check_user_label(
+    labels: np.ndarray, present: np.ndarray | None, rows: np.ndarray, uid: str, table: RowIndex, fname: str
+) -> int | None:
+    """The one label of user ``uid`` (its rows ``rows``, in time order), or ``None``; a row
+    with another label or none, next to a labelled row, is refused naming both rows."""
+    vals = labels[rows]
+    here = np.ones(len(rows), dtype=bool) if present is None else present[rows]
+    if not here.any():
+        return None
+    first = vals[here][0]
+    differs = ~here | (vals != first)
+    if differs.any():
+        k = rows[np.flatnonzero(differs)[0]]
+        j = rows[np.flatnonzero(here)[0]]
+        other = "no label" if present is not None and not present[k] else f"label {int(labels[k])}"
+        raise TrajectoryError(
+            f"{fname}: {table.where(int(k))}, column 'label': user {uid!r} has {other} here but label "
+            f"{int(first)} at {table.where(int(j))}; expected one label per user",
+            file=fname,
+            row=table.number(int(k)),
+            column="label",
+            user=uid,
+        )
+    return int(first)
