@@ -22,7 +22,10 @@ Results are merged set by set into ``benchmarks/results/eval_real.json`` (a part
 the others' rows).
 
     nice .venv/bin/python benchmarks/eval_real.py [--sets A,B] [--seeds 3] [--epochs N]
-        [--folds 5] [--no-minirocket] [--quick]
+        [--folds 5] [--no-minirocket] [--quick] [--extras]
+
+``--extras`` adds ``--cv 5`` on a 30-user subset of BasicMotions and the early-detection
+block of the shipped sample (the figures under "Small real data" in docs/training.md).
 """
 
 from __future__ import annotations
@@ -154,6 +157,35 @@ def run_cv(rs: RealSet, seeds: list[int], epochs: int | None, folds: int) -> dic
     return {"metric": f"AUC, {folds}-fold CV", "n_users": len(ts), "scale_choice": choice, "rows": rows}
 
 
+def cv_30_users(epochs: int | None) -> dict:
+    """``cross_validate`` (``--cv 5``) on a stratified 30-user subset of BasicMotions' TRAIN."""
+    from cvx_core.learn.trainer import cross_validate
+
+    rs = LOADERS["BasicMotions"]()
+    rng = np.random.default_rng(0)
+    y, k = rs.train.labels, len(rs.classes)
+    keep: list[int] = []
+    for c in range(k):
+        keep += rng.choice(np.flatnonzero(y == c), size=30 // k + (1 if c < 30 % k else 0), replace=False).tolist()
+    sub = rs.train.subset([rs.train.user_ids[i] for i in sorted(keep)])
+    cfg, _ = cvx_config(sub, 0, epochs)
+    d = cross_validate(sub, cfg, k=5).to_dict()
+    d["n_users"] = len(sub)
+    return d
+
+
+def early_sample(epochs: int | None) -> dict:
+    """Default training on the shipped sample (seed 0, bootstrap CI) and its early-detection block."""
+    from cvx_core.data.io import load_trajectories
+
+    ts = load_trajectories(ROOT / "sample_data" / "sample.parquet")
+    cfg, choice = cvx_config(ts, 0, epochs)
+    m = train(ts, replace(cfg, bootstrap=1000)).metrics_dict()
+    return {"test_auc": m["test_auc"], "test_auc_ci": m["test_auc_ci"], "baseline_auc": m["baseline_auc"],
+            "n_test": m["n_test"], "head_choice": m["head_choice"], "early": m["early"], "warnings": m["warnings"],
+            "scale_choice": choice}
+
+
 def summarise(name: str, rs: RealSet, block: dict) -> dict:
     rows = block["rows"]
     s = {m: mean_sd([r.get(m) for r in rows]) for m in ("cvx", "baseline", "plain_lr", "minirocket")}
@@ -185,6 +217,8 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=5, help="folds of the cv sets")
     ap.add_argument("--no-minirocket", action="store_true")
     ap.add_argument("--quick", action="store_true", help="1 seed, 5 epochs, 3 folds (a smoke run)")
+    ap.add_argument("--extras", action="store_true",
+                    help="also --cv 5 on 30 BasicMotions users and the sample's early-detection block")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
@@ -213,7 +247,16 @@ def main() -> int:
         old = json.loads(path.read_text()) if path.exists() else {}
         sets = {s["name"]: s for s in old.get("sets", []) if isinstance(s, dict) and "name" in s}
         sets[name] = d
-        atomic_write_json(path, {"sets": list(sets.values())})
+        atomic_write_json(path, {**old, "sets": list(sets.values())})
+    if args.extras:
+        extras = {"cv5_30_users": cv_30_users(epochs), "early_sample": early_sample(epochs)}
+        old = json.loads(path.read_text()) if path.exists() else {}
+        atomic_write_json(path, {**old, **extras})
+        c, e = extras["cv5_30_users"], extras["early_sample"]
+        print(f"--cv 5 on {c['n_users']} BasicMotions users: AUC {c['test_auc_mean']:.3f} ± {c['test_auc_sd']:.3f}, "
+              f"baseline {c['baseline_auc_mean']:.3f} ± {c['baseline_auc_sd']:.3f}")
+        print(f"sample: test AUC {e['test_auc']:.3f} {e['test_auc_ci']}, baseline {e['baseline_auc']:.3f}; early "
+              f"ERDE5 {e['early']['erde5']:.3f}, ERDE50 {e['early']['erde50']:.3f}, F_latency {e['early']['f_latency']:.3f}")
     print()
     print(table(done))
     print(f"\nwrote {path}")
