@@ -54,6 +54,11 @@ def resolve_config(config: TemporalFeaturesConfig | None) -> TemporalFeaturesCon
         return _DEFAULT_CONFIG
     if not isinstance(config, TemporalFeaturesConfig):
         raise TypeError(f"config must be a TemporalFeaturesConfig or None, got {type(config).__name__}")
+    if config.is_auto:
+        raise ValueError(
+            "TemporalFeaturesConfig has scales='auto': resolve it against the data first "
+            "(cvx_core.features.scales.resolve_features(config, data))"
+        )
     return config
 
 

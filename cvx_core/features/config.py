@@ -44,9 +44,14 @@ class TemporalFeaturesConfig:
         silence_gap: a gap longer than this (days) is a silence.
         silence_temperature: temperature (days) of the soft silence count.
         scales: resampling bin widths (days) of the multi-scale features; ``S = len(scales)``.
+            ``"auto"``: chosen from the data's gaps between posts, with the silence threshold,
+            ``min_dt``, ``ema_tau`` and (with ``time_unit="auto"``) the unit, by
+            :func:`cvx_core.features.scales.resolve_features` before any feature is computed
+            (the training default; see :meth:`auto`). Fixed scales behave as before.
         ema_tau: time constant (days) of the exponential moving average op.
         pareto_fraction: share of total drift the attribution set must reach.
-        time_unit: "seconds", "minutes", "hours", "days" (default) or "weeks": the unit of
+        time_unit: "seconds", "minutes", "hours", "days" (default) or "weeks" ("auto" only
+            with ``scales="auto"``): the unit of
             every timestamp difference (velocities are per unit) and of every time constant
             above. Time constants not given mean their default durations (one minute, 7 days,
             ...) expressed in this unit, so ``time_unit="seconds"`` alone changes the units,
@@ -70,7 +75,7 @@ class TemporalFeaturesConfig:
     temperature: float = 0.05
     silence_gap: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
     silence_temperature: float = None  # type: ignore[assignment]  # default: 1 day in time_unit
-    scales: tuple[float, ...] = None  # type: ignore[assignment]  # default: 1, 7, 30 days in time_unit
+    scales: tuple[float, ...] | str = None  # type: ignore[assignment]  # default: 1, 7, 30 days in time_unit
     ema_tau: float = None  # type: ignore[assignment]  # default: 7 days in time_unit
     pareto_fraction: float = 0.8
     time_unit: str = "days"
@@ -81,10 +86,16 @@ class TemporalFeaturesConfig:
     ode_adjoint: bool = True
 
     def __post_init__(self) -> None:
+        if self.scales == "auto":
+            self._check_auto()
+            return
         if self.time_unit not in TIME_UNITS:
             raise ValueError(
                 f"TemporalFeaturesConfig.time_unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}"
+                + (" ('auto' goes with scales='auto')" if self.time_unit == "auto" else "")
             )
+        if isinstance(self.scales, str):
+            raise ValueError(f"TemporalFeaturesConfig.scales must be numbers or 'auto', got {self.scales!r}")
         per_day = 1.0 / TIME_UNITS[self.time_unit]
         for name, days in _DAY_DEFAULTS.items():
             if getattr(self, name) is None:
@@ -118,15 +129,55 @@ class TemporalFeaturesConfig:
                 f"TemporalFeaturesConfig.pareto_fraction must be in (0, 1], got {self.pareto_fraction!r}"
             )
 
+    @classmethod
+    def auto(cls, **overrides: Any) -> "TemporalFeaturesConfig":
+        """``scales="auto"``, ``time_unit="auto"``: the time constants are chosen from the
+        data's gaps by :func:`cvx_core.features.scales.resolve_features` (the training default)."""
+        return cls(**{"scales": "auto", "time_unit": "auto", **overrides})
+
+    @property
+    def is_auto(self) -> bool:
+        """True while ``scales`` is ``"auto"`` (not yet resolved against data)."""
+        return isinstance(self.scales, str)
+
+    def _check_auto(self) -> None:
+        """Validation of an unresolved ``scales="auto"`` config: the unit is a known one or
+        ``"auto"``; time constants given are positive; the rest waits for the data."""
+        if self.time_unit != "auto" and self.time_unit not in TIME_UNITS:
+            raise ValueError(
+                f"TemporalFeaturesConfig.time_unit must be 'auto' or one of {', '.join(TIME_UNITS)}, "
+                f"got {self.time_unit!r}"
+            )
+        if self.time_unit == "auto":
+            given = [n for n in _DAY_DEFAULTS if n != "scales" and getattr(self, n) is not None]
+            if given:
+                raise ValueError(
+                    f"TemporalFeaturesConfig: {', '.join(given)} given with time_unit='auto'; a time constant needs "
+                    "a stated unit (set time_unit too)"
+                )
+        for name in _DAY_DEFAULTS:
+            v = getattr(self, name)
+            if name != "scales" and v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"TemporalFeaturesConfig.{name} must be a finite number > 0, got {v!r}")
+
+    def _resolved(self) -> None:
+        if self.is_auto:
+            raise ValueError(
+                "TemporalFeaturesConfig has scales='auto': resolve it against the data first "
+                "(cvx_core.features.scales.resolve_features(config, data))"
+            )
+
     def to_unit(self, t_days: Any) -> Any:
         """Timestamps in days (NumPy array or tensor) -> the same in ``time_unit``; the very
         object when the unit is days (no copy, bit-identical)."""
+        self._resolved()
         if self.time_unit == "days":
             return t_days
         return t_days * (1.0 / TIME_UNITS[self.time_unit])
 
     @property
     def n_scales(self) -> int:
+        self._resolved()
         return len(self.scales)
 
     def feature_dim(self, dim: int) -> int:
@@ -135,7 +186,7 @@ class TemporalFeaturesConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["scales"] = list(self.scales)
+        d["scales"] = self.scales if self.is_auto else list(self.scales)
         return d
 
     @classmethod
