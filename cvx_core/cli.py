@@ -6,8 +6,10 @@
   and the attention-vs-attribution comparison (``comparison.json``), prints the metrics.
 - ``extract DATA --out FEATURES.parquet``: analytic feature vector per user (columns
   ``user_id``, ``label``, then one column per feature name), written atomically.
-- ``compare RUN_DIR DATA [--truth truth.json]``: learned attention vs analytic attribution
-  of a saved run.
+- ``compare RUN_DIR DATA [--truth truth.json] [--permutations N] [--format text|json]``: learned
+  attention vs analytic attribution of a saved run on its held-out users
+  (``cvx_core.learn.compare``): Spearman, Pearson, label-permutation p-value, top-k overlap
+  beside chance, planted share (with ``--truth``) and the graded verdict; ``json`` prints one object.
 - ``extract``, ``analyze DATA --out USERS.parquet`` and ``embed DATA --out TRAJ.parquet`` read
   the input in user-grouped chunks and write incrementally (bounded memory); with
   ``--engine ray --workers N [--address ADDR]`` they run on Ray (``cvx_core.scale``).
@@ -129,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="texts per encoder call")
     _add_engine_args(m)
 
-    c = sub.add_parser("compare", help="learned attention vs analytic attribution of a saved run")
+    c = sub.add_parser("compare", help="learned attention vs analytic attribution of a saved run (held-out users)")
     c.add_argument("run", help="run folder")
-    c.add_argument("data", help="the trajectory file the run was trained on")
-    c.add_argument("--truth", default=None, help="truth.json with planted_dims")
-    c.add_argument("--permutations", type=int_in(1, limits.MAX_PERMUTATIONS.value), default=1000,
-                   help=f"permutations of the test (at most {limits.MAX_PERMUTATIONS.default:,}, "
-                        f"{limits.MAX_PERMUTATIONS.env})")
+    c.add_argument("data", help="the trajectory file the run was trained on (or its --test-data file)")
+    c.add_argument("--truth", default=None, help="truth.json with planted_dims (adds planted_share)")
+    c.add_argument("--permutations", type=int_in(99, limits.MAX_PERMUTATIONS.value), default=999,
+                   help=f"label permutations of the significance test (99 to {limits.MAX_PERMUTATIONS.default:,}, "
+                        f"{limits.MAX_PERMUTATIONS.env}; default 999)")
+    c.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text (default) or one JSON object")
 
     x = sub.add_parser("explain", help="a user's change points in words: terms and example posts per side")
     x.add_argument("data", help="trajectory file with texts (e.g. written by `embed`)")
@@ -235,23 +239,21 @@ def _planted(truth_path: str | None) -> list[int] | None:
     if truth_path is None:
         return None
     doc = limits.read_json_file(truth_path, what="truth file (JSON)")
-    if not isinstance(doc, dict) or "planted_dims" not in doc:
-        raise ValueError(f"{truth_path}: no 'planted_dims' key")
-    dims = doc["planted_dims"]
+    dims = doc.get("planted_dims") if isinstance(doc, dict) else None
     if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
-        raise ValueError(f"{truth_path}: 'planted_dims' must be a list of whole numbers >= 0 (dimension indices)")
+        raise ValueError(f"{truth_path}: expected a 'planted_dims' key holding a list of whole numbers >= 0 "
+                         "(dimension indices)")
     return list(dims)
 
 
 def _print_comparison(cmp: Any) -> None:
-    print(f"attention vs {cmp.attribution_kind}: Spearman {cmp.spearman:.3f} (p={cmp.p_value:.3g}), "
-          f"Pearson {cmp.pearson:.3f}, top-10 Jaccard {cmp.topk_jaccard.get(10, float('nan')):.2f}, "
-          f"top-50 Jaccard {cmp.topk_jaccard.get(50, float('nan')):.2f}")
-    if cmp.planted_spearman is not None:
-        overlap = ", ".join(f"top-{k} {v:.2f}" for k, v in cmp.planted_topk_overlap.items())
-        print(f"planted dims: Spearman {cmp.planted_spearman:.3f} (max attainable {cmp.planted_spearman_max:.3f}); "
-              f"share planted in {overlap}")
-    print(cmp.verdict)
+    """``AttentionComparison`` in plain lines (``train`` and ``compare``)."""
+    print(cmp.to_text())
+
+
+def _printable(text: str) -> str:
+    """``text`` as is when it is printable, else repr-style (control characters escaped)."""
+    return text if text.isprintable() else repr(text)
 
 
 def _train_distributed(args: argparse.Namespace, ts: Any, config: Any, *, test_ts: Any = None,
@@ -309,7 +311,7 @@ def _posts_budget(ts: Any, config: Any) -> Any:
 
 def _train_claimed(args: argparse.Namespace, config: Any) -> int:
     from cvx_core.learn import runs
-    from cvx_core.learn.compare import compare_attention
+    from cvx_core.learn.compare import compare_run
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.trainer import TrainProgress, Trainer
 
@@ -352,9 +354,9 @@ def _train_claimed(args: argparse.Namespace, config: Any) -> int:
           f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  "
           f"best epoch {m['best_epoch']}/{m['epochs']}  {m['seconds']:.1f}s")
     _print_evaluation(m)
-    if config.learn_attention and config.text_encoder is None:
-        train_ts = trainer.data.subset([trainer.data.user_ids[i] for i in result.split.train])
-        cmp = compare_attention(result.model, train_ts, config=config.features, planted_dims=planted, seed=config.seed)
+    if config.learn_attention and config.text_encoder is None:  # on the held-out users (H-compare, issue 23)
+        cmp = compare_run(result.model, trainer.data, split=result.split.as_user_ids(trainer.data),
+                          config=config.features, planted_dims=planted, seed=config.seed)
         runs.atomic_write_json(Path(args.out) / COMPARISON_FILE, cmp.to_dict())
         _print_comparison(cmp)
     print(f"run folder: {args.out}")
@@ -510,20 +512,24 @@ def _explain_lines(exp: Any) -> list[str]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from cvx_core.learn.compare import compare_attention
+    """Attention vs attribution of a saved run on its held-out users; writes RUN/comparison.json."""
     from cvx_core.data.io import load_trajectories
+    from cvx_core.learn.compare import check_permutations, compare_run
     from cvx_core.learn.runs import atomic_write_json, load_run
 
+    check_permutations(args.permutations)  # before the slow loading
     run = load_run(args.run)
     ts = load_trajectories(args.data)
     limits.check_dim(ts.dim, source=str(args.data))
-    split = run.data.get("split", {})
-    if split.get("train"):
-        ts = ts.subset([u for u in split["train"] if u in ts])
-    cmp = compare_attention(run.model, ts, config=run.config.features, planted_dims=_planted(args.truth),
-                            n_permutations=args.permutations, seed=run.config.seed)
-    atomic_write_json(Path(args.run) / COMPARISON_FILE, cmp.to_dict())
-    _print_comparison(cmp)
+    cmp = compare_run(run.model, ts, split=run.data.get("split"), config=run.config.features,
+                      planted_dims=_planted(args.truth), n_permutations=args.permutations, seed=run.config.seed)
+    doc = {"run": str(args.run), "data": str(args.data), **cmp.to_dict()}
+    atomic_write_json(Path(args.run) / COMPARISON_FILE, doc)
+    if args.format == "json":
+        print(json.dumps(doc, allow_nan=False))
+    else:
+        print(f"run {_printable(str(args.run))}  data {_printable(str(args.data))}")
+        _print_comparison(cmp)
     return 0
 
 
