@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, explore, figures, forecasts, projections, session
+from cvx_app import cache, escape, excerpts, explore, figures, forecasts, projections, session
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -20,12 +20,14 @@ st.title("Explore")
 ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
+analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
+
 # a user clicked in the projection or a table on the previous run becomes the open user
 pending = st.session_state.pop("explore_pending_user", None)
 if pending in ts:
     st.session_state["explore_user"] = pending
-if st.session_state.get("explore_user") not in ts:
-    st.session_state["explore_user"] = user_ids[0]
+if st.session_state.get("explore_user") not in ts:  # first visit, or another dataset: its strongest change
+    st.session_state["explore_user"] = explore.opening_user(ts, analysis)
 
 
 # Tables whose row click opens a user are keyed by the open user: once another user is open
@@ -37,7 +39,6 @@ def open_user(user_id: str) -> None:
         st.rerun()
 
 
-analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
 options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
@@ -238,45 +239,40 @@ words = explore.change_words(ts, selected)
 st.subheader("Timeline of one user")
 st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label}  ·  {tl.n_posts} posts  ·  "
         f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
-left, right = st.columns([3, 2])
-with left:
-    cp_terms = {w.index: w.terms_after for w in words} if words else None
-    tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
-    st.plotly_chart(tfig, key="explore_timeline")
-    st.caption(
-        "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
-        "when the posts have text). "
-        f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
-        "gaps between posts. Hover a point to read the post's first words."
-    )
-with right:
-    st.markdown("**What changed, in words**")
-    if words is not None:
-        if not words:
-            st.text("No change point was found for this user.")
-        for k, cp in enumerate(words):
-            with st.container(border=True, key=f"explore_cp_{k}"):
-                st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · severity {escape.escape_markdown(cp.severity)}")
-                st.text(cp.narrative)
-                b, a = st.columns(2)
-                with b:
-                    st.caption("Before: distinctive words")
-                    st.text(", ".join(cp.terms_before) or "–")
-                    st.caption("Example posts before")
-                    for post in cp.posts_before:
-                        st.text("“" + post + "”")
-                with a:
-                    st.caption("After: distinctive words")
-                    st.text(", ".join(cp.terms_after) or "–")
-                    st.caption("Example posts after")
-                    for post in cp.posts_after:
-                        st.text("“" + post + "”")
-    else:
-        if not tl.narratives:
-            st.text("No change point was found for this user.")
-        for text in tl.narratives:
-            with st.container(border=True):
-                st.text(text)
-        if not ts.has_text:
-            st.caption("This dataset has no post texts, so change points are described by dimensions only. "
-                       "Upload posts as text on the Data page to read them in words.")
+cp_terms = {w.index: w.terms_after for w in words} if words else None
+tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
+st.plotly_chart(tfig, key="explore_timeline")
+st.caption(
+    "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
+    "when the posts have text). "
+    f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
+    "gaps between posts. Hover a point to read the post's first words."
+)
+st.markdown("**What changed, in words**")
+if words is not None:
+    if not words:
+        st.text("No change point was found for this user.")
+    for k, cp in enumerate(words):
+        with st.container(border=True, key=f"explore_cp_{k}"):
+            st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · "
+                        f"severity {escape.escape_markdown(cp.severity)}")
+            st.text(cp.narrative)
+            for col, side, terms, posts in zip(st.columns(2), ("Before", "After"), (cp.terms_before, cp.terms_after),
+                                               (cp.posts_before, cp.posts_after)):
+                with col:
+                    st.caption(f"{side}: distinctive words (highlighted in the posts)")
+                    st.markdown(", ".join(f":orange-background[{escape.escape_markdown(t)}]" for t in terms) or "–")
+                    for j, post in enumerate(posts):
+                        st.markdown("“" + excerpts.highlight_markdown(excerpts.excerpt(post, terms), terms) + "”")
+                        if len(post) > excerpts.EXCERPT_CHARS:
+                            with st.expander(f"Full post ({len(post.split()):,} words)"):
+                                st.text(post)
+else:
+    if not tl.narratives:
+        st.text("No change point was found for this user.")
+    for text in tl.narratives:
+        with st.container(border=True):
+            st.text(text)
+    if not ts.has_text:
+        st.caption("This dataset has no post texts, so change points are described by dimensions only. "
+                   "Upload posts as text on the Data page to read them in words.")

@@ -46,7 +46,7 @@ def test_projection_shows_every_post_and_the_selected_path_with_change_points(ex
     # (numeric arrays may travel as typed buffers; customdata rows are plain lists)
     assert sum(len(t["customdata"]) for t in cloud) == sample_set.n_posts
     user = explore.selectbox(key="explore_user").value
-    assert user == sample_set.at(0).user_id
+    assert user == ex.strongest_change(sample_set, cache.set_analysis(sample_set))[0]  # opens on the strongest change
     expected = detect_changepoints(sample_set[user]).indices
     cp_traces = [t for t in proj["data"] if t["name"].startswith("change points")]
     assert (len(cp_traces) == 1) == (len(expected) > 0)
@@ -54,7 +54,7 @@ def test_projection_shows_every_post_and_the_selected_path_with_change_points(ex
     # the timeline: one dashed vertical line per PELT change point, one narrative each
     vlines = [s for s in timeline["layout"].get("shapes", []) if s.get("type") == "line"]
     assert len(vlines) == 4 * len(expected)  # drawn across the 4 stacked panels
-    assert len(explore.text) == max(len(expected), 1)
+    assert len(explore.text) >= max(len(expected), 1)
 
 
 def test_choosing_a_user_opens_their_timeline(explore, sample_set):
