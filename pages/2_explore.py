@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, excerpts, explore, figures, forecasts, projections, session
+from cvx_app import cache, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -131,6 +131,27 @@ def _clamp(t: datetime) -> datetime:
     return min(max(t, first), last)
 
 
+def selection_exports(chosen: list[str]) -> None:
+    """Download the selected users (table) and their posts, or keep them as a new dataset."""
+    n_posts = sum(ts[u].n_posts for u in chosen)
+    st.caption(f"Export the selection: {len(chosen)} users, {n_posts:,} posts.")
+    e = st.columns(4)
+    users = cache.users_frame(analysis)
+    users = users[users["user_id"].isin(chosen)]
+    e[0].download_button("Users (CSV)", data=exports.features_csv(users), file_name=f"{name}-selection-users.csv",
+                         mime="text/csv", key="explore_dl_sel_users", on_click="ignore", icon=":material/download:")
+    e[1].download_button("Posts (CSV)", data=lambda: exports.posts_csv(ts, chosen), file_name=f"{name}-selection-posts.csv",
+                         mime="text/csv", key="explore_dl_sel_csv", on_click="ignore", icon=":material/download:")
+    e[2].download_button("Posts (Parquet)", data=lambda: exports.posts_parquet(ts, chosen),
+                         file_name=f"{name}-selection-posts.parquet", mime="application/vnd.apache.parquet",
+                         key="explore_dl_sel_parquet", on_click="ignore", icon=":material/download:")
+    if e[3].button("Save as a new dataset", key="explore_save_sel", icon=":material/save:",
+                   help="The selected users' posts become a workspace dataset (the original is unchanged)."):
+        saved = workspace.save_new_dataset(ts.subset(chosen), f"{name}-selection")
+        st.success(f"Saved {escape.escape_markdown(saved)}: {len(chosen)} users. Pick it in the sidebar.",
+                   icon=":material/check_circle:")
+
+
 @st.fragment(run_every=PLAY_EVERY_S if playing else None)
 def cloud() -> None:
     window_now = st.session_state.get("explore_window")
@@ -178,6 +199,7 @@ def cloud() -> None:
         fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
         config={"scrollZoom": True},
     )
+    exports.image_buttons(fig, file_stem=f"{name}-{shown_method.lower()}", key="explore_dl_cloud", label="Projection")
     clicked = session.user_from_selection(event, frame)
     chosen = session.users_in_selection(event, frame)
     if clicked and clicked != selected and clicked != st.session_state.get("explore_last_click"):
@@ -200,6 +222,7 @@ def cloud() -> None:
             rows = picked.selection.rows if picked is not None else []
             if rows:
                 open_user(str(table["user_id"].iloc[rows[0]]))
+            selection_exports(chosen)
 
 
 cloud()
@@ -242,6 +265,7 @@ st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label} 
 cp_terms = {w.index: w.terms_after for w in words} if words else None
 tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
 st.plotly_chart(tfig, key="explore_timeline")
+exports.image_buttons(tfig, file_stem=f"{name}-{workspace.safe_dataset_name(selected)}-timeline", key="explore_dl_timeline", label="Timeline")
 st.caption(
     "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
     "when the posts have text). "

@@ -424,7 +424,7 @@ st.page_link("pages/4_compare.py", label="Compare this run's attention with the 
 
 # ---- downloads of the run ----------------------------------------------------------------------
 st.markdown("**Download this run**")
-d = st.columns(5)
+d = st.columns(3)
 d[0].download_button("Metrics (JSON)", data=exports.metrics_json(metrics), file_name=f"{run.name}-metrics.json",
                      mime="application/json", key="train_dl_metrics_json", on_click="ignore",
                      icon=":material/download:")
@@ -437,12 +437,13 @@ if run.has_weights:
                          file_name=f"{run.name}.safetensors", mime="application/octet-stream",
                          key="train_dl_weights", on_click="ignore", icon=":material/download:",
                          help="The best checkpoint; the file's metadata holds the run's config.json.")
-with d[3]:
-    exports.png_button(roc_fig, file_name=f"{run.name}-roc.png", key="train_dl_roc", label="ROC (PNG)")
-with d[4]:
-    if conf_fig is not None:
-        exports.png_button(conf_fig, file_name=f"{run.name}-confusion.png", key="train_dl_confusion",
-                           label="Confusion (PNG)")
+st.markdown("**Figures of this run** (PNG or SVG, as on screen)")
+g = st.columns(4)
+for col, fig, stem, label in ((g[0], roc_fig, "roc", "ROC"), (g[1], conf_fig, "confusion", "Confusion"),
+                              (g[2], auc_fig, "validation-auc", "Validation AUC"), (g[3], early_fig, "early", "Early")):
+    if fig is not None:
+        with col:
+            exports.image_buttons(fig, file_stem=f"{run.name}-{stem}", key=f"train_dl_{stem}", label=label)
 
 # ---- downloads of the dataset ------------------------------------------------------------------
 with st.expander(f"Download the dataset's features and change points ({name})", icon=":material/download:"):

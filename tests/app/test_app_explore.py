@@ -325,3 +325,27 @@ def test_user_text_reaches_the_cloud_only_escaped():
     assert "path &lt;b&gt;u&lt;/b&gt;" in names and "outside the time window" in names
     (path,) = [t for t in fig["data"] if t["name"] == "path &lt;b&gt;u&lt;/b&gt;"]
     assert len(path["customdata"]) == 2  # drawn up to the window's end (day 1)
+
+
+def test_a_selection_exports_its_posts_and_saves_as_a_new_dataset(explore, sample_set, app_workspace):
+    from cvx_core.data.io import load_trajectories
+
+    proj = _pca_frame(sample_set)
+    picked = [sample_set.at(i).user_id for i in (2, 3, 4)]
+    rows = [proj[proj["user_id"] == u].iloc[0] for u in picked]
+    explore.session_state["explore_proj"] = {
+        "selection": {
+            "points": [{"customdata": [r["user_id_safe"], int(r["post"]), r["when"]]} for r in rows],
+            "point_indices": [0, 1, 2], "box": [{"x": [0, 1], "y": [0, 1]}], "lasso": [],
+        }
+    }
+    explore.run()
+    n_posts = sum(sample_set[u].n_posts for u in picked)
+    assert any(c.value == f"Export the selection: 3 users, {n_posts:,} posts." for c in explore.caption)
+    explore.button(key="explore_save_sel").click().run()
+    assert not explore.exception, explore.exception
+    saved = app_workspace / "datasets" / "sample-selection.parquet"
+    assert saved.is_file()
+    back = load_trajectories(saved)
+    assert back.user_ids == picked and back.n_posts == n_posts
+    assert any(s.value.startswith("Saved sample\\-selection: 3 users") for s in explore.success)
