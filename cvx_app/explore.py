@@ -293,3 +293,47 @@ def opening_user(ts: TrajectorySet, analysis: Any) -> str:
 def _strongest_cached(digest: str, _ts: TrajectorySet, _analysis: Any) -> str | None:
     found = strongest_change(_ts, _analysis)
     return None if found is None else found[0]
+
+
+# ---- nearest posts (Embedding Projector's "nearest points") ----------------------------------
+@st.cache_data(max_entries=4, show_spinner=False)
+def _unit_posts(digest: str, _ts: TrajectorySet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every post's unit embedding ``[P, D]`` (float32), its user's row and its post index."""
+    x = np.concatenate([tr.embeddings for tr in _ts]).astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.where(norms > 0, norms, 1.0)
+    owner = np.repeat(np.arange(len(_ts)), _ts.lengths)
+    post = np.concatenate([np.arange(n) for n in _ts.lengths])
+    return x, owner, post
+
+
+def nearest_posts(ts: TrajectorySet, user_id: str, post: int, *, k: int = 10, words: int = 30) -> pd.DataFrame:
+    """The ``k`` posts of the dataset nearest to post ``post`` of ``user_id`` in the original
+    embedding space (cosine similarity, the post itself left out), most similar first:
+    user, post number (1-based), date, similarity, label and the post's first ``words``
+    words (raw text: show in a table, never as markup)."""
+    from cvx_app.projections import snippet
+
+    x, owner, index = _unit_posts(ts.digest(), ts)
+    row = ts.user_ids.index(user_id)
+    start = int(np.asarray(ts.lengths)[:row].sum())
+    sims = x @ x[start + post]
+    sims[start + post] = -np.inf
+    order = np.argsort(-sims, kind="stable")[: max(0, min(k, sims.size - 1))]
+    out = []
+    for j in order:
+        tr = ts.at(int(owner[j]))
+        i = int(index[j])
+        out.append({
+            "user_id": tr.user_id,
+            "post": i + 1,
+            "when": pd.Timestamp(tr.datetimes[i]).strftime("%Y-%m-%d"),
+            "similarity": round(float(sims[j]), 4),
+            "label": tr.label,
+            "text": snippet(tr.texts[i], words) if tr.texts is not None else "",
+        })
+    frame = pd.DataFrame(out, columns=["user_id", "post", "when", "similarity", "label", "text"])
+    frame["label"] = nullable_labels(frame["label"])
+    if not ts.has_text:
+        frame = frame.drop(columns="text")
+    return frame

@@ -250,11 +250,24 @@ with left:
 with right:
     with st.container(border=True):
         st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; click a row to open)")
-        near = explore.nearest_users(ts, selected, analysis)
-        picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)), key=f"explore_near_table:{selected}",
-                              on_select="rerun", selection_mode="single-row")
+        if len(ts) < 2:
+            st.caption("This dataset has one user: there is no other user to compare with.")
+        else:
+            near = explore.nearest_users(ts, selected, analysis)
+            picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)),
+                                  key=f"explore_near_table:{selected}", on_select="rerun", selection_mode="single-row")
+            if picked is not None and picked.selection.rows:
+                open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
+    with st.expander("Nearest posts to one of this user's posts (original embedding space)"):
+        n_own = ts[selected].n_posts
+        which = st.number_input(f"Post (1–{n_own})", min_value=1, max_value=n_own, value=1, step=1,
+                                key=f"explore_post_{selected}")
+        near_posts = explore.nearest_posts(ts, selected, int(which) - 1)
+        st.caption("Cosine similarity of the posts' embeddings (not of the 2-D picture); click a row to open its user.")
+        picked = st.dataframe(near_posts, hide_index=True, height=38 + 35 * len(near_posts),
+                              key=f"explore_near_posts:{selected}", on_select="rerun", selection_mode="single-row")
         if picked is not None and picked.selection.rows:
-            open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
+            open_user(str(near_posts["user_id"].iloc[picked.selection.rows[0]]))
 
 # ---- one user's timeline, with its change points in words ------------------------------------------
 tl = cache.user_timeline(ts, selected)

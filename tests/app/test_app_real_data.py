@@ -129,3 +129,15 @@ def test_per_class_f1_and_the_reason_multi_class_runs_have_no_erisk():
     values, why = run_results.early_risk({"classes": [0, 1], "early": {"erde5": 0.3}})
     assert values[0][:2] == ("ERDE (o = 5)", 0.3) and why is None
     assert "no early-detection block" in run_results.early_risk({"classes": [0, 1]})[1]
+
+
+def test_nearest_posts_are_ranked_by_cosine_in_the_original_space():
+    ts = _set([0, 1, 0], n=5)
+    x = np.concatenate([tr.embeddings for tr in ts])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit @ unit[5 + 2]  # user u1, post 3
+    sims[5 + 2] = -np.inf
+    near = explore.nearest_posts(ts, "u1", 2, k=4)
+    assert list(near["similarity"]) == [round(float(v), 4) for v in np.sort(sims)[::-1][:4]]
+    assert "text" not in near.columns and near["post"].min() >= 1
+    assert not ((near["user_id"] == "u1") & (near["post"] == 3)).any()  # never the post itself
