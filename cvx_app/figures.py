@@ -388,6 +388,14 @@ def explore_figure(
             line=dict(color=colour_k, width=2.5), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
             customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
         ))
+        if k == 0 and len(part) > 1:  # the open user's path: where it starts and where it ends
+            ends = part.iloc[[0, -1]]
+            fig.add_trace(go.Scattergl(
+                x=ends["x"], y=ends["y"], mode="markers+text", name=f"start / end {safe}",
+                text=["start", "end"], textposition="top center", textfont=dict(size=12, color=colour_k),
+                marker=dict(symbol=["square", "diamond"], size=13, color=colour_k, line=dict(width=2, color=HALO)),
+                customdata=ends[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
         if window is not None:  # where the path has got to
             last = part.iloc[[-1]]
             fig.add_trace(go.Scattergl(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
+from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -226,6 +226,14 @@ def cloud() -> None:
 
 
 cloud()
+
+with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, with its change points)"):
+    drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)
+    dfig = cohort_drift.drift_figure(drift)
+    st.plotly_chart(dfig, key="explore_cohort_drift")
+    st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original space). "
+               f"Red dashed lines: PELT change points of the sequence of means ({len(drift.change_points)} found).")
+    exports.image_buttons(dfig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
 
 # ---- search results and nearest users ---------------------------------------------------------------
 left, right = st.columns(2)

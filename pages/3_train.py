@@ -180,8 +180,9 @@ def live_panel(job: "jobs.TrainJob") -> None:
     ))
     if st.button("Stop (keep the best checkpoint)", key="train_stop", disabled=snap["stopping"]):
         job.stop.set()
-    if not snap["steps"]:
+    if not snap["steps"]:  # no empty axes: the curves appear with the first step
         st.caption("Preparing: choosing the head, building batches and the fixed feature normalisation…")
+        return
     loss, auc = figures.loss_auc_figures(snap["steps"], snap["epochs"])
     cols = st.columns(3 if snap.get("grad_norms") else 2)
     cols[0].plotly_chart(loss, key="train_live_loss")

@@ -88,7 +88,7 @@ def test_colour_by_time_uses_one_trace_with_a_colour_bar(explore):
     explore.selectbox(key="explore_colour").set_value(ex.TIME).run()
     assert not explore.exception
     proj = _figures(explore)[0]
-    cloud = [t for t in proj["data"] if not t["name"].startswith(("path ", "halo ", "change points "))]
+    cloud = [t for t in proj["data"] if not t["name"].startswith(("path ", "halo ", "change points ", "start / end "))]
     assert len(cloud) == 1 and "colorbar" in cloud[0]["marker"]
 
 
@@ -152,7 +152,7 @@ def test_a_box_selection_over_several_users_lists_them(explore, sample_set):
 
 
 def _cloud_traces(fig: dict) -> list[dict]:
-    return [t for t in fig["data"] if not t["name"].startswith(("path ", "halo ", "change points ", "now ", "search: "))]
+    return [t for t in fig["data"] if not t["name"].startswith(("path ", "halo ", "change points ", "now ", "search: ", "start / end "))]
 
 
 def test_colour_by_change_point_count_uses_each_users_count(explore, sample_set):

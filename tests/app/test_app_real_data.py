@@ -141,3 +141,46 @@ def test_nearest_posts_are_ranked_by_cosine_in_the_original_space():
     assert list(near["similarity"]) == [round(float(v), 4) for v in np.sort(sims)[::-1][:4]]
     assert "text" not in near.columns and near["post"].min() >= 1
     assert not ((near["user_id"] == "u1") & (near["post"] == 3)).any()  # never the post itself
+
+
+def test_the_open_users_path_has_start_and_end_markers():
+    from cvx_app import figures
+    from cvx_app.escape import escape_hover
+
+    proj = pd.DataFrame({"x": [0.0, 1.0, 2.0, 5.0], "y": [0.0, 1.0, 0.0, 5.0], "user_id": ["a", "a", "a", "b"],
+                         "post": [0, 1, 2, 0], "days_since_start": [0.0, 1.0, 2.0, 0.0], "label": [0, 0, 0, 1],
+                         "user_id_safe": ["a", "a", "a", "b"], "when": ["d"] * 4, "words": [""] * 4})
+    fig = figures.explore_figure(proj, method="PCA", colour=None, colour_title="label", categorical=True,
+                                 paths=["a", "b"], changepoints={}, escape=escape_hover)
+    ends = [t for t in fig.data if t.name.startswith("start / end ")]
+    assert len(ends) == 1 and ends[0].name == "start / end a"  # only the open user's path
+    assert list(ends[0].x) == [0.0, 2.0] and list(ends[0].text) == ["start", "end"]
+
+
+def test_cohort_drift_bins_posts_and_finds_the_planted_shift_of_the_mean():
+    from cvx_app import cohort_drift as cd
+
+    rng = np.random.default_rng(1)
+    trs = []
+    for u in range(6):
+        days = np.arange(0, 120, 3)
+        x = rng.normal(0, 0.01, size=(days.size, 3))
+        x[days >= 60, 0] += 1.0  # every user's posts move after day 60
+        when = np.datetime64("2024-01-01T00:00:00", "us") + days.astype("timedelta64[D]")
+        trs.append(Trajectory(f"u{u}", x, when, label=u % 2))
+    drift = cd.cohort_drift(TrajectorySet(trs, name="c"), period="W")
+    f = drift.frame
+    assert drift.period == "week" and f["posts"].sum() == 6 * 40 and (f["users"] <= 6).all()
+    assert np.isnan(f["step"].iloc[0]) and f["from_start"].iloc[0] == 0.0
+    assert f["from_start"].iloc[-1] > 0.9
+    assert len(drift.change_points) >= 1
+    shift = pd.Timestamp("2024-01-01") + pd.Timedelta(days=60)
+    assert min(abs(c - shift) for c in drift.change_points) <= pd.Timedelta(days=7)
+
+
+def test_choose_period_keeps_at_most_200_bins():
+    from cvx_app import cohort_drift as cd
+
+    assert cd.choose_period(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-03-01"))[1] == "day"
+    assert cd.choose_period(pd.Timestamp("2020-01-01"), pd.Timestamp("2023-01-01"))[1] == "week"
+    assert cd.choose_period(pd.Timestamp("1900-01-01"), pd.Timestamp("2000-01-01"))[1] == "year"
