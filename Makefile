@@ -13,12 +13,14 @@ STAMP     := $(VENV)/.installed
 .PHONY: run test test-fast bench install install-run chromium sample clean
 
 $(RUN_STAMP): requirements.txt pyproject.toml
-	@echo "==> [1/3] Python virtual environment in $(VENV)"
+	@echo "==> [1/4] Python virtual environment in $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> [2/3] App and library requirements (requirements.txt; torch is the largest, a few minutes on a fresh machine)"
+	@echo "==> [2/4] App and library requirements (requirements.txt; torch is the largest, a few minutes on a fresh machine)"
 	$(PY) -m pip install --progress-bar on -r requirements.txt
-	@echo "==> [3/3] CVX itself (editable)"
+	@echo "==> [3/4] CVX itself (editable)"
 	$(PY) -m pip install --no-deps -e .
+	@echo "==> [4/4] Compiling UMAP's numba functions once (kept in numba's disk cache, so the first UMAP in the app is not a compile)"
+	$(PY) -c "from cvx_core.analysis.projection import warm_umap; print(f'UMAP compiled in {warm_umap():.1f} s')"
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP) requirements-dev.txt

@@ -133,7 +133,12 @@ def users_frame(analysis: Any) -> pd.DataFrame:
                 "top drift dims": ", ".join(str(int(d)) for d in u.attribution.order[:5]),
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        from cvx_app.explore import nullable_labels
+
+        frame["label"] = nullable_labels(frame["label"]).to_numpy()
+    return frame
 
 
 @dataclass(frozen=True)

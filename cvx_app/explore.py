@@ -117,12 +117,21 @@ def nearest_users(ts: TrajectorySet, user_id: str, analysis: Any, *, k: int = 8)
         rows.append({
             "user_id": tr.user_id,
             "similarity": round(float(sims[j]), 4),
-            "label": "none" if tr.label is None else tr.label,
+            "label": tr.label,
             "posts": tr.n_posts,
             "change points": u.changepoints.n_changes,
             "drift": round(u.attribution.drift_norm, 4),
         })
-    return pd.DataFrame(rows, columns=["user_id", "similarity", "label", "posts", "change points", "drift"])
+    out = pd.DataFrame(rows, columns=["user_id", "similarity", "label", "posts", "change points", "drift"])
+    out["label"] = nullable_labels(out["label"])  # one Arrow type: no 'none' text among numbers
+    return out
+
+
+def nullable_labels(values: Any) -> pd.Series:
+    """Labels as a nullable integer column (``<NA>`` for unlabelled users: ``None`` or a
+    negative label), so a table with unlabelled users converts to Arrow cleanly."""
+    return pd.Series([None if v is None or (isinstance(v, (int, np.integer)) and v < 0) or v != v else int(v)
+                      for v in values], dtype="Int64")
 
 
 # ---- prediction score of the latest run -----------------------------------------------------
@@ -246,3 +255,85 @@ def post_snippets(ts: TrajectorySet, user_id: str, words: int = 14) -> list[str]
     if tr.texts is None:
         return [""] * tr.n_posts
     return [escape_hover(snippet(t, words)) for t in tr.texts]
+
+
+# ---- where Explore opens --------------------------------------------------------------------
+def strongest_change(ts: TrajectorySet, analysis: Any) -> tuple[str, float] | None:
+    """``(user, size)`` of the strongest change point of the dataset: the largest distance
+    between the mean embeddings of the segments on either side of a PELT change point
+    (each side up to the neighbouring change point), in units of the user's typical
+    post-to-post distance, so long and short trajectories compare. ``None`` when no user
+    has a change point."""
+    best: tuple[str, float] | None = None
+    for u in analysis:
+        idx = list(u.changepoints.indices)
+        if not idx:
+            continue
+        x = ts[u.user_id].embeddings.astype(np.float64, copy=False)
+        step = float(np.median(np.linalg.norm(np.diff(x, axis=0), axis=1))) if len(x) > 1 else 0.0
+        bounds = [0, *idx, len(x)]
+        for k in range(1, len(bounds) - 1):
+            before, after = x[bounds[k - 1]:bounds[k]], x[bounds[k]:bounds[k + 1]]
+            if len(before) == 0 or len(after) == 0:
+                continue
+            size = float(np.linalg.norm(after.mean(axis=0) - before.mean(axis=0))) / (step if step > 0 else 1.0)
+            if best is None or size > best[1]:
+                best = (u.user_id, size)
+    return best
+
+
+def opening_user(ts: TrajectorySet, analysis: Any) -> str:
+    """The user Explore opens on: the one with the strongest change point
+    (:func:`strongest_change`), else the first user."""
+    best = _strongest_cached(ts.digest(), ts, analysis)
+    return best if best is not None and best in ts else ts.user_ids[0]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _strongest_cached(digest: str, _ts: TrajectorySet, _analysis: Any) -> str | None:
+    found = strongest_change(_ts, _analysis)
+    return None if found is None else found[0]
+
+
+# ---- nearest posts (Embedding Projector's "nearest points") ----------------------------------
+@st.cache_data(max_entries=4, show_spinner=False)
+def _unit_posts(digest: str, _ts: TrajectorySet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every post's unit embedding ``[P, D]`` (float32), its user's row and its post index."""
+    x = np.concatenate([tr.embeddings for tr in _ts]).astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.where(norms > 0, norms, 1.0)
+    owner = np.repeat(np.arange(len(_ts)), _ts.lengths)
+    post = np.concatenate([np.arange(n) for n in _ts.lengths])
+    return x, owner, post
+
+
+def nearest_posts(ts: TrajectorySet, user_id: str, post: int, *, k: int = 10, words: int = 30) -> pd.DataFrame:
+    """The ``k`` posts of the dataset nearest to post ``post`` of ``user_id`` in the original
+    embedding space (cosine similarity, the post itself left out), most similar first:
+    user, post number (1-based), date, similarity, label and the post's first ``words``
+    words (raw text: show in a table, never as markup)."""
+    from cvx_app.projections import snippet
+
+    x, owner, index = _unit_posts(ts.digest(), ts)
+    row = ts.user_ids.index(user_id)
+    start = int(np.asarray(ts.lengths)[:row].sum())
+    sims = x @ x[start + post]
+    sims[start + post] = -np.inf
+    order = np.argsort(-sims, kind="stable")[: max(0, min(k, sims.size - 1))]
+    out = []
+    for j in order:
+        tr = ts.at(int(owner[j]))
+        i = int(index[j])
+        out.append({
+            "user_id": tr.user_id,
+            "post": i + 1,
+            "when": pd.Timestamp(tr.datetimes[i]).strftime("%Y-%m-%d"),
+            "similarity": round(float(sims[j]), 4),
+            "label": tr.label,
+            "text": snippet(tr.texts[i], words) if tr.texts is not None else "",
+        })
+    frame = pd.DataFrame(out, columns=["user_id", "post", "when", "similarity", "label", "text"])
+    frame["label"] = nullable_labels(frame["label"])
+    if not ts.has_text:
+        frame = frame.drop(columns="text")
+    return frame

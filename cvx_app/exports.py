@@ -39,7 +39,14 @@ __all__ = [
     "weights_safetensors",
     "comparison_csv",
     "png_available",
+    "export_layout",
+    "figure_image",
     "figure_png",
+    "posts_frame",
+    "posts_parquet",
+    "posts_csv",
+    "validation_report",
+    "validation_report_json",
 ]
 
 
@@ -224,17 +231,146 @@ def png_available() -> tuple[bool, str]:
     return True, ""
 
 
-def figure_png(fig: Any, *, width: int = 1100, height: int | None = None, scale: float = 2.0) -> bytes:
-    """``fig`` rendered to PNG bytes by kaleido (a few seconds: it starts a headless Chromium)."""
-    h = height or int(fig.layout.height or 500)
-    return fig.to_image(format="png", width=width, height=h, scale=scale)
+EXPORT_WIDTH = 1000  # px at scale 1 (PNG is rendered at scale 2)
+MAX_ASPECT = 1.8  # width / height of an exported figure, at most
+
+
+def export_layout(fig: Any, *, width: int | None = None, height: int | None = None) -> tuple[Any, int, int]:
+    """A copy of ``fig`` laid out for a file: the screen's colours and labels (traces keep
+    their explicit colours; the white template stands in for the app theme), margins that
+    fit every tick and title (automargin), a readable font, and a sensible size: the
+    screen height, with the width at most ``MAX_ASPECT`` times it. Returns
+    ``(figure, width, height)``."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    h = int(height or out.layout.height or 500)
+    w = int(width or min(EXPORT_WIDTH, round(h * MAX_ASPECT)))
+    out.update_layout(template="plotly_white", font=dict(size=13), margin=dict(l=20, r=20, t=70, b=20),
+                      paper_bgcolor="white", plot_bgcolor="white", width=w, height=h)
+    out.update_xaxes(automargin=True, title_standoff=8)
+    out.update_yaxes(automargin=True, title_standoff=8)
+    return out, w, h
+
+
+IMAGE_FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def figure_image(fig: Any, fmt: str = "png", *, width: int | None = None, height: int | None = None,
+                 scale: float = 2.0) -> bytes:
+    """``fig`` as PNG or SVG bytes, through :func:`export_layout` (one look for both formats),
+    rendered by kaleido (a few seconds: it drives a headless Chromium)."""
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format {fmt!r}: expected one of {', '.join(IMAGE_FORMATS)}")
+    out, w, h = export_layout(fig, width=width, height=height)
+    return out.to_image(format=fmt, width=w, height=h, scale=scale if fmt == "png" else 1)
+
+
+def figure_png(fig: Any, *, width: int | None = None, height: int | None = None, scale: float = 2.0) -> bytes:
+    """``fig`` as PNG bytes (:func:`figure_image`)."""
+    return figure_image(fig, "png", width=width, height=height, scale=scale)
+
+
+# ---- datasets: posts tables and the validation report -----------------------------------------
+def posts_frame(ts: TrajectorySet, user_ids: Sequence[str] | None = None, *, wide: bool = False) -> pd.DataFrame:
+    """One row per post of ``user_ids`` (default: every user), in the upload format the
+    loader reads back: ``user_id``, ``timestamp`` (UTC), ``label`` (nullable), ``text`` when
+    the data has texts, and the embedding as a list column ``embedding`` or, with ``wide``,
+    as columns ``e0 … e{D-1}`` (for CSV)."""
+    users = list(ts.user_ids if user_ids is None else user_ids)
+    parts = []
+    for uid in users:
+        tr = ts[uid]
+        part = pd.DataFrame({"user_id": tr.user_id, "timestamp": pd.to_datetime(tr.datetimes, utc=True)})
+        part["label"] = pd.array([tr.label] * tr.n_posts, dtype="Int64")
+        if ts.has_text:
+            part["text"] = list(tr.texts) if tr.texts is not None else None
+        emb = np.asarray(tr.embeddings, dtype=np.float32)
+        if wide:
+            part = pd.concat([part, pd.DataFrame(emb, columns=[f"e{d}" for d in range(ts.dim)])], axis=1)
+        else:
+            part["embedding"] = list(emb)
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["user_id", "timestamp", "label", "embedding"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def posts_parquet(ts: TrajectorySet, user_ids: Sequence[str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    posts_frame(ts, user_ids).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def posts_csv(ts: TrajectorySet, user_ids: Sequence[str] | None = None) -> bytes:
+    return _csv(posts_frame(ts, user_ids, wide=True))
+
+
+def validation_report(ts: TrajectorySet, *, dataset: str, source: str) -> dict[str, Any]:
+    """What validating ``dataset`` found, as a JSON-ready dict: the file, the shape (users,
+    posts, D, time span, posts per user), labels (per class and unlabelled), texts and
+    metadata columns, and each check the loader passed or the warnings that apply."""
+    summary = ts.summary()
+    labels = np.asarray(ts.labels)
+    lengths = np.asarray(ts.lengths)
+    unlabelled = int((labels < 0).sum())
+    warnings = []
+    if unlabelled:
+        warnings.append(f"{unlabelled} of {len(ts)} users have no label: training leaves them out")
+    short = int((lengths < 3).sum())
+    if short:
+        warnings.append(f"{short} users have fewer than 3 posts: too short for change points")
+    if len({int(v) for v in labels[labels >= 0]}) < 2:
+        warnings.append("fewer than two classes among the labelled users: the dataset cannot be trained on")
+    meta = getattr(ts, "metadata", None)
+    return {
+        "dataset": dataset,
+        "source": source,
+        "users": len(ts),
+        "posts": int(ts.n_posts),
+        "dimension": int(ts.dim),
+        "first_post": pd.Timestamp(summary.start).isoformat(),
+        "last_post": pd.Timestamp(summary.end).isoformat(),
+        "posts_per_user": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
+        "users_per_label": {str(k): int(v) for k, v in summary.label_counts.items()},
+        "unlabelled_users": unlabelled,
+        "has_text": bool(ts.has_text),
+        "metadata_columns": [str(c) for c in meta.columns] if isinstance(meta, pd.DataFrame) else [],
+        "checks_passed": [
+            "every row has a user id, a valid timestamp and an embedding of the same dimension",
+            "every embedding value is finite",
+            "labels are integer class indices or empty",
+            "each user's posts are in time order",
+        ],
+        "warnings": warnings,
+    }
+
+
+def validation_report_json(report: dict[str, Any]) -> bytes:
+    return json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 # ---- download buttons (the only Streamlit part) -------------------------------------------------
+def image_buttons(fig: Any, *, file_stem: str, key: str, label: str = "Figure") -> None:
+    """Two download buttons, PNG and SVG, that render ``fig`` through :func:`figure_image`
+    when clicked (deferred: the page does not wait for Chromium); where kaleido or Chromium
+    is missing, a note points to the chart's camera button instead."""
+    import streamlit as st
+
+    ok, why = png_available()
+    if not ok:
+        st.caption(f"{why}; the camera icon above each chart saves a PNG from the browser.")
+        return
+    a, b = st.columns(2)
+    for col, fmt in zip((a, b), IMAGE_FORMATS):
+        col.download_button(f"{label} ({fmt.upper()})", data=lambda f=fmt: figure_image(fig, f),
+                            file_name=f"{file_stem}.{fmt}", mime=IMAGE_FORMATS[fmt], key=f"{key}_{fmt}",
+                            on_click="ignore", icon=":material/image:",
+                            help="Rendered by kaleido with a headless Chromium (a few seconds).")
+
+
 def png_button(fig: Any, *, file_name: str, key: str, label: str = "PNG") -> None:
-    """A download button that renders ``fig`` to PNG when clicked (deferred: the page does not
-    wait for Chromium); where kaleido or Chromium is missing, a note points to the chart's
-    camera button instead."""
+    """A PNG download button (:func:`image_buttons` offers PNG and SVG)."""
     import streamlit as st
 
     ok, why = png_available()

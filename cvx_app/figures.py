@@ -89,7 +89,7 @@ def timeline_figure(tl: Any) -> go.Figure:
     change probability; PELT change points as dashed lines, silences as grey bands.
     ``tl`` is an ``cvx_app.cache.Timeline``."""
     fig = make_subplots(
-        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.075,
         subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",
                         "drift |v_i - v_1|", "BOCPD change probability"),
     )
@@ -138,29 +138,42 @@ def loss_auc_figures(steps: Sequence[Sequence[float]], epochs: Sequence[Mapping[
     return loss, auc
 
 
-def roc_figure(metrics: Mapping[str, Any]) -> go.Figure:
-    """The test ROC curve of a run's ``metrics.json`` (with the chance diagonal)."""
+def roc_figure(metrics: Mapping[str, Any], curves: Sequence[Any] = ()) -> go.Figure:
+    """The test ROC curves of a run: ``curves`` (``cvx_app.run_results.RocCurve``: the binary
+    curve, or one per class, one-vs-rest) with the chance diagonal. The title gives the test
+    AUC (macro for more than two classes); without curves it says none could be drawn."""
     fig = go.Figure()
-    roc = metrics.get("roc")
-    if roc:
-        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="model", line=dict(width=3)))
+    for k, curve in enumerate(curves):
+        name = curve.name if len(curves) == 1 else f"{curve.name} (AUC {curve.auc:.3f})"
+        fig.add_trace(go.Scatter(x=list(curve.fpr), y=list(curve.tpr), mode="lines", name=name,
+                                 line=dict(width=3, color=CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)])))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                              line=dict(dash="dot", color="#999999")))
-    fig.update_layout(title=f"ROC curve (test, AUC {metrics['test_auc']:.3f})", xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", height=360, margin=_MARGIN,
-                      legend=dict(orientation="h", y=-0.25))
+    auc = metrics.get("test_auc")
+    auc_text = f"{auc:.3f}" if isinstance(auc, (int, float)) and auc == auc else "–"
+    multi = isinstance(metrics.get("classes"), list) and len(metrics["classes"]) > 2
+    title = f"ROC (test, {'macro ' if multi else ''}AUC {auc_text})"
+    if not curves:
+        title += "<br><sup>no curve: the run's test users are not in this dataset</sup>"
+    fig.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate",
+                      xaxis_range=[-0.01, 1.01], yaxis_range=[-0.01, 1.02], height=380, margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.22))
     return fig
 
 
 def confusion_figure(metrics: Mapping[str, Any]) -> go.Figure:
-    """The test confusion matrix of a run's ``metrics.json``."""
+    """The test confusion matrix of a run's ``metrics.json``: rows the true class, columns the
+    predicted class, every cell labelled with its count."""
     conf = np.array(metrics["confusion"])
     classes = [str(c) for c in metrics.get("classes", range(conf.shape[0]))]
     fig = go.Figure(go.Heatmap(
-        z=conf, x=[f"pred {c}" for c in classes], y=[f"true {c}" for c in classes],
-        text=conf, texttemplate="%{text}", colorscale="Blues", showscale=False,
+        z=conf, x=[f"class {c}" for c in classes], y=[f"class {c}" for c in classes],
+        text=conf, texttemplate="%{text}", textfont=dict(size=16), colorscale="Blues", showscale=False,
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{z} users<extra></extra>",
     ))
-    fig.update_layout(title="Confusion matrix (test)", height=360, margin=_MARGIN, yaxis_autorange="reversed")
+    fig.update_layout(title="Confusion matrix (test users)", height=380, margin=_MARGIN,
+                      xaxis=dict(title="predicted", type="category", side="bottom"),
+                      yaxis=dict(title="true", type="category", autorange="reversed"))
     return fig
 
 
@@ -375,6 +388,14 @@ def explore_figure(
             line=dict(color=colour_k, width=2.5), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
             customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
         ))
+        if k == 0 and len(part) > 1:  # the open user's path: where it starts and where it ends
+            ends = part.iloc[[0, -1]]
+            fig.add_trace(go.Scattergl(
+                x=ends["x"], y=ends["y"], mode="markers+text", name=f"start / end {safe}",
+                text=["start", "end"], textposition="top center", textfont=dict(size=12, color=colour_k),
+                marker=dict(symbol=["square", "diamond"], size=13, color=colour_k, line=dict(width=2, color=HALO)),
+                customdata=ends[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+            ))
         if window is not None:  # where the path has got to
             last = part.iloc[[-1]]
             fig.add_trace(go.Scattergl(

@@ -52,6 +52,7 @@ class TrainJob:
         self.error: str | None = None
         self.interrupted = False
         self.started = time.time()
+        self.n_left_out = 0  # unlabelled users of the dataset left out of training
         self._ts = ts
         self.thread = threading.Thread(target=self._work, name=f"cvx-train-{self.run_name}", daemon=True)
 
@@ -157,25 +158,50 @@ def running_job() -> TrainJob | None:
     return None
 
 
+def labelled_users(ts: TrajectorySet) -> tuple[TrajectorySet, int]:
+    """``(the users of ts that have a label, how many users without one were left out)``;
+    ``ts`` itself when every user has a label."""
+    import numpy as np
+
+    labels = np.asarray(ts.labels)
+    missing = int((labels < 0).sum())
+    if missing == 0:
+        return ts, 0
+    keep = [u for u, y in zip(ts.user_ids, labels) if y >= 0]
+    return ts.subset(keep, name=getattr(ts, "name", None)), missing
+
+
+def unlabelled_note(n_left_out: int, n_users: int) -> str | None:
+    """The sentence that says how many unlabelled users training leaves out (``None``: none)."""
+    if n_left_out <= 0:
+        return None
+    return (f"{n_left_out} of {n_users} users have no label and are left out of training "
+            f"(it uses the {n_users - n_left_out} labelled users)")
+
+
 def trainable_problem(ts: TrajectorySet) -> str | None:
-    """Why ``ts`` cannot be trained on (``None`` when it can): unlabelled users, or fewer
-    than two classes. Checked before any run folder is made, so a refused run leaves none."""
+    """Why ``ts`` cannot be trained on (``None`` when it can): no users, no labelled users, or
+    fewer than two classes among the labelled users (unlabelled users are left out, see
+    :func:`labelled_users`). Checked before any run folder is made, so a refused run leaves none."""
     import numpy as np
 
     if len(ts) == 0:
         return "the dataset has no users"
-    if not ts.has_labels:
-        missing = int((np.asarray(ts.labels) < 0).sum())
-        return f"{missing} of {len(ts)} users have no label; training needs a label on every user"
-    classes = sorted({int(v) for v in np.asarray(ts.labels)})
+    labels = np.asarray(ts.labels)
+    known = labels[labels >= 0]
+    if known.size == 0:
+        return f"none of its {len(ts)} users has a label; training needs labelled users of at least 2 classes"
+    classes = sorted({int(v) for v in known})
     if len(classes) < 2:
-        return f"training needs at least 2 classes, but every user has label {classes[0]}"
+        among = "every user has" if known.size == len(ts) else f"all {known.size} labelled users have"
+        return f"training needs at least 2 classes, but {among} label {classes[0]}"
     return None
 
 
 def start_training(dataset: str, ts: TrajectorySet, config: Any, *, name: str | None = None) -> TrainJob:
     """Check the data, create a run folder (named by ``name``, else dataset + head + time),
-    record which dataset it uses, and start training in a thread.
+    record which dataset it uses, and start training in a thread on the labelled users of
+    ``ts`` (the unlabelled ones are left out; ``job.n_left_out`` says how many).
 
     Raises ValueError (no folder is made) when the data cannot be trained on."""
     from cvx_core.learn.runs import new_run_dir
@@ -188,9 +214,12 @@ def start_training(dataset: str, ts: TrajectorySet, config: Any, *, name: str | 
     with _START_LOCK:  # check-and-register is one step: simultaneous starts cannot both pass
         if running_job() is not None:
             raise RuntimeError("a training run is already in progress on this server")
+        train_ts, left_out = labelled_users(ts)
         run_dir = new_run_dir(runs_dir(), app_runs.folder_name(name, dataset, config))
-        app_runs.write_new_record(run_dir, dataset=dataset, digest=ts.digest(), config=config, title=name)
-        job = TrainJob(dataset, ts, config, run_dir)
+        app_runs.write_new_record(run_dir, dataset=dataset, digest=ts.digest(), config=config, title=name,
+                                  left_out=left_out)
+        job = TrainJob(dataset, train_ts, config, run_dir)
+        job.n_left_out = left_out
         jobs = training_jobs()
         for old in [n for n, j in jobs.items() if j.status != "running"][:-MAX_FINISHED_JOBS]:
             jobs.pop(old, None)  # finished jobs hold only progress curves; keep a few

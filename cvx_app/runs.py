@@ -79,11 +79,14 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
     atomic_write_json(Path(run_dir) / APP_RUN_FILE, record)
 
 
-def write_new_record(run_dir: Path, *, dataset: str, digest: str, config: Any, title: str | None = None) -> None:
-    """The record of a run the app starts: dataset, digest, head, title, empty notes."""
+def write_new_record(run_dir: Path, *, dataset: str, digest: str, config: Any, title: str | None = None,
+                     left_out: int = 0) -> None:
+    """The record of a run the app starts: dataset, digest, head, title, empty notes, and how
+    many unlabelled users of the dataset training left out."""
     _write_record(run_dir, {
         "dataset": dataset,
         "digest": digest,
+        "unlabelled_left_out": int(left_out),
         "head": head_name(config),
         "title": clean_title(title) if title and title.strip() else Path(run_dir).name,
         "notes": "",
@@ -202,6 +205,7 @@ class RunView:
     notes: str
     device: str | None = None
     epochs: int | None = None
+    left_out: int = 0  # unlabelled users of the dataset that training left out
 
 
 def _read(path: Path) -> tuple[Any, str | None]:
@@ -264,7 +268,22 @@ def view_run(info: Any, *, running: set[str], failed: dict[str, str] | None = No
         notes=notes_of(path),
         device=device if isinstance(device, str) else None,
         epochs=int(epochs) if _finite(epochs) else None,
+        left_out=_left_out(path),
     )
+
+
+def _left_out(run_dir: Path) -> int:
+    value = read_record(run_dir).get("unlabelled_left_out", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def runs_of_dataset(views: list[RunView], dataset: str | None, *, show_all: bool = False) -> list[RunView]:
+    """The runs to list for ``dataset``: only its own runs (newest first), or with
+    ``show_all`` every run, the dataset's own first (each group keeps its order)."""
+    own = [v for v in views if v.dataset == dataset]
+    if not show_all:
+        return own
+    return own + [v for v in views if v.dataset != dataset]
 
 
 @dataclass(frozen=True)

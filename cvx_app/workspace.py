@@ -27,6 +27,14 @@ SAMPLE_NAME = "sample"
 
 SAMPLE_PATH = ROOT / "sample_data" / "sample.parquet"
 
+REAL_TEXT_NAME = "real_text"
+
+# every dataset shipped in sample_data/, listed (in this order) from the first start
+SHIPPED: dict[str, Path] = {
+    SAMPLE_NAME: SAMPLE_PATH,
+    REAL_TEXT_NAME: ROOT / "sample_data" / "real_text.parquet",
+}
+
 
 TRUTH_PATH = ROOT / "sample_data" / "truth.json"
 
@@ -120,12 +128,11 @@ class DatasetEntry:
 
 
 def list_datasets() -> list[DatasetEntry]:
-    """The shipped sample (when present) first, then workspace datasets by name."""
-    out: list[DatasetEntry] = []
-    if SAMPLE_PATH.is_file():
-        out.append(DatasetEntry(SAMPLE_NAME, SAMPLE_PATH, True))
+    """The shipped samples (those present: ``sample``, then ``real_text``) first, then
+    workspace datasets by name (a workspace file named like a shipped sample is hidden)."""
+    out: list[DatasetEntry] = [DatasetEntry(n, p, True) for n, p in SHIPPED.items() if p.is_file()]
     for p in sorted(datasets_dir().glob("*.parquet")):
-        if p.stem != SAMPLE_NAME:
+        if p.stem not in SHIPPED:
             out.append(DatasetEntry(p.stem, p, False))
     return out
 
@@ -161,7 +168,7 @@ def _publish(tmp: Path, base: str) -> str:
     ``os.link`` fails if the name exists, so two uploads can never take the same name."""
     folder = tmp.parent
     for name in _candidates(base):
-        if name == SAMPLE_NAME:
+        if name in SHIPPED:
             continue
         try:
             os.link(tmp, folder / f"{name}.parquet")
@@ -214,16 +221,16 @@ def _unused_name(base: str) -> str:
     """The first name ``base``, ``base-2``, … no dataset has now (advisory only: use
     :func:`save_new_dataset` to claim a name without a race)."""
     taken = {e.name for e in list_datasets()}
-    return next(n for n in _candidates(base) if n not in taken and n != SAMPLE_NAME)
+    return next(n for n in _candidates(base) if n not in taken and n not in SHIPPED)
 
 
 def delete_dataset(name: str) -> None:
-    """Remove a workspace dataset (the shipped sample cannot be deleted)."""
+    """Remove a workspace dataset (the shipped samples cannot be deleted)."""
     entry = dataset_entry(name)
     if entry is None:
         raise KeyError(f"no dataset named {name!r}")
     if entry.is_sample:
-        raise ValueError("the shipped sample cannot be deleted")
+        raise ValueError(f"the shipped sample {name!r} cannot be deleted")
     entry.path.unlink(missing_ok=True)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvx_app import escape, session, textdata, workspace
+from cvx_app import escape, exports, session, textdata, workspace
 from cvx_core.data.trajectory import TrajectoryError
 
 name = session.bootstrap("Data")
@@ -115,6 +115,7 @@ with left:
         height=300, margin=dict(l=10, r=10, t=40, b=10), bargap=0.05,
     )
     st.plotly_chart(fig, key="data_hist")
+    exports.image_buttons(fig, file_stem=f"{chosen}-posts-per-user", key="data_dl_hist", label="Chart")
 with right:
     counts = summary.label_counts
     fig = go.Figure(go.Bar(x=[str(k) for k in counts], y=list(counts.values()), marker_color="#d62728"))
@@ -123,6 +124,22 @@ with right:
         xaxis_type="category", height=300, margin=dict(l=10, r=10, t=40, b=10),
     )
     st.plotly_chart(fig, key="data_labels")
+    exports.image_buttons(fig, file_stem=f"{chosen}-labels", key="data_dl_labels", label="Chart")
 
 st.subheader("Preview")
 st.dataframe(session.preview_frame(ts), hide_index=True, height=280)
+
+st.markdown("**Download this dataset**")
+report = exports.validation_report(ts, dataset=chosen, source=entry.path.name)
+for w in report["warnings"]:
+    st.caption("⚠ " + escape.escape_markdown(w[0].upper() + w[1:]) + ".")
+dl = st.columns(3)
+dl[0].download_button("Posts (Parquet)", data=lambda: exports.posts_parquet(ts), file_name=f"{chosen}-posts.parquet",
+                      mime="application/vnd.apache.parquet", key="data_dl_parquet", on_click="ignore",
+                      icon=":material/download:", help="One row per post; the Data page reads it back.")
+dl[1].download_button("Posts (CSV)", data=lambda: exports.posts_csv(ts), file_name=f"{chosen}-posts.csv",
+                      mime="text/csv", key="data_dl_csv", on_click="ignore", icon=":material/download:",
+                      help="One row per post, the embedding as columns e0 … e{D-1}.")
+dl[2].download_button("Validation report (JSON)", data=exports.validation_report_json(report),
+                      file_name=f"{chosen}-validation.json", mime="application/json", key="data_dl_report",
+                      on_click="ignore", icon=":material/fact_check:")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, explore, figures, forecasts, projections, session
+from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -20,12 +20,14 @@ st.title("Explore")
 ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
+analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
+
 # a user clicked in the projection or a table on the previous run becomes the open user
 pending = st.session_state.pop("explore_pending_user", None)
 if pending in ts:
     st.session_state["explore_user"] = pending
-if st.session_state.get("explore_user") not in ts:
-    st.session_state["explore_user"] = user_ids[0]
+if st.session_state.get("explore_user") not in ts:  # first visit, or another dataset: its strongest change
+    st.session_state["explore_user"] = explore.opening_user(ts, analysis)
 
 
 # Tables whose row click opens a user are keyed by the open user: once another user is open
@@ -37,7 +39,6 @@ def open_user(user_id: str) -> None:
         st.rerun()
 
 
-analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
 options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
@@ -130,6 +131,27 @@ def _clamp(t: datetime) -> datetime:
     return min(max(t, first), last)
 
 
+def selection_exports(chosen: list[str]) -> None:
+    """Download the selected users (table) and their posts, or keep them as a new dataset."""
+    n_posts = sum(ts[u].n_posts for u in chosen)
+    st.caption(f"Export the selection: {len(chosen)} users, {n_posts:,} posts.")
+    e = st.columns(4)
+    users = cache.users_frame(analysis)
+    users = users[users["user_id"].isin(chosen)]
+    e[0].download_button("Users (CSV)", data=exports.features_csv(users), file_name=f"{name}-selection-users.csv",
+                         mime="text/csv", key="explore_dl_sel_users", on_click="ignore", icon=":material/download:")
+    e[1].download_button("Posts (CSV)", data=lambda: exports.posts_csv(ts, chosen), file_name=f"{name}-selection-posts.csv",
+                         mime="text/csv", key="explore_dl_sel_csv", on_click="ignore", icon=":material/download:")
+    e[2].download_button("Posts (Parquet)", data=lambda: exports.posts_parquet(ts, chosen),
+                         file_name=f"{name}-selection-posts.parquet", mime="application/vnd.apache.parquet",
+                         key="explore_dl_sel_parquet", on_click="ignore", icon=":material/download:")
+    if e[3].button("Save as a new dataset", key="explore_save_sel", icon=":material/save:",
+                   help="The selected users' posts become a workspace dataset (the original is unchanged)."):
+        saved = workspace.save_new_dataset(ts.subset(chosen), f"{name}-selection")
+        st.success(f"Saved {escape.escape_markdown(saved)}: {len(chosen)} users. Pick it in the sidebar.",
+                   icon=":material/check_circle:")
+
+
 @st.fragment(run_every=PLAY_EVERY_S if playing else None)
 def cloud() -> None:
     window_now = st.session_state.get("explore_window")
@@ -177,6 +199,7 @@ def cloud() -> None:
         fig, key="explore_proj", on_select="rerun", selection_mode=("points", "box", "lasso"),
         config={"scrollZoom": True},
     )
+    exports.image_buttons(fig, file_stem=f"{name}-{shown_method.lower()}", key="explore_dl_cloud", label="Projection")
     clicked = session.user_from_selection(event, frame)
     chosen = session.users_in_selection(event, frame)
     if clicked and clicked != selected and clicked != st.session_state.get("explore_last_click"):
@@ -199,9 +222,18 @@ def cloud() -> None:
             rows = picked.selection.rows if picked is not None else []
             if rows:
                 open_user(str(table["user_id"].iloc[rows[0]]))
+            selection_exports(chosen)
 
 
 cloud()
+
+with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, with its change points)"):
+    drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)
+    dfig = cohort_drift.drift_figure(drift)
+    st.plotly_chart(dfig, key="explore_cohort_drift")
+    st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original space). "
+               f"Red dashed lines: PELT change points of the sequence of means ({len(drift.change_points)} found).")
+    exports.image_buttons(dfig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
 
 # ---- search results and nearest users ---------------------------------------------------------------
 left, right = st.columns(2)
@@ -226,11 +258,24 @@ with left:
 with right:
     with st.container(border=True):
         st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; click a row to open)")
-        near = explore.nearest_users(ts, selected, analysis)
-        picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)), key=f"explore_near_table:{selected}",
-                              on_select="rerun", selection_mode="single-row")
+        if len(ts) < 2:
+            st.caption("This dataset has one user: there is no other user to compare with.")
+        else:
+            near = explore.nearest_users(ts, selected, analysis)
+            picked = st.dataframe(near, hide_index=True, height=min(320, 38 + 35 * len(near)),
+                                  key=f"explore_near_table:{selected}", on_select="rerun", selection_mode="single-row")
+            if picked is not None and picked.selection.rows:
+                open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
+    with st.expander("Nearest posts to one of this user's posts (original embedding space)"):
+        n_own = ts[selected].n_posts
+        which = st.number_input(f"Post (1–{n_own})", min_value=1, max_value=n_own, value=1, step=1,
+                                key=f"explore_post_{selected}")
+        near_posts = explore.nearest_posts(ts, selected, int(which) - 1)
+        st.caption("Cosine similarity of the posts' embeddings (not of the 2-D picture); click a row to open its user.")
+        picked = st.dataframe(near_posts, hide_index=True, height=38 + 35 * len(near_posts),
+                              key=f"explore_near_posts:{selected}", on_select="rerun", selection_mode="single-row")
         if picked is not None and picked.selection.rows:
-            open_user(str(near["user_id"].iloc[picked.selection.rows[0]]))
+            open_user(str(near_posts["user_id"].iloc[picked.selection.rows[0]]))
 
 # ---- one user's timeline, with its change points in words ------------------------------------------
 tl = cache.user_timeline(ts, selected)
@@ -238,45 +283,41 @@ words = explore.change_words(ts, selected)
 st.subheader("Timeline of one user")
 st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label}  ·  {tl.n_posts} posts  ·  "
         f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
-left, right = st.columns([3, 2])
-with left:
-    cp_terms = {w.index: w.terms_after for w in words} if words else None
-    tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
-    st.plotly_chart(tfig, key="explore_timeline")
-    st.caption(
-        "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
-        "when the posts have text). "
-        f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
-        "gaps between posts. Hover a point to read the post's first words."
-    )
-with right:
-    st.markdown("**What changed, in words**")
-    if words is not None:
-        if not words:
-            st.text("No change point was found for this user.")
-        for k, cp in enumerate(words):
-            with st.container(border=True, key=f"explore_cp_{k}"):
-                st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · severity {escape.escape_markdown(cp.severity)}")
-                st.text(cp.narrative)
-                b, a = st.columns(2)
-                with b:
-                    st.caption("Before: distinctive words")
-                    st.text(", ".join(cp.terms_before) or "–")
-                    st.caption("Example posts before")
-                    for post in cp.posts_before:
-                        st.text("“" + post + "”")
-                with a:
-                    st.caption("After: distinctive words")
-                    st.text(", ".join(cp.terms_after) or "–")
-                    st.caption("Example posts after")
-                    for post in cp.posts_after:
-                        st.text("“" + post + "”")
-    else:
-        if not tl.narratives:
-            st.text("No change point was found for this user.")
-        for text in tl.narratives:
-            with st.container(border=True):
-                st.text(text)
-        if not ts.has_text:
-            st.caption("This dataset has no post texts, so change points are described by dimensions only. "
-                       "Upload posts as text on the Data page to read them in words.")
+cp_terms = {w.index: w.terms_after for w in words} if words else None
+tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
+st.plotly_chart(tfig, key="explore_timeline")
+exports.image_buttons(tfig, file_stem=f"{name}-{workspace.safe_dataset_name(selected)}-timeline", key="explore_dl_timeline", label="Timeline")
+st.caption(
+    "Red dashed lines: PELT change points (labelled with the words that become distinctive after them "
+    "when the posts have text). "
+    f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
+    "gaps between posts. Hover a point to read the post's first words."
+)
+st.markdown("**What changed, in words**")
+if words is not None:
+    if not words:
+        st.text("No change point was found for this user.")
+    for k, cp in enumerate(words):
+        with st.container(border=True, key=f"explore_cp_{k}"):
+            st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · "
+                        f"severity {escape.escape_markdown(cp.severity)}")
+            st.text(cp.narrative)
+            for col, side, terms, posts in zip(st.columns(2), ("Before", "After"), (cp.terms_before, cp.terms_after),
+                                               (cp.posts_before, cp.posts_after)):
+                with col:
+                    st.caption(f"{side}: distinctive words (highlighted in the posts)")
+                    st.markdown(", ".join(f":orange-background[{escape.escape_markdown(t)}]" for t in terms) or "–")
+                    for j, post in enumerate(posts):
+                        st.markdown("“" + excerpts.highlight_markdown(excerpts.excerpt(post, terms), terms) + "”")
+                        if len(post) > excerpts.EXCERPT_CHARS:
+                            with st.expander(f"Full post ({len(post.split()):,} words)"):
+                                st.text(post)
+else:
+    if not tl.narratives:
+        st.text("No change point was found for this user.")
+    for text in tl.narratives:
+        with st.container(border=True):
+            st.text(text)
+    if not ts.has_text:
+        st.caption("This dataset has no post texts, so change points are described by dimensions only. "
+                   "Upload posts as text on the Data page to read them in words.")

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, exports, figures, jobs, session
+from cvx_app import cache, escape, exports, figures, jobs, run_results, session, workspace
 from cvx_app import runs as runs_mod
 
 session.bootstrap("Train")
@@ -24,7 +24,7 @@ SCALE_CHOICES = [0.25, 1.0, 3.0, 7.0, 14.0, 30.0, 90.0]
 FIELDS = set(TrainConfig.__dataclass_fields__)
 defaults = TrainConfig()
 fdefaults = TemporalFeaturesConfig()
-SMALL_TEST_USERS, SMALL_CLASS_USERS = 30, 10  # below these, a test metric is noisy
+SMALL_TEST_USERS, _ = run_results.small_data_thresholds()  # below this, a test metric is noisy
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -41,22 +41,27 @@ busy = jobs.running_job()
 problem = jobs.trainable_problem(ts)
 if problem is not None:
     st.warning("This dataset cannot be trained on: " + escape.escape_markdown(problem) + ".")
+train_ts, n_left_out = jobs.labelled_users(ts)
+left_out_note = jobs.unlabelled_note(n_left_out, len(ts))
+if problem is None and left_out_note:
+    st.info(escape.escape_markdown(left_out_note[0].upper() + left_out_note[1:]) + ".", icon=":material/info:")
 test_share = float(getattr(defaults, "test_fraction", 0.2))
-n_test_planned = round(len(ts) * test_share)
+n_test_planned = round(len(train_ts) * test_share)
+st.markdown("**Set up a run**")
+evaluation = st.radio(
+    "Evaluation", ["split", "cv"], horizontal=True, key="train_eval",
+    format_func=lambda v: "one split 60/20/20" if v == "split" else "K-fold cross-validation",
+    help="Cross-validation reports mean ± sd over K stratified folds: use it on small data.",
+)
 with st.form("train_form", border=True):
-    st.markdown("**Set up a run**")
     c0, cq = st.columns([2, 2])
     run_title = c0.text_input("Run name (optional)", max_chars=runs_mod.MAX_TITLE, key="train_name",
                               placeholder=f"{name}-<head>-<time>",
                               help="Empty: the dataset, the head and the time (UTC).")
-    evaluation = "split"
-    if "cv" in FIELDS:
-        evaluation = cq.radio(
-            "Evaluation", ["split", "cv"], horizontal=True, key="train_eval",
-            format_func=lambda v: "one split 60/20/20" if v == "split" else "K-fold cross-validation",
-            help="Cross-validation reports mean ± sd over K stratified folds: use it on small data.",
-        )
-    st.caption(f"{len(ts)} users, D = {ts.dim}. The one split is 60/20/20 (train/validation/test), "
+    if evaluation == "cv":
+        folds = cq.number_input("Folds (K)", min_value=2, max_value=20, value=5, step=1, key="train_folds",
+                                help="Stratified folds of the cross-validation.")
+    st.caption(f"{len(train_ts)} labelled users, D = {ts.dim}. The one split is 60/20/20 (train/validation/test), "
                f"stratified by label: about {n_test_planned} test users.")
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs", min_value=1, max_value=500, value=defaults.epochs, step=1,
@@ -81,8 +86,8 @@ with st.form("train_form", border=True):
                                    key="train_silence_temp")
     seed = c8.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="train_seed")
     c9, c10, c11, c12 = st.columns(4)
-    learn_temps = c9.toggle("Learn the change-point temperature", value=True, key="train_learn_temp",
-                            help="Off: the temperature stays fixed at the value above.")
+    learn_temps = c9.toggle("Learn CP temperature", value=True, key="train_learn_temp",
+                            help="Learn the change-point temperature. Off: it stays fixed at the value above.")
     learn_attention = c10.toggle("Learn dimension attention", value=True, key="train_learn_attention")
     learn_scales = c11.toggle("Learn scale weights", value=True, key="train_learn_scales")
     patience = c12.number_input("Early-stopping patience (epochs)", min_value=1, max_value=1000,
@@ -94,10 +99,7 @@ with st.form("train_form", border=True):
         extra["head"] = c13.selectbox("Head", ["auto", "linear", "mlp"], key="train_head",
                                       index=["auto", "linear", "mlp"].index(getattr(defaults, "head", "auto")),
                                       help="auto: chosen by validation (inner cross-validation on small data).")
-    if "cv" in FIELDS:
-        folds = c14.number_input("Folds (K)", min_value=2, max_value=20, value=5, step=1, key="train_folds",
-                                 help="Used when Evaluation is K-fold cross-validation.")
-        extra["cv"] = int(folds) if evaluation == "cv" else 0
+    extra["cv"] = int(folds) if evaluation == "cv" else 0
     if ts.has_text:
         encoder = c15.selectbox(
             "Text encoder", ["none", "hashing", "minilm"], key="train_encoder",
@@ -117,7 +119,7 @@ with st.form("train_form", border=True):
     )
     if evaluation == "split" and (n_test_planned < SMALL_TEST_USERS):
         st.caption(f"⚠ About {n_test_planned} test users: a test AUC on so few users is noisy"
-                   + ("; K-fold cross-validation gives a mean ± sd." if "cv" in FIELDS else "."))
+                   + "; K-fold cross-validation gives a mean ± sd.")
     submitted = st.form_submit_button(
         "Start training", type="primary", disabled=busy is not None or problem is not None,
     )
@@ -178,8 +180,9 @@ def live_panel(job: "jobs.TrainJob") -> None:
     ))
     if st.button("Stop (keep the best checkpoint)", key="train_stop", disabled=snap["stopping"]):
         job.stop.set()
-    if not snap["steps"]:
+    if not snap["steps"]:  # no empty axes: the curves appear with the first step
         st.caption("Preparing: choosing the head, building batches and the fixed feature normalisation…")
+        return
     loss, auc = figures.loss_auc_figures(snap["steps"], snap["epochs"])
     cols = st.columns(3 if snap.get("grad_norms") else 2)
     cols[0].plotly_chart(loss, key="train_live_loss")
@@ -199,9 +202,13 @@ st.subheader("Runs in the workspace")
 all_jobs = jobs.training_jobs()
 running = {n for n, j in all_jobs.items() if j.status == "running"}
 failed = {n: j.error or "" for n, j in all_jobs.items() if j.status == "error"}
-views = runs_mod.list_run_views(running=running, failed=failed)
+all_views = runs_mod.list_run_views(running=running, failed=failed)
+show_all = st.toggle("Show the runs of every dataset", key="train_show_all_runs",
+                     help=f"Off: only the runs trained on {name}. On: every run, {name}'s first.")
+views = runs_mod.runs_of_dataset(all_views, name, show_all=show_all)
 if not views:
-    st.info("No runs yet. Set one up above.")
+    st.info(f"No runs on {name} yet. Set one up above"
+            + (f", or show the {len(all_views)} run(s) of other datasets with the switch." if all_views else "."))
     st.stop()
 
 table = pd.DataFrame([
@@ -250,7 +257,8 @@ show = st.selectbox(
 if show not in by_name:
     show = wanted
 run = by_name[show]
-st.code(f"run {run.name}  ·  {run.title}  ·  dataset {run.dataset or '?'}  ·  {run.status}", language=None,
+st.code(f"run {run.name}  ·  {run.title}  ·  dataset {run.dataset or '?'}  ·  {run.status}"
+        + (f"  ·  {run.left_out} unlabelled users left out" if run.left_out else ""), language=None,
         wrap_lines=True)
 
 
@@ -327,25 +335,8 @@ if run.metrics is None:
 
 # ---- the run's results --------------------------------------------------------------------------
 metrics = run.metrics
-warnings = metrics.get("warnings")
-if not isinstance(warnings, list):  # older runs: the same check from the test counts
-    warnings = []
-    n_test = metrics.get("n_test")
-    if isinstance(n_test, int) and n_test < SMALL_TEST_USERS:
-        warnings.append(f"only {n_test} test users: the test metrics are noisy")
-    conf = runs_mod.confusion_of(metrics)
-    if conf is not None:
-        small = [c for c, row in zip(conf[1], conf[0]) if sum(row) < SMALL_CLASS_USERS]
-        if small:
-            warnings.append(f"class {', '.join(small)} has fewer than {SMALL_CLASS_USERS} test users")
-warnings = [str(w) for w in warnings if w]
-
-ci = metrics.get("test_auc_ci")
-ci_text = None
-if isinstance(ci, dict):
-    ci = [ci.get("low", ci.get("lo")), ci.get("high", ci.get("hi"))]
-if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
-    ci_text = f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
+warnings = run_results.run_warnings(metrics)
+ci_text = run_results.auc_interval_text(metrics)
 
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Test ROC AUC" + (" ⚠" if warnings else ""), _num(metrics.get("test_auc")),
@@ -389,49 +380,52 @@ if isinstance(cv, dict) and cv:
         with st.expander("Per fold"):
             st.dataframe(pd.DataFrame(folds).select_dtypes(exclude="object"), hide_index=True)
 
-roc_fig = figures.roc_figure(metrics)
+curves = run_results.roc_curves(metrics, run.path, ts if run.dataset == name else run_results.run_data(run.dataset),
+                                stamp=workspace.weights_stamp(run.path))
+roc_fig = figures.roc_figure(metrics, curves)
 confusion = runs_mod.confusion_of(metrics)
 conf_fig = None if confusion is None else figures.confusion_figure({"confusion": confusion[0], "classes": confusion[1]})
 _, auc_fig = figures.loss_auc_figures([], run.history or [])
-auc_fig.update_layout(height=360)
+auc_fig.update_layout(height=380)
 left, mid, right = st.columns(3)
 with left:
     st.plotly_chart(roc_fig, key="train_roc")
 with mid:
     if conf_fig is not None:
         st.plotly_chart(conf_fig, key="train_confusion")
+    f1_table = run_results.per_class_f1(metrics)
+    if f1_table is not None:
+        st.caption("F1 per class (one-vs-rest) on the test users")
+        st.dataframe(f1_table, hide_index=True, height=38 + 35 * len(f1_table))
 with right:
     st.plotly_chart(auc_fig, key="train_hist_auc")
 
 early_fig = None
 early = metrics.get("early")
+e1, e2 = st.columns([2, 1])
 if isinstance(early, dict):
-    xs = early.get("cuts")
-    ys = early.get("auc")
+    xs, ys = early.get("cuts"), early.get("auc")
     if isinstance(xs, list) and isinstance(ys, list) and xs and len(xs) == len(ys):
-        by = early.get("by")
-        x_title = "first d days of each test user's history" if by == "days" else "first k posts of each test user"
+        x_title = ("first d days of each test user's history" if early.get("by") == "days"
+                   else "first k posts of each test user")
         ys = [y if isinstance(y, (int, float)) else None for y in ys]
         base = early.get("baseline_auc") if isinstance(early.get("baseline_auc"), list) else None
         early_fig = figures.early_detection_figure(xs, ys, x_title=x_title, baseline=base)
-        e1, e2 = st.columns([2, 1])
         e1.plotly_chart(early_fig, key="train_early")
-        with e2:
-            st.markdown("**Early risk (eRisk)**")
-            for key, label, hint in (
-                ("erde5", "ERDE (o = 5)", "Early risk detection error with deadline o = 5 posts; lower is better."),
-                ("erde50", "ERDE (o = 50)", "The same with o = 50 posts; lower is better."),
-                ("f_latency", "Latency-weighted F1", "F1 times a penalty for late decisions; higher is better."),
-            ):
-                if isinstance(early.get(key), (int, float)):
-                    st.metric(label, _num(early[key]), help=hint + " Definitions: docs/training.md.")
+with e2:
+    st.markdown("**Early risk (eRisk)**")
+    values, why_none = run_results.early_risk(metrics)
+    for label, value, hint in values:
+        st.metric(label, _num(value), help=hint + " Definitions: docs/training.md.")
+    if why_none:
+        st.caption("No eRisk values: " + escape.escape_markdown(why_none) + ".")
 
 st.page_link("pages/4_compare.py", label="Compare this run's attention with the analytics",
              icon=":material/compare_arrows:", query_params={"run": run.name})
 
 # ---- downloads of the run ----------------------------------------------------------------------
 st.markdown("**Download this run**")
-d = st.columns(5)
+d = st.columns(3)
 d[0].download_button("Metrics (JSON)", data=exports.metrics_json(metrics), file_name=f"{run.name}-metrics.json",
                      mime="application/json", key="train_dl_metrics_json", on_click="ignore",
                      icon=":material/download:")
@@ -444,12 +438,13 @@ if run.has_weights:
                          file_name=f"{run.name}.safetensors", mime="application/octet-stream",
                          key="train_dl_weights", on_click="ignore", icon=":material/download:",
                          help="The best checkpoint; the file's metadata holds the run's config.json.")
-with d[3]:
-    exports.png_button(roc_fig, file_name=f"{run.name}-roc.png", key="train_dl_roc", label="ROC (PNG)")
-with d[4]:
-    if conf_fig is not None:
-        exports.png_button(conf_fig, file_name=f"{run.name}-confusion.png", key="train_dl_confusion",
-                           label="Confusion (PNG)")
+st.markdown("**Figures of this run** (PNG or SVG, as on screen)")
+g = st.columns(4)
+for col, fig, stem, label in ((g[0], roc_fig, "roc", "ROC"), (g[1], conf_fig, "confusion", "Confusion"),
+                              (g[2], auc_fig, "validation-auc", "Validation AUC"), (g[3], early_fig, "early", "Early")):
+    if fig is not None:
+        with col:
+            exports.image_buttons(fig, file_stem=f"{run.name}-{stem}", key=f"train_dl_{stem}", label=label)
 
 # ---- downloads of the dataset ------------------------------------------------------------------
 with st.expander(f"Download the dataset's features and change points ({name})", icon=":material/download:"):

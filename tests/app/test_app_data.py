@@ -202,3 +202,13 @@ def test_every_supported_format_uploads_to_the_same_dataset(fmt, workspace, tmp_
     saved = load_trajectories(workspace / "datasets" / "mixed.parquet")
     reference = load_trajectories(_as_format("csv", tmp_path), name="ref.csv")
     assert saved.digest() == reference.digest()
+
+
+def test_data_page_offers_the_table_and_the_validation_report_for_real_text(app_workspace, open_app):
+    at = open_app("pages/1_data.py")
+    at.selectbox(key="data_choice").set_value("real_text").run()
+    assert not at.exception, at.exception
+    assert any("10 of 45 users have no label" in c.value for c in at.caption)
+    keys = {b.proto.id for b in at.get("download_button")}
+    assert len(keys) >= 3
+    assert at.metric[0].value == "45"

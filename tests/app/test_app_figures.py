@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("plotly")
-from cvx_app import figures  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from cvx_app import figures, run_results  # noqa: E402
 
 
 def _proj(uids: list[str]) -> pd.DataFrame:
@@ -58,8 +60,26 @@ def test_confusion_and_roc_figures_follow_the_metrics():
                "roc": {"fpr": [0, 0.25, 1], "tpr": [0, 1, 1]}}
     conf = figures.confusion_figure(metrics)
     np.testing.assert_array_equal(np.array(conf.data[0].z), [[3, 1], [0, 4]])
-    roc = figures.roc_figure(metrics)
+    curves = run_results.roc_curves(metrics, Path("."), None, stamp=0)  # the binary curve of metrics.json
+    roc = figures.roc_figure(metrics, curves)
     assert [t.name for t in roc.data] == ["model", "chance"] and "0.750" in roc.layout.title.text
+    assert list(conf.data[0].x) == ["class 0", "class 1"] and conf.layout.xaxis.title.text == "predicted"
+
+
+def test_multiclass_roc_draws_one_curve_per_class_with_its_auc_in_the_legend():
+    metrics = {"test_auc": 0.8, "classes": [0, 1, 2], "roc": None}
+    curves = [run_results.RocCurve(f"class {c} vs rest", (0.0, 0.5, 1.0), (0.0, 0.9, 1.0), 0.7 + c / 10)
+              for c in range(3)]
+    roc = figures.roc_figure(metrics, curves)
+    assert [t.name for t in roc.data] == ["class 0 vs rest (AUC 0.700)", "class 1 vs rest (AUC 0.800)",
+                                          "class 2 vs rest (AUC 0.900)", "chance"]
+    assert "macro AUC 0.800" in roc.layout.title.text
+    assert len({t.line.color for t in roc.data[:3]}) == 3
+
+
+def test_roc_without_curves_says_why_in_its_title():
+    roc = figures.roc_figure({"test_auc": 0.8, "classes": [0, 1, 2], "roc": None}, ())
+    assert [t.name for t in roc.data] == ["chance"] and "no curve" in roc.layout.title.text
 
 
 def test_attention_bars_share_one_category_axis_in_the_given_order():

@@ -35,4 +35,4 @@ def test_train_page_dataset_picker_sets_the_session_dataset(app_workspace, open_
     at.selectbox(key="train_dataset").set_value("small").run()
     assert not at.exception
     assert at.sidebar.selectbox[0].value == "small"
-    assert any(c.value.startswith(f"{len(small_planted[0])} users") for c in at.caption)
+    assert any(c.value.startswith(f"{len(small_planted[0])} labelled users") for c in at.caption)

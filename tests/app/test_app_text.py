@@ -88,6 +88,7 @@ def test_explore_shows_the_posts_words_on_hover_escaped(text_upload):
     at = text_upload
     at.switch_page("pages/2_explore.py").run()
     assert not at.exception, at.exception
+    at.selectbox(key="explore_user").set_value("writer0").run()
     proj = json.loads(at.get("plotly_chart")[0].proto.spec)
     words = [c[3] for t in proj["data"] if t["name"].startswith("label ") for c in t["customdata"]]
     assert escape.escape_hover("<b>post 0</b> of user 0 about garden roses tomatoes #0") in words

@@ -90,7 +90,7 @@ def test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion(train_page)
     assert shown["Test ROC AUC"] == f"{metrics['test_auc']:.3f}"
     assert shown["Baseline AUC (mean embedding)"] == f"{metrics['baseline_auc']:.3f}"
     assert metrics["epochs"] == 1 and metrics["device"] == "cpu"
-    roc = _figure(at, "ROC curve")
+    roc = _figure(at, "ROC (test")
     assert _array(roc["data"][0]["x"]) == pytest.approx(metrics["roc"]["fpr"])
     confusion = _figure(at, "Confusion matrix")
     conf = metrics["confusion"]
@@ -129,7 +129,7 @@ def test_form_offers_the_documented_controls(train_page):
     assert at.multiselect(key="train_scales").value == [1.0, 7.0, 30.0]
     assert at.toggle(key="train_learn_temp").value is True
     assert at.selectbox(key="train_device").options[0] == "CPU"  # CUDA is listed only with a GPU
-    assert at.info[0].value.startswith("No runs yet")
+    assert at.info[0].value.startswith("No runs on ")
 
 
 @pytest.mark.cuda
@@ -286,6 +286,6 @@ def test_interval_cross_validation_and_early_detection_are_shown_when_the_run_ha
     early_chart = _figure(at, "Early detection")
     assert _array(early_chart["data"][0]["x"]) == [1, 2, 4, 8]
     confusion = _figure(at, "Confusion matrix")
-    assert list(confusion["data"][0]["y"]) == ["true calm", "true alarm"]
+    assert list(confusion["data"][0]["y"]) == ["class calm", "class alarm"]
     shown = {m.label: m.value for m in at.metric}
     assert shown["ERDE (o = 5)"] == "0.310" and shown["Latency-weighted F1"] == "0.640"
