@@ -113,7 +113,7 @@ class RunError(RuntimeError):
 def read_json(path: str | os.PathLike[str]) -> Any:
     """A JSON file's value; every failure (missing, unreadable, not UTF-8, not JSON) is a
     :class:`RunError` naming the file."""
-    from cvx_core.limits import read_json_file
+    from cvx_core.data.budgets import read_json_file
 
     path = Path(path)
     try:

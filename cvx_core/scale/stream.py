@@ -715,7 +715,7 @@ def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig |
     """One row per user: ``user_id``, ``label`` (nullable Int64), then the analytic feature
     vector ``[4D + 5 + 2S]`` (float64) under :func:`cvx_core.features.analytic.feature_names`."""
     from cvx_core.features.analytic import AnalyticBackend, feature_names
-    from cvx_core.limits import check_dim
+    from cvx_core.data.budgets import check_dim
 
     check_dim(trajectories.dim, source=trajectories.name)  # the D budget, before [N, 4D + ...] is built
     feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in trajectories])
@@ -971,7 +971,7 @@ def posts_table(trajectories: TrajectorySet, embeddings: np.ndarray | None = Non
     fixed-size float32 list); ``embeddings`` ``[N, D]`` (posts in set order) replaces theirs."""
     import pyarrow as pa
 
-    from cvx_core.limits import check_dim
+    from cvx_core.data.budgets import check_dim
 
     lengths = trajectories.lengths
     if embeddings is None:
@@ -1011,13 +1011,14 @@ def embed_stream(
     to Parquet ``out`` in :func:`cvx_core.save_trajectories`' layout, chunk by chunk: the
     streamed :func:`cvx_core.data.text.embed_posts`. The encoder (``None``: the packaged
     MiniLM) is loaded once; ``cache`` as in :func:`cvx_core.data.text.embed_texts`."""
-    from cvx_core.data.text import _open_cache, embed_texts, load_encoder
+    from cvx_core.data.embedding_cache import open_cache
+    from cvx_core.data.text import embed_texts, load_encoder
 
     check_output(out, [path, cache if isinstance(cache, (str, os.PathLike)) else None], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     enc = load_encoder(encoder)
-    store, owned = _open_cache(cache)
+    store, owned = open_cache(cache)
 
     def job(grouped: bool) -> StreamResult:
         stats = {"posts": 0, "chunks": 0}

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvx_core import limits
+from cvx_core.data import budgets as limits
 from cvx_core.cli import main
 from cvx_core.data.io import save_trajectories
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 from cvx_core.data.text import TextTruncationWarning, embed_texts
-from cvx_core.limits import BudgetError
+from cvx_core.data.budgets import BudgetError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -36,6 +36,8 @@ def env(tmp_path_factory) -> dict[str, str]:
     (d / "folder.json").mkdir()
     (d / "list.json").write_text("[1, 2]", encoding="utf-8")
     (d / "typed.json").write_text('{"scales": "weekly", "cp_threshold": "high"}', encoding="utf-8")
+    (d / "bool.json").write_text('{"cp_threshold": true}', encoding="utf-8")
+    (d / "mixed.json").write_text('{"scales": [1, "7"]}', encoding="utf-8")
     (d / "unknown.json").write_text('{"not_a_field": 1}', encoding="utf-8")
     (d / "nan.json").write_text('{"cp_threshold": NaN}', encoding="utf-8")
     (d / "truth_float.json").write_text('{"planted_dims": [0.9, 1.7]}', encoding="utf-8")
@@ -77,6 +79,8 @@ CASES = [
     ("extract config /dev/zero", "extract {data} --out {out} --config {zero}"),
     ("extract config list", "extract {data} --out {out} --config {dir}/list.json"),
     ("extract config typed", "extract {data} --out {out} --config {dir}/typed.json"),
+    ("extract config bool as number", "extract {data} --out {out} --config {dir}/bool.json"),
+    ("extract config text in a list", "extract {data} --out {out} --config {dir}/mixed.json"),
     ("extract config unknown", "extract {data} --out {out} --config {dir}/unknown.json"),
     ("extract config NaN", "extract {data} --out {out} --config {dir}/nan.json"),
     ("extract input /dev/zero", "extract {zero} --out {out}"),
