@@ -286,7 +286,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     created = not out.exists()
     try:
-        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False))):
+        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False)),
+                                   delegate=getattr(args, "workers", 1) > 1):  # DDP workers write it
             return _train_claimed(args, config)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
