@@ -58,12 +58,13 @@ if mode == "budget":
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vec = embed_texts([post], encoder=enc)[0]
+    seconds = time.perf_counter() - t0
     head = enc.encode([post[:4000]])[0]  # the first window lies within 4,000 characters here
     same = float(np.abs(vec - head).max())
 else:
     n = enc.count_tokens([post])[0]
+    seconds = time.perf_counter() - t0
     same = None
-seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "peak_growth": rss("VmHWM") - before, "max_abs_diff_first_window": same}))
 """
 
