@@ -905,7 +905,9 @@ def analyze_chunk(trajectories: TrajectorySet, *, cp_config: Any = None,
     """:func:`cvx_core.analysis.batch.analyze_set` of one chunk -> (per-user rows, ``[n, D]``
     float64 drift shares for the cohort sums)."""
     from cvx_core.analysis.batch import analyze_set
+    from cvx_core.data.budgets import check_dim
 
+    check_dim(trajectories.dim, source=trajectories.name)
     sa = analyze_set(trajectories, cp_config=cp_config, features_config=features_config, bocpd=bocpd,
                      narratives=narratives)
     return _user_rows(sa, top_k), np.stack([u.attribution.shares for u in sa.users])
