@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cvx_core import limits
+from cvx_core.data import budgets as limits
 from cvx_core.cli_support import float_in, int_in
 from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE
 
@@ -191,6 +191,9 @@ def _features_config(path: str | None) -> Any:
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: holds a JSON {type(doc).__name__}, expected an object of "
                          "TemporalFeaturesConfig fields")
+    from cvx_core.cli_support import check_json_fields
+
+    check_json_fields(doc, TemporalFeaturesConfig, source=str(path))
     try:
         return TemporalFeaturesConfig.from_dict(doc)
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
@@ -285,7 +288,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     created = not out.exists()
     try:
-        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False))):
+        with runs.claim_run_folder(out, overwrite=bool(getattr(args, "overwrite", False)),
+                                   delegate=getattr(args, "workers", 1) > 1):  # DDP workers write it
             return _train_claimed(args, config)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -482,7 +486,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
     from cvx_core.data.io import load_trajectories
 
-    from cvx_core.terminal import escape_control, json_safe
+    from cvx_core.data.terminal import escape_control, json_safe
 
     ts = load_trajectories(args.data)
     if args.user not in ts:
@@ -500,7 +504,7 @@ def _explain_lines(exp: Any) -> list[str]:
     """The lines of ``exp.to_text()``, with the user id's own line breaks kept inside its line."""
     from dataclasses import is_dataclass, replace
 
-    from cvx_core.terminal import escape_control
+    from cvx_core.data.terminal import escape_control
 
     uid = getattr(exp, "user_id", None)
     if isinstance(uid, str) and is_dataclass(exp) and not uid.isprintable():
@@ -553,8 +557,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no user {args.user!r}")
     at = args.at if isinstance(args.at, np.datetime64) else parse_forecast_time(str(args.at))
     last_post = ts[args.user].datetimes[-1].astype("datetime64[us]")
-    if at <= last_post:
-        raise ValueError(f"--at {at}: not after user {args.user!r}'s last post ({last_post}); a forecast looks ahead")
+    if at < last_post:
+        raise ValueError(f"--at {at}: before the last post of user {args.user!r} ({last_post}); a forecast looks ahead")
     folder = Path(args.model) if args.model else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise ValueError(f"--model {folder}: is a file, expected a forecaster folder")

@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from cvx_core.terminal import EscapingWriter, escape_control
+from cvx_core.data.terminal import EscapingWriter, escape_control
 
 __all__ = [
     "int_in",
     "float_in",
     "check_input_file",
     "check_outputs",
+    "check_json_fields",
     "report_failure",
     "terminal_safe_output",
     "one_line_warnings",
@@ -109,6 +110,43 @@ def check_outputs(outputs: Sequence[tuple[str | os.PathLike[str] | None, str, bo
         check_output(p, [*inputs, *others], what=name, folder=folder)
 
 
+def check_json_fields(doc: dict[str, Any], cls: type, *, source: str) -> None:
+    """Refuse (``ValueError`` naming ``source`` and the field) a JSON value whose type does
+    not match the dataclass field it sets: numbers for ``float`` (never ``true``), whole
+    numbers for ``int``, ``true``/``false`` for ``bool``, text for ``str``, a list of numbers
+    for ``tuple[float, ...]``; ``null`` only where the field may be ``None``. Unknown
+    fields are left to the dataclass's own ``from_dict``."""
+    fields = getattr(cls, "__dataclass_fields__", {})
+    for name, value in doc.items():
+        f = fields.get(name)
+        if f is None:
+            continue
+        ann = str(f.type)
+        if value is None:
+            if "None" in ann or f.default is None:
+                continue
+            ok, expected = False, "a value (not null)"
+        elif ann.startswith("tuple"):
+            ok, expected = isinstance(value, list) and all(_is_number(v) for v in value), "a list of numbers"
+        elif ann.startswith("str"):
+            ok, expected = isinstance(value, str), "text"
+        elif ann.startswith("bool"):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif ann.startswith("int"):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif ann.startswith("float"):
+            ok, expected = _is_number(value), "a number"
+        else:
+            ok, expected = True, ""
+        if not ok:
+            shown = repr(value)
+            raise ValueError(f"{source}: field '{name}' is {shown[:40]}, expected {expected}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 # -- failures -------------------------------------------------------------------------------
 def report_failure(exc: BaseException) -> tuple[int, str]:
     """``(exit status, one line)`` for a failure of a command (see the module docstring)."""
@@ -140,7 +178,7 @@ def _one_line(text: str) -> str:
 
 @contextmanager
 def terminal_safe_output() -> Iterator[None]:
-    """Route ``sys.stdout`` / ``sys.stderr`` through :class:`~cvx_core.terminal.EscapingWriter`
+    """Route ``sys.stdout`` / ``sys.stderr`` through :class:`~cvx_core.data.terminal.EscapingWriter`
     for the duration (control characters in ids, texts and messages are escaped)."""
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = EscapingWriter(out), EscapingWriter(err)

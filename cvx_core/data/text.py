@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
-from cvx_core.limits import truncate_text
+from cvx_core.data.budgets import truncate_text
 
 __all__ = [
     "TextEncoder",
@@ -436,7 +436,7 @@ def _embed(
         progress(done, total)
     if misses:
         counter = getattr(enc, "count_tokens", None)
-        # the character budget (cvx_core.limits) bounds the tokenizer's work on a huge text
+        # the character budget (cvx_core.data.budgets) bounds the tokenizer's work on a huge text
         miss_texts = [truncate_text(texts[first[h]], enc.max_tokens) for h in misses]
         cut = sum(1 for h, t in zip(misses, miss_texts) if len(t) < len(texts[first[h]]))
         lengths = list(counter(miss_texts)) if counter is not None else [len(_WORD.findall(t)) for t in miss_texts]

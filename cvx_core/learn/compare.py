@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cvx_core import limits as _limits
+from cvx_core.data import budgets as _limits
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
@@ -77,7 +77,7 @@ DEFAULT_PERMUTATIONS = 999
 #: fewer permutations cannot resolve p-values near the cut-off (the smallest is 1 / (n + 1))
 MIN_PERMUTATIONS = 99
 #: more only cost time: a p-value resolution of 1e-5 is far below any cut-off (the budget
-#: cvx_core.limits.MAX_PERMUTATIONS, settable by CVX_MAX_PERMUTATIONS, is the one in force)
+#: cvx_core.data.budgets.MAX_PERMUTATIONS, settable by CVX_MAX_PERMUTATIONS, is the one in force)
 MAX_PERMUTATIONS = _limits.MAX_PERMUTATIONS.default
 #: relative spread below which alpha (or the attribution) counts as flat: it ranks nothing
 FLAT_TOLERANCE = 1e-9

@@ -113,7 +113,7 @@ class RunError(RuntimeError):
 def read_json(path: str | os.PathLike[str]) -> Any:
     """A JSON file's value; every failure (missing, unreadable, not UTF-8, not JSON) is a
     :class:`RunError` naming the file."""
-    from cvx_core.limits import read_json_file
+    from cvx_core.data.budgets import read_json_file
 
     path = Path(path)
     try:
@@ -241,23 +241,23 @@ _held: dict[str, Path] = {}
 _held_lock = threading.Lock()
 
 
-def _lock_owner(lock: Path) -> tuple[int | None, str]:
-    """(pid, host) written in a lock file; pid None when unreadable."""
+def _lock_owner(lock: Path) -> tuple[int | None, str, bool]:
+    """(pid, host, delegated) written in a lock file; pid None when unreadable."""
     try:
         fields = lock.read_text(encoding="utf-8", errors="replace").split()
     except OSError:
-        return None, ""
+        return None, "", False
     pid = int(fields[0]) if fields and fields[0].isascii() and fields[0].isdigit() else None
-    return pid, fields[1] if len(fields) > 1 else ""
+    return pid, fields[1] if len(fields) > 1 else "", len(fields) > 2 and fields[2] == "delegate"
 
 
-def _try_lock(lock: Path) -> bool:
+def _try_lock(lock: Path, delegate: bool) -> bool:
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        fh.write(f"{os.getpid()} {socket.gethostname()}{' delegate' if delegate else ''}\n")
     return True
 
 
@@ -265,7 +265,7 @@ def _has_run(d: Path) -> list[str]:
     return [name for name in RUN_FILES if (d / name).exists()]
 
 
-def claim_run_folder(run_dir: str | os.PathLike[str], *, overwrite: bool = True) -> RunClaim:
+def claim_run_folder(run_dir: str | os.PathLike[str], *, overwrite: bool = True, delegate: bool = False) -> RunClaim:
     """Claim ``run_dir`` for a training run of this process (created if missing).
 
     The claim is a lock file (:data:`LOCK_FILE`) holding the process id, created
@@ -274,7 +274,10 @@ def claim_run_folder(run_dir: str | os.PathLike[str], *, overwrite: bool = True)
     a folder this process already holds is a no-op. A folder that already holds a run is
     refused unless ``overwrite`` (the library default; the CLI asks for ``--overwrite``), in
     which case every file the old run wrote is removed. The lock is released by
-    :meth:`RunClaim.release`, by leaving a ``with`` block, or when the process exits."""
+    :meth:`RunClaim.release`, by leaving a ``with`` block, or when the process exits.
+    ``delegate=True`` lets the holder's own workers (data-parallel training in other
+    processes) write the run: their claims on a delegated folder of a live holder pass
+    without clearing anything."""
     d = Path(run_dir)
     if d.exists() and not d.is_dir():
         raise RunError(f"{d}: is a file, expected a run folder")
@@ -286,12 +289,15 @@ def claim_run_folder(run_dir: str | os.PathLike[str], *, overwrite: bool = True)
         lock = d / LOCK_FILE
         note = None
         for _ in range(3):
-            if _try_lock(lock):
+            if _try_lock(lock, delegate):
                 break
-            pid, host = _lock_owner(lock)
+            pid, host, delegated = _lock_owner(lock)
             from cvx_core.data.atomic import pid_alive
 
-            if pid is not None and (host not in ("", socket.gethostname()) or pid_alive(pid)):
+            alive = pid is not None and (host not in ("", socket.gethostname()) or pid_alive(pid))
+            if alive and delegated:
+                return RunClaim(d)  # a worker of the holder: the holder cleared the folder
+            if alive:
                 where = f" on {host}" if host and host != socket.gethostname() else ""
                 raise RunError(f"{d}: in use by another training run (process {pid}{where}); wait for it to "
                                f"finish or choose another folder")
@@ -317,7 +323,7 @@ def release_run_folder(run_dir: str | os.PathLike[str]) -> None:
     with _held_lock:
         lock = _held.pop(os.path.realpath(run_dir), None)
     if lock is not None:
-        pid, _ = _lock_owner(lock)
+        pid, _, _ = _lock_owner(lock)
         if pid == os.getpid():
             lock.unlink(missing_ok=True)
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cvx_core.data.atomic import check_output
 from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.scale.stream import (
@@ -83,7 +84,7 @@ def ray_session(*, workers: int | None = None, address: str | None = None,
                               "log_to_driver": False}
     if address:  # ship this package's source to the cluster (its dependencies must be installed there)
         kwargs.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
-    else:  # a local cluster never gets more CPUs than this machine has (cvx_core.limits.cap_workers)
+    else:  # a local cluster never gets more CPUs than this machine has (cvx_core.data.budgets.cap_workers)
         kwargs.update(num_cpus=_local_cpus(workers),
                       object_store_memory=object_store_memory or DEFAULT_OBJECT_STORE_BYTES)
     ray.init(**kwargs)
@@ -102,7 +103,7 @@ def _machine_cpus() -> int:
 
 def _local_cpus(workers: int | None) -> int:
     """CPUs of a local cluster: ``workers`` capped at this machine's CPUs (a warning if cut)."""
-    from cvx_core.limits import cap_workers
+    from cvx_core.data.budgets import cap_workers
 
     n, note = cap_workers(workers, _machine_cpus())
     if note:
@@ -112,7 +113,7 @@ def _local_cpus(workers: int | None) -> int:
 
 def _concurrency(ray: Any, workers: int | None) -> int:
     """Parallel tasks/actors: ``workers`` capped at the cluster's CPUs (all of them by default)."""
-    from cvx_core.limits import cap_workers
+    from cvx_core.data.budgets import cap_workers
 
     n, note = cap_workers(workers, int(ray.cluster_resources().get("CPU", 1)))
     if note:
@@ -241,6 +242,7 @@ def extract_ray(
 ) -> StreamResult:
     """:func:`cvx_core.scale.stream.extract_stream` on Ray: the same Parquet ``out``
     (row order and values), computed by ``workers`` parallel tasks on the cluster."""
+    check_output(out, [path], what="output")  # never overwrite the input
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     cfg = None if config is None else config.to_dict()
@@ -301,6 +303,8 @@ def analyze_ray(
 ) -> StreamAnalysis:
     """:func:`cvx_core.scale.stream.analyze_stream` on Ray: chunks analysed by ``workers``
     parallel tasks, per-user rows written and cohort sums accumulated by the driver in order."""
+    if out is not None:
+        check_output(out, [path], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     fcfg = features_config or TemporalFeaturesConfig()
@@ -394,6 +398,7 @@ def embed_ray(
     the cluster has GPUs, else ``workers`` CPU actors) embed the chunks; the driver writes
     the trajectories in :func:`cvx_core.save_trajectories`' layout. ``encoder``: ``None``
     / ``"minilm"`` / a model folder visible to every node / a picklable callable."""
+    check_output(out, [path], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:

@@ -102,8 +102,7 @@ def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig |
     """One row per user: ``user_id``, ``label`` (nullable Int64), then the analytic feature
     vector ``[4D + 5 + 2S]`` (float64) under :func:`cvx_core.features.analytic.feature_names`."""
     from cvx_core.features.analytic import AnalyticBackend, feature_names
-
-    from cvx_core.limits import check_dim
+    from cvx_core.data.budgets import check_dim
 
     check_dim(trajectories.dim, source=trajectories.name)  # the D budget, before [N, 4D + ...] is built
     feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in trajectories])
@@ -293,7 +292,9 @@ def analyze_chunk(trajectories: TrajectorySet, *, cp_config: Any = None,
     """:func:`cvx_core.analysis.batch.analyze_set` of one chunk -> (per-user rows, ``[n, D]``
     float64 drift shares for the cohort sums)."""
     from cvx_core.analysis.batch import analyze_set
+    from cvx_core.data.budgets import check_dim
 
+    check_dim(trajectories.dim, source=trajectories.name)
     sa = analyze_set(trajectories, cp_config=cp_config, features_config=features_config, bocpd=bocpd,
                      narratives=narratives)
     return _user_rows(sa, top_k), np.stack([u.attribution.shares for u in sa.users])
@@ -359,12 +360,12 @@ def posts_table(trajectories: TrajectorySet, embeddings: np.ndarray | None = Non
     fixed-size float32 list); ``embeddings`` ``[N, D]`` (posts in set order) replaces theirs."""
     import pyarrow as pa
 
+    from cvx_core.data.budgets import check_dim
+
     lengths = trajectories.lengths
     if embeddings is None:
         embeddings = np.concatenate([tr.embeddings for tr in trajectories])
     flat = np.ascontiguousarray(embeddings, dtype=np.float32)
-    from cvx_core.limits import check_dim
-
     d = check_dim(int(flat.shape[1]), source=trajectories.name)
     labels = [None if v < 0 else int(v) for v in trajectories.labels]
     columns: dict[str, Any] = {
@@ -399,14 +400,14 @@ def embed_stream(
     to Parquet ``out`` in :func:`cvx_core.save_trajectories`' layout, chunk by chunk: the
     streamed :func:`cvx_core.data.text.embed_posts`. The encoder (``None``: the packaged
     MiniLM) is loaded once; ``cache`` as in :func:`cvx_core.data.text.embed_texts`."""
-    from cvx_core.data.text import EmbeddingCache, embed_texts, load_encoder
+    from cvx_core.data.embedding_cache import open_cache
+    from cvx_core.data.text import embed_texts, load_encoder
 
     check_output(out, [path, cache if isinstance(cache, (str, os.PathLike)) else None], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
     enc = load_encoder(encoder)
-    owned = cache is not None and not isinstance(cache, EmbeddingCache)  # a path: opened once, closed here
-    store = EmbeddingCache(cache) if owned else cache
+    store, owned = open_cache(cache)
 
     def job(grouped: bool) -> StreamResult:
         stats = {"posts": 0, "chunks": 0}

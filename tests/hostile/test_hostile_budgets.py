@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvx_core import limits
+from cvx_core.data import budgets as limits
 from cvx_core.cli import main
 from cvx_core.data.io import save_trajectories
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 from cvx_core.data.text import TextTruncationWarning, embed_texts
-from cvx_core.limits import BudgetError
+from cvx_core.data.budgets import BudgetError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +183,19 @@ def test_every_budget_is_listed_with_its_default_and_variable_in_the_security_no
         assert b.env in section, b.env
         assert f"{b.default:,}" in section or str(b.default) in section, (b.env, b.default)
     assert "--workers" in section
+
+
+def test_changepoint_windows_cover_a_long_user_with_overlap_and_stay_whole_below_the_budget(monkeypatch):
+    assert limits.changepoint_windows(4_000) == [(0, 4_000)]
+    monkeypatch.setenv("CVX_CHANGEPOINT_WINDOW", "100")
+    wins = limits.changepoint_windows(1_000)
+    assert wins[0] == (0, 100) and wins[-1][1] == 1_000
+    assert all(b - a <= 100 for a, b in wins)
+    assert all(nxt[0] == prev[1] - 10 for prev, nxt in zip(wins, wins[1:]))  # 10-post overlap
+    assert len(limits.changepoint_windows(20_000)) < 250  # linear in the posts
+
+
+def test_analyze_refuses_d_above_its_budget(data_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CVX_MAX_DIM", "3")
+    assert main(["analyze", str(data_file), "--out", str(tmp_path / "a.parquet")]) == 2
+    assert "CVX_MAX_DIM" in capsys.readouterr().err

@@ -36,6 +36,8 @@ def env(tmp_path_factory) -> dict[str, str]:
     (d / "folder.json").mkdir()
     (d / "list.json").write_text("[1, 2]", encoding="utf-8")
     (d / "typed.json").write_text('{"scales": "weekly", "cp_threshold": "high"}', encoding="utf-8")
+    (d / "bool.json").write_text('{"cp_threshold": true}', encoding="utf-8")
+    (d / "mixed.json").write_text('{"scales": [1, "7"]}', encoding="utf-8")
     (d / "unknown.json").write_text('{"not_a_field": 1}', encoding="utf-8")
     (d / "nan.json").write_text('{"cp_threshold": NaN}', encoding="utf-8")
     (d / "truth_float.json").write_text('{"planted_dims": [0.9, 1.7]}', encoding="utf-8")
@@ -77,6 +79,8 @@ CASES = [
     ("extract config /dev/zero", "extract {data} --out {out} --config {zero}"),
     ("extract config list", "extract {data} --out {out} --config {dir}/list.json"),
     ("extract config typed", "extract {data} --out {out} --config {dir}/typed.json"),
+    ("extract config bool as number", "extract {data} --out {out} --config {dir}/bool.json"),
+    ("extract config text in a list", "extract {data} --out {out} --config {dir}/mixed.json"),
     ("extract config unknown", "extract {data} --out {out} --config {dir}/unknown.json"),
     ("extract config NaN", "extract {data} --out {out} --config {dir}/nan.json"),
     ("extract input /dev/zero", "extract {zero} --out {out}"),
@@ -190,3 +194,41 @@ def test_forecast_prints_valid_json_for_a_good_time(env, capsys):
     assert code == 0
     doc = json.loads(out)
     assert doc["at"].startswith("2200-01-01") and all(isinstance(x, float) for x in doc["embedding"])
+
+
+def test_train_on_a_full_disk_says_disk_full_in_one_line(env, capsys, monkeypatch, tmp_path):
+    import errno
+
+    import cvx_core.data.atomic as atomic
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    assert main(["train", env["data"], "--out", str(tmp_path / "run"), "--epochs", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "disk full" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_option_types_take_any_text_and_either_parse_in_range_or_refuse():
+    import argparse
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cvx_core.cli_support import float_in, int_in
+
+    ints, floats = int_in(1, 4096), float_in(0, 10)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=12), st.integers().map(str), st.floats().map(repr)))
+    def check(text):
+        for parse, lo, hi in ((ints, 1, 4096), (floats, 0, 10)):
+            try:
+                value = parse(text)
+            except argparse.ArgumentTypeError:
+                continue
+            assert lo <= value <= hi and text.isascii()
+
+    check()

@@ -113,3 +113,15 @@ def test_cli_train_into_a_used_folder_needs_overwrite_and_evaluation_follows_the
     assert not (run / runs.EVALUATION_FILE).exists()  # the old run's evaluation is gone
     assert json.loads((run / runs.CONFIG_FILE).read_text())["train_config"]["seed"] == 5
     assert not (run / runs.LOCK_FILE).exists()
+
+
+def test_a_delegated_folder_lets_the_holders_worker_processes_write_without_clearing(tmp_path):
+    d = tmp_path / "run"
+    with claim_run_folder(d, delegate=True):
+        (d / runs.CONFIG_FILE).write_text("{}", encoding="utf-8")
+        code = (f"from cvx_core.learn.runs import claim_run_folder\n"
+                f"claim_run_folder({str(d)!r}); print('worker may write')\n")
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.stdout.strip() == "worker may write"
+        assert (d / runs.CONFIG_FILE).exists()  # a worker's claim clears nothing

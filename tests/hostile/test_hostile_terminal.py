@@ -13,7 +13,7 @@ import pytest
 from cvx_core.cli import main
 from cvx_core.data.io import save_trajectories
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
-from cvx_core.terminal import EscapingWriter, escape_control, escape_output, json_safe
+from cvx_core.data.terminal import EscapingWriter, escape_control, escape_output, json_safe
 
 EVIL_ID = "evil\x1b]0;pwned\x07\x1b[2J\u202e\nfake line"
 EVIL_TEXT = "war army navy \x1b[31mred\x1b[0m \x9b2J \x07bell\u2028sep"

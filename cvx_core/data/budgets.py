@@ -45,6 +45,7 @@ __all__ = [
     "cap_workers",
     "read_json_file",
     "read_text_file",
+    "changepoint_windows",
 ]
 
 
@@ -136,6 +137,30 @@ def cap_workers(workers: int | None, cpus: int) -> tuple[int, str | None]:
     if int(workers) > cpus:
         return cpus, f"--workers {int(workers)} is more than the cluster's {cpus} CPUs; using {cpus}"
     return int(workers), None
+
+
+def changepoint_windows(n_posts: int, *, overlap: int | None = None) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` post ranges covering ``n_posts`` for change-point search on a
+    very long user: one range up to :data:`CHANGEPOINT_WINDOW` posts, else windows of that
+    size overlapping by ``overlap`` posts (default a tenth of the window), so a change near a
+    window's edge is inside the next one. Exact PELT is quadratic in a window's posts, so the
+    cost grows linearly with ``n_posts`` above the budget."""
+    size = CHANGEPOINT_WINDOW.value()
+    n = int(n_posts)
+    if n <= size:
+        return [(0, n)]
+    lap = size // 10 if overlap is None else int(overlap)
+    if not 0 <= lap < size:
+        raise BudgetError(f"overlap {lap}: expected 0 to {size - 1} posts")
+    step = size - lap
+    out = []
+    start = 0
+    while True:
+        stop = min(start + size, n)
+        out.append((start, stop))
+        if stop == n:
+            return out
+        start += step
 
 
 # -- files read whole ---------------------------------------------------------------------
