@@ -191,10 +191,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _planted(truth_path: str | None) -> list[int] | None:
     if truth_path is None:
         return None
-    doc = json.loads(Path(truth_path).read_text(encoding="utf-8"))
-    if "planted_dims" not in doc:
-        raise ValueError(f"{truth_path}: no 'planted_dims' key")
-    return [int(d) for d in doc["planted_dims"]]
+    from cvx_core.data.truth import read_planted_dims  # strict: integers only, never rounded
+
+    return read_planted_dims(truth_path)
 
 
 def _print_comparison(cmp: Any) -> None:

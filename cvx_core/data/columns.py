@@ -42,9 +42,10 @@ __all__ = [
 E_COL = re.compile(r"^e(\d+)$", re.ASCII)
 KNOWN_COLUMNS = ("user_id", "timestamp", "label", "text", "embedding")
 INT64_MAX = 2**63 - 1
-# an embedding row longer than this would make a feature non-finite in float32 (the cosine
-# distance's |v_i|^2 |v_j|^2 passes 3.4e38 at a length of 4.3e9); features are float32 on
-# the trainer's path
+# the longest embedding row whose features stay finite in float32 where training uses them:
+# at the default one-minute min_dt an acceleration reaches 4 |v| / min_dt^2 = 8.3e6 |v|, and
+# standardising squares features and sums them over users (1e6 users: 6.9e19 |v|^2 must stay
+# under float32's 3.4e38, so |v| < 2.2e9); real embeddings have lengths of order 1-100
 MAX_EMBEDDING_NORM = 1e9
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32, 1.1755e-38
 
@@ -427,8 +428,8 @@ def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc:
             raise _value_error(
                 table, fname, emb_desc, a + i, int(np.argmax(part[i])),
                 f"the embedding's length (Euclidean norm) is {norms[i]:.3g}, over {MAX_EMBEDDING_NORM:.0e}: its "
-                "features would overflow float32 (|v|^2 |v'|^2 in the cosine distance); expected embeddings of "
-                "ordinary size (rescale them)",
+                "features would overflow float32 (accelerations reach 8.3e6 times the length, and training "
+                "squares them); expected embeddings of ordinary size (rescale them)",
             )
 
 
