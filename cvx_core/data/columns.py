@@ -409,8 +409,8 @@ def _value_error(table: RawTable, fname: str, emb_desc: str, i: int, j: int, wha
 def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: str) -> None:
     """Finite values whose features would not be: a non-zero value below float32's smallest
     normal number, or a row longer than :data:`MAX_EMBEDDING_NORM` (checked by row blocks
-    of about 4M values, so the float64 copy stays small)."""
-    block = max(1, 4_000_000 // max(matrix.shape[1], 1))
+    of about 1M values, so the float64 copy stays small)."""
+    block = max(1, 1_000_000 // max(matrix.shape[1], 1))
     for a in range(0, matrix.shape[0], block):
         part = np.abs(matrix[a : a + block].astype(np.float64, copy=False))
         tiny = (part > 0) & (part < FLOAT32_TINY)

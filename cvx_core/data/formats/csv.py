@@ -27,10 +27,6 @@ from cvx_core.data.trajectory import TrajectoryError
 __all__ = ["read_csv", "csv_batches"]
 
 _BLOCK = 1 << 20
-# a number as the loader accepts it (ASCII digits only); RE2 syntax for pyarrow.compute
-_NUMBER_RE2 = (
-    r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$|^\s*[+-]?(?:nan|inf|infinity)\s*$"
-)
 
 
 class _Utf8Reader:
@@ -113,14 +109,14 @@ def _text_column(arr: Any) -> Column:
 
 def _number_column(arr: Any) -> Column | None:
     """An e-column parsed to float64 in one vectorised pass (Arrow's parser is correctly
-    rounded); ``None`` when a cell is not an ASCII number (the text path names it)."""
+    rounded and, like the loader's rule, takes ASCII digits, an optional sign, fraction and
+    exponent, ``inf``/``nan``; ASCII spaces around it are trimmed); ``None`` when a cell is
+    not such a number (the text path then names it)."""
     import pyarrow.compute as pc
 
-    if len(arr) and not pc.all(pc.match_substring_regex(arr, _NUMBER_RE2, ignore_case=True)).as_py():
-        return None
     try:
-        values = pc.cast(pc.utf8_trim_whitespace(arr), "float64").to_numpy(zero_copy_only=False)
-    except Exception:  # noqa: BLE001 - a form Arrow does not parse: the text path decides
+        values = pc.cast(pc.ascii_trim_whitespace(arr), "float64").to_numpy(zero_copy_only=False)
+    except Exception:  # noqa: BLE001 - a cell Arrow does not parse: the text path decides
         return None
     return Column("array", np.asarray(values, dtype=np.float64))
 
