@@ -114,6 +114,9 @@ def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
     return np.asarray(us, dtype=np.int64).view(DATETIME_DTYPE)
 
 
+_DIGITS_ONLY = re.compile(r"[+-]?\d+(\.\d*)?", re.ASCII)
+
+
 def _text_times(col: Column, table: RawTable, fail: Any) -> np.ndarray:
     """Text or JSON cells -> int64 microseconds: ISO-8601 text (ASCII digits), or epoch
     seconds as JSON numbers; the file-wide offset rule is kept in ``table.rules``."""
@@ -126,7 +129,7 @@ def _text_times(col: Column, table: RawTable, fail: Any) -> np.ndarray:
             raise fail(i, v, "is missing")
         if isinstance(v, str):
             stripped = v.strip()
-            if re.fullmatch(r"[+-]?\d+(\.\d*)?", stripped, re.ASCII):
+            if _DIGITS_ONLY.fullmatch(stripped):
                 raise fail(
                     i,
                     v,
