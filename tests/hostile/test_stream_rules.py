@@ -115,3 +115,15 @@ def test_row_numbers_in_a_regrouped_file_are_the_original_rows(tmp_path):
     whole = _loader_error(path)
     assert "row 8 (line 8)" in str(whole)
     assert str(_stream_error(path, grouped=False)) == str(whole)
+
+
+def test_a_csv_row_longer_than_the_readers_block_loads_in_loader_and_stream(tmp_path):
+    big = "x" * 3_000_000  # pyarrow reads 1 MB blocks: the reader reopens with larger ones
+    path = tmp_path / "long.csv"
+    path.write_text("user_id,timestamp,text,e0\n" + "a,2024-01-01,s,0\n" * 1000 + f"a,2024-01-02,{big},1\n"
+                    f'b,2024-01-03,"q{big}\nz",2\nb,2024-01-04,y,3\n')
+    whole = load_trajectories(path)
+    got = {t.user_id: t for c in iter_user_chunks(path, batch_rows=100, chunk_users=1) for t in c.trajectories}
+    assert whole["a"].n_posts == 1001 and len(whole["b"].texts[0]) == 3_000_003
+    for tr in whole:
+        assert got[tr.user_id].texts == tr.texts
