@@ -241,12 +241,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _planted(truth_path: str | None) -> list[int] | None:
     if truth_path is None:
         return None
-    doc = limits.read_json_file(truth_path, what="truth file (JSON)")
-    dims = doc.get("planted_dims") if isinstance(doc, dict) else None
-    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
-        raise ValueError(f"{truth_path}: expected a 'planted_dims' key holding a list of whole numbers >= 0 "
-                         "(dimension indices)")
-    return list(dims)
+    from cvx_core.data.truth import read_planted_dims  # strict: integers only, never rounded
+
+    return read_planted_dims(truth_path)
 
 
 def _print_comparison(cmp: Any) -> None:

@@ -25,6 +25,8 @@ __all__ = [
     "E_COL",
     "KNOWN_COLUMNS",
     "INT64_MAX",
+    "MAX_EMBEDDING_NORM",
+    "FileRules",
     "show",
     "kind_name",
     "number",
@@ -40,6 +42,12 @@ __all__ = [
 E_COL = re.compile(r"^e(\d+)$", re.ASCII)
 KNOWN_COLUMNS = ("user_id", "timestamp", "label", "text", "embedding")
 INT64_MAX = 2**63 - 1
+# the longest embedding row whose features stay finite in float32 where training uses them:
+# at the default one-minute min_dt an acceleration reaches 4 |v| / min_dt^2 = 8.3e6 |v|, and
+# standardising squares features and sums them over users (1e6 users: 6.9e19 |v|^2 must stay
+# under float32's 3.4e38, so |v| < 2.2e9); real embeddings have lengths of order 1-100
+MAX_EMBEDDING_NORM = 1e9
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32, 1.1755e-38
 
 
 @dataclass(frozen=True)
@@ -373,26 +381,56 @@ def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
 
 
 def finite_float32(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: str) -> np.ndarray:
-    """``matrix`` as finite float32 ``[N, D]``; names the first non-finite or too-large value."""
+    """``matrix`` as finite float32 ``[N, D]`` whose features stay finite: names the first
+    value that is not finite, too large for float32, or too small for it (subnormal, or a
+    float64 that would become 0), and the first row whose length is over
+    :data:`MAX_EMBEDDING_NORM`."""
     if matrix.dtype == np.float32:
         m32 = matrix
     else:
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             m32 = matrix.astype(np.float32)
     finite = np.isfinite(m32)
-    if finite.all():
-        return m32
-    i, j = (int(x) for x in np.argwhere(~finite)[0])
+    if not finite.all():
+        i, j = (int(x) for x in np.argwhere(~finite)[0])
+        value = matrix[i, j]
+        what = "is too large for float32" if np.isfinite(value) else "is not finite"
+        raise _value_error(table, fname, emb_desc, i, j, f"value {value} {what}; expected finite embedding values (no NaN or inf)")
+    _check_magnitudes(matrix, table, fname, emb_desc)
+    return m32
+
+
+def _value_error(table: RawTable, fname: str, emb_desc: str, i: int, j: int, what: str) -> TrajectoryError:
     column = emb_desc if emb_desc in ("embedding", "embeddings") else f"e{j}"
     where = f"{table.where(i)}, column '{column}'" + (f" (position {j})" if column in ("embedding", "embeddings") else "")
-    value = matrix[i, j]
-    what = "is too large for float32" if np.isfinite(value) else "is not finite"
-    raise TrajectoryError(
-        f"{fname}: {where}: value {value} {what}; expected finite embedding values (no NaN or inf)",
-        file=fname,
-        row=table.row(i),
-        column=column,
-    )
+    return TrajectoryError(f"{fname}: {where}: {what}", file=fname, row=table.row(i), column=column)
+
+
+def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: str) -> None:
+    """Finite values whose features would not be: a non-zero value below float32's smallest
+    normal number, or a row longer than :data:`MAX_EMBEDDING_NORM` (checked by row blocks
+    of about 1M values, so the float64 copy stays small)."""
+    block = max(1, 1_000_000 // max(matrix.shape[1], 1))
+    for a in range(0, matrix.shape[0], block):
+        part = np.abs(matrix[a : a + block].astype(np.float64, copy=False))
+        tiny = (part > 0) & (part < FLOAT32_TINY)
+        if tiny.any():
+            i, j = (int(x) for x in np.argwhere(tiny)[0])
+            raise _value_error(
+                table, fname, emb_desc, a + i, j,
+                f"value {matrix[a + i, j]} is too small for float32 (below {FLOAT32_TINY:.4g}, it would lose its "
+                "precision or become 0); expected 0 or a value of magnitude >= 1.2e-38",
+            )
+        norms = np.sqrt(np.einsum("ij,ij->i", part, part))
+        over = norms > MAX_EMBEDDING_NORM
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise _value_error(
+                table, fname, emb_desc, a + i, int(np.argmax(part[i])),
+                f"the embedding's length (Euclidean norm) is {norms[i]:.3g}, over {MAX_EMBEDDING_NORM:.0e}: its "
+                "features would overflow float32 (accelerations reach 8.3e6 times the length, and training "
+                "squares them); expected embeddings of ordinary size (rescale them)",
+            )
 
 
 # ---- user ids -------------------------------------------------------------------------------

@@ -104,50 +104,7 @@ def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
         else:
             raise fail(0, arr[0], f"is of type {arr.dtype}, not a time")
     elif col.kind in ("text", "json"):
-        us = np.empty(n, dtype=np.int64)
-        cache: dict[str, tuple[int, bool] | str] = {}
-        aware_first = table.rules.offset_kind  # file-wide: set by the file's first time
-        for i, v in enumerate(col.values.tolist()):
-            if v is None or (isinstance(v, str) and not v.strip()):
-                raise fail(i, v, "is missing")
-            if isinstance(v, str):
-                stripped = v.strip()
-                if re.fullmatch(r"[+-]?\d+(\.\d*)?", stripped, re.ASCII):
-                    raise fail(
-                        i,
-                        v,
-                        "is digits only, which is ambiguous (a year? YYYYMMDD? epoch seconds?); write "
-                        "ISO-8601 text, or epoch seconds as a JSON/Parquet number",
-                    )
-                got = cache.get(v)
-                if got is None:
-                    got = cache[v] = _iso_us(v)
-                if isinstance(got, str):
-                    raise fail(i, v, got)
-                value, aware = got
-                if aware_first is None:
-                    aware_first = table.rules.offset_kind = (aware, table.where(i))
-                elif aware != aware_first[0]:
-                    a, b = ("has", "has no") if aware else ("has no", "has")
-                    raise fail(
-                        i,
-                        v,
-                        f"{a} UTC offset but {aware_first[1]} {b}; a file must give every "
-                        "time with an offset or none",
-                    )
-            elif isinstance(v, bool):
-                raise fail(i, v, "is a boolean")
-            elif isinstance(v, int):
-                value = v * US
-            elif isinstance(v, float):
-                if not math.isfinite(v):
-                    raise fail(i, v, "is not finite")
-                value = int(v) * US if v.is_integer() else round(v * US)
-            else:
-                raise fail(i, v, f"is a {type(v).__name__}")
-            if not MIN_US <= value <= MAX_US:
-                raise fail(i, v, "is outside the years 1-9999 that can be held exactly")
-            us[i] = value
+        us = _text_times(col, table, fail)
     else:
         raise fail(0, None, f"holds {kind_name(col)}")
     bad = (us < MIN_US) | (us > MAX_US)
@@ -155,6 +112,60 @@ def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise time_range_error(fname, "timestamp", i, table.rows)
     return np.asarray(us, dtype=np.int64).view(DATETIME_DTYPE)
+
+
+_DIGITS_ONLY = re.compile(r"[+-]?\d+(\.\d*)?", re.ASCII)
+
+
+def _text_times(col: Column, table: RawTable, fail: Any) -> np.ndarray:
+    """Text or JSON cells -> int64 microseconds: ISO-8601 text (ASCII digits), or epoch
+    seconds as JSON numbers; the file-wide offset rule is kept in ``table.rules``."""
+    n = table.n
+    us = np.empty(n, dtype=np.int64)
+    cache: dict[str, tuple[int, bool] | str] = {}
+    aware_first = table.rules.offset_kind  # file-wide: set by the file's first time
+    for i, v in enumerate(col.values.tolist()):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise fail(i, v, "is missing")
+        if isinstance(v, str):
+            stripped = v.strip()
+            if _DIGITS_ONLY.fullmatch(stripped):
+                raise fail(
+                    i,
+                    v,
+                    "is digits only, which is ambiguous (a year? YYYYMMDD? epoch seconds?); write "
+                    "ISO-8601 text, or epoch seconds as a JSON/Parquet number",
+                )
+            got = cache.get(v)
+            if got is None:
+                got = cache[v] = _iso_us(v)
+            if isinstance(got, str):
+                raise fail(i, v, got)
+            value, aware = got
+            if aware_first is None:
+                aware_first = table.rules.offset_kind = (aware, table.where(i))
+            elif aware != aware_first[0]:
+                a, b = ("has", "has no") if aware else ("has no", "has")
+                raise fail(
+                    i,
+                    v,
+                    f"{a} UTC offset but {aware_first[1]} {b}; a file must give every "
+                    "time with an offset or none",
+                )
+        elif isinstance(v, bool):
+            raise fail(i, v, "is a boolean")
+        elif isinstance(v, int):
+            value = v * US
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise fail(i, v, "is not finite")
+            value = int(v) * US if v.is_integer() else round(v * US)
+        else:
+            raise fail(i, v, f"is a {type(v).__name__}")
+        if not MIN_US <= value <= MAX_US:
+            raise fail(i, v, "is outside the years 1-9999 that can be held exactly")
+        us[i] = value
+    return us
 
 
 def _datetime64_us(arr: np.ndarray, fname: str, table: RawTable) -> np.ndarray:

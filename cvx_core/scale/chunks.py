@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cvx_core.data.atomic import scratch_dir as _new_scratch_dir
-from cvx_core.data.formats.base import detect_format
+from cvx_core.data.formats.base import detect_format, first_line
 from cvx_core.data.formats.csv import csv_batches
 from cvx_core.data.formats.dispatch import read_table
 from cvx_core.data.formats.jsonl import jsonl_batches
@@ -123,17 +123,28 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
 
 
 def _parquet_batches(path: Path, batch_rows: int) -> Iterator[tuple[Any, int]]:
-    """``(record batch, rows before it)``; an unreadable file is refused by the loader's reader."""
+    """``(record batch, rows before it)``; an unreadable file is refused by the loader's
+    reader (its message), a damaged row group met later naming the file."""
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
         batches = pf.iter_batches(batch_size=batch_rows)
-    except Exception:  # noqa: BLE001 - the loader's reader names what is wrong with the file
+    except Exception as exc:  # noqa: BLE001 - the loader's reader names what is wrong with the file
         read_table(path, path.name, "parquet")
-        raise
+        raise TrajectoryError(f"{path.name}: not a readable Parquet file ({first_line(exc)})", file=path.name) from None
     offset = 0
-    for b in batches:
+    while True:
+        try:
+            b = next(batches, None)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged page or row group
+            raise TrajectoryError(
+                f"{path.name}: not a readable Parquet file after row {offset} ({first_line(exc)})", file=path.name
+            ) from None
+        if b is None:
+            return
         yield b, offset
         offset += b.num_rows
 

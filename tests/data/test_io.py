@@ -381,7 +381,7 @@ def trajectory_sets(draw):
         )
         values = draw(
             st.lists(
-                st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=n * d, max_size=n * d
+                st.floats(-1e6, 1e6, allow_nan=False, width=32, allow_subnormal=False), min_size=n * d, max_size=n * d
             )
         )
         label = draw(st.one_of(st.none(), st.integers(0, 3)))

@@ -67,7 +67,8 @@ def tables(draw):
         else:
             base = draw(st.integers(MIN_US + 86_400 * 10**6, MAX_US - 3 * 86_400 * 10**6))
             us = sorted(base + draw(st.integers(0, 10**11)) for _ in range(n))
-        values = draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=n * d, max_size=n * d))
+        # every finite float32 the loader keeps: 0 or normal, rows no longer than MAX_EMBEDDING_NORM
+        values = draw(st.lists(st.floats(-5e8, 5e8, width=32, allow_subnormal=False), min_size=n * d, max_size=n * d))
         label = draw(st.one_of(st.none(), st.integers(0, 2**63 - 1), st.integers(0, 3)))
         users.append(
             {
@@ -184,7 +185,8 @@ ROW_MUTATIONS = {
     "timestamp": ["20240301", "2023", "now", "today", "yesterday", True, None, "", "10000-01-01", "2024-02-30",
                   "2024-01-01T00:00:00.123456789", "2024-01-01T24:00", "0000-12-31", "12/03/2024"],
     "label": [-1, 1e20, 0.5, True, "x", 2**64, "-3", "1e3"],
-    "embedding": [[True], ["x"], [1.0, [2.0]], "abc", None, [float("nan")], [1e39], {"x": 1}],
+    "embedding": [[True], ["x"], [1.0, [2.0]], "abc", None, [float("nan")], [1e39], {"x": 1}, [1e-40], [1e-300],
+                  [3e38], [2e9]],
 }
 
 
@@ -201,10 +203,11 @@ def cases(draw, fmt: str):
         opts["unit"] = "s"  # days would need whole-day times; seconds cover coarse units
     header, rows = cells(table, fmt, opts)
     kinds = ["none", "header", "cell", "mix_offsets", "id_collision", "duplicate", "both_layouts", "e01",
-             "encoding", "utf16"]
+             "encoding", "utf16", "label_vanish"]
+    kinds += ["stray_quote"] if fmt == "csv" else ["layout_switch"] if fmt == "jsonl" else []
     if fmt in ("parquet", "npz"):
         kinds = ["none", "header", "duplicate_npz" if fmt == "npz" else "duplicate", "both_layouts",
-                 "npz_bad_header" if fmt == "npz" else "parquet_nulls"]
+                 "npz_bad_header" if fmt == "npz" else "parquet_nulls"] + (["label_vanish"] if fmt == "parquet" else [])
     kind = draw(st.sampled_from(kinds))
     return table, opts, header, rows, kind
 
@@ -238,12 +241,32 @@ def mutate(draw, fmt, table, opts, header, rows, kind):
             value = "true" if value is True else "{x}" if isinstance(value, dict) else "-1"
         if col == "embedding" and opts["wide"]:
             first = value[0] if isinstance(value, list) and value else None
-            ok_number = isinstance(first, float) and np.isfinite(first) and abs(first) < 3e38
+            ok_number = isinstance(first, float) and np.isfinite(first) and (first == 0 or 1.2e-38 <= abs(first) <= 5e8)
             col, value = "e0", (first if first is not None and not isinstance(first, list) and not ok_number else "abc")
         i = draw(st.integers(0, len(rows) - 1))
         if col == "label" and isinstance(value, str) and fmt == "jsonl":
             value = "x"
         rows[i][col] = value
+        return to_bytes(fmt, header, rows, table, opts)
+    if kind == "label_vanish":  # a user's later row without the label its earlier rows have
+        rows.append(dict(rows[-1]))
+        rows[-1]["label"] = None
+        if rows[-2]["label"] is None:
+            rows[-2]["label"] = 1
+        return to_bytes(fmt, header, rows, table, opts)
+    if kind == "layout_switch":  # JSON Lines: the last record gives its embedding the other way
+        d = table["d"]
+        last = rows[-1]
+        vals = last.pop("embedding", None) or [last.pop(f"e{j}") for j in range(d)]
+        if opts["wide"]:
+            last["embedding"] = vals
+        else:
+            last.update({f"e{j}": vals[j] for j in range(d)})
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode("utf-8")
+    if kind == "stray_quote":  # a literal quote inside an unquoted CSV cell is text, not quoting
+        header = header + ["note"]
+        for k, r in enumerate(rows):
+            r["note"] = f'he said "hi{k}'
         return to_bytes(fmt, header, rows, table, opts)
     if kind == "mix_offsets":
         if len(rows) < 2:
@@ -381,13 +404,13 @@ def check(fmt, table, opts, data, kind):
     try:
         ts = load_trajectories(data, name=name)
     except TrajectoryError as exc:
-        assert kind != "none", f"a valid table was refused: {exc}"
+        assert kind not in ("none", "stray_quote"), f"a valid table was refused: {exc}"
         assert exc.file == name and name in str(exc)
         if kind not in ("utf16", "npz_bad_header", "duplicate_npz"):
             assert exc.row is not None or exc.column is not None, f"{kind}: no row or column named: {exc}"
         COUNTS[(fmt, kind, "refused")] += 1
         return
-    assert kind == "none", f"mutation {kind!r} was accepted silently"
+    assert kind in ("none", "stray_quote"), f"mutation {kind!r} was accepted silently"
     want = expected_users(table)
     assert ts.user_ids == [w[0] for w in want]
     for tr, (uid, us, emb, label) in zip(ts, want):
@@ -417,3 +440,56 @@ def test_malformed_tables_are_refused_naming_row_or_column_and_valid_ones_round_
     table, opts, header, rows, kind = data.draw(cases(fmt))
     raw = mutate(data.draw, fmt, table, opts, header, rows, kind)
     check(fmt, table, opts, raw, kind)
+
+
+# ------------------------------------------------------------------------------------------
+# the streamed readers against the loader
+# ------------------------------------------------------------------------------------------
+STREAM_EXAMPLES = 100  # per format
+
+
+def _stream_all(path, batch_rows: int, chunk_users: int):
+    """Every trajectory the streamed reader yields (grouped pass, or out-of-core grouping
+    when the file turns out not to be grouped by user, as the streamed commands do)."""
+    from cvx_core.scale.chunks import NotGroupedError, iter_user_chunks
+
+    try:
+        return [tr for c in iter_user_chunks(path, batch_rows=batch_rows, chunk_users=chunk_users) for tr in c.trajectories]
+    except NotGroupedError:
+        return [
+            tr
+            for c in iter_user_chunks(path, batch_rows=batch_rows, chunk_users=chunk_users, grouped=False, partition_bytes=64)
+            for tr in c.trajectories
+        ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@settings(max_examples=STREAM_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_streamed_readers_accept_and_refuse_as_the_loader_with_the_same_message(fmt, data, tmp_path_factory):
+    """Batches of 1-3 rows put every problem next to a batch boundary: the streamed reader
+    must still refuse what the loader refuses, with the loader's message (rows and lines of
+    the whole file), and load what it loads, value for value."""
+    table, opts, header, rows, kind = data.draw(cases(fmt))
+    raw = mutate(data.draw, fmt, table, opts, header, rows, kind)
+    path = tmp_path_factory.mktemp("stream") / f"fuzz.{fmt}"
+    path.write_bytes(raw)
+    batch_rows = data.draw(st.integers(1, 3))
+    chunk_users = data.draw(st.integers(1, 2))
+    try:
+        whole = load_trajectories(path)
+    except TrajectoryError as exc:
+        with pytest.raises(TrajectoryError) as streamed:
+            _stream_all(path, batch_rows, chunk_users)
+        assert str(streamed.value) == str(exc), f"{kind}: the stream says\n{streamed.value}\nthe loader\n{exc}"
+        assert (streamed.value.row, streamed.value.column) == (exc.row, exc.column)
+        COUNTS[(fmt, kind, "stream refused alike")] += 1
+        return
+    got = {tr.user_id: tr for tr in _stream_all(path, batch_rows, chunk_users)}
+    assert sorted(got) == sorted(whole.user_ids)
+    for tr in whole:
+        s = got[tr.user_id]
+        assert s.datetimes.tolist() == tr.datetimes.tolist() and s.label == tr.label
+        assert s.embeddings.tobytes() == tr.embeddings.tobytes()
+    COUNTS[(fmt, kind, "stream loaded alike")] += 1

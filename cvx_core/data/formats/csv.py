@@ -27,10 +27,6 @@ from cvx_core.data.trajectory import TrajectoryError
 __all__ = ["read_csv", "csv_batches"]
 
 _BLOCK = 1 << 20
-# a number as the loader accepts it (ASCII digits only); RE2 syntax for pyarrow.compute
-_NUMBER_RE2 = (
-    r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$|^\s*[+-]?(?:nan|inf|infinity)\s*$"
-)
 
 
 class _Utf8Reader:
@@ -113,14 +109,14 @@ def _text_column(arr: Any) -> Column:
 
 def _number_column(arr: Any) -> Column | None:
     """An e-column parsed to float64 in one vectorised pass (Arrow's parser is correctly
-    rounded); ``None`` when a cell is not an ASCII number (the text path names it)."""
+    rounded and, like the loader's rule, takes ASCII digits, an optional sign, fraction and
+    exponent, ``inf``/``nan``; ASCII spaces around it are trimmed); ``None`` when a cell is
+    not such a number (the text path then names it)."""
     import pyarrow.compute as pc
 
-    if len(arr) and not pc.all(pc.match_substring_regex(arr, _NUMBER_RE2, ignore_case=True)).as_py():
-        return None
     try:
-        values = pc.cast(pc.utf8_trim_whitespace(arr), "float64").to_numpy(zero_copy_only=False)
-    except Exception:  # noqa: BLE001 - a form Arrow does not parse: the text path decides
+        values = pc.cast(pc.ascii_trim_whitespace(arr), "float64").to_numpy(zero_copy_only=False)
+    except Exception:  # noqa: BLE001 - a cell Arrow does not parse: the text path decides
         return None
     return Column("array", np.asarray(values, dtype=np.float64))
 
@@ -143,56 +139,76 @@ def _to_raw(batch: Any, header: list[str], row_offset: int, first_line: int) -> 
     return RawTable(columns, n, RowIndex(offset=row_offset, lines=lines)), next_line
 
 
-def _record_batches(source: bytes | Path, fname: str) -> Iterator[tuple[Any, list[str], int]]:
-    """``(record batch of text cells, header, header lines)`` as pyarrow parses ``source``."""
+def _open_reader(raw: IO[bytes], fname: str, header: list[str], block: int, skip: int, bad: list[Any]) -> Any:
+    """pyarrow's streaming reader over ``raw`` (from its start), all columns text, the first
+    ``skip`` data rows skipped; rows with the wrong number of fields are collected in ``bad``."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    def invalid(row: Any) -> str:
+        bad.append(row)
+        return "error"
+
+    raw.seek(0)
+    reader = pcsv.open_csv(
+        _Utf8Reader(raw, fname),
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=block, skip_rows_after_names=skip),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+        convert_options=pcsv.ConvertOptions(
+            column_types={h: pa.string() for h in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    if [str(n) for n in reader.schema.names] != header:
+        raise TrajectoryError(f"{fname}: the header row is not readable CSV", file=fname)
+    return reader
+
+
+def _parse_error(fname: str, exc: BaseException, bad: list[Any]) -> TrajectoryError:
+    if bad:
+        row = bad[0]
+        where = f"row {row.number - 1}" if row.number else "a row"
+        return TrajectoryError(
+            f"{fname}: {where} has {row.actual_columns} fields, expected {row.expected_columns} like the "
+            f"header; is a quote or a comma out of place? ({_show_text(row.text)})",
+            file=fname,
+            row=row.number - 1 if row.number else None,
+        )
+    return TrajectoryError(f"{fname}: not a readable CSV file ({first_line(exc)})", file=fname)
+
+
+def _record_batches(source: bytes | Path, fname: str) -> Iterator[tuple[Any, list[str], int]]:
+    """``(record batch of text cells, header, header lines)`` as pyarrow parses ``source``.
+
+    Blocks start at 1 MB; a row longer than a block makes pyarrow stop, and the reader is
+    opened again with blocks four times larger, after the rows already given."""
     if isinstance(source, Path):
         with open(source, "rb") as fh:
             head = fh.read(4096)
+        size = source.stat().st_size
     else:
-        head = source[:4096]
+        head, size = source[:4096], len(source)
     if looks_binary(head):
         raise TrajectoryError(f"{fname}: not a CSV text file (binary content); is the extension right?", file=fname)
     raw: IO[bytes] = open(source, "rb") if isinstance(source, Path) else _io.BytesIO(source)
     with raw:
         header, header_lines = _header(raw, fname)
-        raw.seek(0)
-        bad: list[Any] = []
-
-        def invalid(row: Any) -> str:
-            bad.append(row)
-            return "error"
-
-        try:
-            reader = pcsv.open_csv(
-                _Utf8Reader(raw, fname),
-                read_options=pcsv.ReadOptions(use_threads=False, block_size=_BLOCK),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
-                convert_options=pcsv.ConvertOptions(
-                    column_types={h: pa.string() for h in header},
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            if [str(n) for n in reader.schema.names] != header:
-                raise TrajectoryError(f"{fname}: the header row is not readable CSV", file=fname)
-            for batch in reader:
-                yield batch, header, header_lines
-        except (TrajectoryError, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - pyarrow's parse errors
-            if bad:
-                row = bad[0]
-                where = f"row {row.number - 1}" if row.number else "a row"
-                raise TrajectoryError(
-                    f"{fname}: {where} has {row.actual_columns} fields, expected {row.expected_columns} like the "
-                    f"header; is a quote or a comma out of place? ({_show_text(row.text)})",
-                    file=fname,
-                    row=row.number - 1 if row.number else None,
-                ) from None
-            raise TrajectoryError(f"{fname}: not a readable CSV file ({first_line(exc)})", file=fname) from None
+        block, done = _BLOCK, 0
+        while True:
+            bad: list[Any] = []
+            try:
+                for batch in _open_reader(raw, fname, header, block, done, bad):
+                    done += batch.num_rows
+                    yield batch, header, header_lines
+                return
+            except (TrajectoryError, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - pyarrow's parse errors
+                if "straddl" in str(exc) and not bad and block <= size:
+                    block *= 4  # one row is longer than a block: read on with larger blocks
+                    continue
+                raise _parse_error(fname, exc, bad) from None
 
 
 def csv_batches(source: bytes | Path, fname: str, *, batch_rows: int) -> Iterator[RawTable]:
