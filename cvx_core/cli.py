@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-user column of DATA holding train / val / test (no val: drawn from train)")
     t.add_argument("--cv", type=int, default=None, metavar="K",
                    help="also run stratified, seeded K-fold cross-validation: mean and sd of model and baseline")
+    t.add_argument("--group-column", default=None, metavar="NAME",
+                   help="per-user column (subject, author, ...) whose groups stay on one side of every split")
+    t.add_argument("--min-delta", type=float, default=None,
+                   help="early stopping: the fall in validation log-loss that resets the patience (default 1e-3)")
     t.add_argument("--head", choices=("auto", "linear", "mlp"), default=None,
                    help="classifier head (default auto: chosen by validation, inner CV on small data)")
     t.add_argument("--config", default=None, help="JSON file with TemporalFeaturesConfig fields (as for extract)")
@@ -170,6 +174,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         "max_tokens": args.max_tokens, "encoder_lr": args.encoder_lr,
         "head": getattr(args, "head", None), "cv": getattr(args, "cv", None),
         "test_data": getattr(args, "test_data", None), "split_column": getattr(args, "split_column", None),
+        "group_column": getattr(args, "group_column", None), "min_delta": getattr(args, "min_delta", None),
     }
     kw = {k: v for k, v in mapping.items() if v is not None}
     if args.finetune and args.freeze_encoder:
@@ -273,7 +278,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"F1 {m['test_f1']:.3f}  accuracy {m['test_accuracy']:.3f}  "
           f"best epoch {m['best_epoch']}/{m['epochs']}  {m['seconds']:.1f}s")
     _print_evaluation(m)
-    if config.learn_attention and config.text_encoder is None:
+    if result.features_add_nothing:
+        print("no attention comparison: the run is the mean-embedding regression (no attention was learned)")
+    elif config.learn_attention and config.text_encoder is None:
         train_ts = trainer.data.subset([trainer.data.user_ids[i] for i in result.split.train])
         cmp = compare_attention(result.model, train_ts, config=config.features, planted_dims=planted, seed=config.seed)
         runs.atomic_write_json(Path(args.out) / COMPARISON_FILE, cmp.to_dict())
@@ -283,13 +290,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_evaluation(m: dict[str, Any]) -> None:
-    """The metrics a small test set needs beside it: interval, baseline accuracy, head, CV, warnings."""
-    lo, hi = (m.get("test_auc_ci") or [None, None])[:2]
-    if lo is not None and hi is not None and lo == lo:
-        print(f"test AUC 95% bootstrap interval [{lo:.3f}, {hi:.3f}] on {m['n_test']} users; "
-              f"baseline accuracy {m['baseline_accuracy']:.3f}")
+    """The metrics a small test set needs beside it: intervals, baseline accuracy, head and
+    epoch choice, the verdict when the baseline won, CV, warnings."""
+    iv = m.get("intervals") or {}
+    if not iv and m.get("test_auc_ci"):
+        iv = {"test_auc": m["test_auc_ci"]}
+    parts = []
+    for who in ("test", "baseline"):
+        for what, name in (("auc", "AUC"), ("accuracy", "accuracy"), ("f1", "F1")):
+            key = f"{who}_{what}"
+            lo, hi = (iv.get(key) or [None, None])[:2]
+            value = m.get(key)
+            if lo is not None and hi is not None and lo == lo and value is not None:
+                parts.append(f"{'model' if who == 'test' else 'baseline'} {name} {value:.3f} [{lo:.3f}, {hi:.3f}]")
+    if parts:
+        print(f"95% intervals on {m['n_test']} test users: " + "; ".join(parts))
     if m.get("head_choice"):
         print(f"head: {m['head_choice']}")
+    if m.get("verdict"):
+        print(m["verdict"])
+    if (m.get("epoch_choice") or {}).get("reason"):
+        print(f"kept: {m['epoch_choice']['reason']}")
     cv = m.get("cv")
     if cv:
         print(f"{cv['k']}-fold CV: model AUC {cv['test_auc_mean']:.3f} ± {cv['test_auc_sd']:.3f}, baseline "

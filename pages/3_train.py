@@ -110,6 +110,16 @@ with st.form("train_form", border=True):
         if encoder != "none":
             extra["text_encoder"] = encoder
             extra["freeze_encoder"] = not fine_tune
+    # H-train (issue 22): group-aware splits, offered when the dataset has a per-user column
+    group_choices = [str(c) for c in ts.metadata.columns] if "group_column" in FIELDS else []
+    if group_choices:
+        group = st.selectbox(
+            "Keep groups apart (per-user column)", ["none", *group_choices], key="train_group",
+            help="Each group (a subject, an author, ...) stays on one side of validation, test and every "
+                 "CV fold, so the scores do not reward recognising people seen in training.",
+        )
+        if group != "none":
+            extra["group_column"] = group
     ode_dim = st.number_input(
         "Latent ODE state (0 = off)", min_value=0, max_value=128, value=0, step=4, key="train_ode",
         help="Append the final state of a learned ODE-RNN over the real gaps between posts (docs/ode.md). "
@@ -372,6 +382,12 @@ st.caption(f"Device {metrics.get('device')} · {metrics.get('n_train')}/{metrics
            f"{metrics.get('n_test')} users train/val/test · "
            + (f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
            + (" · " + "; ".join(escape.escape_markdown(n) for n in note) if note else ""))
+
+# H-train (issue 22): why this head won, and the verdict when the plain baseline did
+if metrics.get("head_choice"):
+    st.caption("Head choice: " + escape.escape_markdown(metrics["head_choice"]))
+if metrics.get("verdict"):
+    st.info(escape.escape_markdown(metrics["verdict"]))
 
 cv = metrics.get("cv")
 if isinstance(cv, dict) and cv:

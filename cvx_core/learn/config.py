@@ -26,7 +26,11 @@ class TrainConfig:
         batch_size: trajectories per training step.
         weight_decay: decoupled AdamW weight decay of the head, on top of its L2 penalty
             (``head_c``); 0 by default.
-        patience: stop after this many epochs without a better validation AUC.
+        patience: stop after this many epochs without a fall in validation log-loss of more
+            than ``min_delta``.
+        min_delta: early stopping: the fall in validation log-loss (cross-entropy,
+            class-weighted) that resets the patience. The kept checkpoint is the epoch with
+            the lowest validation log-loss; the validation AUC is reported, not optimised.
         seed: seed of the split, the batch order and the initial weights.
         val_fraction, test_fraction: share of each class held out (stratified).
         device: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
@@ -61,9 +65,12 @@ class TrainConfig:
         embedding_cache: path of a :class:`cvx_core.data.text.EmbeddingCache` (SQLite) the
             posts are embedded through before training (None: no persistent cache).
         features: the temporal features' constants.
-        head: "linear", "mlp" or "auto" (chosen by validation, inner CV on small data: a
-            logistic regression against an MLP of ``hidden`` units on the features at their
-            initial values). A linear head starts from that logistic regression.
+        head: "auto", "linear" or "mlp". "auto" chooses by inner-CV log-loss among the plain
+            mean-embedding logistic regression (the baseline: when it wins, the run is that
+            regression and says the temporal features add nothing), a logistic regression on
+            the temporal features, and one on the features plus the mean vector (see
+            :mod:`cvx_core.learn.selection`); "linear" is the last of these, "mlp" an MLP of
+            ``hidden`` units. A linear head starts from its logistic regression.
         mean_inputs: the head also reads each user's mean embedding (standardised like the
             features), so the model contains the mean-embedding baseline as a special case
             (stored-embedding models only).
@@ -77,14 +84,17 @@ class TrainConfig:
         test_data: path of a separate test set (recorded for provenance; the trainer is
             handed the loaded set); validation users are then drawn from the training data.
         split_column: per-user column of the training file holding train / val / test.
+        group_column: per-user metadata column (e.g. subject, author) whose groups each stay
+            on one side of every split: validation, test and CV folds (``StratifiedGroupKFold``).
     """
 
     epochs: int = 40
     lr: float = 3e-3
-    feature_lr: float = 5e-2
+    feature_lr: float = 1e-2
     batch_size: int = 32
     weight_decay: float = 0.0
     patience: int = 10
+    min_delta: float = 1e-3
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -119,6 +129,7 @@ class TrainConfig:
     bootstrap: int = 1000
     test_data: str | None = None
     split_column: str | None = None
+    group_column: str | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -137,7 +148,7 @@ class TrainConfig:
         for name in ("lr", "feature_lr", "encoder_lr"):
             v = getattr(self, name)
             check(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{name} must be > 0, got {v!r}")
-        for name in ("weight_decay", "grad_clip"):
+        for name in ("weight_decay", "grad_clip", "min_delta"):
             v = getattr(self, name)
             check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be >= 0, got {v!r}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -166,6 +177,8 @@ class TrainConfig:
         check(is_int(self.micro_batch_posts) and self.micro_batch_posts >= 1, "micro_batch_posts must be >= 1")
         check(is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens!r}")
         check(self.embedding_cache is None or isinstance(self.embedding_cache, str), "embedding_cache must be None or a path")
+        check(self.group_column is None or (isinstance(self.group_column, str) and self.group_column != ""),
+              f"group_column must be None or a column name, got {self.group_column!r}")
         if isinstance(self.features, Mapping):
             object.__setattr__(self, "features", TemporalFeaturesConfig.from_dict(dict(self.features)))
         check(isinstance(self.features, TemporalFeaturesConfig), "features must be a TemporalFeaturesConfig")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest, rankdata
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 from sklearn.metrics import roc_curve as _sk_roc_curve
 
@@ -18,6 +19,8 @@ from sklearn.metrics import roc_curve as _sk_roc_curve
 MIN_TEST_USERS = 30
 #: fewer test users of one class than this and the test metrics get a warning
 MIN_CLASS_USERS = 10
+#: fewer users than this and a single split gets the advice to cross-validate
+MIN_SPLIT_USERS = 100
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
@@ -130,6 +133,42 @@ def classification_metrics(
     )
 
 
+def _resampled_macro_auc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """:func:`macro_auc` of every resample ``idx [R, n]`` at once ``[R]`` (NaN where a resample
+    has fewer than two classes): the Mann-Whitney form of the AUC on average ranks
+    (``scipy.stats.rankdata``; ties count 1/2, as ``roc_auc_score``)."""
+    k = p.shape[1]
+    yy = y[idx]  # [R, n]
+    cols = [1] if k == 2 else range(k)
+    per_class = []
+    for c in cols:
+        pos = yy == c
+        n1 = pos.sum(axis=1).astype(np.float64)
+        n0 = yy.shape[1] - n1
+        ranks = rankdata(p[idx, c], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = ((ranks * pos).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+        per_class.append(np.where((n1 > 0) & (n0 > 0), auc, np.nan))
+    stacked = np.stack(per_class)  # [C, R]
+    valid = ~np.isnan(stacked)
+    two_classes = np.array([np.unique(row).size >= 2 for row in yy])
+    with np.errstate(invalid="ignore"):
+        out = np.where(valid.any(axis=0), np.nansum(stacked, axis=0) / np.maximum(valid.sum(axis=0), 1), np.nan)
+    return np.where(two_classes, out, np.nan)
+
+
+def _resampled_f1(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """F1 as :func:`classification_metrics` reports it (binary: of class 1; else macro, a
+    class with no true or predicted user counting 0) of every resample ``idx [R, n]`` ``[R]``."""
+    yy, pp = y[idx], pred[idx]
+    scores = []
+    for c in ([1] if k == 2 else range(k)):
+        tp = ((yy == c) & (pp == c)).sum(axis=1)
+        denom = (yy == c).sum(axis=1) + (pp == c).sum(axis=1)
+        scores.append(np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0))
+    return np.mean(scores, axis=0)
+
+
 def bootstrap_auc_ci(
     y_index: np.ndarray, proba: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -137,27 +176,67 @@ def bootstrap_auc_ci(
 
     Users are resampled with replacement (seeded); a resample left with fewer than two
     classes has no AUC and is skipped (``scipy.stats.bootstrap`` cannot skip one, which is
-    why this is a plain loop). ``(nan, nan)`` if fewer than 20 resamples had an AUC.
+    why the resamples are drawn here, all at once). ``(nan, nan)`` if fewer than 20
+    resamples had an AUC.
     """
+    return bootstrap_intervals(y_index, [proba], n_resamples=n_resamples, level=level, seed=seed)[0]["auc"]
+
+
+def bootstrap_intervals(
+    y_index: np.ndarray, probas: Sequence[np.ndarray], *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> list[dict[str, tuple[float, float]]]:
+    """Paired percentile bootstrap intervals of the AUC and F1 of several models scored on the
+    same users (``probas``: ``[n, K]`` each; every model sees the same resamples): one
+    ``{"auc": (lo, hi), "f1": (lo, hi)}`` per model (NaNs if fewer than 20 resamples count)."""
     y = np.asarray(y_index, dtype=np.int64)
-    p = np.asarray(proba, dtype=np.float64)
+    nan = (float("nan"), float("nan"))
     if y.size < 2 or n_resamples < 1:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(int(n_resamples)):
-        idx = rng.integers(0, y.size, size=y.size)
-        yy = y[idx]
-        if np.unique(yy).size < 2:
-            continue
-        a = macro_auc(yy, p[idx])
-        if not math.isnan(a):
-            stats.append(a)
-    if len(stats) < 20:
-        return (float("nan"), float("nan"))
+        return [{"auc": nan, "f1": nan} for _ in probas]
+    idx = np.random.default_rng(seed).integers(0, y.size, size=(int(n_resamples), y.size))
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+
+    def interval(stats: np.ndarray) -> tuple[float, float]:
+        stats = stats[~np.isnan(stats)]
+        if stats.size < 20:
+            return nan
+        lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+        return (float(lo), float(hi))
+
+    out = []
+    for proba in probas:
+        p = np.asarray(proba, dtype=np.float64)
+        out.append({"auc": interval(_resampled_macro_auc(y, p, idx)),
+                    "f1": interval(_resampled_f1(y, p.argmax(axis=1), idx, p.shape[1]))})
+    return out
+
+
+def accuracy_interval(correct: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy of ``correct`` out of ``n`` (``scipy.stats.binomtest``)."""
+    if n < 1:
+        return (float("nan"), float("nan"))
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def metric_intervals(
+    y_index: np.ndarray, proba: np.ndarray, baseline_proba: np.ndarray | None = None, *,
+    n_resamples: int = 1000, seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% intervals of the test metrics of a model and (optionally) its baseline on the same
+    users: ``test_auc``, ``test_f1`` (paired bootstrap, ``n_resamples``; none when 0),
+    ``test_accuracy`` (Wilson), and the same with the ``baseline_`` prefix."""
+    y = np.asarray(y_index, dtype=np.int64)
+    models = {"test": np.asarray(proba)}
+    if baseline_proba is not None:
+        models["baseline"] = np.asarray(baseline_proba)
+    out: dict[str, tuple[float, float]] = {}
+    boots = bootstrap_intervals(y, list(models.values()), n_resamples=n_resamples, seed=seed) if n_resamples else None
+    for i, (name, p) in enumerate(models.items()):
+        if boots is not None:
+            out[f"{name}_auc"] = boots[i]["auc"]
+            out[f"{name}_f1"] = boots[i]["f1"]
+        out[f"{name}_accuracy"] = accuracy_interval(int((p.argmax(axis=1) == y).sum()) if y.size else 0, y.size)
+    return out
 
 
 def small_data_warnings(
@@ -188,3 +267,27 @@ def class_weights(y_index: np.ndarray, n_classes: int) -> np.ndarray:
     a class seen once)."""
     counts = np.bincount(np.asarray(y_index, dtype=np.int64), minlength=n_classes).astype(np.float64)
     return counts.sum() / (n_classes * np.maximum(counts, 1.0))
+
+
+def split_size_warnings(n_users: int, *, cv: int, given: bool = False) -> list[str]:
+    """The advice to cross-validate when one split of fewer than 100 users is all there is
+    (``given``: the split or test set came from the user, who chose it)."""
+    if n_users >= MIN_SPLIT_USERS or cv >= 2 or given:
+        return []
+    return [f"a single train/val/test split of {n_users} users (fewer than {MIN_SPLIT_USERS}): one split's "
+            "figures depend on which users it drew; run --cv 5 for the mean and spread over folds"]
+
+
+def planted_share(alpha: Sequence[float] | np.ndarray, planted_dims: Sequence[int]) -> float:
+    """Share of the ``|planted_dims|`` largest attention weights ``alpha [D]`` that fall on a
+    planted dimension (1: the attention's top set is exactly the planted set). Ties in
+    ``alpha`` are broken by dimension index, so an untrained, uniform alpha scores the share
+    of planted dimensions among the first ``|planted|``, not 1."""
+    a = np.asarray(alpha, dtype=np.float64)
+    planted = sorted({int(d) for d in planted_dims})
+    if not planted:
+        raise ValueError("planted_share needs at least one planted dimension")
+    if a.ndim != 1 or planted[0] < 0 or planted[-1] >= a.size:
+        raise ValueError(f"planted dimensions must index alpha's {a.size} entries")
+    top = np.argsort(-a, kind="stable")[: len(planted)]
+    return float(np.isin(top, planted).mean())

@@ -38,228 +38,47 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F
 
 from cvx_core.data.trajectory import TrajectorySet
-from cvx_core.learn.baseline import C_GRID, BaselineResult, Selection, choose_by_validation, mean_embedding_baseline
+from cvx_core.learn.baseline import BaselineResult, mean_embedding_baseline
 from cvx_core.learn.config import TrainConfig, resolve_device
 from cvx_core.learn.metrics import (
-    ClassificationMetrics,
-    bootstrap_auc_ci,
     class_weights,
     classification_metrics,
+    metric_intervals,
     small_data_warnings,
+    split_size_warnings,
 )
 from cvx_core.learn.model import _recent_texts, build_model_from_spec, predict_proba
-from cvx_core.learn.splits import Split, kfold_splits, length_buckets, split_from_assignments, stratified_split, validation_split
+from cvx_core.learn.results import CVResult, EpochRecord, TrainProgress, TrainResult
+from cvx_core.learn.selection import EpochSelector, HeadChoice, HeadLayout, choose_head, multiclass_weights, sk_linear
+from cvx_core.learn.splits import (
+    Split,
+    check_groups,
+    kfold_splits,
+    length_buckets,
+    split_from_assignments,
+    stratified_split,
+    user_groups,
+    validation_split,
+)
 
-#: inverse L2 strengths tried for the MLP candidate (a shorter grid: each is a network fit per fold)
-MLP_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0)
+__all__ = ["CALLBACK_EVENTS", "CVResult", "EpochRecord", "HeadChoice", "TrainProgress", "TrainResult", "Trainer",
+           "cross_validate", "head_param_groups", "train"]
 
 CALLBACK_EVENTS = ("on_train_start", "on_step_end", "on_epoch_end", "on_checkpoint", "on_train_end")
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """What a callback receives.
-
-    Attributes:
-        event: the callback event name.
-        epoch: current epoch (1-based; 0 before the first).
-        step: optimisation steps done so far (all epochs).
-        steps_per_epoch: batches per epoch.
-        loss: loss of the last step (NaN before the first).
-        train_loss: mean training loss of the epoch (on_epoch_end only, else NaN).
-        val_auc, val_loss: validation metrics of this epoch (on_epoch_end / on_checkpoint).
-        best_val_auc, best_epoch: best validation AUC so far and its epoch.
-        is_best: this epoch improved the best validation AUC.
-        elapsed_s: seconds since training started.
-        grad_norm: L2 norm of all gradients of the last step, before clipping (on_step_end).
-        encoder_grad_norm: the text encoder's part of it (NaN without a trained encoder).
-    """
-
-    event: str
-    epoch: int
-    step: int
-    steps_per_epoch: int
-    loss: float = float("nan")
-    train_loss: float = float("nan")
-    val_auc: float = float("nan")
-    val_loss: float = float("nan")
-    best_val_auc: float = float("nan")
-    best_epoch: int = 0
-    is_best: bool = False
-    elapsed_s: float = 0.0
-    grad_norm: float = float("nan")
-    encoder_grad_norm: float = float("nan")
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One epoch of the learning curves."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_auc: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class HeadChoice:
-    """Which head was used and why.
-
-    Attributes:
-        head: "linear" or "mlp".
-        c: inverse L2 strength of the head (scikit-learn's ``C``).
-        reason: one sentence, e.g. "auto: linear (validation log-loss 0.210 at C=1) over
-            mlp (0.350 at C=10), by 5-fold inner CV on 48 train+val users".
-        scores: validation log-loss of every candidate, ``{"linear": {C: loss}, "mlp": ...}``.
-    """
-
-    head: str
-    c: float
-    reason: str
-    scores: dict[str, dict[str, float]]
-
-
-@dataclass(frozen=True)
-class CVResult:
-    """Stratified K-fold cross-validation: per-fold metrics of model and baseline, and their
-    mean and sd (sample sd, ``ddof=1``)."""
-
-    folds: tuple[dict[str, Any], ...]
-
-    def _stat(self, key: str, fn: Callable[[np.ndarray], float]) -> float:
-        vals = np.array([f[key] for f in self.folds], dtype=np.float64)
-        vals = vals[~np.isnan(vals)]
-        return float(fn(vals)) if vals.size else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"k": len(self.folds), "folds": list(self.folds)}
-        for key in ("test_auc", "baseline_auc", "test_accuracy", "baseline_accuracy"):
-            out[f"{key}_mean"] = self._stat(key, np.mean)
-            out[f"{key}_sd"] = self._stat(key, lambda v: np.std(v, ddof=1) if v.size > 1 else 0.0)
-        return out
-
-
-@dataclass(frozen=True, eq=False)
-class TrainResult:
-    """The outcome of a training run.
-
-    Attributes:
-        model: the trained model holding the best (by validation AUC) weights, eval mode.
-        test: test metrics of the model.
-        baseline: mean-embedding logistic regression on the same split.
-        best_val_auc, best_epoch: the early-stopping criterion's best value and its epoch
-            (0: the starting weights, e.g. the logistic-regression warm start, were best).
-        epochs_run: epochs started (an interrupted epoch counts).
-        stopped_early: patience ran out before ``epochs``.
-        interrupted: ``should_stop`` ended training.
-        device: where it trained ("cpu" / "cuda").
-        classes: class labels in logit order.
-        split: the users of each split.
-        history: per-epoch curves.
-        run_dir: the run folder (None if none was given).
-        seconds: wall time of training (including evaluation and baseline).
-        config: the TrainConfig used.
-        mixed_precision: the head's training steps ran under bf16 autocast (CUDA only).
-        head: the head used and why (:class:`HeadChoice`).
-        test_auc_ci: 95% bootstrap interval of the test AUC (NaNs without resamples).
-        warnings: small-data warnings about the test set.
-        cv: cross-validation result when ``config.cv >= 2``.
-        early: early-detection block on the test users (see :mod:`cvx_core.learn.early`).
-        test_proba: ``[n_test, K]`` test probabilities.
-    """
-
-    model: nn.Module
-    test: ClassificationMetrics
-    baseline: BaselineResult
-    best_val_auc: float
-    best_epoch: int
-    epochs_run: int
-    stopped_early: bool
-    interrupted: bool
-    device: str
-    classes: tuple[int, ...]
-    split: Split
-    history: tuple[EpochRecord, ...]
-    run_dir: Path | None
-    seconds: float
-    config: TrainConfig
-    mixed_precision: bool = False
-    head: HeadChoice | None = None
-    test_auc_ci: tuple[float, float] = (float("nan"), float("nan"))
-    warnings: tuple[str, ...] = ()
-    cv: CVResult | None = None
-    early: dict[str, Any] | None = None
-    test_proba: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def test_auc(self) -> float:
-        return self.test.auc
-
-    @property
-    def baseline_auc(self) -> float:
-        return self.baseline.test_auc
-
-    @property
-    def class_names(self) -> list[str]:
-        return [str(c) for c in self.classes]
-
-    def metrics_dict(self) -> dict[str, Any]:
-        """The content of ``metrics.json``."""
-        names = self.class_names
-        per_class = self.test.f1_per_class if self.test.f1_per_class is not None else np.full(len(names), np.nan)
-        return {
-            "test_auc": self.test.auc,
-            "baseline_auc": self.baseline.test_auc,
-            "test_auc_ci": list(self.test_auc_ci),
-            "macro_auc": self.test.auc,
-            "test_accuracy": self.test.accuracy,
-            "baseline_accuracy": self.baseline.test.accuracy,
-            "test_f1": self.test.f1,
-            "f1_per_class": {n: float(f) for n, f in zip(names, per_class)},
-            "confusion": {"classes": names, "matrix": self.test.confusion.tolist()},
-            "classes": list(self.classes),
-            "roc": None if self.test.fpr is None else {"fpr": self.test.fpr.tolist(), "tpr": self.test.tpr.tolist()},
-            "warnings": list(self.warnings),
-            "head": None if self.head is None else self.head.head,
-            "head_choice": None if self.head is None else self.head.reason,
-            "head_c": None if self.head is None else self.head.c,
-            "head_scores": None if self.head is None else self.head.scores,
-            "baseline_val_auc": self.baseline.val_auc,
-            "baseline_f1": self.baseline.test.f1,
-            "baseline_c": self.baseline.c,
-            "baseline_choice": None if self.baseline.selection is None else self.baseline.selection.how,
-            "best_val_auc": self.best_val_auc,
-            "best_epoch": self.best_epoch,
-            "epochs": self.epochs_run,
-            "stopped_early": self.stopped_early,
-            "interrupted": self.interrupted,
-            "device": self.device,
-            "mixed_precision": self.mixed_precision,
-            "n_train": int(self.split.train.size),
-            "n_val": int(self.split.val.size),
-            "n_test": int(self.split.test.size),
-            "cv": None if self.cv is None else self.cv.to_dict(),
-            "early": self.early,
-            "seconds": self.seconds,
-        }
 
 
 Callback = Callable[[TrainProgress], None]
@@ -351,7 +170,24 @@ class Trainer:
         self._cls_index = {c: i for i, c in enumerate(self.classes)}
         self.device = resolve_device(self.config.device)
         self.head: HeadChoice | None = None
-        self._start_cols: np.ndarray | None = None
+        self._groups = self._read_groups(test_data)
+
+    def _read_groups(self, test_data: TrajectorySet | None) -> np.ndarray | None:
+        """``[N]`` group of each user of ``self.data`` from ``config.group_column`` (None without
+        one). A given test set's users get their own groups, which must not be training groups."""
+        column = self.config.group_column
+        if column is None:
+            return None
+        groups = user_groups(self.train_data, column)
+        if test_data is None:
+            return groups
+        test_groups = user_groups(test_data, column) if column in test_data.metadata.columns else np.array(
+            [f"\0test:{u}" for u in test_data.user_ids], dtype=object)
+        shared = sorted(set(groups.tolist()) & set(test_groups.tolist()))
+        if shared:
+            raise ValueError(f"group {shared[0]!r} of column {column!r} has users in the training data and in the "
+                             f"test data ({len(shared)} such groups); a group column keeps each group on one side")
+        return np.concatenate([groups, test_groups])
 
     # -- callbacks ------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callback) -> None:
@@ -372,14 +208,20 @@ class Trainer:
     def make_split(self) -> Split:
         """The split this run uses (given test set, given split, or stratified and seeded)."""
         cfg = self.config
+        groups = self._groups
         if self._given_test is not None:
             pool = np.arange(len(self.train_data))
-            return validation_split(self.data.labels, pool, self._given_test, val_fraction=cfg.val_fraction, seed=cfg.seed)
+            return validation_split(self.data.labels, pool, self._given_test, val_fraction=cfg.val_fraction,
+                                    seed=cfg.seed, groups=groups)
         if isinstance(self._split_arg, Split):
+            if groups is not None:
+                check_groups(self._split_arg, groups, source="the given split")
             return self._split_arg
         if self._split_arg is not None:
-            return split_from_assignments(self.data, self._split_arg, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        return stratified_split(self.data.labels, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+            return split_from_assignments(self.data, self._split_arg, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                          groups=groups)
+        return stratified_split(self.data.labels, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                seed=cfg.seed, groups=groups)
 
     # -- model and batches ----------------------------------------------------------------
     def model_spec(self, head: str | None = None) -> dict[str, Any]:
@@ -401,7 +243,8 @@ class Trainer:
             "features": cfg.features.to_dict(),
             "feature_dtype": cfg.feature_dtype,
             "magnitude_inputs": cfg.magnitude_inputs,
-            "mean_inputs": bool(cfg.mean_inputs and cfg.text_encoder is None),
+            "mean_inputs": bool(cfg.mean_inputs and cfg.text_encoder is None
+                                and (self.head is None or self.head.uses_mean)),
             "encoder": encoder,
         }
 
@@ -488,47 +331,10 @@ class Trainer:
         out[[pos[int(i)] for i in np.concatenate(order)]] = feats
         return out
 
-    def _choose_head(self, h: np.ndarray, y: np.ndarray, split: Split, mean_cols: np.ndarray | None = None) -> HeadChoice:
-        """Choose the head and its L2 strength by validation on head inputs ``h [N, n_in]``
-        (rows indexed like the data; only train and val rows are read). With ``mean_cols``
-        (the standardised mean-embedding columns), a linear head that *starts* from the
-        mean embedding alone (the baseline's own model; other weights 0) is a candidate too."""
-        cfg = self.config
-        k = len(self.classes)
-        cands = [cfg.head_c] if cfg.head_c is not None else list(C_GRID)
-        mlp_cands = [cfg.head_c] if cfg.head_c is not None else list(MLP_C_GRID)
-        kinds = ["linear", "mlp"] if cfg.head == "auto" and cfg.hidden > 0 else (
-            ["linear"] if cfg.head == "auto" else [cfg.head])
-        if mean_cols is not None and "linear" in kinds:
-            kinds.insert(1, "linear-mean")
-        sels: dict[str, Selection] = {}
-        for kind in kinds:
-            if kind == "mlp":
-                make, x = (lambda c: _sk_mlp(c, cfg.hidden, cfg.seed)), h
-            else:
-                make = lambda c: _sk_linear(c, cfg.class_weighting)  # noqa: E731
-                x = h[:, mean_cols] if kind == "linear-mean" else h
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                sels[kind] = choose_by_validation(make, mlp_cands if kind == "mlp" else cands, x, y, split,
-                                                  n_classes=k, inner_cv=cfg.inner_cv, seed=cfg.seed)
-        best = min(kinds, key=lambda kd: sels[kd].best_score)  # min keeps the first of equals
-        sel = sels[best]
-        scores = {kd: dict(sv.scores) for kd, sv in sels.items()}
-        names = {"linear": "linear", "linear-mean": "linear from the mean embedding", "mlp": "mlp"}
-        if len(kinds) > 1:
-            others = ", ".join(f"{names[o]} ({sels[o].best_score:.3f} at C={sels[o].value:g})" for o in kinds if o != best)
-            reason = (f"{cfg.head}: {names[best]} (validation log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
-                      f"{others}, by {sel.how}")
-        else:
-            reason = (f"{best} as asked; C={sel.value:g}" + (" as given" if cfg.head_c is not None else f" by {sel.how}"))
-        head = "mlp" if best == "mlp" else "linear"
-        self._start_cols = mean_cols if best == "linear-mean" else None
-        return HeadChoice(head=head, c=float(sel.value), reason=reason, scores=scores)
-
     def _initial_model(self, split: Split) -> nn.Module:
-        """Choose the head on the initial features, build the model, fix its normalisation
-        and (linear head) warm-start it from the logistic regression."""
+        """Choose the head on the initial features (:func:`~cvx_core.learn.selection.choose_head`),
+        build the model, fix its normalisation and (linear head) warm-start it from the
+        chosen logistic regression."""
         cfg = self.config
         fit_idx = np.concatenate([split.train, split.val])
         probe = build_model_from_spec(self.model_spec(head="linear")).to(self.device)
@@ -548,11 +354,15 @@ class Trainer:
         h[fit_idx] = h_fit
         y = np.zeros(len(self.data), dtype=np.int64)
         y[fit_idx] = self._y(fit_idx)
-        mean_cols = None
-        if getattr(clf_probe, "mean_inputs", False):  # z = [SPEC features, mean embedding]; h = [z, |z|]
-            n_spec = int(clf_probe.extractor.out_dim)
-            mean_cols = np.arange(n_spec, n_spec + clf_probe.dim)
-        self.head = self._choose_head(h, y, split, mean_cols)
+        n_spec = int(clf_probe.extractor.out_dim)
+        layout = HeadLayout(n_spec=n_spec, n_mean=clf_probe.dim if clf_probe.mean_inputs else 0,
+                            magnitude=clf_probe.magnitude_inputs)
+        baseline = self._baseline(split) if (cfg.head == "auto" and layout.n_mean) else None
+        self.head = choose_head(
+            h, y, split, layout=layout, head=cfg.head, n_classes=len(self.classes),
+            baseline=None if baseline is None else baseline.selection, head_c=cfg.head_c, hidden=cfg.hidden,
+            class_weighting=cfg.class_weighting, inner_cv=cfg.inner_cv, seed=cfg.seed,
+        )
         model = build_model_from_spec(self.model_spec()).to(self.device)
         if cfg.text_encoder is not None:  # the probe's encoder (same starting weights) and its embedded posts
             from cvx_core.learn.finetune import adopt_text_encoder
@@ -560,15 +370,16 @@ class Trainer:
             adopt_text_encoder(model, probe)
         clf = model.classifier if hasattr(model, "classifier") else model
         self._clf = clf
-        clf.fit_normalisation(feats[:n_tr])
+        clf.fit_normalisation(feats[:n_tr] if self.head.uses_mean or not layout.n_mean else feats[:n_tr, :n_spec])
         if self.head.head == "linear":
+            cols = self.head.columns
             with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                cols = self._start_cols if self._start_cols is not None else np.arange(h.shape[1])
-                lr = _sk_linear(self.head.c, cfg.class_weighting).fit(h[split.train][:, cols], y[split.train])
-            w_sub, b = _multiclass_weights(lr, len(self.classes))
-            w = np.zeros((len(self.classes), h.shape[1]))
-            w[:, cols] = w_sub
+                lr = sk_linear(self.head.c, cfg.class_weighting).fit(h[split.train][:, cols], y[split.train])
+            w_sub, b = multiclass_weights(lr, len(self.classes))
+            w = np.zeros((len(self.classes), clf.n_inputs))
+            # the model's head inputs: the probe's with the mean columns dropped when it reads no mean
+            w[:, cols if self.head.uses_mean or not layout.n_mean else np.arange(cols.size)] = w_sub
             clf.set_linear_head(w, b)
         return model
 
@@ -594,14 +405,21 @@ class Trainer:
         return F.cross_entropy(logits.float(), y.to(self.device), weight=weights)
 
     def _baseline(self, split: Split) -> BaselineResult:
-        """The mean-embedding baseline on ``split``."""
+        """The mean-embedding baseline on ``split`` (fitted once: the head choice reuses it)."""
         cfg = self.config
-        return mean_embedding_baseline(self.data, split, classes=self.classes, class_weighting=cfg.class_weighting,
-                                       seed=cfg.seed, inner_cv=cfg.inner_cv)
+        cached = getattr(self, "_baseline_cache", None)
+        if cached is not None and cached[0] is split:
+            return cached[1]
+        res = mean_embedding_baseline(self.data, split, classes=self.classes, class_weighting=cfg.class_weighting,
+                                      seed=cfg.seed, inner_cv=cfg.inner_cv)
+        self._baseline_cache = (split, res)
+        return res
     # -- end of the data-parallel hooks ---------------------------------------------------
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Split, choose the head, train with early stopping on validation log-loss, keep the
+        best epoch, evaluate on the test users (see the module docstring)."""
         from cvx_core.learn import runs
 
         cfg = self.config
@@ -614,9 +432,8 @@ class Trainer:
         weights = torch.as_tensor(weights_np, dtype=torch.float32, device=self.device)
 
         model = self.model = self._initial_model(split)
-        penalty = self._l2_penalty(split.train.size)
         spec = self.model_spec()
-        if self.run_dir is not None:
+        if self.run_dir is not None:  # the run folder's set-up, in one place
             self.run_dir.mkdir(parents=True, exist_ok=True)
             runs.clear_run_files(self.run_dir)
             runs.atomic_write_json(self.run_dir / runs.CONFIG_FILE, {"train_config": cfg.to_dict(), "model_spec": spec})
@@ -628,42 +445,64 @@ class Trainer:
                     "summary": self.train_data.summary().as_dict(),
                     "classes": list(self.classes),
                     "split": split.as_user_ids(self.data),
-                    "head": {"head": self.head.head, "c": self.head.c, "reason": self.head.reason},
+                    "head": {"head": self.head.head, "c": self.head.c, "reason": self.head.reason,
+                             "candidate": self.head.candidate, "candidates": self.head.candidate_scores},
+                    "group_column": cfg.group_column,
                 },
             )
-        opt = torch.optim.AdamW(self._param_groups(model))
+        fit = self._fit(model, split, weights, rng, t0)
+        model.eval()
+        result = self._evaluate(model, split, fit, t0)
+        if self.run_dir is not None:
+            runs.atomic_write_json(self.run_dir / runs.METRICS_FILE, result.metrics_dict())
+        self._fire(TrainProgress("on_train_end", fit["epoch"], fit["step"], fit["batches"], loss=fit["last_loss"],
+                                 best_val_auc=fit["selector"].best_auc, best_epoch=fit["selector"].best_epoch,
+                                 best_val_loss=fit["selector"].best_loss, elapsed_s=result.seconds))
+        return result
+
+    def _checkpoint(self, model: nn.Module, epoch: int, val_auc: float, val_loss: float) -> dict[str, torch.Tensor]:
+        """The best-so-far weights (a copy), written atomically to the run folder if there is one."""
+        from cvx_core.learn import runs
+
+        cfg = self.config
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.run_dir is not None:
+            runs.save_weights(self.run_dir, state,
+                              encoder_weights=bool(cfg.text_encoder is not None and not cfg.freeze_encoder))
+            runs.atomic_write_json(
+                self.run_dir / runs.CHECKPOINT_FILE,
+                {"epoch": epoch, "val_auc": val_auc, "val_loss": val_loss, "device": self.device.type,
+                 "criterion": "validation log-loss"},
+            )
+        return state
+
+    def _fit(self, model: nn.Module, split: Split, weights: torch.Tensor, rng: np.random.Generator,
+             t0: float) -> dict[str, Any]:
+        """The epoch loop: AdamW steps, validation log-loss after each epoch, the kept epoch's
+        weights restored at the end. No epoch runs when the baseline won the head choice."""
+        from cvx_core.learn import runs
         from cvx_core.learn.finetune import StepHooks  # clipping, gradient norms, encoder warm-up
 
+        cfg = self.config
+        assert self.head is not None
+        penalty = self._l2_penalty(split.train.size)
+        opt = torch.optim.AdamW(self._param_groups(model))
         hooks = StepHooks(model, opt, cfg)
-
-        batches_per_epoch = math.ceil(split.train.size / cfg.batch_size)
-        best_state: dict[str, torch.Tensor] | None = None
+        batches = math.ceil(split.train.size / cfg.batch_size)
+        selector = EpochSelector(min_delta=cfg.min_delta, patience=cfg.patience)
         history: list[EpochRecord] = []
-        step, epoch, bad_epochs = 0, 0, 0
+        step, epoch = 0, 0
         interrupted = stopped_early = False
         last_loss = float("nan")
-        self._fire(TrainProgress("on_train_start", 0, 0, batches_per_epoch))
-
-        def checkpoint(epoch_: int, val_auc: float, val_loss: float) -> None:
-            nonlocal best_state
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if self.run_dir is not None:
-                runs.save_weights(self.run_dir, best_state,
-                                  encoder_weights=bool(cfg.text_encoder is not None and not cfg.freeze_encoder))
-                runs.atomic_write_json(
-                    self.run_dir / runs.CHECKPOINT_FILE,
-                    {"epoch": epoch_, "val_auc": val_auc, "val_loss": val_loss, "device": self.device.type},
-                )
-
-        # epoch 0: the starting weights (for a linear head, the logistic regression) are the first checkpoint
+        self._fire(TrainProgress("on_train_start", 0, 0, batches))
+        # epoch 0: the starting weights (for a linear head, the chosen logistic regression) are the first checkpoint
         val_auc0, val_loss0 = self._val_metrics(model, split, weights)
-        best_key: tuple[float, float] = (-1.0 if math.isnan(val_auc0) else val_auc0, -val_loss0)
-        best_auc, best_epoch = val_auc0, 0
-        checkpoint(0, val_auc0, val_loss0)
+        selector.offer(0, val_loss0, val_auc0)
+        best_state = self._checkpoint(model, 0, val_auc0, val_loss0)
 
         # bf16 autocast raises on a CUDA device without bf16 support: fall back to float32 there
         use_amp = bool(cfg.mixed_precision and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, (cfg.epochs if self.head.trains else 0) + 1):
             te = time.perf_counter()
             model.train()
             self._clf.autocast_head = use_amp
@@ -684,48 +523,50 @@ class Trainer:
                 last_loss = float(loss.detach())
                 losses.append(last_loss)
                 self._fire(
-                    TrainProgress("on_step_end", epoch, step, batches_per_epoch, loss=last_loss,
-                                  best_val_auc=best_auc, best_epoch=best_epoch, elapsed_s=time.perf_counter() - t0,
+                    TrainProgress("on_step_end", epoch, step, batches, loss=last_loss,
+                                  best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
+                                  best_val_loss=selector.best_loss, elapsed_s=time.perf_counter() - t0,
                                   grad_norm=grad_norm, encoder_grad_norm=encoder_grad_norm)
                 )
             if interrupted and not losses:
                 break
             val_auc, val_loss = self._val_metrics(model, split, weights)
-            key = (-1.0 if math.isnan(val_auc) else val_auc, -val_loss)
-            is_best = key > best_key
+            is_best = selector.offer(epoch, val_loss, val_auc)
             train_loss = float(np.mean(losses)) if losses else float("nan")
             history.append(EpochRecord(epoch, train_loss, val_loss, val_auc, time.perf_counter() - te))
             if is_best:
-                best_key, best_auc, best_epoch, bad_epochs = key, val_auc, epoch, 0
-                checkpoint(epoch, val_auc, val_loss)
-            else:
-                bad_epochs += 1
+                best_state = self._checkpoint(model, epoch, val_auc, val_loss)
             if self.run_dir is not None:
                 runs.atomic_write_json(self.run_dir / runs.HISTORY_FILE, [asdict(h) for h in history])
             progress = TrainProgress(
-                "on_epoch_end", epoch, step, batches_per_epoch, loss=last_loss, train_loss=train_loss,
-                val_auc=val_auc, val_loss=val_loss, best_val_auc=best_auc, best_epoch=best_epoch,
-                is_best=is_best, elapsed_s=time.perf_counter() - t0,
+                "on_epoch_end", epoch, step, batches, loss=last_loss, train_loss=train_loss,
+                val_auc=val_auc, val_loss=val_loss, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
+                best_val_loss=selector.best_loss, is_best=is_best, elapsed_s=time.perf_counter() - t0,
             )
             self._fire(progress)
             if is_best:
                 self._fire(replace(progress, event="on_checkpoint"))
             if interrupted:
                 break
-            if bad_epochs >= cfg.patience:
+            if selector.should_stop:
                 stopped_early = epoch < cfg.epochs
                 break
-
-        assert best_state is not None
         model.load_state_dict(best_state)
-        model.eval()
+        return {"selector": selector, "history": tuple(history), "epoch": epoch, "step": step, "batches": batches,
+                "last_loss": last_loss, "interrupted": interrupted, "stopped_early": stopped_early, "amp": use_amp}
+
+    def _evaluate(self, model: nn.Module, split: Split, fit: dict[str, Any], t0: float) -> TrainResult:
+        """Test metrics with intervals, the baseline, warnings, early detection and CV."""
+        cfg = self.config
         y_test = self._y(split.test)
         p_test = self._predict(model, split.test)
         test = classification_metrics(y_test, p_test, self.classes)
         baseline = self._baseline(split)
-        ci = bootstrap_auc_ci(y_test, p_test, n_resamples=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else (
-            float("nan"), float("nan"))
+        intervals = metric_intervals(y_test, p_test, baseline.test_proba, n_resamples=cfg.bootstrap, seed=cfg.seed)
+        ci = intervals.get("test_auc", (float("nan"), float("nan")))
         notes = small_data_warnings(test.class_counts, [str(c) for c in self.classes])
+        notes += split_size_warnings(len(self.data), cv=cfg.cv, given=self._given_test is not None
+                                     or self._split_arg is not None)
         early = None
         if cfg.text_encoder is None and split.test.size:
             from cvx_core.learn.early import early_detection
@@ -733,20 +574,17 @@ class Trainer:
             early = early_detection(model, self.data.subset([self.data.user_ids[i] for i in split.test]),
                                     classes=self.classes, max_len=cfg.max_len, device=self.device.type).to_dict()
         cv = None
-        if cfg.cv >= 2 and not interrupted:
+        if cfg.cv >= 2 and not fit["interrupted"]:
             cv = cross_validate(self.train_data, cfg, k=cfg.cv, should_stop=self.should_stop)
-        result = TrainResult(
-            model=model, test=test, baseline=baseline, best_val_auc=best_auc, best_epoch=best_epoch,
-            epochs_run=epoch, stopped_early=stopped_early, interrupted=interrupted, device=self.device.type,
-            classes=self.classes, split=split, history=tuple(history), run_dir=self.run_dir,
-            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=use_amp, head=self.head,
+        selector: EpochSelector = fit["selector"]
+        return TrainResult(
+            model=model, test=test, baseline=baseline, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
+            epochs_run=fit["epoch"], stopped_early=fit["stopped_early"], interrupted=fit["interrupted"],
+            device=self.device.type, classes=self.classes, split=split, history=fit["history"], run_dir=self.run_dir,
+            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=fit["amp"], head=self.head,
             test_auc_ci=ci, warnings=tuple(notes), cv=cv, early=early, test_proba=p_test,
+            epoch_choice=selector.choice(), intervals=intervals,
         )
-        if self.run_dir is not None:
-            runs.atomic_write_json(self.run_dir / runs.METRICS_FILE, result.metrics_dict())
-        self._fire(TrainProgress("on_train_end", epoch, step, batches_per_epoch, loss=last_loss,
-                                 best_val_auc=best_auc, best_epoch=best_epoch, elapsed_s=result.seconds))
-        return result
 
 
 HEAD_LR_FAN_IN = 64  # the head's weight matrices learn at ``lr`` when they read this many inputs
@@ -770,33 +608,6 @@ def head_param_groups(params: list[nn.Parameter], *, lr: float, weight_decay: fl
     return [{"params": ps, "lr": g_lr, "weight_decay": weight_decay} for g_lr, ps in groups.items()]
 
 
-def _sk_linear(c: float, class_weighting: bool) -> LogisticRegression:
-    """The linear head's scikit-learn twin on head inputs (already standardised)."""
-    return LogisticRegression(C=float(c), class_weight="balanced" if class_weighting else None, max_iter=2000)
-
-
-def _sk_mlp(c: float, hidden: int, seed: int) -> MLPClassifier:
-    """The MLP candidate on head inputs: one hidden layer of ``hidden`` units, L2 ``alpha = 1/C``."""
-    return MLPClassifier(hidden_layer_sizes=(int(hidden),), alpha=1.0 / float(c), max_iter=200, random_state=seed)
-
-
-def _multiclass_weights(lr: LogisticRegression, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logit rows ``W [K, n_in]``, ``b [K]`` equal in softmax to a fitted logistic regression
-    (binary: rows ``-w/2, w/2``; a class the fit never saw gets a very negative bias)."""
-    coef, icpt = lr.coef_, lr.intercept_
-    seen = lr.classes_.astype(np.int64)
-    if coef.shape[0] == 1:  # binary
-        w = np.zeros((k, coef.shape[1]))
-        b = np.full(k, -30.0)
-        w[seen[0]], w[seen[1]] = -coef[0] / 2, coef[0] / 2
-        b[seen[0]], b[seen[1]] = -icpt[0] / 2, icpt[0] / 2
-        return w, b
-    w = np.zeros((k, coef.shape[1]))
-    b = np.full(k, -30.0)
-    w[seen], b[seen] = coef, icpt
-    return w, b
-
-
 def cross_validate(
     data: TrajectorySet,
     config: TrainConfig,
@@ -806,8 +617,10 @@ def cross_validate(
     on_fold: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> CVResult:
     """Stratified, seeded ``k``-fold cross-validation of the model and the mean-embedding
-    baseline (each fold: validation drawn from the other folds, no bootstrap)."""
-    folds = kfold_splits(data.labels, k, val_fraction=config.val_fraction, seed=config.seed)
+    baseline (each fold: validation drawn from the other folds, no bootstrap). With
+    ``config.group_column``: grouped folds (``StratifiedGroupKFold``), no group on two sides."""
+    groups = None if config.group_column is None else user_groups(data, config.group_column)
+    folds = kfold_splits(data.labels, k, val_fraction=config.val_fraction, seed=config.seed, groups=groups)
     cfg = replace(config, cv=0, bootstrap=0)
     rows: list[dict[str, Any]] = []
     for i, split in enumerate(folds):
@@ -820,7 +633,7 @@ def cross_validate(
             "test_auc": res.test.auc, "baseline_auc": res.baseline.test_auc,
             "test_accuracy": res.test.accuracy, "baseline_accuracy": res.baseline.test.accuracy,
             "head": res.head.head if res.head else None, "head_c": res.head.c if res.head else None,
-            "best_epoch": res.best_epoch,
+            "best_epoch": res.best_epoch, "head_candidate": res.head.candidate if res.head else None,
         }
         rows.append(row)
         if on_fold is not None:

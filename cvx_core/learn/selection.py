@@ -1,0 +1,301 @@
+"""Model selection by a proper score (validation log-loss): which head the run trains, and
+which epoch it keeps.
+
+The head (:func:`choose_head`): before any gradient step, on the features at their initial
+values, each candidate is a logistic regression on a set of the head's input columns,
+scored by the same inner cross-validated log-loss (``choose_by_validation``, same folds):
+
+- ``"baseline"``: the mean embedding only, i.e. the plain mean-embedding logistic
+  regression itself (its scores are the baseline's own selection). When it wins, the run
+  *is* that regression (nothing is trained) and says "the temporal features add nothing on
+  this data".
+- ``"cvx"``: CVX's temporal features only.
+- ``"cvx+mean"``: CVX's temporal features and the mean vector.
+
+Ties go to the first candidate in that order (the simplest). ``head="linear"`` trains a
+linear head on the features (and the mean vector with ``mean_inputs``), ``head="mlp"`` an
+MLP on them, their L2 strength chosen the same way.
+
+The epoch (:class:`EpochSelector`): the lowest validation log-loss (cross-entropy,
+class-weighted like the training loss) is kept; patience counts epochs without a fall of
+more than ``min_delta``, so early stopping fires once the loss only creeps.
+Validation AUC is reported, never optimised: on a few validation users it saturates at 1
+or swings on one user.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation
+from cvx_core.learn.splits import Split
+
+__all__ = ["AUTO_CANDIDATES", "EpochChoice", "EpochSelector", "HeadChoice", "HeadLayout", "MLP_C_GRID",
+           "choose_head", "multiclass_weights", "sk_linear"]
+
+#: inverse L2 strengths tried for the MLP head (a shorter grid: each is a network fit per fold)
+MLP_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0)
+#: what ``head="auto"`` chooses among, in tie-break order
+AUTO_CANDIDATES: tuple[str, ...] = ("baseline", "cvx", "cvx+mean")
+NOTHING_ADDED = "the temporal features add nothing on this data"
+_NAMES = {"baseline": "mean-embedding LR (the baseline)", "cvx": "temporal features",
+          "cvx+mean": "temporal features + mean vector", "mlp": "mlp"}
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """Which head was used and why.
+
+    Attributes:
+        head: the model's head kind, "linear" or "mlp".
+        c: inverse L2 strength of the head (scikit-learn's ``C``).
+        reason: one sentence, e.g. "auto: temporal features + mean vector (inner-CV
+            log-loss 0.010 at C=100) over ..., by 5-fold inner CV on 192 train+val users".
+        scores: validation log-loss of every candidate and C, ``{"cvx": {"1.0": loss}, ...}``.
+        candidate: "baseline", "cvx", "cvx+mean" or "mlp".
+        candidate_scores: each candidate's best validation log-loss.
+        verdict: "the temporal features add nothing on this data: ..." when the baseline
+            won, else None.
+        uses_mean: the model reads the mean embedding (``mean_inputs``).
+        columns: ``[n]`` the probe's head-input columns the candidate was fitted on.
+    """
+
+    head: str
+    c: float
+    reason: str
+    scores: dict[str, dict[str, float]]
+    candidate: str = "cvx+mean"
+    candidate_scores: dict[str, float] = field(default_factory=dict)
+    verdict: str | None = None
+    uses_mean: bool = True
+    columns: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def trains(self) -> bool:
+        """False when the baseline won: the run is that logistic regression, untrained further."""
+        return self.candidate != "baseline"
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """Where the candidates' columns sit in the probe's head inputs ``h = [z, |z|]`` (or ``z``),
+    ``z = [temporal features (n_spec), mean embedding (n_mean)]``."""
+
+    n_spec: int
+    n_mean: int
+    magnitude: bool
+
+    def columns(self, candidate: str) -> np.ndarray:
+        n_feat = self.n_spec + self.n_mean
+        spec = np.arange(self.n_spec)
+        mean = np.arange(self.n_spec, n_feat)
+        halves = (0, n_feat) if self.magnitude else (0,)
+        if candidate == "baseline":
+            return mean  # the standardised mean embedding, as the baseline's own regression reads it
+        if candidate == "cvx":
+            return np.concatenate([spec + o for o in halves])
+        return np.arange(n_feat * len(halves))  # cvx+mean, mlp: everything
+
+
+def sk_linear(c: float, class_weighting: bool) -> LogisticRegression:
+    """The linear head's scikit-learn twin on head inputs (already standardised)."""
+    return LogisticRegression(C=float(c), class_weight="balanced" if class_weighting else None, max_iter=2000)
+
+
+def sk_mlp(c: float, hidden: int, seed: int) -> MLPClassifier:
+    """The MLP candidate on head inputs: one hidden layer of ``hidden`` units, L2 ``alpha = 1/C``."""
+    return MLPClassifier(hidden_layer_sizes=(int(hidden),), alpha=1.0 / float(c), max_iter=200, random_state=seed)
+
+
+def multiclass_weights(lr: LogisticRegression, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logit rows ``W [K, n_in]``, ``b [K]`` equal in softmax to a fitted logistic regression
+    (binary: rows ``-w/2, w/2``; a class the fit never saw gets a very negative bias)."""
+    coef, icpt = lr.coef_, lr.intercept_
+    seen = lr.classes_.astype(np.int64)
+    w = np.zeros((k, coef.shape[1]))
+    b = np.full(k, -30.0)
+    if coef.shape[0] == 1:  # binary
+        w[seen[0]], w[seen[1]] = -coef[0] / 2, coef[0] / 2
+        b[seen[0]], b[seen[1]] = -icpt[0] / 2, icpt[0] / 2
+        return w, b
+    w[seen], b[seen] = coef, icpt
+    return w, b
+
+
+def candidates_for(head: str, *, has_mean: bool, baseline: bool) -> list[str]:
+    """The candidates a ``head`` setting weighs (``has_mean``: the model may read the mean
+    embedding; ``baseline``: the baseline's selection is at hand)."""
+    if head == "mlp":
+        return ["mlp"]
+    if head == "linear":
+        return ["cvx+mean" if has_mean else "cvx"]
+    out = [c for c in AUTO_CANDIDATES if has_mean or c == "cvx"]
+    return [c for c in out if baseline or c != "baseline"]
+
+
+def choose_head(
+    h: np.ndarray,
+    y: np.ndarray,
+    split: Split,
+    *,
+    layout: HeadLayout,
+    head: str,
+    n_classes: int,
+    baseline: Selection | None = None,
+    head_c: float | None = None,
+    hidden: int = 64,
+    class_weighting: bool = True,
+    inner_cv: int = 5,
+    seed: int = 0,
+) -> HeadChoice:
+    """Choose the head by validation log-loss on head inputs ``h [N, n_in]`` (rows indexed
+    like the data; only train and val rows are read) with class indices ``y [N]``.
+
+    ``baseline`` is the mean-embedding regression's own :class:`Selection` (same split,
+    same folds): it is the ``"baseline"`` candidate's score. See the module docstring.
+    """
+    kinds = candidates_for(head, has_mean=layout.n_mean > 0, baseline=baseline is not None)
+    sels: dict[str, Selection] = {}
+    for kind in kinds:
+        if kind == "baseline":
+            assert baseline is not None
+            sels[kind] = baseline
+            continue
+        if kind == "mlp":
+            grid, make = (MLP_C_GRID if head_c is None else [head_c]), (lambda c: sk_mlp(c, hidden, seed))
+        else:
+            grid, make = (C_GRID if head_c is None else [head_c]), (lambda c: sk_linear(c, class_weighting))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            sels[kind] = choose_by_validation(make, list(grid), h[:, layout.columns(kind)], y, split,
+                                              n_classes=n_classes, inner_cv=inner_cv, seed=seed)
+    best = min(kinds, key=lambda kd: sels[kd].best_score)  # min keeps the first of equals
+    sel = sels[best]
+    how = next(s.how for k, s in sels.items() if k != "baseline") if len(sels) > 1 else sel.how
+    if len(kinds) > 1:
+        others = ", ".join(f"{_NAMES[o]} ({sels[o].best_score:.3f} at C={sels[o].value:g})" for o in kinds if o != best)
+        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
+                  f"{others}, by {how}")
+    else:
+        reason = f"{best if best == 'mlp' else 'linear'} as asked; C={sel.value:g}" + (
+            " as given" if head_c is not None else f" by {sel.how}")
+    verdict = None
+    if best == "baseline":
+        rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
+        verdict = (f"{NOTHING_ADDED}: the plain mean-embedding logistic regression had the lowest inner-CV "
+                   f"log-loss ({sel.best_score:.3f}; {rest}), so the run is that regression")
+    return HeadChoice(
+        head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
+        scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
+        candidate_scores={kd: float(sv.best_score) for kd, sv in sels.items()}, verdict=verdict,
+        uses_mean=best != "cvx" and layout.n_mean > 0, columns=layout.columns(best),
+    )
+
+
+@dataclass(frozen=True)
+class EpochChoice:
+    """Why the kept epoch won.
+
+    Attributes:
+        epoch: the kept epoch (0: the starting weights).
+        val_loss, val_auc: its validation log-loss (the criterion) and AUC (reported only).
+        runner_up_epoch, runner_up_val_loss: the next-lowest validation log-loss (None / NaN
+            when only one epoch was scored).
+        min_delta: the fall in validation log-loss that reset early stopping's patience.
+        reason: the above in one sentence.
+        last_significant_epoch: the last epoch whose loss fell by more than ``min_delta``.
+    """
+
+    epoch: int
+    val_loss: float
+    val_auc: float
+    runner_up_epoch: int | None
+    runner_up_val_loss: float
+    min_delta: float
+    reason: str
+    criterion: str = "validation log-loss"
+    last_significant_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "val_loss": self.val_loss, "val_auc": self.val_auc,
+                "runner_up_epoch": self.runner_up_epoch, "runner_up_val_loss": self.runner_up_val_loss,
+                "min_delta": self.min_delta, "criterion": self.criterion, "reason": self.reason,
+                "last_significant_epoch": self.last_significant_epoch}
+
+
+class EpochSelector:
+    """The kept epoch is the one with the lowest validation log-loss (the checkpoint follows
+    every fall); early stopping counts ``bad_epochs`` since the last fall of more than
+    ``min_delta`` below the reference loss (the loss at that fall), as Keras' EarlyStopping
+    does, and fires at ``patience``. So a run whose loss creeps down by less than
+    ``min_delta`` an epoch stops, and keeps its lowest epoch."""
+
+    def __init__(self, *, min_delta: float, patience: int) -> None:
+        self.min_delta = float(min_delta)
+        self.patience = int(patience)
+        self.scored: list[tuple[int, float, float]] = []  # (epoch, val_loss, val_auc)
+        self.best: tuple[int, float, float] | None = None
+        self.reference: tuple[int, float] | None = None  # (epoch, loss) of the last fall by more than min_delta
+        self.bad_epochs = 0
+
+    def offer(self, epoch: int, val_loss: float, val_auc: float) -> bool:
+        """Score ``epoch``; True if it becomes the kept epoch (the lowest loss so far)."""
+        loss = float(val_loss) if math.isfinite(val_loss) else math.inf
+        self.scored.append((int(epoch), loss, float(val_auc)))
+        if self.reference is None or loss < self.reference[1] - self.min_delta:
+            self.reference = (int(epoch), loss)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        if self.best is None or loss < self.best[1]:
+            self.best = self.scored[-1]
+            return True
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    @property
+    def best_epoch(self) -> int:
+        return 0 if self.best is None else self.best[0]
+
+    @property
+    def best_loss(self) -> float:
+        return math.nan if self.best is None else self.best[1]
+
+    @property
+    def best_auc(self) -> float:
+        return math.nan if self.best is None else self.best[2]
+
+    def choice(self) -> EpochChoice:
+        assert self.best is not None and self.reference is not None, "no epoch was scored"
+        epoch, loss, auc = self.best
+        others = sorted((s for s in self.scored if s[0] != epoch), key=lambda s: s[1])
+        runner = others[0] if others else None
+        what = "the starting weights" if epoch == 0 else f"epoch {epoch}"
+        reason = f"{what}: lowest validation log-loss {loss:.4g} (AUC {auc:.3f}, reported only)"
+        reason += "; no other epoch was scored" if runner is None else f"; runner-up epoch {runner[0]} ({runner[1]:.4g})"
+        last = self.scored[-1][0]
+        if self.bad_epochs >= self.patience:
+            reason += (f"; stopped after epoch {last}: {self.bad_epochs} epochs without a fall of more than "
+                       f"min_delta {self.min_delta:g} below epoch {self.reference[0]}'s {self.reference[1]:.4g}")
+        else:
+            reason += f"; the last fall of more than min_delta {self.min_delta:g} was at epoch {self.reference[0]}"
+        return EpochChoice(epoch=epoch, val_loss=loss, val_auc=auc, runner_up_epoch=None if runner is None else runner[0],
+                           runner_up_val_loss=math.nan if runner is None else runner[1], min_delta=self.min_delta,
+                           reason=reason, last_significant_epoch=self.reference[0])
+
+
+def describe_candidates(choice: HeadChoice) -> Sequence[str]:
+    """One line per candidate: its name and best inner-CV log-loss (the winner marked)."""
+    return [f"{'*' if k == choice.candidate else ' '} {_NAMES[k]}: {v:.4f}" for k, v in choice.candidate_scores.items()]
