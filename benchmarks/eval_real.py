@@ -120,7 +120,7 @@ def run_split(rs: RealSet, seeds: list[int], epochs: int | None, use_minirocket:
         res = train(rs.train, cfg, test_data=rs.test)
         row = {"seed": seed, "cvx": res.test.accuracy, "cvx_auc": res.test.auc, "baseline": res.baseline.test.accuracy,
                "baseline_auc": res.baseline.test_auc, "plain_lr": lr["accuracy"], "plain_lr_auc": lr["auc"],
-               "head": res.head.reason if res.head else None, "best_epoch": res.best_epoch,
+               "head": res.head.reason if res.head else None, "candidate": getattr(res.head, "candidate", None), "best_epoch": res.best_epoch,
                "cvx_seconds": time.perf_counter() - t0}
         if use_minirocket and rs.series is not None:
             mr = minirocket(rs.series[0], y_tr, rs.series[1], y_te, seed)
@@ -147,7 +147,7 @@ def run_holdout(rs: RealSet, seeds: list[int], epochs: int | None) -> dict:
         rows.append({"seed": seed, "cvx": res.test.accuracy, "cvx_auc": res.test.auc,
                      "baseline": res.baseline.test.accuracy, "baseline_auc": res.baseline.test_auc,
                      "plain_lr": lr["accuracy"], "plain_lr_auc": lr["auc"], "n_test": int(res.split.test.size),
-                     "head": res.head.reason if res.head else None, "best_epoch": res.best_epoch,
+                     "head": res.head.reason if res.head else None, "candidate": getattr(res.head, "candidate", None), "best_epoch": res.best_epoch,
                      "cvx_seconds": time.perf_counter() - t0})
         r = rows[-1]
         print(f"  {rs.name} seed {seed}: accuracy CVX {r['cvx']:.3f}  baseline {r['baseline']:.3f}  plain LR "
@@ -172,7 +172,7 @@ def run_cv(rs: RealSet, seeds: list[int], epochs: int | None, folds: int) -> dic
             res = train(ts, cfg_f, split=split)
             lr = plain_lr(x[fit], y[fit], x[split.test], y[split.test], k)
             per_fold.append({"fold": i + 1, "cvx": res.test.auc, "baseline": res.baseline.test_auc, "plain_lr": lr["auc"],
-                             "cvx_accuracy": res.test.accuracy, "head": res.head.reason if res.head else None,
+                             "cvx_accuracy": res.test.accuracy, "head": res.head.reason if res.head else None, "candidate": getattr(res.head, "candidate", None),
                              "best_epoch": res.best_epoch, "cvx_seconds": time.perf_counter() - t0})
         row = {"seed": seed, **{m: float(np.mean([f[m] for f in per_fold])) for m in ("cvx", "baseline", "plain_lr")},
                "fold_sd": {m: mean_sd([f[m] for f in per_fold])[1] for m in ("cvx", "baseline", "plain_lr")},
