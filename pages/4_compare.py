@@ -96,16 +96,20 @@ st.info(escape.escape_markdown(cmp.verdict.sentence), icon=":material/insights:"
 st.caption(escape.escape_markdown(compare_view.verdict_caption(cmp)))
 
 
-def _tiles(metrics: list[compare_view.Metric]) -> None:
-    for slot, m in zip(st.columns(max(len(metrics), 1)), metrics):
-        note = {} if m.note is None else {"delta": m.note, "delta_color": "off", "delta_arrow": "off"}
-        slot.metric(m.label, m.value, help=m.help, **note)
+def _tiles(metrics: list[compare_view.Metric], per_row: int = 4) -> None:
+    """Metric tiles, ``per_row`` to a row (narrower tiles cut their labels and values)."""
+    for start in range(0, len(metrics), per_row):
+        for slot, m in zip(st.columns(per_row), metrics[start:start + per_row]):
+            note = {} if m.note is None else {"delta": m.note, "delta_color": "off", "delta_arrow": "off"}
+            slot.metric(m.label, m.value, help=m.help, **note)
 
 
 level = compare_view.Metric("Verdict", cmp.level, "significant" if cmp.significant else "not significant",
                             compare_view.verdict_caption(cmp))
-_tiles([level, *compare_view.statistic_metrics(cmp)])
-_tiles(compare_view.planted_metrics(cmp))
+stats_tiles = compare_view.statistic_metrics(cmp)  # Spearman, Pearson, p-value, then the top-k overlaps
+_tiles([level, stats_tiles[2], stats_tiles[1], stats_tiles[0]])
+_tiles(stats_tiles[3:] + compare_view.planted_metrics(cmp)[:1])
+_tiles(compare_view.planted_metrics(cmp)[1:])
 
 # ---- two aligned bar charts over the top dimensions ------------------------------------------
 table = pd.DataFrame(cmp.table())

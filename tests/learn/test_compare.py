@@ -15,7 +15,7 @@ from scipy import stats
 
 from cvx_core.analysis.attribution import cohort_attribution
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
-from cvx_core.data.trajectory import Trajectory, TrajectorySet
+from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.learn.compare import (
     CUTOFF,
     MAX_PERMUTATIONS,
