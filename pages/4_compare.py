@@ -1,17 +1,17 @@
-"""Compare page: a trained run's learned DimensionAttention weights beside the analytic
-drift attribution, with correlation statistics, the verdict, and planted truth if known."""
+"""Compare page: a trained run's learned DimensionAttention weights beside the analytic drift
+attribution of its held-out users, with the statistics and graded verdict of
+cvx_core.learn.compare (the numbers `python -m cvx_core compare` prints), and planted truth if known."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, exports, figures, jobs, overlap, session, workspace
+from cvx_app import compare_view, escape, exports, figures, jobs, session, workspace
 from cvx_app import runs as runs_mod
 
 name = session.bootstrap("Compare")
 st.title("Compare")
 st.caption("A trained run's learned DimensionAttention weights (alpha) beside the analytic drift "
-           "attribution of the same data: does the model weight the dimensions the analytics single out?")
+           "attribution of the users it did not train on: does the model weight the dimensions the analytics single out?")
 
 views = runs_mod.list_run_views(running={n for n, j in jobs.training_jobs().items() if j.status == "running"})
 runs = [v for v in views if v.has_weights and v.status not in (runs_mod.DAMAGED, runs_mod.RUNNING)]
@@ -24,8 +24,14 @@ if not runs:
     st.page_link("pages/3_train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-names = [r.name for r in runs]
-by_name = {r.name: r for r in runs}
+dataset_of = {r.name: workspace.run_dataset(r.path) for r in runs}
+show_all = st.toggle("Show runs of all datasets", key="compare_all_runs",
+                     help=f"Off: only the runs trained on the current dataset ({name}).")
+offered, note = compare_view.runs_for_dataset(runs, dataset_of, name, show_all=show_all)
+if note:
+    st.caption(escape.escape_markdown(note))
+names = [r.name for r in offered]
+by_name = {r.name: r for r in offered}
 # the run to show: the link's ?run=, else the run last shown on Train or here, else the newest
 wanted = st.query_params.get("run") or st.session_state.get(runs_mod.SELECTED_KEY)
 if wanted not in names:
@@ -42,15 +48,18 @@ def _on_run_change() -> None:
         st.query_params["run"] = chosen
 
 
+def _label(n: str) -> str:
+    title = by_name[n].title + ("" if by_name[n].title == n else f" ({n})")
+    other = dataset_of.get(n)
+    return title if other == name else f"{title} · on {other or 'an unknown dataset'}"
+
+
 c1, c2, c3 = st.columns([2, 1, 1])
-run_name = c1.selectbox(
-    "Run", names, key="compare_run", on_change=_on_run_change,
-    format_func=lambda n: by_name[n].title + ("" if by_name[n].title == n else f" ({n})"),
-)
+run_name = c1.selectbox("Run", names, key="compare_run", on_change=_on_run_change, format_func=_label)
 run = by_name.get(run_name, by_name[wanted])
 if run.status != runs_mod.FINISHED:
     st.caption(f"This run is {run.status}: its best checkpoint is compared.")
-dataset = workspace.run_dataset(run.path)
+dataset = dataset_of.get(run.name)
 if dataset is None:
     dataset = name
     st.warning("The dataset this run was trained on is not in the workspace any more; "
@@ -70,49 +79,37 @@ order_by = c3.radio("Order by", ["learned alpha", "attribution"], key="compare_o
 truth = workspace.load_truth(dataset)
 planted = list(truth.get("planted_dims", [])) if truth else None
 
-with st.spinner("Loading the run and computing the analytic attribution…"):
+with st.spinner("Loading the run and computing the analytic attribution and the permutation test…"):
     try:
-        cmp = cache.comparison(run.path, ts, planted)
-    except (ValueError, RuntimeError) as exc:  # RunError: weights that do not load
+        cmp = compare_view.comparison(run.path, ts, planted)
+    except (ValueError, RuntimeError) as exc:  # RunError: weights that do not load; no held-out users
         st.error(escape.escape_markdown(exc))
         st.stop()
 
-kind_text = cache.attribution_description(cmp.attribution_kind, cmp.positive_class)
+kind_text = {"abs_class_difference": f"|mean drift share of label {cmp.positive_class} − that of the other label|",
+             "class_spread": "spread (SD) of the class-mean drift shares",
+             "mean_shares": "mean drift share over all users"}.get(cmp.attribution_kind, cmp.attribution_kind)
 st.caption("Run and dataset:")
-st.code(f"run {run.name}  ·  dataset {dataset}  ·  D = {ts.dim}  ·  attribution per dimension: {kind_text}",
-        language=None, wrap_lines=True)
-st.info(cmp.verdict, icon=":material/insights:")
-
-def number(x: float, spec: str) -> str:
-    """A metric's value, or "–" where it is undefined (NaN: a constant alpha or attribution)."""
-    return format(x, spec) if np.isfinite(x) else "–"
+st.code(f"run {run.name}  ·  dataset {dataset}  ·  D = {ts.dim}  ·  users: {cmp.users}  ·  "
+        f"attribution per dimension: {kind_text}", language=None, wrap_lines=True)
+st.info(escape.escape_markdown(cmp.verdict.sentence), icon=":material/insights:")
+st.caption(escape.escape_markdown(compare_view.verdict_caption(cmp)))
 
 
-m = st.columns(5)
-m[0].metric("Spearman ρ", number(cmp.spearman, ".3f"))
-m[1].metric("Pearson r", number(cmp.pearson, ".3f"))
-m[2].metric("Permutation p-value", number(cmp.p_value, ".3g"),
-            help=f"{cmp.n_permutations} permutations; the smallest value possible is {1 / (cmp.n_permutations + 1):.3g}.")
-overlaps = overlap.topk_overlaps(cmp.alpha, cmp.attribution)
-for slot, ov in zip(m[3:], overlaps):
-    if ov.shared is None:
-        slot.metric(f"Top-{ov.k} overlap (Jaccard)", "–", delta=f"chance {ov.chance:.2f}", delta_color="off",
-                    delta_arrow="off", help="Alpha is constant (the attention never moved from its start), so it "
-                    "ranks no dimension and there is no overlap to report.")
-        continue
-    slot.metric(f"Top-{ov.k} overlap (Jaccard)", f"{ov.jaccard:.2f}",
-                delta=f"chance {ov.chance:.2f}", delta_color="off", delta_arrow="off",
-                help=f"{ov.shared} of the {ov.k} highest-alpha dimensions are among the {ov.k} with the "
-                     f"largest attribution. Two random rankings of D = {dim} would give "
-                     f"{ov.chance:.3f} on average.")
-if planted:
-    p = st.columns(4)
-    p[0].metric("Planted dims", len(planted))
-    p[1].metric("Spearman(alpha, planted)", number(cmp.planted_spearman, ".3f"),
-                help=f"The largest possible value is {cmp.planted_spearman_max:.3f}.")
-    p[2].metric("Spearman(attribution, planted)", number(cmp.attribution_planted_spearman, ".3f"))
-    k0 = len(planted)
-    p[3].metric(f"Planted share of alpha's top {k0}", number(cmp.planted_topk_overlap.get(k0, float("nan")), ".2f"))
+def _tiles(metrics: list[compare_view.Metric], per_row: int = 4) -> None:
+    """Metric tiles, ``per_row`` to a row (narrower tiles cut their labels and values)."""
+    for start in range(0, len(metrics), per_row):
+        for slot, m in zip(st.columns(per_row), metrics[start:start + per_row]):
+            note = {} if m.note is None else {"delta": m.note, "delta_color": "off", "delta_arrow": "off"}
+            slot.metric(m.label, m.value, help=m.help, **note)
+
+
+level = compare_view.Metric("Verdict", cmp.level, "significant" if cmp.significant else "not significant",
+                            compare_view.verdict_caption(cmp))
+stats_tiles = compare_view.statistic_metrics(cmp)  # Spearman, Pearson, p-value, then the top-k overlaps
+_tiles([level, stats_tiles[2], stats_tiles[1], stats_tiles[0]])
+_tiles(stats_tiles[3:] + compare_view.planted_metrics(cmp)[:1])
+_tiles(compare_view.planted_metrics(cmp)[1:])
 
 # ---- two aligned bar charts over the top dimensions ------------------------------------------
 table = pd.DataFrame(cmp.table())
@@ -127,22 +124,22 @@ st.caption(f"The {len(top)} dimensions with the highest {order_by} (of D = {dim}
               if planted else "."))
 
 # ---- scatter of one against the other ----------------------------------------------------------------
-scatter = figures.attention_scatter(table, dim=ts.dim, spearman=cmp.spearman, planted=bool(planted))
+scatter = figures.attention_scatter(table, dim=ts.dim, spearman=float("nan") if cmp.spearman is None else cmp.spearman,
+                                    planted=bool(planted))
 left, right = st.columns([1, 1])
 with left:
     st.plotly_chart(scatter, key="compare_scatter")
 with right:
     st.markdown("**Top dimensions**")
-    st.dataframe(
-        top[["dimension", "alpha", "attribution", "alpha_rank", "attribution_rank", "planted"]]
-        .rename(columns={"alpha_rank": "rank by alpha", "attribution_rank": "rank by attribution"}),
-        hide_index=True, height=420,
-    )
+    columns = ["dimension", "alpha", "attribution", "alpha_rank", "attribution_rank"] + (["planted"] if planted else [])
+    st.dataframe(top[columns].rename(columns={"alpha_rank": "rank by alpha", "attribution_rank": "rank by attribution"}),
+                 hide_index=True, height=420)
 
 # ---- downloads ----------------------------------------------------------------------------------------
 st.markdown("**Download**")
 d1, d2, d3, _ = st.columns([1, 1, 1, 3])
-d1.download_button("Comparison (CSV)", data=exports.comparison_csv(table, run=run.name),
+d1.download_button("Comparison (CSV)", data=exports.comparison_csv(table if planted else table.drop(columns="planted"),
+                                                                    run=run.name),
                    file_name=f"{run.name}-comparison.csv", mime="text/csv", key="compare_dl_csv",
                    on_click="ignore", icon=":material/download:")
 with d2:

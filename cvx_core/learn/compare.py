@@ -293,6 +293,12 @@ def label_permutation_pvalue(
 
 
 # ---- the verdict --------------------------------------------------------------------------------
+def _two(x: float) -> str:
+    """``x`` to two decimals, without a "-0.00"."""
+    text = f"{x:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A graded verdict: ``level`` (none / weak / moderate / strong), whether the permutation test
@@ -324,7 +330,7 @@ def grade(r: float | None, p_value: float | None, overlaps: Sequence[TopKOverlap
     above = [o for o in overlaps if o.above_chance(cutoff)]
     tops = "; ".join(f"top-{o.k} overlap {o.jaccard:.2f} vs chance {o.chance:.2f}" for o in overlaps
                      if o.jaccard is not None)
-    numbers = (f"Pearson r {r:.2f}, p = {p_value:.3g}" + ("" if rho is None else f"; Spearman {rho:.2f}")
+    numbers = (f"Pearson r {_two(r)}, p = {p_value:.3g}" + ("" if rho is None else f"; Spearman {_two(rho)}")
                + (f"; {tops}" if tops else ""))
     if p_value >= cutoff:
         reason = f"p = {p_value:.3g} is not below {cutoff:g} ({test})"

@@ -12,6 +12,9 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 TIMEOUT = 120
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "sample.parquet"
+TRUTH = ROOT / "sample_data" / "truth.json"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def trained_workspace(tmp_path_factory, sample_set) -> Path:
     ws = tmp_path_factory.mktemp("compare") / "ws"
     run_dir = ws / "runs" / "run-sample"
     extra = {"head": "linear", "bootstrap": 0} if "head" in TrainConfig.__dataclass_fields__ else {}
-    train(sample_set, TrainConfig(epochs=1, device="cpu", max_len=64, **extra), run_dir=run_dir)
+    train(sample_set, TrainConfig(epochs=3, device="cpu", max_len=64, **extra), run_dir=run_dir)
     atomic_write_json(run_dir / "app.json", {"dataset": "sample", "digest": sample_set.digest()})
     return ws
 
@@ -44,36 +47,56 @@ def _specs(at: AppTest) -> dict[str, dict]:
     return out
 
 
-def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, open_app, trained_workspace, sample_set, sample_truth):
-    from cvx_core.learn.compare import compare_attention
+def _cli_json(run_dir: Path, data: Path, truth: Path | None, capsys) -> dict:
+    from cvx_core.cli import main
+
+    capsys.readouterr()
+    args = ["compare", str(run_dir), str(data), "--format", "json"] + (["--truth", str(truth)] if truth else [])
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_page_and_the_cli_show_the_same_numbers_for_the_same_run(monkeypatch, open_app, trained_workspace, capsys):
+    from cvx_app import escape
+    from cvx_core.learn.compare import DEFAULT_PERMUTATIONS
+
+    doc = _cli_json(trained_workspace / "runs" / "run-sample", SAMPLE, TRUTH, capsys)
+    assert doc["permutations"] == DEFAULT_PERMUTATIONS
+    at = _compare(monkeypatch, open_app, trained_workspace)
+    shown = {m.label: m.value for m in at.metric}
+    notes = {m.label: m.proto.delta for m in at.metric}
+
+    def num(x, spec):
+        return "–" if x is None else format(x, spec)
+
+    assert shown["Spearman ρ"] == num(doc["spearman"], ".3f")
+    assert shown["Pearson r"] == num(doc["pearson"], ".3f")
+    assert shown["Permutation p-value"] == num(doc["p_value"], ".3g")
+    assert notes["Permutation p-value"] == f"{doc['permutations']} permutations"
+    assert shown["Verdict"] == doc["level"]
+    assert notes["Verdict"] == ("significant" if doc["significant"] else "not significant")
+    assert [m.label for m in at.metric if "overlap" in m.label] == [f"Top-{t['k']} overlap (Jaccard)" for t in doc["top_k"]]
+    for t in doc["top_k"]:
+        assert shown[f"Top-{t['k']} overlap (Jaccard)"] == num(t["overlap"], ".2f")
+        assert notes[f"Top-{t['k']} overlap (Jaccard)"] == f"chance {t['chance']:.2f}"
+    n = doc["n_planted"]
+    assert shown["Planted dims"] == str(n)
+    assert shown[f"Planted share of alpha's top {n}"] == num(doc["planted_share"], ".2f")
+    assert shown["Spearman(alpha, planted)"] == num(doc["planted_spearman"], ".3f")
+    assert shown["Spearman(attribution, planted)"] == num(doc["attribution_planted_spearman"], ".3f")
+    assert at.info[0].value == escape.escape_markdown(doc["verdict"])
+    caption = " ".join(c.value for c in at.caption)
+    assert escape.escape_markdown(doc["reason"]) in caption and "p < 0.05" in caption.replace("\\", "")
+    assert "nan" not in " ".join(shown.values()).lower()
+
+
+def test_compare_shows_aligned_bars_scatter_and_planted_marks(monkeypatch, open_app, trained_workspace, sample_set, sample_truth):
+    from cvx_core.learn.compare import learned_alpha
     from cvx_core.learn.runs import load_run
 
     at = _compare(monkeypatch, open_app, trained_workspace)
-    run = load_run(trained_workspace / "runs" / "run-sample")
-    expected = compare_attention(run.model, sample_set, config=run.config.features,
-                                 planted_dims=sample_truth["planted_dims"])
-    shown = {m.label: m.value for m in at.metric}
-    # a flat alpha (the attention kept its start: the warm-started epoch 0 won) ranks nothing and
-    # has no correlation: "–", never "nan"
-    flat = float(np.ptp(expected.alpha)) == 0.0
-    assert shown["Spearman ρ"] == ("–" if flat else f"{expected.spearman:.3f}")
-    assert shown["Pearson r"] == ("–" if flat else f"{expected.pearson:.3f}")
-    assert "nan" not in shown.values()
-
-    def jac(k: int) -> str:
-        return "–" if flat else f"{expected.topk_jaccard[k]:.2f}"
-
-    assert shown["Top-10 overlap (Jaccard)"] == jac(10)
-    assert shown["Planted dims"] == str(len(sample_truth["planted_dims"]))
-    assert at.info[0].value == expected.verdict
-
-    # top-k overlaps well below D, each beside the level two random rankings would reach
-    from cvx_app.overlap import chance_jaccard
-
-    assert shown["Top-50 overlap (Jaccard)"] == jac(50)
-    deltas = {m.label: m.proto.delta for m in at.metric}
-    assert deltas["Top-10 overlap (Jaccard)"] == f"chance {chance_jaccard(10, 384):.2f}"
-
+    alpha = learned_alpha(load_run(trained_workspace / "runs" / "run-sample").model)
+    assert "planted" in at.dataframe[0].value.columns
     bars, scatter = list(_specs(at).values())
     panels: dict[str, list] = {"x": [], "x2": []}
     colours: dict[str, dict[str, str]] = {"x": {}, "x2": {}}
@@ -86,7 +109,7 @@ def test_compare_shows_aligned_bars_scatter_statistics_and_verdict(monkeypatch, 
     assert sorted(panels["x"]) == sorted(panels["x2"]) == sorted(order)
     assert colours["x"] == colours["x2"]  # one colour per dimension in both panels
     planted_marked = {x.rstrip("★") for x in order if x.endswith("★")}
-    top30 = {str(d) for d in sorted(range(expected.alpha.size), key=lambda d: (-expected.alpha[d], d))[:30]}
+    top30 = {str(d) for d in sorted(range(alpha.size), key=lambda d: (-alpha[d], d))[:30]}
     assert planted_marked == top30 & {str(d) for d in sample_truth["planted_dims"]}
     assert [t["name"] for t in bars["data"] if t.get("showlegend", True)] == ["dimension", "planted dimension"]
     names = [t["name"] for t in scatter["data"]]
@@ -128,6 +151,9 @@ def test_small_d_run_bounds_the_slider_and_reports_an_overlap_below_d(monkeypatc
     assert slider.max == 32 and slider.value <= 32
     labels = [m.label for m in at.metric if "overlap" in m.label]
     assert labels == ["Top-8 overlap (Jaccard)"]  # k = D/4, not k = D (which is always 1)
+    # no truth file for this dataset: no planted metrics, no planted column
+    assert not [m.label for m in at.metric if "lanted" in m.label]
+    assert "planted" not in at.dataframe[0].value.columns
 
 
 def test_a_run_whose_attention_never_moved_shows_dashes_not_nan(monkeypatch, open_app, tmp_path, sample_set):
@@ -143,7 +169,27 @@ def test_a_run_whose_attention_never_moved_shows_dashes_not_nan(monkeypatch, ope
     at = _compare(monkeypatch, open_app, ws)
     assert "flat" in at.info[0].value
     shown = {m.label: m.value for m in at.metric}
+    assert shown["Verdict"] == "none"
     for label in ("Spearman ρ", "Pearson r", "Permutation p-value", "Top-10 overlap (Jaccard)"):
         assert shown[label] == "–", (label, shown[label])
     _, scatter = list(_specs(at).values())
     assert "nan" not in scatter["layout"]["title"]["text"]
+
+
+def test_runs_of_the_current_dataset_are_listed_first_with_a_switch_for_all(monkeypatch, open_app, trained_workspace, tmp_path,
+                                                                             small_planted):
+    import shutil
+
+    from cvx_core.learn.runs import atomic_write_json
+
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_workspace, ws)
+    other = ws / "runs" / "run-other"
+    shutil.copytree(ws / "runs" / "run-sample", other)
+    atomic_write_json(other / "app.json", {"dataset": "elsewhere", "digest": "0"})
+    at = _compare(monkeypatch, open_app, ws)
+    assert at.selectbox(key="compare_run").options == ["run-sample"]
+    at.toggle(key="compare_all_runs").set_value(True).run()
+    assert not at.exception
+    options = at.selectbox(key="compare_run").options
+    assert options[0] == "run-sample" and len(options) == 2 and options[1].startswith("run-other · on ")

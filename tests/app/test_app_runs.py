@@ -113,4 +113,4 @@ def test_chance_jaccard_equals_the_average_over_all_pairs_of_subsets(dim, data):
 
 def test_a_flat_ranking_has_no_top_k_overlap():
     (ov,) = overlap.topk_overlaps(np.ones(16), np.arange(16.0))
-    assert np.isnan(ov.jaccard) and ov.chance > 0
+    assert ov.jaccard is None and ov.shared is None and ov.chance > 0  # None, never NaN (cvx_core.learn.compare)
