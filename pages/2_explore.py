@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
+from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, share, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -21,6 +21,11 @@ ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
 analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
+options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
+
+# a shared address (?method=&colour=&user=) opens the same view; later clicks win over it
+share.restore("explore", {"method": ("explore_method", ["PCA", "UMAP"]), "user": ("explore_user", user_ids),
+                          "colour": ("explore_colour", list(options))})
 
 # a user clicked in the projection or a table on the previous run becomes the open user
 pending = st.session_state.pop("explore_pending_user", None)
@@ -40,7 +45,6 @@ def open_user(user_id: str) -> None:
 
 
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
-options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
 # ---- controls ---------------------------------------------------------------------------------
 with st.container(border=True):
@@ -66,6 +70,7 @@ with st.container(border=True):
         help="Each path joins a user's posts in time order; change points are drawn as ✕.",
     )
 selected = st.session_state["explore_user"]
+share.publish({"dataset": name, "method": method, "colour": colour_by, "user": selected})
 paths = [selected] + [u for u in traced if u != selected]
 matches = explore.search_users(user_ids, query)
 

@@ -349,3 +349,20 @@ def test_a_selection_exports_its_posts_and_saves_as_a_new_dataset(explore, sampl
     back = load_trajectories(saved)
     assert back.user_ids == picked and back.n_posts == n_posts
     assert any(s.value.startswith("Saved sample\\-selection: 3 users") for s in explore.success)
+
+
+def test_a_shared_address_opens_the_same_view_and_the_view_is_written_back(app_workspace):
+    from pathlib import Path
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params.update({"dataset": "real_text", "user": "lincoln", "colour": ex.DRIFT,
+                            "method": "nonsense"})  # not an option: ignored
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="explore_user").value == "lincoln"
+    assert at.selectbox(key="explore_colour").value == ex.DRIFT
+    assert at.radio(key="explore_method").value == "PCA"
+    assert at.query_params["dataset"] in ("real_text", ["real_text"]) and at.query_params["user"] in ("lincoln", ["lincoln"])
+    at.selectbox(key="explore_user").set_value("washington").run()
+    assert at.query_params["user"] in ("washington", ["washington"])  # later choices win over the address
