@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, share, workspace
+from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, share, window_drift, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -239,6 +239,36 @@ with st.expander("Drift of the whole dataset over time (the cohort's mean embedd
     st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original space). "
                f"Red dashed lines: PELT change points of the sequence of means ({len(drift.change_points)} found).")
     exports.image_buttons(dfig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
+
+with st.expander("Reference window against current window: which dimensions, users and clusters of posts moved"):
+    (r0, r1), (c0, c1) = window_drift.default_windows(ts)
+    w1, w2 = st.columns(2)
+    ref = w1.date_input("Reference window", value=(r0.date(), r1.date()), min_value=r0.date(), max_value=c1.date(),
+                        key="explore_ref_window", help="From its first day to its last day (inclusive).")
+    cur = w2.date_input("Current window", value=(c0.date(), c1.date()), min_value=r0.date(), max_value=c1.date(),
+                        key="explore_cur_window")
+    if st.button("Compare the windows", key="explore_compare_windows", icon=":material/difference:"):
+        if len(ref) != 2 or len(cur) != 2:
+            st.warning("Choose a first and a last day for both windows.")
+        else:
+            day = pd.Timedelta(days=1)
+            try:
+                with st.spinner("Comparing the windows (Welch's t per dimension, HDBSCAN clusters)…"):
+                    st.session_state["explore_window_drift"] = (name, window_drift.window_drift(
+                        ts, (pd.Timestamp(ref[0]), pd.Timestamp(ref[1]) + day), (pd.Timestamp(cur[0]), pd.Timestamp(cur[1]) + day)))
+            except ValueError as exc:
+                st.warning(escape.escape_markdown(exc))
+    found = st.session_state.get("explore_window_drift")
+    if found is not None and found[0] == name:
+        wd = found[1]
+        st.caption(f"{wd.n_reference:,} reference posts, {wd.n_current:,} current posts; the mean embedding moved "
+                   f"{wd.mean_shift:.3f}. Dimensions: Welch's t-test, Benjamini-Hochberg adjusted p. Users: distance "
+                   "between their mean embeddings in the two windows. Clusters: HDBSCAN on the posts' first 20 "
+                   "principal components, ranked by the change in their share of posts.")
+        t1, t2, t3 = st.columns(3)
+        t1.dataframe(wd.dimensions.head(20).round(4), hide_index=True, height=300, key="explore_wd_dims")
+        t2.dataframe(wd.users.head(20).round(4), hide_index=True, height=300, key="explore_wd_users")
+        t3.dataframe(wd.clusters, hide_index=True, height=300, key="explore_wd_clusters")
 
 # ---- search results and nearest users ---------------------------------------------------------------
 left, right = st.columns(2)

@@ -366,3 +366,18 @@ def test_a_shared_address_opens_the_same_view_and_the_view_is_written_back(app_w
     assert at.query_params["dataset"] in ("real_text", ["real_text"]) and at.query_params["user"] in ("lincoln", ["lincoln"])
     at.selectbox(key="explore_user").set_value("washington").run()
     assert at.query_params["user"] in ("washington", ["washington"])  # later choices win over the address
+
+
+def test_reference_and_current_windows_are_compared_on_the_real_text_sample(app_workspace):
+    from pathlib import Path
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params["dataset"] = "real_text"
+    at.run()
+    at.button(key="explore_compare_windows").click().run()
+    assert not at.exception, at.exception
+    assert any(c.value.endswith("ranked by the change in their share of posts.") and "reference posts" in c.value
+               for c in at.caption)
+    dims = next(d.value for d in at.dataframe if "p_adjusted" in d.value.columns)
+    assert len(dims) == 20 and dims["shift"].abs().is_monotonic_decreasing
