@@ -54,6 +54,8 @@ with st.container(border=True):
         help="PCA is instant. UMAP is computed in the background (kept on disk for next time).",
     )
     zoom = c1.toggle("Zoom to paths", key="explore_zoom", help="Zoom the cloud to the drawn paths.")
+    three_d = c1.toggle("3-D (PCA)", key="explore_3d",
+                        help="The first three principal components, to turn with the mouse (no time window or selection).")
     if st.session_state.get("explore_colour") not in options:
         st.session_state["explore_colour"] = explore.LABEL
     colour_by = c2.selectbox(
@@ -157,6 +159,16 @@ def selection_exports(chosen: list[str]) -> None:
                    icon=":material/check_circle:")
 
 
+def cloud_3d() -> None:
+    """The 3-D view: PCA of the posts, coloured by label, with the drawn paths."""
+    frame3, explained = projections.pca3_frame(ts, frame)
+    fig3 = figures.explore_figure_3d(frame3, paths=paths, changepoints=changepoints, explained=explained)
+    st.plotly_chart(fig3, key="explore_proj_3d")
+    st.caption("Drag to turn, scroll to zoom. Coloured by label; the time window, colour choice and selection "
+               "apply to the 2-D view.")
+    exports.image_buttons(fig3, file_stem=f"{name}-pca-3d", key="explore_dl_cloud3d", label="3-D view")
+
+
 @st.fragment(run_every=PLAY_EVERY_S if playing else None)
 def cloud() -> None:
     window_now = st.session_state.get("explore_window")
@@ -230,7 +242,7 @@ def cloud() -> None:
             selection_exports(chosen)
 
 
-cloud()
+cloud_3d() if three_d else cloud()
 
 with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, with its change points)"):
     drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)

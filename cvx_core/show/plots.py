@@ -33,6 +33,7 @@ __all__ = [
     "confusion_figure",
     "early_detection_figure",
     "explore_figure",
+    "explore_figure_3d",
     "grad_norm_figure",
     "loss_auc_figures",
     "projection_figure",
@@ -454,6 +455,56 @@ def explore_figure(
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
         xaxis_title=f"{method} 1", yaxis_title=f"{method} 2",
     )
+    return fig
+
+
+def explore_figure_3d(proj: pd.DataFrame, *, paths: Sequence[str], changepoints: Mapping[str, Sequence[int]],
+                      explained: float | None = None) -> go.Figure:
+    """The Explore cloud in 3-D: every post at ``proj``'s ``x, y, z`` (e.g. the first three
+    principal components), coloured by label, the ``paths`` joined in time order with
+    change points as ✕ and the first path's start and end marked. ``proj`` carries the
+    columns of :func:`explore_figure`'s table plus ``z`` (user ids and words already
+    escaped in ``user_id_safe`` and ``words``)."""
+    fig = go.Figure()
+    names, order = _category_codes(proj["label"])
+    hover = "user %{customdata[0]}<br>post %{customdata[1]} · %{customdata[2]}<br>%{customdata[3]}<extra></extra>"
+    for k, cat in enumerate(order):
+        part = proj[(names == cat).to_numpy()]
+        fig.add_trace(go.Scatter3d(
+            x=part["x"], y=part["y"], z=part["z"], mode="markers", name=f"label {cat}",
+            marker=dict(size=2.5, opacity=0.5, color=CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)]),
+            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=hover,
+        ))
+    for k, uid in enumerate(paths):
+        part = proj[proj["user_id"] == uid].sort_values("post")
+        if not len(part):
+            continue
+        colour_k = PATH_COLOURS[k % len(PATH_COLOURS)] if k else "#111111"
+        safe = part["user_id_safe"].iloc[0]
+        fig.add_trace(go.Scatter3d(
+            x=part["x"], y=part["y"], z=part["z"], mode="lines+markers", name=f"path {safe}",
+            line=dict(color=colour_k, width=5), marker=dict(size=3, color=colour_k),
+            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=hover,
+        ))
+        cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
+        if cps:
+            at = part.iloc[cps]
+            fig.add_trace(go.Scatter3d(x=at["x"], y=at["y"], z=at["z"], mode="markers", name=f"change points {safe}",
+                                       marker=dict(symbol="x", size=7, color="#d62728"),
+                                       customdata=at[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=hover))
+        if k == 0 and len(part) > 1:
+            ends = part.iloc[[0, -1]]
+            fig.add_trace(go.Scatter3d(x=ends["x"], y=ends["y"], z=ends["z"], mode="markers+text",
+                                       name=f"start / end {safe}", text=["start", "end"],
+                                       marker=dict(symbol=["square", "diamond"], size=6, color=colour_k),
+                                       customdata=ends[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=hover))
+    title = f"PCA 3-D of {len(proj):,} posts"
+    if explained is not None and np.isfinite(explained):
+        title += f" · {explained:.0%} of the variance"
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=14)), height=600,
+                      margin=dict(l=0, r=0, t=70, b=0), uirevision="pca3d",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+                      scene=dict(xaxis_title="PC 1", yaxis_title="PC 2", zaxis_title="PC 3"))
     return fig
 
 

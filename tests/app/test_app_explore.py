@@ -381,3 +381,15 @@ def test_reference_and_current_windows_are_compared_on_the_real_text_sample(app_
                for c in at.caption)
     dims = next(d.value for d in at.dataframe if "p_adjusted" in d.value.columns)
     assert len(dims) == 20 and dims["shift"].abs().is_monotonic_decreasing
+
+
+def test_the_3d_view_draws_every_post_and_the_open_users_path(explore, sample_set):
+    explore.toggle(key="explore_3d").set_value(True).run()
+    assert not explore.exception, explore.exception
+    fig = _figures(explore)[0]
+    assert fig["layout"]["title"]["text"].startswith(f"PCA 3-D of {sample_set.n_posts:,} posts")
+    cloud = [t for t in fig["data"] if t["name"].startswith("label ")]
+    assert all(t["type"] == "scatter3d" for t in fig["data"])
+    assert sum(len(t["customdata"]) for t in cloud) == sample_set.n_posts
+    user = explore.selectbox(key="explore_user").value
+    assert any(t["name"] == f"path {user}" for t in fig["data"])
