@@ -232,3 +232,36 @@ def features_config():
     from cvx_core.features.config import TemporalFeaturesConfig
 
     return TemporalFeaturesConfig()
+
+
+def features_frame(ts: TrajectorySet) -> pd.DataFrame:
+    """``cvx_app.exports.features_frame`` of ``ts``, kept in the result store per dataset."""
+    from cvx_app import exports
+
+    store = result_store()
+    key = ("features_frame", ts.digest())
+    frame = store.get(key)
+    if frame is None:
+        frame = exports.features_frame(ts)
+        store.put(key, frame)
+    return frame
+
+
+def changepoints_frame(ts: TrajectorySet) -> pd.DataFrame:
+    """``cvx_app.exports.changepoints_frame`` of ``ts`` (its set analysis computed once and
+    kept too), in the result store per dataset."""
+    from cvx_app import exports
+
+    store = result_store()
+    digest = ts.digest()
+    frame = store.get(("changepoints_frame", digest))
+    if frame is None:
+        analysis = store.get(("analyze_set", digest))
+        if analysis is None:
+            from cvx_core.analysis.batch import analyze_set
+
+            analysis = analyze_set(ts)
+            store.put(("analyze_set", digest), analysis)
+        frame = exports.changepoints_frame(ts, analysis)
+        store.put(("changepoints_frame", digest), frame)
+    return frame

@@ -351,18 +351,19 @@ def validation_report_json(report: dict[str, Any]) -> bytes:
 
 
 # ---- download buttons (the only Streamlit part) -------------------------------------------------
-def image_buttons(fig: Any, *, file_stem: str, key: str, label: str = "Figure") -> None:
-    """Two download buttons, PNG and SVG, that render ``fig`` through :func:`figure_image`
-    when clicked (deferred: the page does not wait for Chromium); where kaleido or Chromium
-    is missing, a note points to the chart's camera button instead."""
+def image_buttons(fig: Any, *, file_stem: str, key: str, label: str = "Figure", stacked: bool = False) -> None:
+    """Two download buttons, PNG and SVG (side by side, or one above the other with
+    ``stacked`` for a narrow column), that render ``fig`` through :func:`figure_image` when
+    clicked (deferred: the page does not wait for Chromium); where kaleido or Chromium is
+    missing, a note points to the chart's camera button instead."""
     import streamlit as st
 
     ok, why = png_available()
     if not ok:
         st.caption(f"{why}; the camera icon above each chart saves a PNG from the browser.")
         return
-    a, b = st.columns(2)
-    for col, fmt in zip((a, b), IMAGE_FORMATS):
+    cols = (st.container(), st.container()) if stacked else st.columns(2)
+    for col, fmt in zip(cols, IMAGE_FORMATS):
         col.download_button(f"{label} ({fmt.upper()})", data=lambda f=fmt: figure_image(fig, f),
                             file_name=f"{file_stem}.{fmt}", mime=IMAGE_FORMATS[fmt], key=f"{key}_{fmt}",
                             on_click="ignore", icon=":material/image:",

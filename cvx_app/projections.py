@@ -181,3 +181,27 @@ def projection_frame(ts: TrajectorySet, proj: Any) -> pd.DataFrame:
     ``datetime``, ``days_since_start`` and ``words`` (the post's first words, escaped for
     hover labels; empty without texts)."""
     return _frame(ts.digest(), proj.method, proj, ts)
+
+
+@st.cache_data(max_entries=4, show_spinner="Projecting the posts to 3-D (PCA)…")
+def _pca3(digest: str, _ts: TrajectorySet) -> tuple[np.ndarray, float]:
+    from sklearn.decomposition import PCA
+
+    x = np.concatenate([tr.embeddings for tr in _ts]).astype(np.float64)
+    pca = PCA(n_components=min(3, x.shape[1], x.shape[0]), random_state=0)
+    xyz = pca.fit_transform(x)
+    if xyz.shape[1] < 3:
+        xyz = np.pad(xyz, ((0, 0), (0, 3 - xyz.shape[1])))
+    return xyz, float(pca.explained_variance_ratio_.sum())
+
+
+def pca3_frame(ts: TrajectorySet, frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """``frame`` (a projection frame) with ``x, y, z`` replaced by each post's first three
+    principal components of the embeddings (scikit-learn PCA), and the share of variance
+    they explain."""
+    xyz, explained = _pca3(ts.digest(), ts)
+    starts = np.concatenate([[0], np.cumsum(ts.lengths)[:-1]]).astype(np.int64)
+    rows = starts[[ts.user_ids.index(u) for u in frame["user_id"]]] + frame["post"].to_numpy(dtype=np.int64)
+    out = frame.copy()
+    out["x"], out["y"], out["z"] = xyz[rows, 0], xyz[rows, 1], xyz[rows, 2]
+    return out, explained

@@ -66,6 +66,10 @@ def bootstrap(title: str) -> str | None:
     """
     st.set_page_config(page_title=f"CVX · {title}", page_icon="〰️", layout="wide")
     warm_umap_in_background()  # once per process: UMAP's first use on Explore is not a compile
+    from cvx_app import share
+
+    # a shared address names its dataset (?dataset=): applied on the session's first visit of the page
+    share.restore(f"dataset:{title}", {"dataset": (DATASET_KEY, [e.name for e in list_datasets()])})
     name = current_dataset()
     with st.sidebar:
         st.markdown("## CVX")

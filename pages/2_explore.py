@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, workspace
+from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, share, window_drift, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -21,6 +21,11 @@ ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
 analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
+options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
+
+# a shared address (?method=&colour=&user=) opens the same view; later clicks win over it
+share.restore("explore", {"method": ("explore_method", ["PCA", "UMAP"]), "user": ("explore_user", user_ids),
+                          "colour": ("explore_colour", list(options))})
 
 # a user clicked in the projection or a table on the previous run becomes the open user
 pending = st.session_state.pop("explore_pending_user", None)
@@ -40,7 +45,6 @@ def open_user(user_id: str) -> None:
 
 
 changepoints = {u.user_id: u.changepoints.indices for u in analysis}
-options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
 # ---- controls ---------------------------------------------------------------------------------
 with st.container(border=True):
@@ -50,6 +54,8 @@ with st.container(border=True):
         help="PCA is instant. UMAP is computed in the background (kept on disk for next time).",
     )
     zoom = c1.toggle("Zoom to paths", key="explore_zoom", help="Zoom the cloud to the drawn paths.")
+    three_d = c1.toggle("3-D (PCA)", key="explore_3d",
+                        help="The first three principal components, to turn with the mouse (no time window or selection).")
     if st.session_state.get("explore_colour") not in options:
         st.session_state["explore_colour"] = explore.LABEL
     colour_by = c2.selectbox(
@@ -66,6 +72,7 @@ with st.container(border=True):
         help="Each path joins a user's posts in time order; change points are drawn as ✕.",
     )
 selected = st.session_state["explore_user"]
+share.publish({"dataset": name, "method": method, "colour": colour_by, "user": selected})
 paths = [selected] + [u for u in traced if u != selected]
 matches = explore.search_users(user_ids, query)
 
@@ -152,6 +159,16 @@ def selection_exports(chosen: list[str]) -> None:
                    icon=":material/check_circle:")
 
 
+def cloud_3d() -> None:
+    """The 3-D view: PCA of the posts, coloured by label, with the drawn paths."""
+    frame3, explained = projections.pca3_frame(ts, frame)
+    fig3 = figures.explore_figure_3d(frame3, paths=paths, changepoints=changepoints, explained=explained)
+    st.plotly_chart(fig3, key="explore_proj_3d")
+    st.caption("Drag to turn, scroll to zoom. Coloured by label; the time window, colour choice and selection "
+               "apply to the 2-D view.")
+    exports.image_buttons(fig3, file_stem=f"{name}-pca-3d", key="explore_dl_cloud3d", label="3-D view")
+
+
 @st.fragment(run_every=PLAY_EVERY_S if playing else None)
 def cloud() -> None:
     window_now = st.session_state.get("explore_window")
@@ -225,7 +242,7 @@ def cloud() -> None:
             selection_exports(chosen)
 
 
-cloud()
+cloud_3d() if three_d else cloud()
 
 with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, with its change points)"):
     drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)
@@ -234,6 +251,36 @@ with st.expander("Drift of the whole dataset over time (the cohort's mean embedd
     st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original space). "
                f"Red dashed lines: PELT change points of the sequence of means ({len(drift.change_points)} found).")
     exports.image_buttons(dfig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
+
+with st.expander("Reference window against current window: which dimensions, users and clusters of posts moved"):
+    (r0, r1), (c0, c1) = window_drift.default_windows(ts)
+    w1, w2 = st.columns(2)
+    ref = w1.date_input("Reference window", value=(r0.date(), r1.date()), min_value=r0.date(), max_value=c1.date(),
+                        key="explore_ref_window", help="From its first day to its last day (inclusive).")
+    cur = w2.date_input("Current window", value=(c0.date(), c1.date()), min_value=r0.date(), max_value=c1.date(),
+                        key="explore_cur_window")
+    if st.button("Compare the windows", key="explore_compare_windows", icon=":material/difference:"):
+        if len(ref) != 2 or len(cur) != 2:
+            st.warning("Choose a first and a last day for both windows.")
+        else:
+            day = pd.Timedelta(days=1)
+            try:
+                with st.spinner("Comparing the windows (Welch's t per dimension, HDBSCAN clusters)…"):
+                    st.session_state["explore_window_drift"] = (name, window_drift.window_drift(
+                        ts, (pd.Timestamp(ref[0]), pd.Timestamp(ref[1]) + day), (pd.Timestamp(cur[0]), pd.Timestamp(cur[1]) + day)))
+            except ValueError as exc:
+                st.warning(escape.escape_markdown(exc))
+    found = st.session_state.get("explore_window_drift")
+    if found is not None and found[0] == name:
+        wd = found[1]
+        st.caption(f"{wd.n_reference:,} reference posts, {wd.n_current:,} current posts; the mean embedding moved "
+                   f"{wd.mean_shift:.3f}. Dimensions: Welch's t-test, Benjamini-Hochberg adjusted p. Users: distance "
+                   "between their mean embeddings in the two windows. Clusters: HDBSCAN on the posts' first 20 "
+                   "principal components, ranked by the change in their share of posts.")
+        t1, t2, t3 = st.columns(3)
+        t1.dataframe(wd.dimensions.head(20).round(4), hide_index=True, height=300, key="explore_wd_dims")
+        t2.dataframe(wd.users.head(20).round(4), hide_index=True, height=300, key="explore_wd_users")
+        t3.dataframe(wd.clusters, hide_index=True, height=300, key="explore_wd_clusters")
 
 # ---- search results and nearest users ---------------------------------------------------------------
 left, right = st.columns(2)

@@ -460,49 +460,25 @@ for col, fig, stem, label in ((g[0], roc_fig, "roc", "ROC"), (g[1], conf_fig, "c
                               (g[2], auc_fig, "validation-auc", "Validation AUC"), (g[3], early_fig, "early", "Early")):
     if fig is not None:
         with col:
-            exports.image_buttons(fig, file_stem=f"{run.name}-{stem}", key=f"train_dl_{stem}", label=label)
+            exports.image_buttons(fig, file_stem=f"{run.name}-{stem}", key=f"train_dl_{stem}", label=label,
+                                  stacked=True)
 
 # ---- downloads of the dataset ------------------------------------------------------------------
 with st.expander(f"Download the dataset's features and change points ({name})", icon=":material/download:"):
-    store = cache.result_store()
-    digest = ts.digest()
-
-    def _features():
-        key = ("features_frame", digest)
-        frame = store.get(key)
-        if frame is None:
-            frame = exports.features_frame(ts)
-            store.put(key, frame)
-        return frame
-
-    def _changepoints():
-        key = ("changepoints_frame", digest)
-        frame = store.get(key)
-        if frame is None:
-            analysis = store.get(("analyze_set", digest))
-            if analysis is None:
-                from cvx_core.analysis.batch import analyze_set
-
-                analysis = analyze_set(ts)
-                store.put(("analyze_set", digest), analysis)
-            frame = exports.changepoints_frame(ts, analysis)
-            store.put(key, frame)
-        return frame
-
     st.caption("Features: one row per user, the SPEC feature vector (as `python -m cvx_core extract`). "
                "Change points: one row per PELT change point with its narrative"
                + (" and the words that rose and fell across it." if ts.has_text else
                   " (this dataset has no texts, so no words)."))
     f = st.columns(4)
-    f[0].download_button("Features (Parquet)", data=lambda: exports.features_parquet(_features()),
+    f[0].download_button("Features (Parquet)", data=lambda: exports.features_parquet(cache.features_frame(ts)),
                          file_name=f"{name}-features.parquet", mime="application/vnd.apache.parquet",
                          key="train_dl_features_parquet", on_click="ignore")
-    f[1].download_button("Features (CSV)", data=lambda: exports.features_csv(_features()),
+    f[1].download_button("Features (CSV)", data=lambda: exports.features_csv(cache.features_frame(ts)),
                          file_name=f"{name}-features.csv", mime="text/csv", key="train_dl_features_csv",
                          on_click="ignore")
-    f[2].download_button("Change points (CSV)", data=lambda: exports.changepoints_csv(_changepoints()),
+    f[2].download_button("Change points (CSV)", data=lambda: exports.changepoints_csv(cache.changepoints_frame(ts)),
                          file_name=f"{name}-changepoints.csv", mime="text/csv", key="train_dl_cp_csv",
                          on_click="ignore")
-    f[3].download_button("Change points (JSON)", data=lambda: exports.changepoints_json(_changepoints()),
+    f[3].download_button("Change points (JSON)", data=lambda: exports.changepoints_json(cache.changepoints_frame(ts)),
                          file_name=f"{name}-changepoints.json", mime="application/json",
                          key="train_dl_cp_json", on_click="ignore")

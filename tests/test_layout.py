@@ -10,7 +10,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "cvx_core"
 # rooms in the order data flows; a module may import its own room and the rooms before it
-ORDER = ["data", "features", "analysis", "learn", "scale", "sklearn", "cli_support", "cli", "__main__", "__init__"]
+ORDER = ["data", "features", "analysis", "learn", "show", "scale", "sklearn", "cli_support", "cli", "__main__", "__init__"]
 
 
 def _module_name(path: Path) -> str:

@@ -349,3 +349,47 @@ def test_a_selection_exports_its_posts_and_saves_as_a_new_dataset(explore, sampl
     back = load_trajectories(saved)
     assert back.user_ids == picked and back.n_posts == n_posts
     assert any(s.value.startswith("Saved sample\\-selection: 3 users") for s in explore.success)
+
+
+def test_a_shared_address_opens_the_same_view_and_the_view_is_written_back(app_workspace):
+    from pathlib import Path
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params.update({"dataset": "real_text", "user": "lincoln", "colour": ex.DRIFT,
+                            "method": "nonsense"})  # not an option: ignored
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="explore_user").value == "lincoln"
+    assert at.selectbox(key="explore_colour").value == ex.DRIFT
+    assert at.radio(key="explore_method").value == "PCA"
+    assert at.query_params["dataset"] in ("real_text", ["real_text"]) and at.query_params["user"] in ("lincoln", ["lincoln"])
+    at.selectbox(key="explore_user").set_value("washington").run()
+    assert at.query_params["user"] in ("washington", ["washington"])  # later choices win over the address
+
+
+def test_reference_and_current_windows_are_compared_on_the_real_text_sample(app_workspace):
+    from pathlib import Path
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params["dataset"] = "real_text"
+    at.run()
+    at.button(key="explore_compare_windows").click().run()
+    assert not at.exception, at.exception
+    assert any(c.value.endswith("ranked by the change in their share of posts.") and "reference posts" in c.value
+               for c in at.caption)
+    dims = next(d.value for d in at.dataframe if "p_adjusted" in d.value.columns)
+    assert len(dims) == 20 and dims["shift"].abs().is_monotonic_decreasing
+
+
+def test_the_3d_view_draws_every_post_and_the_open_users_path(explore, sample_set):
+    explore.toggle(key="explore_3d").set_value(True).run()
+    assert not explore.exception, explore.exception
+    fig = _figures(explore)[0]
+    assert fig["layout"]["title"]["text"].startswith(f"PCA 3-D of {sample_set.n_posts:,} posts")
+    cloud = [t for t in fig["data"] if t["name"].startswith("label ")]
+    assert all(t["type"] == "scatter3d" for t in fig["data"])
+    assert sum(len(t["customdata"]) for t in cloud) == sample_set.n_posts
+    user = explore.selectbox(key="explore_user").value
+    assert any(t["name"] == f"path {user}" for t in fig["data"])

@@ -184,3 +184,26 @@ def test_choose_period_keeps_at_most_200_bins():
     assert cd.choose_period(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-03-01"))[1] == "day"
     assert cd.choose_period(pd.Timestamp("2020-01-01"), pd.Timestamp("2023-01-01"))[1] == "week"
     assert cd.choose_period(pd.Timestamp("1900-01-01"), pd.Timestamp("2000-01-01"))[1] == "year"
+
+
+def test_window_drift_finds_the_dimension_users_and_cluster_that_moved():
+    from cvx_app import window_drift as wd
+
+    rng = np.random.default_rng(2)
+    trs = []
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    for u in range(12):
+        days = np.arange(0, 40, 2)
+        x = rng.normal(0, 0.05, size=(days.size, 5)) + np.array([1.0, 0, 0, 0, 0])
+        if u < 6:  # half the users move along dimension 3 in the second half
+            x[days >= 20, 3] += 2.0
+        trs.append(Trajectory(f"u{u}", x, start + days.astype("timedelta64[D]"), label=u % 2))
+    ts = TrajectorySet(trs, name="w")
+    ref, cur = wd.default_windows(ts)
+    out = wd.window_drift(ts, ref, cur)
+    assert out.n_reference + out.n_current == 12 * 20
+    assert out.dimensions["dimension"].iloc[0] == 3 and out.dimensions["p_adjusted"].iloc[0] < 1e-6
+    assert set(out.users["user_id"].head(6)) == {f"u{u}" for u in range(6)}
+    assert out.clusters["change"].abs().max() > 0.3  # the moved posts form a cluster of the current window
+    with pytest.raises(ValueError, match="reference window holds no post"):
+        wd.window_drift(ts, ("2020-01-01", "2020-02-01"), cur)
