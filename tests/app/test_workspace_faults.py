@@ -46,7 +46,7 @@ def killed_run(tmp_path_factory, small_planted):
         from cvx_core.learn.config import TrainConfig
         from cvx_core.learn.trainer import train
         ts = load_trajectories({str(data)!r})
-        train(ts, TrainConfig(epochs=500, patience=500, batch_size=8, hidden=8, eval_batch_size=64, device="cpu"),
+        train(ts, TrainConfig(epochs=500, patience=500, batch_size=8, hidden=8, head="mlp", eval_batch_size=64, device="cpu"),
               run_dir={str(run_dir)!r})
         """
     )
