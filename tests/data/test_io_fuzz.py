@@ -256,6 +256,8 @@ def mutate(draw, fmt, table, opts, header, rows, kind):
         return to_bytes(fmt, header, rows, table, opts)
     if kind == "layout_switch":  # JSON Lines: the last record gives its embedding the other way
         d = table["d"]
+        if len(rows) < 2:  # one record alone may give its embedding either way
+            rows.append(dict(rows[0]))
         last = rows[-1]
         vals = last.pop("embedding", None) or [last.pop(f"e{j}") for j in range(d)]
         if opts["wide"]:
