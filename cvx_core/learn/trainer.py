@@ -8,24 +8,28 @@ modules at their initial values) are buffers, not batch/layer norm: a per-batch
 standardisation would divide DimensionAttention's scaling of the drift block straight back
 out and the attention could not learn anything.
 
-Small data first. Before any gradient step the head and its L2 strength are chosen by
-validation on the features at their initial values (scikit-learn: a logistic regression
-against an MLP of the same width, inner stratified CV when there are few users, see
-``cvx_core.learn.baseline.choose_by_validation``). A linear head starts from that logistic
-regression, so epoch 0 *is* a logistic regression on CVX's analytic features; training
-then moves the head and the learnable feature parts together and keeps a later epoch only
-if it beats epoch 0 on validation.
+Small data first, and never below the plain baseline by construction. Before any gradient
+step the head is chosen by inner cross-validated log-loss on the features at their initial
+values (:func:`cvx_core.learn.selection.choose_head`): the mean-embedding logistic
+regression itself, one on the temporal features, one on both. When the baseline wins the
+run *is* that regression (no epoch is trained) and says the temporal features add nothing.
+A linear head starts from its logistic regression, so epoch 0 *is* that regression;
+training then moves the head and the learnable feature parts together.
 
 Splits: stratified train/val/test (seeded), a test set of the user's own (validation drawn
 from the training data), a per-user split column, or stratified K-fold cross-validation
-(``cv``). Batches are length-bucketed and padded; AdamW (separate learning rate for the
-feature parameters); class-weighted cross-entropy plus the head's L2 penalty; early
-stopping on validation ROC AUC (then loss); the best-so-far checkpoint is written
-atomically after every improvement. Test metrics carry a bootstrap interval for the AUC,
-small-data warnings, per-class F1 and a confusion matrix with class names, the
-mean-embedding logistic-regression baseline on the same split, and the early-detection
-curve on the test users. Progress goes to callbacks (``on_train_start``, ``on_step_end``,
-``on_epoch_end``, ``on_checkpoint``, ``on_train_end``) and a ``should_stop`` callable or
+(``cv``); with ``group_column`` every split keeps each group on one side. Batches are
+length-bucketed and padded; AdamW (a separate, lower learning rate for the feature
+parameters, so the attention does not wander once the loss saturates); class-weighted
+cross-entropy plus the head's L2 penalty. The kept epoch has the lowest validation log-loss
+and early stopping fires after ``patience`` epochs without a fall of more than
+``min_delta`` (:class:`~cvx_core.learn.selection.EpochSelector`; validation AUC is only
+reported); the best-so-far checkpoint is written atomically after every improvement. Test
+metrics carry 95% intervals (model and baseline: AUC, F1, accuracy), small-data warnings,
+per-class F1 and a confusion matrix with class names, the mean-embedding
+logistic-regression baseline on the same split, and the early-detection curve on the test
+users. Progress goes to callbacks (``on_train_start``, ``on_step_end``, ``on_epoch_end``,
+``on_checkpoint``, ``on_train_end``) and a ``should_stop`` callable or
 ``threading.Event`` is checked at every step.
 
 Precision: features are computed in ``feature_dtype`` (float32 by default, float64 on
