@@ -230,7 +230,8 @@ def table(sets: list[dict]) -> str:
     for d in sets:
         s = d["summary"]
         users = f"{d['n_train']}/{d['n_test']}" if "n_test" in d else str(d["n_users"])
-        f = lambda m: "–" if not np.isfinite(s[m][0]) else f"{s[m][0]:.3f} ± {s[m][1]:.3f}"  # noqa: E731
+        f = lambda m: ("–" if s[m][0] is None or not np.isfinite(s[m][0])  # noqa: E731
+                       else f"{s[m][0]:.3f} ± {s[m][1]:.3f}")
         lines.append(f"| {d['name']} | {d['kind']} | {users} | {d['metric']} | {f('cvx')} | {f('baseline')} | "
                      f"{f('plain_lr')} | {f('minirocket')} | {s['gap_to_bar']:+.3f}{'' if s['meets_bar'] else ' (below)'} |")
     return "\n".join(lines)
