@@ -186,8 +186,9 @@ def choose_head(
         reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
                   f"{others}, by {how}")
     else:
-        reason = f"{best if best == 'mlp' else 'linear'} as asked; C={sel.value:g}" + (
-            " as given" if head_c is not None else f" by {sel.how}")
+        what = (f"auto: {_NAMES[best]}, the only candidate (the model reads no mean vector)" if head == "auto"
+                else f"{best if best == 'mlp' else 'linear'} as asked")
+        reason = f"{what}; C={sel.value:g}" + (" as given" if head_c is not None else f" by {sel.how}")
     verdict = None
     if best == "baseline":
         rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)

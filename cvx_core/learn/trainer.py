@@ -78,6 +78,9 @@ from cvx_core.learn.splits import (
 __all__ = ["CALLBACK_EVENTS", "CVResult", "EpochRecord", "HeadChoice", "TrainProgress", "TrainResult", "Trainer",
            "cross_validate", "head_param_groups", "train"]
 
+#: the run's own early-detection curve: every cut up to this many posts, then ``EARLY_EXTRA_CUTS`` geometric steps
+EARLY_DENSE_CUTS, EARLY_EXTRA_CUTS = 20, 10
+
 CALLBACK_EVENTS = ("on_train_start", "on_step_end", "on_epoch_end", "on_checkpoint", "on_train_end")
 
 
@@ -569,10 +572,13 @@ class Trainer:
                                      or self._split_arg is not None)
         early = None
         if cfg.text_encoder is None and split.test.size:
-            from cvx_core.learn.early import early_detection
+            from cvx_core.learn.early import early_detection, post_grid
 
-            early = early_detection(model, self.data.subset([self.data.user_ids[i] for i in split.test]),
-                                    classes=self.classes, max_len=cfg.max_len, device=self.device.type).to_dict()
+            test_ts = self.data.subset([self.data.user_ids[i] for i in split.test])
+            # every cut to 20 posts, then 10 geometric steps (``evaluate --early`` draws the full grid)
+            cuts = post_grid(int(test_ts.lengths.max()), dense=EARLY_DENSE_CUTS, extra=EARLY_EXTRA_CUTS)
+            early = early_detection(model, test_ts, classes=self.classes, cuts=cuts, max_len=cfg.max_len,
+                                    device=self.device.type).to_dict()
         cv = None
         if cfg.cv >= 2 and not fit["interrupted"]:
             cv = cross_validate(self.train_data, cfg, k=cfg.cv, should_stop=self.should_stop)

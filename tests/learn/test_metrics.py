@@ -103,3 +103,40 @@ def test_small_data_warnings_name_the_small_test_set_and_class():
 def test_class_weights_are_inverse_frequency():
     np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 2), [4 / 6, 2.0])
     np.testing.assert_allclose(class_weights(np.array([0, 0]), 2), [0.5, 1.0])
+
+
+def test_vectorised_bootstrap_statistics_equal_scikit_learn_on_every_resample():
+    from sklearn.metrics import f1_score
+
+    from cvx_core.learn.metrics import _resampled_f1, _resampled_macro_auc, macro_auc
+
+    rng = np.random.default_rng(4)
+    for k in (2, 3):
+        y = rng.integers(0, k, size=25)
+        p = rng.dirichlet(np.ones(k), size=25)
+        p[:5] = np.round(p[:5], 1)  # ties
+        p /= p.sum(axis=1, keepdims=True)
+        idx = rng.integers(0, 25, size=(40, 25))
+        aucs, f1s = _resampled_macro_auc(y, p, idx), _resampled_f1(y, p.argmax(1), idx, k)
+        for r in range(40):
+            yy, pp = y[idx[r]], p[idx[r]]
+            want = macro_auc(yy, pp) if np.unique(yy).size >= 2 else np.nan
+            np.testing.assert_allclose(aucs[r], want, atol=1e-12)
+            per = f1_score(yy, pp.argmax(1), labels=np.arange(k), average=None, zero_division=0.0)
+            assert f1s[r] == pytest.approx(per[1] if k == 2 else per.mean())
+
+
+def test_metric_intervals_bracket_model_and_baseline_and_accuracy_is_wilson():
+    from cvx_core.learn.metrics import accuracy_interval, metric_intervals
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 12)
+    good = np.column_stack([1 - (y * 0.6 + 0.2), y * 0.6 + 0.2])
+    noise = rng.dirichlet([1, 1], size=y.size)
+    iv = metric_intervals(y, good, noise, n_resamples=300, seed=1)
+    assert set(iv) == {f"{w}_{m}" for w in ("test", "baseline") for m in ("auc", "f1", "accuracy")}
+    assert iv["test_auc"] == (1.0, 1.0) and iv["test_accuracy"][1] == pytest.approx(1.0)
+    assert iv["baseline_auc"][0] < 0.5 < iv["baseline_auc"][1]
+    lo, hi = accuracy_interval(18, 24)
+    assert lo < 0.75 < hi and hi - lo > 0.3  # 24 users: wide
+    assert metric_intervals(y, good, n_resamples=0).keys() == {"test_accuracy"}
