@@ -24,7 +24,7 @@ Results are merged set by set into ``benchmarks/results/eval_real.json`` (a part
 the others' rows).
 
     nice .venv/bin/python benchmarks/eval_real.py [--sets A,B] [--seeds 3] [--epochs N]
-        [--folds 5] [--no-minirocket] [--quick] [--extras]
+        [--folds 5] [--no-minirocket] [--quick] [--extras] [--fixed-days]
 
 ``--extras`` adds ``--cv 5`` on a 30-user subset of BasicMotions and the early-detection
 block of the shipped sample (the figures under "Small real data" in docs/training.md).
@@ -102,11 +102,20 @@ def minirocket(train_series: list[np.ndarray], y_tr: np.ndarray, test_series: li
             "seconds": time.perf_counter() - t0}
 
 
+#: ``--fixed-days``: the SPEC's day defaults instead of ``scales="auto"`` (an ablation)
+FIXED_DAYS = False
+
+
 def cvx_config(train_ts: TrajectorySet, seed: int, epochs: int | None) -> tuple[TrainConfig, dict]:
     """The trainer's defaults with ``scales="auto"`` resolved on ``train_ts`` (CPU, no bootstrap)."""
-    features, choice = resolve_features(TemporalFeaturesConfig.auto(), train_ts)
+    if FIXED_DAYS:
+        features, choice = TemporalFeaturesConfig(), {"reason": "--fixed-days: the SPEC's day defaults",
+                                                      **TemporalFeaturesConfig().to_dict()}
+    else:
+        features, sc = resolve_features(TemporalFeaturesConfig.auto(), train_ts)
+        choice = sc.to_dict()
     kw = {} if epochs is None else {"epochs": epochs}
-    return TrainConfig(device="cpu", seed=seed, features=features, bootstrap=0, **kw), choice.to_dict()
+    return TrainConfig(device="cpu", seed=seed, features=features, bootstrap=0, **kw), choice
 
 
 def run_split(rs: RealSet, seeds: list[int], epochs: int | None, use_minirocket: bool) -> dict:
@@ -230,7 +239,8 @@ def table(sets: list[dict]) -> str:
     for d in sets:
         s = d["summary"]
         users = f"{d['n_train']}/{d['n_test']}" if "n_test" in d else str(d["n_users"])
-        f = lambda m: "–" if not np.isfinite(s[m][0]) else f"{s[m][0]:.3f} ± {s[m][1]:.3f}"  # noqa: E731
+        f = lambda m: ("–" if s[m][0] is None or not np.isfinite(s[m][0])  # noqa: E731
+                       else f"{s[m][0]:.3f} ± {s[m][1]:.3f}")
         lines.append(f"| {d['name']} | {d['kind']} | {users} | {d['metric']} | {f('cvx')} | {f('baseline')} | "
                      f"{f('plain_lr')} | {f('minirocket')} | {s['gap_to_bar']:+.3f}{'' if s['meets_bar'] else ' (below)'} |")
     return "\n".join(lines)
@@ -246,8 +256,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, 5 epochs, 3 folds (a smoke run)")
     ap.add_argument("--extras", action="store_true",
                     help="also --cv 5 on 30 BasicMotions users and the sample's early-detection block")
+    ap.add_argument("--fixed-days", action="store_true",
+                    help="ablation: the SPEC's day defaults (scales 1, 7, 30 days) instead of scales='auto'")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    global FIXED_DAYS
+    FIXED_DAYS = args.fixed_days
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
     unknown = [n for n in names if n not in LOADERS]
     if unknown:
@@ -273,7 +287,8 @@ def main() -> int:
         d["wall_seconds"] = time.perf_counter() - t0
         d["measured"] = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": os.getloadavg(),
                          "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, shared",
-                         "seeds": seeds, "epochs": epochs or TrainConfig().epochs, "quick": args.quick}
+                         "seeds": seeds, "epochs": epochs or TrainConfig().epochs, "quick": args.quick,
+                         "fixed_days": args.fixed_days}
         done.append(d)
         old = json.loads(path.read_text()) if path.exists() else {}
         sets = {s["name"]: s for s in old.get("sets", []) if isinstance(s, dict) and "name" in s}

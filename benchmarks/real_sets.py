@@ -84,10 +84,10 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _to_set(series: list[np.ndarray], labels: list[str], classes: list[str], period: float, prefix: str) -> TrajectorySet:
-    start = np.datetime64("2020-01-01T00:00:00", "ns")
+    start = np.datetime64("2020-01-01T00:00:00", "us")
     trajs = []
-    for i, (x, lab) in enumerate(zip(series, labels)):
-        steps = np.round(np.arange(x.shape[0]) * period * 1e9).astype("timedelta64[ns]")
+    for i, (x, lab) in enumerate(zip(series, labels)):  # sampling instants to the microsecond
+        steps = np.round(np.arange(x.shape[0]) * period * 1e6).astype("int64").astype("timedelta64[us]")
         trajs.append(Trajectory(f"{prefix}{i}", x.astype(np.float32), start + steps, label=classes.index(lab)))
     return TrajectorySet(trajs, name=prefix.rstrip("_"))
 

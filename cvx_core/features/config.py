@@ -86,7 +86,7 @@ class TemporalFeaturesConfig:
     ode_adjoint: bool = True
 
     def __post_init__(self) -> None:
-        if self.scales == "auto":
+        if isinstance(self.scales, str) and self.scales == "auto":
             self._check_auto()
             return
         if self.time_unit not in TIME_UNITS:

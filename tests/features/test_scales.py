@@ -136,3 +136,8 @@ def test_a_train_config_carries_an_auto_feature_config_through_its_json_round_tr
     resolved, choice = resolve_features(cfg.features, _set(1.0))
     assert resolved.to_dict()["scales"] == list(choice.scales)
     assert choice.to_dict()["reason"] == choice.reason
+
+
+def test_scales_given_as_an_array_or_list_are_still_fixed_scales():
+    assert TemporalFeaturesConfig(scales=np.array([1.0, 7.0, 30.0])) == TemporalFeaturesConfig()
+    assert TemporalFeaturesConfig(scales=[2, 3]).scales == (2.0, 3.0)
