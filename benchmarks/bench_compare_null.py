@@ -51,7 +51,7 @@ def one(ts: TrajectorySet, *, epochs: int, permutations: int, planted: list[int]
     insample = compare_attention(res.model, ts.subset(ids["train"]), config=config.features,
                                  n_permutations=permutations, seed=config.seed, users="training users")
     return {
-        "spearman": held.spearman, "p_value": held.p_value, "significant": held.significant, "level": held.level,
+        "spearman": held.spearman, "pearson": held.pearson, "p_value": held.p_value, "significant": held.significant, "level": held.level,
         "planted_share": held.planted_share, "train_users_spearman": insample.spearman,
         "train_users_p_value": insample.p_value, "train_users_significant": insample.significant,
         "test_auc": res.metrics_dict()["test_auc"], "seconds": time.perf_counter() - t0,
