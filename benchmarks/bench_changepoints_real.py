@@ -10,8 +10,10 @@ MiniLM (``cvx_core.embed_texts``, 384-d, first 256 tokens of a post), cached in
 Histories (one per row of the table):
 
 - *spliced*: the last ``--docs`` addresses of president A followed by the first ``--docs``
-  of the next president B (every consecutive pair in time); the splice (B's first post) is
-  the truth. Recall counts a history whose detected change points include one within one
+  of president B; the splice (B's first post) is the truth. Two designs: *consecutive*
+  (every pair of successive presidents: same era, same issues) and *random pairs* (as many
+  pairs of distinct presidents drawn at random; B's dates shifted to follow A's when B is
+  earlier). Recall counts a history whose detected change points include one within one
   address (document) of the splice; *extra* counts the detections farther than that.
 - *null*: ``2 * --docs`` consecutive addresses of one president (every window of each
   president with enough addresses, stepping by ``--docs``); any change point is a false
@@ -90,24 +92,36 @@ def trajectory(part: pd.DataFrame, user: str) -> Trajectory:
                       datetimes=part["date"].to_numpy(dtype="datetime64[us]"), texts=tuple(part["text"]))
 
 
-def histories(frame: pd.DataFrame, docs: int) -> tuple[list[tuple[Trajectory, int, list[int]]], list[Trajectory]]:
-    """(spliced: (trajectory, splice post, first post of each address), null trajectories)."""
+def splice(frame: pd.DataFrame, a: str, b: str, docs: int) -> tuple[Trajectory, int, list[int]]:
+    """A's last ``docs`` addresses, then B's first ``docs``; B's dates are shifted (whole
+    days) so that its first address falls one year after A's last when B is not later."""
+    pa, pb = frame[frame["president"] == a], frame[frame["president"] == b]
+    pa = pa[pa["address"].isin(list(dict.fromkeys(pa["address"]))[-docs:])]
+    pb = pb[pb["address"].isin(list(dict.fromkeys(pb["address"]))[:docs])].copy()
+    if pb["date"].min() <= pa["date"].max():
+        pb["date"] = pb["date"] + ((pa["date"].max() - pb["date"].min()).ceil("D") + pd.Timedelta(days=365))
+    part = pd.concat([pa, pb])
+    addr = part["address"].to_numpy()
+    starts = [0] + [i for i in range(1, len(addr)) if addr[i] != addr[i - 1]]
+    return trajectory(part, f"{a}|{b}"), len(pa), starts
+
+
+def histories(frame: pd.DataFrame, docs: int, *, seed: int = 0
+              ) -> tuple[list[tuple[Trajectory, int, list[int]]], list[tuple[Trajectory, int, list[int]]], list[Trajectory]]:
+    """(consecutive splices, random-pair splices: (trajectory, splice post, first post of each
+    address), null trajectories)."""
     pres = list(dict.fromkeys(frame["president"]))
     by = {p: frame[frame["president"] == p] for p in pres}
-    spliced = []
-    for a, b in zip(pres[:-1], pres[1:]):
-        ad = list(dict.fromkeys(by[a]["address"]))[-docs:]
-        bd = list(dict.fromkeys(by[b]["address"]))[:docs]
-        part = frame[frame["address"].isin(ad + bd)]
-        addr = part["address"].to_numpy()
-        starts = [0] + [i for i in range(1, len(addr)) if addr[i] != addr[i - 1]]
-        spliced.append((trajectory(part, f"{a}|{b}"), int(np.sum(part["president"] == a)), starts))
+    spliced = [splice(frame, a, b, docs) for a, b in zip(pres[:-1], pres[1:])]
+    rng = np.random.default_rng(seed)
+    pairs = [tuple(rng.choice(len(pres), 2, replace=False)) for _ in range(len(spliced))]
+    random_pairs = [splice(frame, pres[i], pres[j], docs) for i, j in pairs]
     null = []
     for p in pres:
         ad = list(dict.fromkeys(by[p]["address"]))
         for s in range(0, len(ad) - 2 * docs + 1, docs):
             null.append(trajectory(by[p][by[p]["address"].isin(ad[s:s + 2 * docs])], f"{p}#{s}"))
-    return spliced, null
+    return spliced, random_pairs, null
 
 
 def shuffled(frame: pd.DataFrame, lengths: list[int], reps: int, seed: int = 0) -> dict[int, list[Trajectory]]:
@@ -146,6 +160,31 @@ def detect(tr: Trajectory, method: object) -> tuple[int, ...]:
     return detect_changepoints(tr, config=method).indices  # type: ignore[arg-type]
 
 
+def calibrate(frame: pd.DataFrame, *, seed: int = 42) -> dict[str, dict[str, list[float]]]:
+    """Refit ``cvx_core.analysis.penalty._SCALE``: per null family and length, the
+    ``1 - sensitivity`` quantiles of the critical scale ``max_j gain_j / base`` (best single
+    split, ``min_size = min_moments = 2``) over shuffled histories (see that module's doc)."""
+    from cvx_core.analysis.changepoints import default_penalty
+    from cvx_core.analysis.penalty import SENSITIVITIES, moment_sums, split_gains
+    from cvx_core.data.io import load_trajectories
+
+    sotu = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
+    real = np.vstack([np.asarray(t.embeddings, dtype=np.float64)
+                      for t in load_trajectories(ROOT / "sample_data" / "real_text.parquet")])
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, list[float]]] = {}
+    for n in (4, 5, 6, 8, 10, 12, 16, 20, 30, 50, 100, 200, 500):
+        out[str(n)] = {}
+        for fam, src in (("real_text", real), ("sotu", sotu), ("gauss", None)):
+            crit = []
+            for _ in range(300 if n <= 100 else 120):
+                x = rng.normal(size=(n, 384)) if src is None else src[rng.choice(len(src), n, replace=n > len(src))]
+                crit.append(split_gains(moment_sums(x), min_size=2, min_moments=2)[0] / default_penalty(x))
+            out[str(n)][fam] = [float(np.quantile(crit, 1 - a)) for a in SENSITIVITIES]
+        print(n, {f: np.round(q, 3).tolist() for f, q in out[str(n)].items()}, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-address", type=int, default=4)
@@ -154,30 +193,41 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=100, help="shuffled histories per length")
     ap.add_argument("--sensitivities", default="0.01,0.1,0.2")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--calibrate", action="store_true", help="refit the penalty table instead (prints it)")
     args = ap.parse_args()
 
     frame = load_corpus(args.per_address)
-    spliced, null = histories(frame, args.docs)
+    if args.calibrate:
+        calibrate(frame)
+        return
+    spliced, random_pairs, null = histories(frame, args.docs)
     lengths = [int(v) for v in args.lengths.split(",")]
     shuf = shuffled(frame, lengths, args.reps)
     rows = []
     for name, method in methods([float(v) for v in args.sensitivities.split(",")]).items():
         t0 = time.perf_counter()
         hits = extra = 0
-        for tr, splice, starts in spliced:
-            ok, ex = near(detect(tr, method), splice, starts)
+        for tr, cut, starts in spliced:
+            ok, ex = near(detect(tr, method), cut, starts)
             hits, extra = hits + ok, extra + ex
+        rhits = rextra = 0
+        for tr, cut, starts in random_pairs:
+            ok, ex = near(detect(tr, method), cut, starts)
+            rhits, rextra = rhits + ok, rextra + ex
         null_any = [len(detect(tr, method)) for tr in null]
         shuf_rate = {n: float(np.mean([len(detect(tr, method)) > 0 for tr in shuf[n]])) for n in lengths}
         rows.append({
             "method": name, "spliced": len(spliced), "recall_within_1_doc": hits / len(spliced),
-            "extra_per_spliced": extra / len(spliced), "null": len(null),
+            "extra_per_spliced": extra / len(spliced), "random_pairs": len(random_pairs),
+            "random_recall_within_1_doc": rhits / len(random_pairs), "extra_per_random": rextra / len(random_pairs),
+            "null": len(null),
             "null_with_any": float(np.mean([v > 0 for v in null_any])),
             "extra_per_null": float(np.mean(null_any)),
             "shuffled_false_alarm": shuf_rate, "seconds": time.perf_counter() - t0,
         })
         r = rows[-1]
-        print(f"{name:28s} recall {r['recall_within_1_doc']:.3f} extra/spliced {r['extra_per_spliced']:.2f} | "
+        print(f"{name:26s} consecutive recall {r['recall_within_1_doc']:.3f} extra {r['extra_per_spliced']:.2f} | "
+              f"random pairs recall {r['random_recall_within_1_doc']:.3f} extra {r['extra_per_random']:.2f} | "
               f"null with any {r['null_with_any']:.3f} extra/null {r['extra_per_null']:.2f} | shuffled "
               + " ".join(f"{n}:{v:.2f}" for n, v in shuf_rate.items()) + f" | {r['seconds']:.1f} s", flush=True)
     out = {"machine": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(),
