@@ -112,7 +112,10 @@ def changepoints_frame(ts: TrajectorySet, analysis: Any, *, features_config: Any
     """One row per change point of a set analysis (``cvx_core.analysis.batch.SetAnalysis``):
     where it is, how large it is, its plain-text narrative, and, when the dataset has texts,
     the last post before it, the first post after it, and the words that rose and fell
-    across it (:func:`segment_words` over the two segments)."""
+    across it: ``terms_after`` / ``terms_before`` of
+    :func:`cvx_core.analysis.explain.explain_changepoints`, the same words as on screen and
+    in ``cvx explain`` (stop words removed, c-TF-IDF ranking). ``index`` counts posts from 0."""
+    from cvx_core.analysis.explain import explain_changepoints
     from cvx_core.analysis.narrative import narrate_changepoints
 
     rows: list[dict[str, Any]] = []
@@ -121,7 +124,7 @@ def changepoints_frame(ts: TrajectorySet, analysis: Any, *, features_config: Any
             continue
         tr = ts[u.user_id]
         narratives = u.narratives or narrate_changepoints(tr, u.changepoints, features_config=features_config)
-        bounds = (0, *[n.index for n in narratives], tr.n_posts)
+        words = explain_changepoints(tr, changepoints=u.changepoints).change_points if tr.texts is not None else ()
         for k, n in enumerate(narratives):
             row: dict[str, Any] = {
                 "user_id": u.user_id,
@@ -141,10 +144,9 @@ def changepoints_frame(ts: TrajectorySet, analysis: Any, *, features_config: Any
                 "text_before": None, "text_at": None, "words_rose": None, "words_fell": None,
             }
             if tr.texts is not None:
-                lo, hi = bounds[k], bounds[k + 2]
-                rose, fell = segment_words(tr.texts[lo:n.index], tr.texts[n.index:hi])
                 row.update(text_before=tr.texts[n.index - 1], text_at=tr.texts[n.index],
-                           words_rose=" ".join(rose), words_fell=" ".join(fell))
+                           words_rose=", ".join(t for t, _ in words[k].terms_after),
+                           words_fell=", ".join(t for t, _ in words[k].terms_before))
             rows.append(row)
     return pd.DataFrame(rows, columns=CHANGEPOINT_COLUMNS)
 

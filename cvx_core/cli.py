@@ -21,7 +21,10 @@
   [--cache PATH | --no-cache] [--encoder-backend torch|onnx|onnx-int8]``: embeds the posts'
   texts (cvx_core.data.text), texts kept; by default through a per-user embedding cache.
 - ``explain TRAJ --user USER [--format text|json]``: the user's change points in words
-  (terms and example posts per side, cvx_core.analysis.explain).
+  (terms and example posts per side, cvx_core.analysis.explain; prose numbers posts from 1,
+  JSON ``index`` fields from 0).
+- ``analyze`` and ``explain`` take ``--sensitivity RATE``: the false-alarm rate per user on
+  histories without a change that the calibrated change-point penalty holds (default 0.05).
 
 Hostile input (issue 26, ``cvx_core.cli_support``): option values are checked by argparse
 (ranges, ASCII digits, finite numbers); inputs must be regular files; an output that
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="output .parquet file, one row per user")
     a.add_argument("--bocpd", action="store_true", help="also run BOCPD (max change probability per user)")
     a.add_argument("--narratives", action="store_true", help="also write change-point narratives")
+    _add_sensitivity_arg(a)
     _add_engine_args(a)
 
     m = sub.add_parser("embed", help="embed the posts' texts -> trajectory parquet (texts kept)")
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("text", "json"), default="text")
     x.add_argument("--terms", type=int_in(1, 1000), default=8, help="terms per side")
     x.add_argument("--posts", type=int_in(0, 1000), default=3, help="example posts per side")
+    _add_sensitivity_arg(x)
 
     f = sub.add_parser("forecast", help="latent-ODE forecast of a user's embedding at a future time")
     f.add_argument("data", help="trajectory file (parquet, csv, jsonl, npz)")
@@ -476,15 +481,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sensitivity_arg(parser: argparse.ArgumentParser) -> None:
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY
+
+    parser.add_argument(
+        "--sensitivity", type=float_in(0.0, 1.0), default=DEFAULT_SENSITIVITY,
+        help="change-point sensitivity = the false-alarm rate per user on histories without a change that "
+             f"the calibrated penalty holds, in (0, 1); default {DEFAULT_SENSITIVITY} (calibrated 0.01-0.3)")
+
+
+def _cp_config(args: argparse.Namespace) -> Any:
+    from cvx_core.analysis.changepoints import ChangePointConfig
+
+    if not 0.0 < args.sensitivity < 1.0:
+        raise ValueError(f"--sensitivity must be a false-alarm rate in (0, 1), got {args.sensitivity!r}")
+    return ChangePointConfig(sensitivity=args.sensitivity)
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     kw = _engine_kwargs(args)
+    cp_config = _cp_config(args)
     if args.engine == "ray":
         from cvx_core.scale.ray_engine import analyze_ray as run
     else:
         from cvx_core.scale.stream import analyze_stream as run
-    res = run(args.data, out=args.out, bocpd=args.bocpd, narratives=args.narratives, **kw)
+    res = run(args.data, out=args.out, cp_config=cp_config, bocpd=args.bocpd, narratives=args.narratives, **kw)
     top = ", ".join(str(d) for d in res.cohort.pareto_dims()[:10])
     print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
+          f"at sensitivity {cp_config.sensitivity:g} (false-alarm rate per user without a change) "
           f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
     return 0
 
@@ -523,7 +547,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.user not in ts:
         known = ", ".join(repr(u) for u in ts.user_ids[:5])
         raise ValueError(f"{args.data}: no user {args.user!r}; users include {known}")
-    exp = explain_changepoints(ts[args.user], n_terms=args.terms, n_posts=args.posts)
+    exp = explain_changepoints(ts[args.user], config=_cp_config(args), n_terms=args.terms, n_posts=args.posts)
     if args.format == "json":  # control characters as \uXXXX escapes: the same JSON value, safe to print
         print(json_safe(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2)))
     else:  # ids and texts with control characters escaped as repr does (newlines included)

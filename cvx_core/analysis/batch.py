@@ -33,7 +33,10 @@ from cvx_core.data.trajectory import Trajectory, TrajectorySet
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["UserAnalysis", "SetAnalysis", "analyze_set", "UserTimeline", "user_timeline", "ProgressCallback"]
+__all__ = [
+    "UserAnalysis", "SetAnalysis", "analyze_set", "UserTimeline", "user_timeline", "ProgressCallback",
+    "MomentSeries", "moment_series", "timestamp_resolution_days",
+]
 
 ProgressCallback = Callable[[int, int], None]
 _MAX_PROGRESS_CALLS = 200
@@ -182,6 +185,60 @@ def analyze_set(
     )
 
 
+def timestamp_resolution_days(datetimes: np.ndarray) -> float:
+    """The resolution of the timestamps ``[T]``, in days: 1.0 when every timestamp is at
+    midnight (a date-only column), 1/24 at whole hours, 1/1440 at whole minutes, else one
+    second."""
+    us = np.asarray(datetimes).astype("datetime64[us]").astype(np.int64)
+    for unit_us, days in ((86_400_000_000, 1.0), (3_600_000_000, 1 / 24), (60_000_000, 1 / 1440)):
+        if us.size and np.all(us % unit_us == 0):
+            return days
+    return 1.0 / 86_400
+
+
+@dataclass(frozen=True, eq=False)
+class MomentSeries:
+    """A user's posts pooled by moment (one distinct timestamp), for plots that must not
+    show same-moment posts as near-zero gaps (the SPEC's ``min_dt`` floor).
+
+    Attributes:
+        starts: ``[m]`` first post of each moment; ``counts``: ``[m]`` posts per moment.
+        datetimes: ``[m]`` the moments' times.
+        resolution_days: the timestamps' resolution (:func:`timestamp_resolution_days`).
+        drift: ``[m]`` ``|mean_k - mean_0|`` of the moments' mean embeddings.
+        velocity_norm: ``[m-1]`` ``|mean_{k+1} - mean_k| / max(gap_days, resolution_days)``
+            (per day), at the later moment.
+    """
+
+    starts: np.ndarray
+    counts: np.ndarray
+    datetimes: np.ndarray
+    resolution_days: float
+    drift: np.ndarray
+    velocity_norm: np.ndarray
+
+
+def moment_series(trajectory: Trajectory) -> MomentSeries:
+    """Pool ``trajectory``'s posts by distinct timestamp (:class:`MomentSeries`)."""
+    x = np.asarray(trajectory.embeddings, dtype=np.float64)
+    dts = trajectory.datetimes
+    n = x.shape[0]
+    if n == 0:
+        z = np.zeros(0)
+        return MomentSeries(z.astype(np.int64), z.astype(np.int64), dts, 1.0, z, z)
+    starts = np.concatenate([[0], np.flatnonzero(dts[1:] != dts[:-1]) + 1]).astype(np.int64)
+    counts = np.diff(np.append(starts, n))
+    means = np.add.reduceat(x, starts, axis=0) / counts[:, None]
+    res = timestamp_resolution_days(dts)
+    days = (dts[starts] - dts[0]) / np.timedelta64(1, "D")
+    gaps = np.maximum(np.diff(days), res)
+    return MomentSeries(
+        starts=starts, counts=counts, datetimes=dts[starts], resolution_days=res,
+        drift=np.linalg.norm(means - means[0], axis=1),
+        velocity_norm=np.linalg.norm(np.diff(means, axis=0), axis=1) / gaps,
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class UserTimeline:
     """One user's analytic timeline over real time, as an analyst reads it.
@@ -196,6 +253,8 @@ class UserTimeline:
         changepoints: exact (PELT) change points.
         silences: ``(i, i + 1)`` post index pairs whose gap exceeds ``silence_gap`` days.
         narratives: one plain-text narrative per change point.
+        moments: the posts pooled by moment (:func:`moment_series`): plot velocity from
+            here, so that posts sharing a date are not drawn as 1,440x spikes.
     """
 
     user_id: str
@@ -208,6 +267,7 @@ class UserTimeline:
     changepoints: ChangePointResult
     silences: tuple[tuple[int, int], ...]
     narratives: tuple[ChangePointNarrative, ...]
+    moments: MomentSeries | None = None
 
     @property
     def n_posts(self) -> int:
@@ -249,4 +309,5 @@ def user_timeline(
         narratives=narrate_changepoints(
             trajectory, changepoints=cps, cp_config=cp_config, features_config=cfg
         ),
+        moments=moment_series(trajectory),
     )

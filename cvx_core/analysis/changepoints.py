@@ -61,6 +61,7 @@ from typing import Literal
 
 import numpy as np
 
+from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, effective_dimension, moment_sums
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "time_bins",
     "mean_gap_days",
     "constrained_optimum",
+    "moment_optimum",
     "estimate_noise_variance",
     "default_penalty",
     "segment_cost",
@@ -96,10 +98,18 @@ class ChangePointConfig:
     Attributes:
         cost: ``"l2"`` (mean shift of the raw embeddings) or ``"cosine"`` (mean shift of the
             unit-normalised embeddings; ruptures' cosine kernel).
-        penalty: the penalty per change point; ``None`` uses :func:`default_penalty`.
-        penalty_scale: multiplies the default penalty (ignored when ``penalty`` is set).
-            Larger -> fewer change points.
-        min_size: the shortest segment (posts), >= 1.
+        penalty: the penalty per change point; ``None`` (default) calibrates it per user
+            on a permutation null of the user's moments
+            (:func:`cvx_core.analysis.penalty.permutation_penalty`).
+        sensitivity: the false-alarm rate per user on histories without a change that the
+            calibrated penalty holds (0.05: at most 5% of such users get a change point).
+            Larger -> more change points, on the same calibrated scale.
+        penalty_scale: multiplies the calibrated penalty (ignored when ``penalty`` is set).
+            Larger -> fewer change points; 1.0 keeps the stated false-alarm rate.
+        min_size: the shortest segment in posts, >= 1.
+        min_moments: the shortest segment in time: distinct moments (time bins), >= 1.
+        n_permutations: random orders of the moments behind the calibrated penalty.
+        seed: seed of those permutations (the same data always give the same penalty).
         search: ``"kernelcpd"`` (ruptures' C PELT, default) or ``"pelt"`` (pure Python
             ``ruptures.Pelt(model="l2", jump=1)``, same optimum, slow).
         time_aware: ``"bins"`` (default): change points only between time bins (bursts are
@@ -111,8 +121,12 @@ class ChangePointConfig:
 
     cost: Literal["l2", "cosine"] = "l2"
     penalty: float | None = None
+    sensitivity: float = DEFAULT_SENSITIVITY
     penalty_scale: float = 1.0
     min_size: int = 2
+    min_moments: int = 2
+    n_permutations: int = 199
+    seed: int = 0
     search: Literal["kernelcpd", "pelt"] = "kernelcpd"
     time_aware: Literal["bins", "merge", "none"] = "bins"
     time_scale: float = 0.1
@@ -139,9 +153,15 @@ class ChangePointConfig:
         if not (isinstance(self.penalty_scale, (int, float)) and math.isfinite(self.penalty_scale)
                 and self.penalty_scale > 0):
             raise ValueError(f"ChangePointConfig.penalty_scale must be > 0, got {self.penalty_scale!r}")
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, (int, np.integer)) or self.min_size < 1:
-            raise ValueError(f"ChangePointConfig.min_size must be an integer >= 1, got {self.min_size!r}")
-        object.__setattr__(self, "min_size", int(self.min_size))
+        if not (isinstance(self.sensitivity, (int, float)) and not isinstance(self.sensitivity, bool)
+                and 0.0 < self.sensitivity < 1.0):
+            raise ValueError(f"ChangePointConfig.sensitivity must be a false-alarm rate in (0, 1), got {self.sensitivity!r}")
+        object.__setattr__(self, "sensitivity", float(self.sensitivity))
+        for name, low in (("min_size", 1), ("min_moments", 1), ("n_permutations", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"ChangePointConfig.{name} must be an integer >= {low}, got {v!r}")
+            object.__setattr__(self, name, int(v))
         if self.penalty is not None:
             object.__setattr__(self, "penalty", float(self.penalty))
         object.__setattr__(self, "penalty_scale", float(self.penalty_scale))
@@ -150,8 +170,12 @@ class ChangePointConfig:
         return {
             "cost": self.cost,
             "penalty": self.penalty,
+            "sensitivity": self.sensitivity,
             "penalty_scale": self.penalty_scale,
             "min_size": self.min_size,
+            "min_moments": self.min_moments,
+            "n_permutations": self.n_permutations,
+            "seed": self.seed,
             "search": self.search,
             "time_aware": self.time_aware,
             "time_scale": self.time_scale,
@@ -334,35 +358,90 @@ def detect_changepoints(
         dts = None
 
     signal = _normalise_rows(x) if config.cost == "cosine" else x
-    starts = None
-    if config.time_aware == "merge" and dts is not None and n >= 4:
-        starts = time_bins(dts, time_scale=config.time_scale)
-        if starts.shape[0] < 4 or starts.shape[0] == n:
-            starts = None  # too few bins to search, or nothing to merge
-    observed = signal if starts is None else np.add.reduceat(signal, starts, axis=0) / np.diff(
-        np.append(starts, n)
-    )[:, None]
+    observed, moments, merged = _observations(signal, dts, config)
     m = int(observed.shape[0])
     noise = estimate_noise_variance(observed) if m >= 2 else 0.0
+    ms = moment_sums(observed, moments)
+    min_moments = 1 if merged is not None else config.min_moments
+    searchable = m >= max(4, 2 * config.min_size) and ms.n_moments >= 2 * min_moments
     if config.penalty is not None:
         pen = config.penalty
+    elif searchable:
+        base = _penalty(noise, m, observed.shape[1], 1.0)
+        pen = config.penalty_scale * base * calibrated_scale(config.sensitivity, m, effective_dimension(observed))
     else:
-        pen = _penalty(noise, m, x.shape[1], config.penalty_scale)
+        pen = 0.0
 
     indices: list[int] = []
-    if m >= max(4, 2 * config.min_size) and pen > 0.0:
+    if searchable and pen > 0.0:
         indices = _search(observed, pen=pen, min_size=config.min_size, search=config.search)
-        if starts is not None:
-            indices = [int(starts[k]) for k in indices]
-        elif config.time_aware == "bins" and dts is not None:
-            allowed = np.zeros(n + 1, dtype=bool)
-            allowed[time_bins(dts, time_scale=config.time_scale)] = True
-            if not all(allowed[c] for c in indices):
-                indices = constrained_optimum(signal, allowed, pen=pen, min_size=config.min_size)
+        if not _respects(indices, ms, min_moments):
+            cuts = moment_optimum(ms, pen=pen, min_size=config.min_size, min_moments=min_moments)
+            indices = [int(ms.starts[k]) for k in cuts]
+        if merged is not None:
+            indices = [int(merged[k]) for k in indices]
     total_cost = segment_cost(signal, indices) if n else 0.0
     res = _result(indices, dts, pen, total_cost, noise, n, config)
-    object.__setattr__(res, "n_bins", m)
+    object.__setattr__(res, "n_bins", m if merged is not None else ms.n_moments)
     return res
+
+
+def _observations(signal: np.ndarray, dts: np.ndarray | None, config: ChangePointConfig
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(observations, moment starts or None (each observation a moment), merged bin
+    starts or None)``: posts in ``"bins"`` mode, bin means in ``"merge"`` mode."""
+    n = signal.shape[0]
+    if dts is None or config.time_aware == "none" or n < 2:
+        return signal, None, None
+    starts = time_bins(dts, time_scale=config.time_scale)
+    if config.time_aware == "bins":
+        return signal, starts, None
+    if starts.shape[0] < 4 or starts.shape[0] == n:
+        return signal, None, None  # too few bins to search, or nothing to merge
+    means = np.add.reduceat(signal, starts, axis=0) / np.diff(np.append(starts, n))[:, None]
+    return means, None, starts
+
+
+def _respects(indices: list[int], ms: MomentSums, min_moments: int) -> bool:
+    """Every cut at a moment start and every segment at least ``min_moments`` moments."""
+    pos = np.searchsorted(ms.starts, indices)
+    if any(p >= ms.n_moments or ms.starts[p] != c for p, c in zip(pos, indices)):
+        return False
+    bounds = np.concatenate([[0], pos, [ms.n_moments]])
+    return bool(np.all(np.diff(bounds) >= min_moments))
+
+
+def moment_optimum(ms: MomentSums, *, pen: float, min_size: int, min_moments: int = 1) -> list[int]:
+    """Exact ``min sum cost(segment) + pen * changes`` (l2 cost summed over posts) over the
+    segmentations that cut only between moments, with >= ``min_size`` posts and >=
+    ``min_moments`` moments per segment. Returns the moments that start a new segment.
+    Optimal partitioning over moments, ``O(m^2 r)`` time: a segment's cost is its posts'
+    squared distances to the overall mean minus ``|S|^2 / N`` (centred sum S, N posts), and
+    the first part is the same for every segmentation."""
+    m = ms.n_moments
+    p = np.vstack([np.zeros((1, ms.coords.shape[1])), np.cumsum(ms.coords, axis=0)])  # [m+1, r]
+    c = np.concatenate([[0], np.cumsum(ms.counts)])  # [m+1]
+    best = np.full(m + 1, np.inf)
+    best[0] = -pen
+    prev = np.zeros(m + 1, dtype=np.int64)
+    for end in range(min_moments, m + 1):
+        t = np.arange(0, end - min_moments + 1)
+        t = t[np.isfinite(best[t]) & (c[end] - c[t] >= min_size)]
+        if t.size == 0:
+            continue
+        d = p[end] - p[t]
+        total = best[t] - np.einsum("ij,ij->i", d, d) / (c[end] - c[t]) + pen
+        k = int(np.argmin(total))
+        best[end], prev[end] = float(total[k]), int(t[k])
+    if not np.isfinite(best[m]):
+        return []
+    out: list[int] = []
+    pos = m
+    while pos > 0:
+        pos = int(prev[pos])
+        if pos > 0:
+            out.append(pos)
+    return sorted(out)
 
 
 def mean_gap_days(datetimes: np.ndarray) -> float:
@@ -470,272 +549,11 @@ def _result(
     )
 
 
-# ---------------------------------------------------------------------------------------
-# BOCPD
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BOCPDConfig:
-    """Options of Bayesian online change-point detection.
-
-    Attributes:
-        hazard: constant prior probability that a post starts a new segment (1/expected
-            segment length in posts).
-        max_run_length: run lengths are truncated at this many posts (the longest runs are
-            merged), so memory is ``[T, max_run_length]``.
-        statistic: what the model watches: ``"pca"`` (top principal-component scores of the
-            embeddings, default), ``"step_norm"`` (``|v_{i+1} - v_i|``) or
-            ``"cosine_distance"`` (SPEC's step cosine distance).
-        n_components: number of principal components for ``"pca"``.
-        lag: the reported change probability of post t is read ``lag`` posts later,
-            ``P(r_{t+lag} = lag | x_{1..t+lag})`` (0 = the filtered, online readout).
-        mean_prior_scale: the prior on a segment's mean has the statistic's overall spread
-            times this factor.
-    """
-
-    hazard: float = 1.0 / 50.0
-    max_run_length: int = 200
-    statistic: Literal["pca", "step_norm", "cosine_distance"] = "pca"
-    n_components: int = 3
-    lag: int = 3
-    mean_prior_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (0.0 < self.hazard < 1.0):
-            raise ValueError(f"BOCPDConfig.hazard must be in (0, 1), got {self.hazard!r}")
-        if int(self.max_run_length) < 2:
-            raise ValueError("BOCPDConfig.max_run_length must be >= 2")
-        if self.statistic not in ("pca", "step_norm", "cosine_distance"):
-            raise ValueError(
-                "BOCPDConfig.statistic must be 'pca', 'step_norm' or 'cosine_distance', "
-                f"got {self.statistic!r}"
-            )
-        if int(self.n_components) < 1:
-            raise ValueError("BOCPDConfig.n_components must be >= 1")
-        if int(self.lag) < 0:
-            raise ValueError("BOCPDConfig.lag must be >= 0")
-        if not (self.mean_prior_scale > 0 and math.isfinite(self.mean_prior_scale)):
-            raise ValueError("BOCPDConfig.mean_prior_scale must be a finite number > 0")
-        for name in ("max_run_length", "n_components", "lag"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-
-
-@dataclass(frozen=True, eq=False)
-class BOCPDResult:
-    """BOCPD output for a series of ``n`` observations (posts or steps mapped to posts).
-
-    Attributes:
-        run_length_posterior: ``[n, R]`` float32, row t = ``P(r_t = r | x_{1..t})``; run
-            length r = number of earlier observations in the current segment (r = 0: post t
-            starts a new segment).
-        filtered_probability: ``[n]`` ``P(r_t = 0 | x_{1..t})``.
-        change_probability: ``[n]`` the lagged readout ``P(r_{t+L} = L | x_{1..t+L})`` with
-            ``L = min(lag, n-1-t)``: the probability that post t started the segment, seen
-            ``L`` posts later. Index 0 is always 0 (the first post starts nothing).
-        log_evidence: ``log p(x_{1..n})`` under the model.
-        statistic: ``[n, k]`` the observations the model watched.
-        config: the config used.
-    """
-
-    run_length_posterior: np.ndarray
-    filtered_probability: np.ndarray
-    change_probability: np.ndarray
-    log_evidence: float
-    statistic: np.ndarray
-    config: BOCPDConfig = field(repr=False)
-
-    def peaks(self, *, threshold: float = 0.5, min_distance: int = 2) -> tuple[int, ...]:
-        """Indices where ``change_probability`` is a local maximum above ``threshold``
-        (greedy, highest first, at least ``min_distance`` apart), sorted."""
-        p = self.change_probability
-        order = np.argsort(-p, kind="stable")
-        chosen: list[int] = []
-        for i in order:
-            if p[i] < threshold:
-                break
-            if all(abs(int(i) - c) >= min_distance for c in chosen):
-                chosen.append(int(i))
-        return tuple(sorted(chosen))
-
-
-def _robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (noise variance, total variance) of ``x [n, k]``, both > 0."""
-    total = x.var(axis=0)
-    if x.shape[0] >= 3:
-        diff = np.diff(x, axis=0)
-        mad = np.median(np.abs(diff - np.median(diff, axis=0)), axis=0)
-        noise = (_MAD_TO_SD * mad) ** 2 / 2.0
-        fallback = np.mean(diff**2, axis=0) / 2.0
-        noise = np.where(noise > 0, noise, fallback)
-    else:
-        noise = total.copy()
-    scale = max(float(np.max(np.abs(x))) if x.size else 1.0, 1.0)
-    floor = 1e-12 * scale**2
-    noise = np.maximum(noise, floor)
-    total = np.maximum(total, noise)
-    return noise, total
-
-
-def bocpd(x: np.ndarray, *, config: BOCPDConfig | None = None) -> BOCPDResult:
-    """BOCPD on observations ``x [n]`` or ``[n, k]`` (channels independent).
-
-    Priors (per channel, from the data): Normal-Gamma with ``mu0 = median(x)``,
-    ``alpha0 = 1``, ``beta0 = sigma^2`` (robust noise variance from first differences, so the
-    prior mean precision is ``1/sigma^2``) and ``kappa0 = sigma^2 / (mean_prior_scale^2 *
-    var(x))`` (a segment mean is a priori spread like the whole series).
-    """
-    config = config or BOCPDConfig()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError(f"bocpd expects [n] or [n, k] observations, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("bocpd observations must be finite")
-    n, k = x.shape
-    R = config.max_run_length
-    post = np.zeros((n, R), dtype=np.float32)
-    filt = np.zeros(n, dtype=np.float64)
-    if n == 0:
-        return BOCPDResult(post, filt, filt.copy(), 0.0, x, config)
-
-    noise, total = _robust_scale(x)
-    mu0 = np.median(x, axis=0)
-    alpha0 = 1.0
-    beta0 = noise
-    kappa0 = noise / (config.mean_prior_scale**2 * total)
-
-    # slot j holds the run with j+1 observations: kappa and alpha depend only on j
-    counts = np.arange(1, R + 1, dtype=np.float64)
-    kappa = kappa0[None, :] + counts[:, None]  # [R, k]
-    alpha = alpha0 + counts / 2.0  # [R]
-    nu = 2.0 * alpha
-    from scipy.special import gammaln
-
-    lg_const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)  # [R]
-    scale_fac = (kappa + 1.0) / (alpha[:, None] * kappa)  # s^2 = beta * scale_fac  [R, k]
-    # prior predictive constants
-    nu0 = 2.0 * alpha0
-    lg0 = float(gammaln((nu0 + 1) / 2) - gammaln(nu0 / 2) - 0.5 * np.log(nu0 * np.pi))
-    s0 = beta0 * (kappa0 + 1.0) / (alpha0 * kappa0)  # [k]
-
-    mu = np.tile(mu0, (R, 1))
-    beta = np.tile(beta0, (R, 1))
-    log_r = np.full(R, -np.inf)
-    log_h, log_1mh = math.log(config.hazard), math.log1p(-config.hazard)
-    log_ev = 0.0
-
-    for t in range(n):
-        xt = x[t]
-        # prior predictive: post t starts a new segment
-        z0 = (xt - mu0) ** 2 / s0
-        lp0 = float(np.sum(lg0 - 0.5 * np.log(s0) - (nu0 + 1) / 2 * np.log1p(z0 / nu0)))
-        if t == 0:
-            new = np.full(R, -np.inf)
-            new[0] = lp0
-        else:
-            s2 = beta * scale_fac
-            z = (xt[None, :] - mu) ** 2 / s2
-            lp = np.sum(-0.5 * np.log(s2) - ((nu + 1) / 2)[:, None] * np.log1p(z / nu[:, None]), axis=1)
-            lp += k * lg_const
-            growth = log_r + lp + log_1mh
-            new = np.empty(R)
-            new[0] = lp0 + log_h  # log_r is normalised
-            new[1:] = growth[:-1]
-            new[R - 1] = np.logaddexp(growth[R - 2], growth[R - 1])
-        m = np.max(new)
-        lse = m + math.log(float(np.sum(np.exp(new - m))))
-        log_ev += lse
-        log_r = new - lse
-        p = np.exp(log_r)
-        post[t] = p
-        filt[t] = p[0]
-        # update sufficient statistics: slot j <- slot j-1 plus x_t; slot 0 <- prior plus x_t
-        k_prev = np.empty_like(kappa)
-        k_prev[0] = kappa0
-        k_prev[1:] = kappa[:-1]
-        mu_prev = np.empty_like(mu)
-        mu_prev[0] = mu0
-        mu_prev[1:] = mu[:-1]
-        beta_prev = np.empty_like(beta)
-        beta_prev[0] = beta0
-        beta_prev[1:] = beta[:-1]
-        d = xt[None, :] - mu_prev
-        beta = beta_prev + k_prev * d**2 / (2.0 * (k_prev + 1.0))
-        mu = mu_prev + d / (k_prev + 1.0)
-
-    change = _lagged(post, filt, config.lag)
-    return BOCPDResult(post, filt, change, float(log_ev), x, config)
-
-
-def _lagged(post: np.ndarray, filt: np.ndarray, lag: int) -> np.ndarray:
-    n, R = post.shape
-    out = np.zeros(n, dtype=np.float64)
-    for t in range(1, n):
-        L = min(lag, n - 1 - t, R - 1)
-        out[t] = float(post[t + L, L]) if L > 0 else float(filt[t])
-    return out
-
-
-def _top_pc_scores(centred: np.ndarray, n_components: int) -> np.ndarray:
-    """``[T, k]`` scores on the top principal components of centred ``[T, D]`` data, from
-    the smaller of the Gram (``T x T``) and covariance (``D x D``) eigenproblems."""
-    t, d = centred.shape
-    if t <= d:
-        w, v = np.linalg.eigh(centred @ centred.T)
-        order = np.argsort(-w, kind="stable")
-        w, v = np.clip(w[order], 0.0, None), v[:, order]
-        scores = v * np.sqrt(w)[None, :]
-    else:
-        w, v = np.linalg.eigh(centred.T @ centred)
-        order = np.argsort(-w, kind="stable")
-        w, v = np.clip(w[order], 0.0, None), v[:, order]
-        scores = centred @ v
-    keep = max(1, min(n_components, int(np.sum(w > 1e-12 * max(float(w[0]), 1e-300)))))
-    return scores[:, :keep]
-
-
-def bocpd_statistic(
-    data: Trajectory | np.ndarray, *, config: BOCPDConfig | None = None
-) -> tuple[np.ndarray, int]:
-    """The series BOCPD watches and its offset: ``(x [n, k], offset)`` where observation j
-    belongs to post ``j + offset`` (1 for step statistics: step i -> post i+1)."""
-    config = config or BOCPDConfig()
-    emb, traj = _as_matrix(data)
-    if config.statistic == "pca":
-        if emb.shape[0] < 2:
-            return np.zeros((emb.shape[0], 1)), 0
-        centred = emb - emb.mean(axis=0)
-        scores = _top_pc_scores(centred, config.n_components)
-        return scores, 0
-    if emb.shape[0] < 2:
-        return np.zeros((0, 1)), 1
-    if config.statistic == "step_norm":
-        return np.linalg.norm(np.diff(emb, axis=0), axis=1)[:, None], 1
-    from cvx_core.features.analytic import AnalyticBackend
-
-    return np.asarray(AnalyticBackend.cosine_distance(emb), dtype=np.float64)[:, None], 1
-
-
-def detect_bocpd(data: Trajectory | np.ndarray, *, config: BOCPDConfig | None = None) -> BOCPDResult:
-    """BOCPD on a trajectory's statistic (``config.statistic``), with every per-post array
-    of the result aligned to the posts ``[T]`` (step statistics are shifted by one post;
-    post 0 gets probability 0 and a point mass at run length 0; so does post 1 for a step
-    statistic, whose first step has nothing before it to compare with)."""
-    config = config or BOCPDConfig()
-    emb, _ = _as_matrix(data)
-    n_posts = emb.shape[0]
-    stat, offset = bocpd_statistic(data, config=config)
-    res = bocpd(stat, config=config)
-    if offset == 0:
-        return res
-    R = config.max_run_length
-    post = np.zeros((n_posts, R), dtype=np.float32)
-    post[0, 0] = 1.0
-    post[offset:] = res.run_length_posterior
-    filt = np.zeros(n_posts)
-    filt[offset:] = res.filtered_probability
-    change = np.zeros(n_posts)
-    change[offset:] = res.change_probability
-    return BOCPDResult(post, filt, change, res.log_evidence, res.statistic, config)
+# BOCPD lives in its own module; re-exported here (its historical home)
+from cvx_core.analysis.bocpd import (  # noqa: E402
+    BOCPDConfig,
+    BOCPDResult,
+    bocpd,
+    bocpd_statistic,
+    detect_bocpd,
+)

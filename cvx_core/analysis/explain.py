@@ -14,6 +14,15 @@ For every change point of a trajectory that has texts, :func:`explain_changepoin
 The segments compared are the ones adjacent to the change point (from the previous change
 point, or the first post, to this one; from this one to the next, or the last post).
 
+One source of words: the app's screen, the CLI (``cvx explain``) and every export
+(``cvx_app.exports.changepoints_frame``: ``words_rose`` = ``terms_after``, ``words_fell`` =
+``terms_before``) take the terms and example posts of a change point from
+:func:`explain_changepoints` (stop words removed, c-TF-IDF ranking).
+
+Post numbers: ``index`` fields (in the objects and in JSON) count posts from 0, as the
+trajectory's arrays do; prose (narratives, :meth:`UserExplanation.to_text`, the app)
+counts from 1 ("post 56 of 208" is ``index`` 55).
+
 :func:`cohort_terms` is the cohort view: for each label, how the words of its users moved
 across their change points (after vs before), and which of those moves distinguish it from
 the other label.
@@ -65,7 +74,8 @@ class ChangePointExplanation:
     Attributes:
         index: the first post after the change.
         datetime: that post's time.
-        severity: jump between the segment means in units of the median step norm.
+        severity: the standardised shift between the two segments
+            (:func:`cvx_core.analysis.narrative.standardised_shift`).
         severity_label: subtle / moderate / strong / very strong.
         dimensions: ``(dim, share)`` of the dimensions that moved most.
         terms_before, terms_after: ``(term, c-TF-IDF score)``, most distinctive first.
@@ -113,18 +123,18 @@ class UserExplanation:
         return {"user_id": self.user_id, "change_points": [c.to_dict() for c in self.change_points]}
 
     def to_text(self) -> str:
-        """A plain-text report (for the CLI)."""
+        """A plain-text report (for the CLI); posts are numbered from 1."""
         lines = [f"user {self.user_id}: {len(self.change_points)} change point(s)"]
         for c in self.change_points:
             lines.append("")
-            lines.append(f"change point at post {c.index} ({_iso(c.datetime)[:10]}), "
+            lines.append(f"change point at post {c.index + 1} ({_iso(c.datetime)[:10]}), "
                          f"severity {c.severity:.2f} ({c.severity_label})")
             lines.append("  " + c.narrative)
             lines.append("  terms before: " + (", ".join(t for t, _ in c.terms_before) or "(none)"))
             lines.append("  terms after:  " + (", ".join(t for t, _ in c.terms_after) or "(none)"))
             for side, posts in (("before", c.posts_before), ("after", c.posts_after)):
                 for p in posts:
-                    lines.append(f"  example {side} (post {p.index}, {_iso(p.datetime)[:10]}): {_excerpt(p.text)}")
+                    lines.append(f"  example {side} (post {p.index + 1}, {_iso(p.datetime)[:10]}): {_excerpt(p.text)}")
         return "\n".join(lines)
 
 

@@ -4,9 +4,11 @@ For each change point (first post of a new segment) a :class:`ChangePointNarrati
 the facts and a one-paragraph plain-text ``text``:
 
 - when: the date of the first post of the new segment, and its day offset;
-- how severe: the jump between the means of the segments on each side, in units of the
-  user's median post-to-post step norm ``|v_{i+1} - v_i|`` (so 1.0 = "as large as a
-  typical single step", which for a noisy user is already a clear, sustained shift);
+- how severe: the standardised shift (:func:`standardised_shift`): the distance between
+  the means of the segments on each side, with its expected noise part removed, in units
+  of the posts' root-mean-square spread around their own segment's mean. It does not grow
+  with the number of posts (the noise part of a mean difference, ``tr W (1/n_a + 1/n_b)``,
+  is subtracted), so a long history does not make a change look stronger;
 - in which words (when the trajectory has texts): the distinctive terms of the segment
   before and of the segment after (c-TF-IDF, :mod:`cvx_core.analysis.terms`); the
   dimensions are then kept as facts but not named in the text, since with sentence
@@ -34,24 +36,42 @@ from cvx_core.analysis.terms import count_terms, distinctive_terms
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.data.trajectory import Trajectory
 
-__all__ = ["ChangePointNarrative", "narrate_changepoints", "severity_label"]
+__all__ = ["ChangePointNarrative", "narrate_changepoints", "severity_label", "standardised_shift"]
 
-# severity (jump / median step norm) -> word; thresholds are upper bounds
+# severity (standardised shift) -> word; thresholds are upper bounds
 _SEVERITY_WORDS: tuple[tuple[float, str], ...] = (
     (0.5, "subtle"),
     (1.0, "moderate"),
-    (2.0, "strong"),
+    (1.5, "strong"),
     (float("inf"), "very strong"),
 )
 
 
 def severity_label(severity: float) -> str:
-    """Word for a severity in units of the median step norm: subtle (< 0.5), moderate
-    (< 1), strong (< 2), very strong (>= 2)."""
+    """Word for a standardised shift: subtle (< 0.5: what the best split of pure noise
+    reaches), moderate (< 1), strong (< 1.5: the means are more than one within-segment
+    spread apart), very strong (>= 1.5)."""
     for bound, word in _SEVERITY_WORDS:
         if severity < bound:
             return word
     return _SEVERITY_WORDS[-1][1]
+
+
+def standardised_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """``(shift, spread)`` of two segments ``[n_a, D]`` and ``[n_b, D]``:
+    ``spread^2 = W`` = pooled within-segment variance (sum of squared distances of the
+    posts to their own segment's mean / (n_a + n_b - 2)) and
+    ``shift = sqrt(max(|mean_b - mean_a|^2 - W (1/n_a + 1/n_b), 0)) / spread`` (0 when
+    the segments do not vary; ``inf`` when they differ but neither varies)."""
+    a = np.asarray(before, dtype=np.float64)
+    b = np.asarray(after, dtype=np.float64)
+    na, nb = a.shape[0], b.shape[0]
+    d2 = float(np.sum((b.mean(axis=0) - a.mean(axis=0)) ** 2))
+    ss = float(np.sum((a - a.mean(axis=0)) ** 2) + np.sum((b - b.mean(axis=0)) ** 2))
+    w = ss / max(na + nb - 2, 1)
+    if w <= 0.0:
+        return (float("inf") if d2 > 0.0 else 0.0), 0.0
+    return float(np.sqrt(max(d2 - w * (1.0 / na + 1.0 / nb), 0.0) / w)), float(np.sqrt(w))
 
 
 @dataclass(frozen=True)
@@ -66,7 +86,8 @@ class ChangePointNarrative:
         n_before, n_after: posts in the segments compared (before / after the point).
         jump_norm: ``|mean(after) - mean(before)|``.
         median_step_norm: the user's median ``|v_{i+1} - v_i|`` over the whole trajectory.
-        severity: ``jump_norm / median_step_norm`` (``inf`` if the user never otherwise moves).
+        severity: the standardised shift (:func:`standardised_shift`) between the two
+            segments.
         severity_label: word for ``severity`` (see :func:`severity_label`).
         top_dims: the dimensions with the largest share of the jump (rank order).
         top_shares: their shares (same order).
@@ -179,7 +200,7 @@ def narrate_changepoints(
         lo, hi = bounds[k], bounds[k + 2]
         att = attribute_change(x, c, changepoints=indices, config=fcfg)
         jump = att.drift_norm
-        severity = jump / med_step if med_step > 0 else (float("inf") if jump > 0 else 0.0)
+        severity, _ = standardised_shift(x[lo:c], x[c:hi])
         top = att.top(top_k)
         g_before = float(np.median(gaps[lo : c - 1])) if c - 1 > lo else None
         g_after = float(np.median(gaps[c : hi - 1])) if hi - 1 > c else None
@@ -189,8 +210,8 @@ def narrate_changepoints(
         names = [dim_names[d] if dim_names is not None else f"dim {d}" for d, _ in top]
         text = (
             f"On {when} UTC (day {day:.1f}, post {c + 1} of {n}) the posts changed: the average "
-            f"embedding after this point differs from the one before by "
-            f"{severity:.1f}x this user's median step between consecutive posts ({label} change; "
+            f"embedding after this point differs from the one before by {severity:.2f}x the "
+            f"posts' typical spread around their own segment's mean ({label} change; "
             f"{c - lo} posts before, {hi - c} after)."
         )
         words_before: tuple[str, ...] = ()

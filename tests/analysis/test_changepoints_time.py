@@ -46,7 +46,9 @@ def yearly_with_burst(seed: int = 0, *, dim: int = 32, burst: int = 11, burst_ga
 @pytest.mark.parametrize("seed", range(4))
 def test_a_burst_of_posts_days_apart_inside_yearly_posts_holds_no_change_points(seed):
     tr, (a, b) = yearly_with_burst(seed)
-    post_order = detect_changepoints(tr, config=ChangePointConfig(time_aware="none")).indices
+    # the former default penalty (BIC-like, uncalibrated) on post order shows the defect
+    pen = default_penalty(np.asarray(tr.embeddings, dtype=np.float64))
+    post_order = detect_changepoints(tr, config=ChangePointConfig(time_aware="none", penalty=pen)).indices
     inside_before = [c for c in post_order if a < c < b]
     assert len(inside_before) >= 3, post_order  # the defect: the burst is cut into pieces
     res = detect_changepoints(tr)  # default: time-aware
@@ -85,7 +87,7 @@ def test_unconstrained_dynamic_programme_matches_the_penalised_optimum_of_ruptur
     x[n // 2 :] += rng.uniform(0, 3)
     pen = default_penalty(x)
     ours = constrained_optimum(x, np.ones(n, dtype=bool), pen=pen, min_size=min_size)
-    ref = detect_changepoints(x, config=ChangePointConfig(min_size=min_size, penalty=pen)).indices
+    ref = detect_changepoints(x, config=ChangePointConfig(min_size=min_size, min_moments=1, penalty=pen)).indices
     obj = lambda idx: segment_cost(x, idx) + pen * len(idx)  # noqa: E731
     assert obj(ours) == pytest.approx(obj(list(ref)), rel=1e-9, abs=1e-9)
 
@@ -155,3 +157,68 @@ def test_real_sample_nixon_1973_burst_is_not_cut_by_the_time_aware_search():
 
     assert len(inside(ChangePointConfig(time_aware="none", penalty_scale=0.7))) >= 3
     assert inside(ChangePointConfig(penalty_scale=0.7)) == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(6, 12), st.sampled_from([1, 2]), st.sampled_from([1, 2]))
+def test_moment_optimum_is_the_best_segmentation_between_moments_by_brute_force(seed, m, min_size, min_moments):
+    from itertools import combinations
+
+    from cvx_core.analysis.changepoints import moment_optimum
+    from cvx_core.analysis.penalty import moment_sums
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 4, m)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    x = rng.normal(0, 1, (int(counts.sum()), 5))
+    x[int(starts[m // 2]):] += 1.5
+    pen = 4.0
+    cuts = moment_optimum(moment_sums(x, starts), pen=pen, min_size=min_size, min_moments=min_moments)
+    obj = lambda ks: segment_cost(x, [int(starts[k]) for k in ks]) + pen * len(ks)  # noqa: E731
+
+    def ok(ks: tuple[int, ...]) -> bool:
+        b = (0, *ks, m)
+        post = [0, *[int(starts[k]) for k in ks], int(counts.sum())]
+        return all(b[i + 1] - b[i] >= min_moments and post[i + 1] - post[i] >= min_size for i in range(len(b) - 1))
+
+    best = min(obj(ks) for r in range(m) for ks in combinations(range(1, m), r) if ok(ks))
+    assert ok(tuple(cuts)) and obj(cuts) == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def test_posts_of_one_date_are_one_moment_and_the_search_cuts_only_between_dates():
+    """Four posts per date (a date-only column): the change sits at a date boundary, the
+    posts of a date are never separated, and each segment spans at least two dates."""
+    rng = np.random.default_rng(7)
+    dates = np.repeat(np.arange(12), 4)
+    x = rng.normal(0, 0.3, (48, 16))
+    x[22:] += 1.0  # the shift starts inside date 5 (posts 20-23)
+    dts = np.datetime64("2001-01-01", "D") + (dates * 30).astype("timedelta64[D]")
+    tr = Trajectory("u", x, dts.astype("datetime64[us]"))
+    res = detect_changepoints(tr)
+    assert res.n_bins == 12
+    assert res.indices and all(c % 4 == 0 for c in res.indices), res.indices
+    assert any(abs(c - 22) <= 4 for c in res.indices)
+    bounds = [0, *res.indices, 48]
+    assert all(b - a >= 8 for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+@pytest.mark.parametrize("dim", [16, 384])
+def test_twenty_posts_of_noise_get_no_change_point_with_probability_at_least_0_9(dim):
+    rng = np.random.default_rng(20 + dim)
+    dts = np.datetime64("2020-01-01", "us") + np.arange(20).astype("timedelta64[D]").astype("timedelta64[us]")
+    clean = [not detect_changepoints(Trajectory("u", rng.normal(0, 1, (20, dim)), dts)).indices for _ in range(100)]
+    assert np.mean(clean) >= 0.9, np.mean(clean)
+
+
+def test_higher_sensitivity_finds_at_least_as_many_change_points_on_the_same_scale():
+    from cvx_core.analysis.penalty import SENSITIVITIES, calibrated_scale
+
+    scales = [calibrated_scale(s, 40, 50.0) for s in SENSITIVITIES]
+    assert all(a >= b for a, b in zip(scales[:-1], scales[1:]))
+    tr, _ = yearly_with_burst(2)
+    pens = [detect_changepoints(tr, config=ChangePointConfig(sensitivity=s)).penalty for s in SENSITIVITIES]
+    assert all(a >= b for a, b in zip(pens[:-1], pens[1:]))
+    with pytest.raises(ValueError, match="sensitivity"):
+        ChangePointConfig(sensitivity=0.0)
+    with pytest.raises(ValueError, match="min_moments"):
+        ChangePointConfig(min_moments=0)

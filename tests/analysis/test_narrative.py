@@ -35,7 +35,9 @@ def test_hand_made_narrative_has_date_severity_dims_and_rhythm():
     jump = np.linalg.norm([1.0, 0.0, 3.0, -0.04])  # dim 3 means: +0.02 before, -0.02 after
     assert nr.jump_norm == pytest.approx(jump, rel=1e-6)
     assert nr.median_step_norm == pytest.approx(0.2)
-    assert nr.severity == pytest.approx(jump / 0.2, rel=1e-6)
+    # standardised shift: dim 3 alternates +-0.1 (segment means +-0.02): W = 2 * 0.048 / 8
+    w = 2 * 0.048 / 8
+    assert nr.severity == pytest.approx(np.sqrt((jump**2 - w * (1 / 5 + 1 / 5)) / w), rel=1e-6)
     assert nr.severity_label == "very strong"
     assert nr.top_dims[:2] == (2, 0)
     assert nr.top_shares[0] == pytest.approx(3.0 / 4.04, rel=1e-6)
@@ -68,7 +70,24 @@ def test_no_change_points_give_no_narratives_and_bad_index_raises():
 
 
 def test_severity_words_are_ordered():
-    assert [severity_label(s) for s in (0.1, 0.7, 1.5, 9.0)] == ["subtle", "moderate", "strong", "very strong"]
+    assert [severity_label(s) for s in (0.1, 0.7, 1.2, 9.0)] == ["subtle", "moderate", "strong", "very strong"]
+
+
+def test_severity_is_the_standardised_shift_and_does_not_grow_with_the_number_of_posts():
+    from cvx_core.analysis.narrative import standardised_shift
+
+    rng = np.random.default_rng(4)
+    for n in (5, 50, 500):
+        shift = [standardised_shift(rng.normal(0, 1, (n, 32)), rng.normal(0, 1, (n, 32)) + 0.0)[0] for _ in range(20)]
+        assert np.mean(shift) < 0.3, (n, np.mean(shift))  # no change: near 0 at any length
+    # a shift of one within-segment spread (sqrt(32) per post in 32 dims) reads ~1 at any length
+    for n in (10, 100, 1000):
+        a = rng.normal(0, 1, (n, 32))
+        b = rng.normal(0, 1, (n, 32)) + np.sqrt(32.0) / np.sqrt(32.0)  # |delta| = sqrt(32) = spread
+        s, spread = standardised_shift(a, b)
+        assert spread == pytest.approx(np.sqrt(32.0), rel=0.2)
+        assert s == pytest.approx(1.0, abs=0.25), (n, s)
+        assert severity_label(s) in ("moderate", "strong")
 
 
 def test_every_detected_change_point_of_the_sample_gets_a_narrative(sample_set):
