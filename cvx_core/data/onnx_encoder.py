@@ -41,11 +41,12 @@ ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx-int8"
 _EXPORT_FORMAT = 1  # bump when the export recipe changes (old files are then ignored)
 _NUM_HEADS, _HIDDEN = 12, 384
-# texts per ONNX Runtime call: int8 runs one text per call, because dynamic quantisation
-# sets each activation's int8 scale from the whole [batch, tokens, H] tensor (padding
-# included), which made a text's vector depend on its batch-mates (cosine down to 0.988
-# between two batchings); alone, a text always gets the same vector
-_SUB_BATCH = {"onnx": 32, "onnx-int8": 1}
+# texts per ONNX Runtime call: one. int8 must: dynamic quantisation sets each activation's
+# int8 scale from the whole [batch, tokens, H] tensor (padding included), which made a
+# text's vector depend on its batch-mates (cosine down to 0.988 between two batchings);
+# alone, a text always gets the same vector. fp32 was also faster alone than in padded
+# sub-batches of 32 (48 paragraphs: 4.6 s against 12.0 s, same process, load 17)
+_SUB_BATCH = {"onnx": 1, "onnx-int8": 1}
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple[str, int], Any] = {}
 
@@ -203,8 +204,8 @@ class OnnxMiniLMEncoder:
 
     ``backend``: ``"onnx"`` (fp32, equal to torch to ~1e-7) or ``"onnx-int8"``. ``threads``:
     ONNX Runtime intra-op threads (default: ``OMP_NUM_THREADS`` or the CPUs this process may
-    use). fp32 runs texts sorted by token count in sub-batches of 32 (little padding); int8
-    runs one text per call, so a text's vector never depends on the other texts. The model
+    use). Each text runs alone (no padding; int8's vector then never depends on the other
+    texts), in order of token count. The model
     is exported on the first ``encode`` (tens of seconds once per machine), not in
     ``__init__``: a run whose texts are all cached never loads it.
     """

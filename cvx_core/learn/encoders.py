@@ -109,7 +109,9 @@ class SentenceTransformerModule(nn.Module):
     Unlike ``SentenceTransformer.encode`` it runs the modules with gradients enabled.
     ``max_seq_length`` is the token window (longer texts are truncated). ``model_id`` is
     ``name@<first 12 hex of the weights' sha256>``, the key :mod:`cvx_core.data.text`'s
-    embedding cache uses, so a frozen encoder shares cached vectors with ``embed_posts``.
+    embedding cache uses, so a frozen encoder shares cached vectors with ``embed_posts``
+    run on the torch backend (``backend="torch"``; the ONNX backends' ids end in
+    ``+onnx`` / ``+onnx-int8`` and their vectors are cached apart).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_seq_length: int = 128, name: str | None = None) -> None:
