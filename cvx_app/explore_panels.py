@@ -14,39 +14,61 @@ from cvx_app import cache, cohort_drift, escape, excerpts, exports, window_drift
 from cvx_core.data.trajectory import TrajectorySet
 
 
+SHOWN_CHANGE_POINTS = 3  # the rest of a user's change points wait in one expander
+
+
+def _in_groups(items: list[Any], draw: Any) -> None:
+    """Draw the first :data:`SHOWN_CHANGE_POINTS` items on the page and the rest in one
+    expander, so a user with many change points does not make a long page."""
+    for k, item in enumerate(items[:SHOWN_CHANGE_POINTS]):
+        draw(k, item)
+    rest = items[SHOWN_CHANGE_POINTS:]
+    if rest:
+        with st.expander(f"{len(rest)} more change point(s)"):
+            for k, item in enumerate(rest, start=SHOWN_CHANGE_POINTS):
+                draw(k, item)
+
+
+def _draw_words(k: int, cp: Any, n_posts: int) -> None:
+    with st.container(border=True, key=f"explore_cp_{k}"):
+        st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {n_posts} · {cp.when:%Y-%m-%d} · "
+                    f"severity {escape.escape_markdown(cp.severity)}")
+        st.text(cp.narrative)
+        sides = zip(st.columns(2), ("Before", "After"), (cp.terms_before, cp.terms_after),
+                    (cp.posts_before, cp.posts_after))
+        for col, side, terms, posts in sides:
+            with col:
+                st.caption(f"{side}: distinctive words (highlighted in the posts)")
+                st.markdown(", ".join(f":orange-background[{escape.escape_markdown(t)}]" for t in terms) or "–")
+                for post in posts:
+                    st.markdown("“" + excerpts.highlight_markdown(excerpts.excerpt(post, terms), terms) + "”")
+                    if len(post) > excerpts.EXCERPT_CHARS:
+                        with st.expander(f"Full post ({len(post.split()):,} words)"):
+                            st.text(post)
+
+
+def _draw_narrative(k: int, text: str) -> None:
+    with st.container(border=True):
+        st.text(text)
+
+
 def change_words_panel(ts: TrajectorySet, words: Any, tl: Any) -> None:
     """"What changed, in words": per change point its narrative, the distinctive terms on
     each side (highlighted) and example posts as short excerpts with the terms highlighted,
-    each full post in an expander; the narratives alone when the data has no texts."""
+    each full post in an expander; the narratives alone when the data has no texts. The
+    first three change points are shown, the rest in one expander."""
     st.markdown("**What changed, in words**")
     if words is None:
         if not tl.narratives:
             st.text("No change point was found for this user.")
-        for text in tl.narratives:
-            with st.container(border=True):
-                st.text(text)
+        _in_groups(list(tl.narratives), _draw_narrative)
         if not ts.has_text:
             st.caption("This dataset has no post texts, so change points are described by dimensions only. "
                        "Upload posts as text on the Data page to read them in words.")
         return
     if not words:
         st.text("No change point was found for this user.")
-    for k, cp in enumerate(words):
-        with st.container(border=True, key=f"explore_cp_{k}"):
-            st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · "
-                        f"severity {escape.escape_markdown(cp.severity)}")
-            st.text(cp.narrative)
-            sides = zip(st.columns(2), ("Before", "After"), (cp.terms_before, cp.terms_after),
-                        (cp.posts_before, cp.posts_after))
-            for col, side, terms, posts in sides:
-                with col:
-                    st.caption(f"{side}: distinctive words (highlighted in the posts)")
-                    st.markdown(", ".join(f":orange-background[{escape.escape_markdown(t)}]" for t in terms) or "–")
-                    for post in posts:
-                        st.markdown("“" + excerpts.highlight_markdown(excerpts.excerpt(post, terms), terms) + "”")
-                        if len(post) > excerpts.EXCERPT_CHARS:
-                            with st.expander(f"Full post ({len(post.split()):,} words)"):
-                                st.text(post)
+    _in_groups(list(words), lambda k, cp: _draw_words(k, cp, tl.n_posts))
 
 
 def selection_panel(name: str, ts: TrajectorySet, analysis: Any, chosen: list[str]) -> None:
