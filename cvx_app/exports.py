@@ -342,7 +342,7 @@ def validation_report(ts: TrajectorySet, *, dataset: str, source: str) -> dict[s
             "every row has a user id, a valid timestamp and an embedding of the same dimension",
             "every embedding value is finite",
             "labels are integer class indices or empty",
-            "each user's posts are in time order",
+            "each user's posts are in time order (the loader sorts them stably by time)",
         ],
         "warnings": warnings,
     }

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, cohort_drift, escape, excerpts, explore, exports, figures, forecasts, projections, session, share, window_drift, workspace
+from cvx_app import cache, escape, explore, explore_panels, exports, figures, forecasts, projections, session, share, workspace
 from cvx_app.analysis import dataset_analysis
 from cvx_app.analysis import describe as describe_analysis
 
@@ -138,27 +138,6 @@ def _clamp(t: datetime) -> datetime:
     return min(max(t, first), last)
 
 
-def selection_exports(chosen: list[str]) -> None:
-    """Download the selected users (table) and their posts, or keep them as a new dataset."""
-    n_posts = sum(ts[u].n_posts for u in chosen)
-    st.caption(f"Export the selection: {len(chosen)} users, {n_posts:,} posts.")
-    e = st.columns(4)
-    users = cache.users_frame(analysis)
-    users = users[users["user_id"].isin(chosen)]
-    e[0].download_button("Users (CSV)", data=exports.features_csv(users), file_name=f"{name}-selection-users.csv",
-                         mime="text/csv", key="explore_dl_sel_users", on_click="ignore", icon=":material/download:")
-    e[1].download_button("Posts (CSV)", data=lambda: exports.posts_csv(ts, chosen), file_name=f"{name}-selection-posts.csv",
-                         mime="text/csv", key="explore_dl_sel_csv", on_click="ignore", icon=":material/download:")
-    e[2].download_button("Posts (Parquet)", data=lambda: exports.posts_parquet(ts, chosen),
-                         file_name=f"{name}-selection-posts.parquet", mime="application/vnd.apache.parquet",
-                         key="explore_dl_sel_parquet", on_click="ignore", icon=":material/download:")
-    if e[3].button("Save as a new dataset", key="explore_save_sel", icon=":material/save:",
-                   help="The selected users' posts become a workspace dataset (the original is unchanged)."):
-        saved = workspace.save_new_dataset(ts.subset(chosen), f"{name}-selection")
-        st.success(f"Saved {escape.escape_markdown(saved)}: {len(chosen)} users. Pick it in the sidebar.",
-                   icon=":material/check_circle:")
-
-
 def cloud_3d() -> None:
     """The 3-D view: PCA of the posts, coloured by label, with the drawn paths."""
     frame3, explained = projections.pca3_frame(ts, frame)
@@ -239,48 +218,13 @@ def cloud() -> None:
             rows = picked.selection.rows if picked is not None else []
             if rows:
                 open_user(str(table["user_id"].iloc[rows[0]]))
-            selection_exports(chosen)
+            explore_panels.selection_panel(name, ts, analysis, chosen)
 
 
 cloud_3d() if three_d else cloud()
 
-with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, with its change points)"):
-    drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)
-    dfig = cohort_drift.drift_figure(drift)
-    st.plotly_chart(dfig, key="explore_cohort_drift")
-    st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original space). "
-               f"Red dashed lines: PELT change points of the sequence of means ({len(drift.change_points)} found).")
-    exports.image_buttons(dfig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
-
-with st.expander("Reference window against current window: which dimensions, users and clusters of posts moved"):
-    (r0, r1), (c0, c1) = window_drift.default_windows(ts)
-    w1, w2 = st.columns(2)
-    ref = w1.date_input("Reference window", value=(r0.date(), r1.date()), min_value=r0.date(), max_value=c1.date(),
-                        key="explore_ref_window", help="From its first day to its last day (inclusive).")
-    cur = w2.date_input("Current window", value=(c0.date(), c1.date()), min_value=r0.date(), max_value=c1.date(),
-                        key="explore_cur_window")
-    if st.button("Compare the windows", key="explore_compare_windows", icon=":material/difference:"):
-        if len(ref) != 2 or len(cur) != 2:
-            st.warning("Choose a first and a last day for both windows.")
-        else:
-            day = pd.Timedelta(days=1)
-            try:
-                with st.spinner("Comparing the windows (Welch's t per dimension, HDBSCAN clusters)…"):
-                    st.session_state["explore_window_drift"] = (name, window_drift.window_drift(
-                        ts, (pd.Timestamp(ref[0]), pd.Timestamp(ref[1]) + day), (pd.Timestamp(cur[0]), pd.Timestamp(cur[1]) + day)))
-            except ValueError as exc:
-                st.warning(escape.escape_markdown(exc))
-    found = st.session_state.get("explore_window_drift")
-    if found is not None and found[0] == name:
-        wd = found[1]
-        st.caption(f"{wd.n_reference:,} reference posts, {wd.n_current:,} current posts; the mean embedding moved "
-                   f"{wd.mean_shift:.3f}. Dimensions: Welch's t-test, Benjamini-Hochberg adjusted p. Users: distance "
-                   "between their mean embeddings in the two windows. Clusters: HDBSCAN on the posts' first 20 "
-                   "principal components, ranked by the change in their share of posts.")
-        t1, t2, t3 = st.columns(3)
-        t1.dataframe(wd.dimensions.head(20).round(4), hide_index=True, height=300, key="explore_wd_dims")
-        t2.dataframe(wd.users.head(20).round(4), hide_index=True, height=300, key="explore_wd_users")
-        t3.dataframe(wd.clusters, hide_index=True, height=300, key="explore_wd_clusters")
+explore_panels.cohort_drift_panel(name, ts)
+explore_panels.window_drift_panel(name, ts)
 
 # ---- search results and nearest users ---------------------------------------------------------------
 left, right = st.columns(2)
@@ -340,31 +284,4 @@ st.caption(
     f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
     "gaps between posts. Hover a point to read the post's first words."
 )
-st.markdown("**What changed, in words**")
-if words is not None:
-    if not words:
-        st.text("No change point was found for this user.")
-    for k, cp in enumerate(words):
-        with st.container(border=True, key=f"explore_cp_{k}"):
-            st.markdown(f"**Change point {k + 1}** · post {cp.index + 1} of {tl.n_posts} · {cp.when:%Y-%m-%d} · "
-                        f"severity {escape.escape_markdown(cp.severity)}")
-            st.text(cp.narrative)
-            for col, side, terms, posts in zip(st.columns(2), ("Before", "After"), (cp.terms_before, cp.terms_after),
-                                               (cp.posts_before, cp.posts_after)):
-                with col:
-                    st.caption(f"{side}: distinctive words (highlighted in the posts)")
-                    st.markdown(", ".join(f":orange-background[{escape.escape_markdown(t)}]" for t in terms) or "–")
-                    for j, post in enumerate(posts):
-                        st.markdown("“" + excerpts.highlight_markdown(excerpts.excerpt(post, terms), terms) + "”")
-                        if len(post) > excerpts.EXCERPT_CHARS:
-                            with st.expander(f"Full post ({len(post.split()):,} words)"):
-                                st.text(post)
-else:
-    if not tl.narratives:
-        st.text("No change point was found for this user.")
-    for text in tl.narratives:
-        with st.container(border=True):
-            st.text(text)
-    if not ts.has_text:
-        st.caption("This dataset has no post texts, so change points are described by dimensions only. "
-                   "Upload posts as text on the Data page to read them in words.")
+explore_panels.change_words_panel(ts, words, tl)

@@ -381,6 +381,10 @@ def test_reference_and_current_windows_are_compared_on_the_real_text_sample(app_
                for c in at.caption)
     dims = next(d.value for d in at.dataframe if "p_adjusted" in d.value.columns)
     assert len(dims) == 20 and dims["shift"].abs().is_monotonic_decreasing
+    at.toggle(key="explore_cohort_on").set_value(True).run()  # the dataset's drift over time, on demand
+    assert not at.exception, at.exception
+    drift = next(f for f in _figures(at) if any(t.get("name") == "from the first bin" for t in f["data"]))
+    assert "per year" in json.dumps(drift["layout"])
 
 
 def test_the_3d_view_draws_every_post_and_the_open_users_path(explore, sample_set):

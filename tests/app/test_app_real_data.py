@@ -207,3 +207,20 @@ def test_window_drift_finds_the_dimension_users_and_cluster_that_moved():
     assert out.clusters["change"].abs().max() > 0.3  # the moved posts form a cluster of the current window
     with pytest.raises(ValueError, match="reference window holds no post"):
         wd.window_drift(ts, ("2020-01-01", "2020-02-01"), cur)
+
+
+def test_a_user_with_many_change_points_shows_three_and_the_rest_in_one_expander():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from cvx_app import explore_panels
+
+        explore_panels._in_groups([f"cp {k}" for k in range(7)], lambda k, item: st.text(item))
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert [t.value for t in at.main.text[:3]] == ["cp 0", "cp 1", "cp 2"]
+    (more,) = at.expander
+    assert more.label == "4 more change point(s)" and [t.value for t in more.text] == ["cp 3", "cp 4", "cp 5", "cp 6"]

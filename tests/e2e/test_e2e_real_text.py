@@ -208,7 +208,7 @@ def test_a_multi_class_run_shows_one_roc_curve_per_class_and_per_class_f1(page, 
     wait_for_app(page)
     main.get_by_text("F1 per class (one-vs-rest) on the test users").wait_for(timeout=LOAD_TIMEOUT)
     expect(main.get_by_text(re.compile("defined for two classes; this run has 4"))).to_have_count(1)
-    legend = main.locator(".js-plotly-plot .legendtext").all_inner_texts()
+    legend = main.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent || '')")
     assert sum(t.startswith("class ") and "vs rest" in t for t in legend) == 4, legend
     shot(page, artifacts, "train_multiclass")
     png = _download(page, "Confusion (PNG)")
