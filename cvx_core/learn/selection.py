@@ -31,16 +31,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import wilcoxon
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
-
-from scipy.stats import wilcoxon
 
 from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation
 from cvx_core.learn.splits import Split
@@ -331,8 +329,3 @@ class EpochSelector:
         return EpochChoice(epoch=epoch, val_loss=loss, val_auc=auc, runner_up_epoch=None if runner is None else runner[0],
                            runner_up_val_loss=math.nan if runner is None else runner[1], min_delta=self.min_delta,
                            reason=reason, last_significant_epoch=self.reference[0])
-
-
-def describe_candidates(choice: HeadChoice) -> Sequence[str]:
-    """One line per candidate: its name and best inner-CV log-loss (the winner marked)."""
-    return [f"{'*' if k == choice.candidate else ' '} {_NAMES[k]}: {v:.4f}" for k, v in choice.candidate_scores.items()]
