@@ -32,7 +32,7 @@ from cvx_core.learn.splits import Split
 #: inverse L2 strengths tried for a logistic regression
 C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 #: below this many train + validation users, hyper-parameters are chosen by inner CV
-SMALL_DATA = 200
+SMALL_DATA = 1000
 
 
 @dataclass(frozen=True)

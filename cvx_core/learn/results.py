@@ -101,8 +101,7 @@ class TrainResult:
         baseline: mean-embedding logistic regression on the same split.
         best_val_auc, best_epoch: validation AUC of the kept epoch and that epoch (0: the
             starting weights, e.g. the logistic-regression warm start, were kept).
-        epochs_run: epochs started (an interrupted epoch counts; 0 when the mean-embedding
-            baseline won the head choice and nothing was trained).
+        epochs_run: epochs started (an interrupted epoch counts).
         stopped_early: patience ran out before ``epochs``.
         interrupted: ``should_stop`` ended training.
         device: where it trained ("cpu" / "cuda").
@@ -163,8 +162,9 @@ class TrainResult:
 
     @property
     def features_add_nothing(self) -> bool:
-        """The head choice kept the plain mean-embedding logistic regression."""
-        return bool(self.head is not None and self.head.candidate == "baseline")
+        """The head choice picked the plain mean-embedding logistic regression and no trained
+        epoch beat it: the run is that regression."""
+        return bool(self.head is not None and self.head.candidate == "baseline" and self.best_epoch == 0)
 
     def metrics_dict(self) -> dict[str, Any]:
         """The content of ``metrics.json``."""

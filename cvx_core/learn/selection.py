@@ -6,9 +6,13 @@ values, each candidate is a logistic regression on a set of the head's input col
 scored by the same inner cross-validated log-loss (``choose_by_validation``, same folds):
 
 - ``"baseline"``: the mean embedding only, i.e. the plain mean-embedding logistic
-  regression itself (its scores are the baseline's own selection). When it wins, the run
-  *is* that regression (nothing is trained) and says "the temporal features add nothing on
-  this data".
+  regression itself (its scores are the baseline's own selection). When it wins, the model
+  (features plus mean vector) *starts as* that regression (zero weight on the features),
+  and training keeps a later epoch only if its validation log-loss is lower than the
+  baseline's by more than ``min_delta`` and the per-user losses are lower by a paired
+  one-sided Wilcoxon signed-rank test at p < 0.05 (``EpochSelector(guard_start=True)``,
+  ``scipy.stats.wilcoxon``). If none is,
+  the run is the baseline and says "the temporal features add nothing on this data".
 - ``"cvx"``: CVX's temporal features only.
 - ``"cvx+mean"``: CVX's temporal features and the mean vector.
 
@@ -27,11 +31,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import wilcoxon
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -47,6 +51,8 @@ MLP_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0)
 #: what ``head="auto"`` chooses among, in tie-break order
 AUTO_CANDIDATES: tuple[str, ...] = ("baseline", "cvx", "cvx+mean")
 NOTHING_ADDED = "the temporal features add nothing on this data"
+#: cut-off of the paired one-sided Wilcoxon test a trained epoch must pass to replace a baseline start
+GUARD_ALPHA = 0.05
 _NAMES = {"baseline": "mean-embedding LR (the baseline)", "cvx": "temporal features",
           "cvx+mean": "temporal features + mean vector", "mlp": "mlp"}
 
@@ -64,7 +70,7 @@ class HeadChoice:
         candidate: "baseline", "cvx", "cvx+mean" or "mlp".
         candidate_scores: each candidate's best validation log-loss.
         verdict: "the temporal features add nothing on this data: ..." when the baseline
-            won, else None.
+            won the choice and no trained epoch beat it, else None.
         uses_mean: the model reads the mean embedding (``mean_inputs``).
         columns: ``[n]`` the probe's head-input columns the candidate was fitted on.
     """
@@ -79,10 +85,6 @@ class HeadChoice:
     uses_mean: bool = True
     columns: np.ndarray | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def trains(self) -> bool:
-        """False when the baseline won: the run is that logistic regression, untrained further."""
-        return self.candidate != "baseline"
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,8 @@ def choose_head(
     if best == "baseline":
         rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
         verdict = (f"{NOTHING_ADDED}: the plain mean-embedding logistic regression had the lowest inner-CV "
-                   f"log-loss ({sel.best_score:.3f}; {rest}), so the run is that regression")
+                   f"log-loss ({sel.best_score:.3f}; {rest}), and no trained epoch beat it on validation by "
+                   "more than min_delta, so the run is that regression")
     return HeadChoice(
         head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
         scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
@@ -238,9 +241,14 @@ class EpochSelector:
     every fall); early stopping counts ``bad_epochs`` since the last fall of more than
     ``min_delta`` below the reference loss (the loss at that fall), as Keras' EarlyStopping
     does, and fires at ``patience``. So a run whose loss creeps down by less than
-    ``min_delta`` an epoch stops, and keeps its lowest epoch."""
+    ``min_delta`` an epoch stops, and keeps its lowest epoch. With ``guard_start`` the
+    starting weights (epoch 0, e.g. the plain baseline) stay kept unless a later epoch is
+    lower by more than ``min_delta``."""
 
-    def __init__(self, *, min_delta: float, patience: int) -> None:
+    def __init__(self, *, min_delta: float, patience: int, guard_start: bool = False) -> None:
+        self.guard_start = bool(guard_start)
+        self._start_losses: np.ndarray | None = None  # [n_val] per-user log-loss of the starting weights
+        self.guard_p = math.nan  # the last guard test's p-value
         self.min_delta = float(min_delta)
         self.patience = int(patience)
         self.scored: list[tuple[int, float, float]] = []  # (epoch, val_loss, val_auc)
@@ -248,19 +256,41 @@ class EpochSelector:
         self.reference: tuple[int, float] | None = None  # (epoch, loss) of the last fall by more than min_delta
         self.bad_epochs = 0
 
-    def offer(self, epoch: int, val_loss: float, val_auc: float) -> bool:
-        """Score ``epoch``; True if it becomes the kept epoch (the lowest loss so far)."""
+    def offer(self, epoch: int, val_loss: float, val_auc: float, *, per_user: np.ndarray | None = None) -> bool:
+        """Score ``epoch`` (``per_user [n_val]``: each validation user's log-loss, for the
+        guard's paired test); True if it becomes the kept epoch (the lowest loss so far)."""
         loss = float(val_loss) if math.isfinite(val_loss) else math.inf
         self.scored.append((int(epoch), loss, float(val_auc)))
+        if epoch == 0 and per_user is not None:
+            self._start_losses = np.asarray(per_user, dtype=np.float64).copy()
         if self.reference is None or loss < self.reference[1] - self.min_delta:
             self.reference = (int(epoch), loss)
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        if self.best is None or loss < self.best[1]:
+        if self.best is None:
             self.best = self.scored[-1]
             return True
-        return False
+        if self.guard_start and self.best[0] == 0:
+            # the starting weights (the baseline) give way only to a fall of more than min_delta
+            # that is also significant over the validation users (paired one-sided Wilcoxon)
+            if not (loss < self.best[1] - self.min_delta and self._beats_start(per_user)):
+                return False
+        elif not loss < self.best[1]:
+            return False
+        self.best = self.scored[-1]
+        return True
+
+    def _beats_start(self, per_user: np.ndarray | None) -> bool:
+        start = self._start_losses
+        if per_user is None or start is None or len(start) != len(per_user):
+            return True  # no per-user losses: the min_delta rule alone
+        diff = np.asarray(per_user, dtype=np.float64) - start
+        if not np.any(diff != 0):
+            return False
+        p = wilcoxon(diff, alternative="less", zero_method="zsplit").pvalue
+        self.guard_p = float(p)
+        return bool(p < GUARD_ALPHA)
 
     @property
     def should_stop(self) -> bool:
@@ -286,6 +316,10 @@ class EpochSelector:
         what = "the starting weights" if epoch == 0 else f"epoch {epoch}"
         reason = f"{what}: lowest validation log-loss {loss:.4g} (AUC {auc:.3f}, reported only)"
         reason += "; no other epoch was scored" if runner is None else f"; runner-up epoch {runner[0]} ({runner[1]:.4g})"
+        if self.guard_start:
+            reason += (f"; the starting weights were the plain baseline, which a trained epoch had to beat by "
+                       f"more than min_delta {self.min_delta:g} and significantly over the validation users "
+                       f"(paired one-sided Wilcoxon signed-rank on per-user log-loss, p < {GUARD_ALPHA:g})")
         last = self.scored[-1][0]
         if self.bad_epochs >= self.patience:
             reason += (f"; stopped after epoch {last}: {self.bad_epochs} epochs without a fall of more than "
@@ -295,8 +329,3 @@ class EpochSelector:
         return EpochChoice(epoch=epoch, val_loss=loss, val_auc=auc, runner_up_epoch=None if runner is None else runner[0],
                            runner_up_val_loss=math.nan if runner is None else runner[1], min_delta=self.min_delta,
                            reason=reason, last_significant_epoch=self.reference[0])
-
-
-def describe_candidates(choice: HeadChoice) -> Sequence[str]:
-    """One line per candidate: its name and best inner-CV log-loss (the winner marked)."""
-    return [f"{'*' if k == choice.candidate else ' '} {_NAMES[k]}: {v:.4f}" for k, v in choice.candidate_scores.items()]

@@ -8,24 +8,30 @@ modules at their initial values) are buffers, not batch/layer norm: a per-batch
 standardisation would divide DimensionAttention's scaling of the drift block straight back
 out and the attention could not learn anything.
 
-Small data first. Before any gradient step the head and its L2 strength are chosen by
-validation on the features at their initial values (scikit-learn: a logistic regression
-against an MLP of the same width, inner stratified CV when there are few users, see
-``cvx_core.learn.baseline.choose_by_validation``). A linear head starts from that logistic
-regression, so epoch 0 *is* a logistic regression on CVX's analytic features; training
-then moves the head and the learnable feature parts together and keeps a later epoch only
-if it beats epoch 0 on validation.
+Small data first, and never below the plain baseline by construction. Before any gradient
+step the head is chosen by inner cross-validated log-loss on the features at their initial
+values (:func:`cvx_core.learn.selection.choose_head`): the mean-embedding logistic
+regression itself, one on the temporal features, one on both. When the baseline wins, the
+features-plus-mean model starts as that regression and a trained epoch is kept only if it
+beats it on validation by more than ``min_delta``; otherwise the run *is* that regression
+and says the temporal features add nothing.
+A linear head starts from its logistic regression, so epoch 0 *is* that regression;
+training then moves the head and the learnable feature parts together.
 
 Splits: stratified train/val/test (seeded), a test set of the user's own (validation drawn
 from the training data), a per-user split column, or stratified K-fold cross-validation
-(``cv``). Batches are length-bucketed and padded; AdamW (separate learning rate for the
-feature parameters); class-weighted cross-entropy plus the head's L2 penalty; early
-stopping on validation ROC AUC (then loss); the best-so-far checkpoint is written
-atomically after every improvement. Test metrics carry a bootstrap interval for the AUC,
-small-data warnings, per-class F1 and a confusion matrix with class names, the
-mean-embedding logistic-regression baseline on the same split, and the early-detection
-curve on the test users. Progress goes to callbacks (``on_train_start``, ``on_step_end``,
-``on_epoch_end``, ``on_checkpoint``, ``on_train_end``) and a ``should_stop`` callable or
+(``cv``); with ``group_column`` every split keeps each group on one side. Batches are
+length-bucketed and padded; AdamW (a separate, lower learning rate for the feature
+parameters, so the attention does not wander once the loss saturates); class-weighted
+cross-entropy plus the head's L2 penalty. The kept epoch has the lowest validation log-loss
+and early stopping fires after ``patience`` epochs without a fall of more than
+``min_delta`` (:class:`~cvx_core.learn.selection.EpochSelector`; validation AUC is only
+reported); the best-so-far checkpoint is written atomically after every improvement. Test
+metrics carry 95% intervals (model and baseline: AUC, F1, accuracy), small-data warnings,
+per-class F1 and a confusion matrix with class names, the mean-embedding
+logistic-regression baseline on the same split, and the early-detection curve on the test
+users. Progress goes to callbacks (``on_train_start``, ``on_step_end``, ``on_epoch_end``,
+``on_checkpoint``, ``on_train_end``) and a ``should_stop`` callable or
 ``threading.Event`` is checked at every step.
 
 Precision: features are computed in ``feature_dtype`` (float32 by default, float64 on
@@ -284,6 +290,7 @@ class Trainer:
         w = weights.cpu().numpy()
         nll = -np.log(np.clip(proba[np.arange(y.size), y], 1e-12, None))
         loss = float((w[y] * nll).sum() / w[y].sum())
+        self._val_user_losses = w[y] * nll  # [n_val] per-user (weighted) log-loss, for the baseline guard
         return auc, loss
 
     def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -482,7 +489,8 @@ class Trainer:
     def _fit(self, model: nn.Module, split: Split, weights: torch.Tensor, rng: np.random.Generator,
              t0: float) -> dict[str, Any]:
         """The epoch loop: AdamW steps, validation log-loss after each epoch, the kept epoch's
-        weights restored at the end. No epoch runs when the baseline won the head choice."""
+        weights restored at the end (when the baseline won the head choice, a trained epoch
+        must beat it by more than ``min_delta``)."""
         from cvx_core.learn import runs
         from cvx_core.learn.finetune import StepHooks  # clipping, gradient norms, encoder warm-up
 
@@ -492,7 +500,8 @@ class Trainer:
         opt = torch.optim.AdamW(self._param_groups(model))
         hooks = StepHooks(model, opt, cfg)
         batches = math.ceil(split.train.size / cfg.batch_size)
-        selector = EpochSelector(min_delta=cfg.min_delta, patience=cfg.patience)
+        selector = EpochSelector(min_delta=cfg.min_delta, patience=cfg.patience,
+                                 guard_start=self.head.candidate == "baseline")
         history: list[EpochRecord] = []
         step, epoch = 0, 0
         interrupted = stopped_early = False
@@ -500,12 +509,12 @@ class Trainer:
         self._fire(TrainProgress("on_train_start", 0, 0, batches))
         # epoch 0: the starting weights (for a linear head, the chosen logistic regression) are the first checkpoint
         val_auc0, val_loss0 = self._val_metrics(model, split, weights)
-        selector.offer(0, val_loss0, val_auc0)
+        selector.offer(0, val_loss0, val_auc0, per_user=self._val_user_losses)
         best_state = self._checkpoint(model, 0, val_auc0, val_loss0)
 
         # bf16 autocast raises on a CUDA device without bf16 support: fall back to float32 there
         use_amp = bool(cfg.mixed_precision and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        for epoch in range(1, (cfg.epochs if self.head.trains else 0) + 1):
+        for epoch in range(1, cfg.epochs + 1):
             te = time.perf_counter()
             model.train()
             self._clf.autocast_head = use_amp
@@ -534,7 +543,7 @@ class Trainer:
             if interrupted and not losses:
                 break
             val_auc, val_loss = self._val_metrics(model, split, weights)
-            is_best = selector.offer(epoch, val_loss, val_auc)
+            is_best = selector.offer(epoch, val_loss, val_auc, per_user=self._val_user_losses)
             train_loss = float(np.mean(losses)) if losses else float("nan")
             history.append(EpochRecord(epoch, train_loss, val_loss, val_auc, time.perf_counter() - te))
             if is_best:
@@ -583,11 +592,19 @@ class Trainer:
         if cfg.cv >= 2 and not fit["interrupted"]:
             cv = cross_validate(self.train_data, cfg, k=cfg.cv, should_stop=self.should_stop)
         selector: EpochSelector = fit["selector"]
+        head = self.head
+        if head is not None and head.candidate == "baseline" and selector.best_epoch > 0:
+            start = selector.scored[0][1]
+            head = self.head = replace(head, verdict=None, reason=(
+                f"{head.reason}; trained from the baseline's weights, epoch {selector.best_epoch} lowered the "
+                f"validation log-loss by more than min_delta {cfg.min_delta:g} ({start:.4g} -> "
+                f"{selector.best_loss:.4g}; paired one-sided Wilcoxon over the validation users p = "
+                f"{selector.guard_p:.2g}), so the temporal features stay"))
         return TrainResult(
             model=model, test=test, baseline=baseline, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
             epochs_run=fit["epoch"], stopped_early=fit["stopped_early"], interrupted=fit["interrupted"],
             device=self.device.type, classes=self.classes, split=split, history=fit["history"], run_dir=self.run_dir,
-            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=fit["amp"], head=self.head,
+            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=fit["amp"], head=head,
             test_auc_ci=ci, warnings=tuple(notes), cv=cv, early=early, test_proba=p_test,
             epoch_choice=selector.choice(), intervals=intervals,
         )

@@ -56,6 +56,27 @@ def test_epoch_selector_ignores_validation_auc_and_a_nan_loss():
     assert sel.best_epoch == 0 and sel.choice().runner_up_epoch == 1
 
 
+def test_a_start_from_the_baseline_gives_way_only_to_a_fall_of_more_than_min_delta():
+    sel = EpochSelector(min_delta=0.01, patience=5, guard_start=True)
+    sel.offer(0, 0.300, 0.9)
+    assert not sel.offer(1, 0.295, 0.9) and sel.best_epoch == 0  # lower, but within min_delta
+    assert sel.offer(2, 0.280, 0.9) and sel.best_epoch == 2
+    assert sel.offer(3, 0.279, 0.9) and sel.best_epoch == 3  # past the start: every fall counts again
+    # with per-user losses the fall must also be significant (paired one-sided Wilcoxon, p < 0.05)
+    start = np.full(16, 0.30)
+    one_user = start.copy()
+    one_user[0] = 0.0  # the mean falls by 0.019 > min_delta, but on one user of 16
+    guarded = EpochSelector(min_delta=0.01, patience=5, guard_start=True)
+    guarded.offer(0, start.mean(), 0.9, per_user=start)
+    assert not guarded.offer(1, one_user.mean(), 0.9, per_user=one_user) and guarded.best_epoch == 0
+    assert guarded.guard_p > 0.05
+    everyone = start - 0.02
+    assert guarded.offer(2, everyone.mean(), 0.9, per_user=everyone) and guarded.guard_p < 0.05
+    plain = EpochSelector(min_delta=0.01, patience=5)
+    plain.offer(0, 0.300, 0.9)
+    assert plain.offer(1, 0.295, 0.9)
+
+
 @pytest.mark.slow
 def test_early_stopping_fires_when_validation_auc_saturates():
     ts = _mean_signal_set(n=60, shift=3.0, seed=1)  # separable: validation AUC is 1 from the start
@@ -82,7 +103,8 @@ def test_auto_head_chooses_the_baseline_when_the_label_is_only_in_the_mean(tmp_p
     res = train(ts, TrainConfig(**SMALL), run_dir=tmp_path)
     assert res.head.candidate == "baseline" and res.features_add_nothing
     assert res.head.verdict.startswith(NOTHING_ADDED)
-    assert res.epochs_run == 0 and not res.history  # the run is the regression itself: nothing trained
+    # trained from the baseline's weights, no epoch beat it by min_delta: the run is the regression itself
+    assert res.best_epoch == 0 and res.history and "plain baseline" in res.epoch_choice.reason
     # the model predicts what the baseline predicts
     p = predict_proba(res.model, ts, indices=res.split.test, device="cpu")
     np.testing.assert_allclose(p, res.baseline.test_proba, atol=1e-5)
