@@ -61,7 +61,7 @@ from typing import Literal
 
 import numpy as np
 
-from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, effective_dimension, moment_sums
+from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, moment_sums, noise_dimension
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
 __all__ = [
@@ -368,7 +368,7 @@ def detect_changepoints(
         pen = config.penalty
     elif searchable:
         base = _penalty(noise, m, observed.shape[1], 1.0)
-        pen = config.penalty_scale * base * calibrated_scale(config.sensitivity, m, effective_dimension(observed))
+        pen = config.penalty_scale * base * calibrated_scale(config.sensitivity, m, noise_dimension(observed))
     else:
         pen = 0.0
 

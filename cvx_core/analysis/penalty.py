@@ -23,7 +23,8 @@ point is ``sensitivity``:
   best single split no longer pays); ``kappa`` is its ``1 - sensitivity`` quantile, per
   family and length (``_SCALE``);
 - a user's ``kappa`` is interpolated in ``log n`` and in ``log d_eff``
-  (:func:`effective_dimension` of the user's posts) between the families, and blended into
+  (:func:`noise_dimension`: the effective dimension of the differences of disjoint pairs of
+  consecutive posts, which a change does not inflate) between the families, and blended into
   the most conservative family above 100 posts (see :func:`calibrated_scale`).
 
 ``docs/analytics.md`` reports the false-alarm rates measured with this penalty
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "MomentSums", "moment_sums", "split_gains", "spectrum", "effective_dimension", "calibrated_scale",
+    "MomentSums", "moment_sums", "split_gains", "spectrum", "effective_dimension", "noise_dimension", "calibrated_scale",
     "SENSITIVITIES", "DEFAULT_SENSITIVITY",
 ]
 
@@ -174,6 +175,17 @@ _SCALE: tuple[tuple[tuple[float, ...], ...], ...] = (
         (0.758, 0.697, 0.529, 0.460, 0.426, 0.401, 0.368, 0.351, 0.318, 0.285, 0.248, 0.221, 0.190),
     ),
 )
+
+
+def noise_dimension(x: np.ndarray) -> float:
+    """:func:`effective_dimension` of the noise of ``x [T, D]``: of the differences of
+    disjoint consecutive pairs ``x[2i+1] - x[2i]`` (independent rows with covariance
+    ``2 Sigma`` when the posts are; a change point moves at most one of them)."""
+    x = np.asarray(x, dtype=np.float64)
+    k = x.shape[0] // 2
+    if k < 2:
+        return effective_dimension(x)
+    return effective_dimension(x[1 : 2 * k : 2] - x[0 : 2 * k : 2])
 
 
 def calibrated_scale(sensitivity: float, n: int, d_eff: float) -> float:
