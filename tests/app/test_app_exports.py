@@ -47,7 +47,7 @@ def test_changepoints_carry_narratives_and_the_words_that_rose_and_fell():
     row = frame.iloc[0]
     assert row["index"] == 12 and "the posts changed" in row["narrative"]
     assert row["text_before"] == "quiet garden walk" and row["text_at"].startswith("=SUM")
-    assert row["words_rose"].split()[0] == "storm" and "garden" in row["words_fell"].split()
+    assert row["words_rose"].split(", ")[0] == "storm" and "garden" in row["words_fell"].split(", ")  # explain_changepoints terms
     csv = pd.read_csv(io.BytesIO(exports.changepoints_csv(frame)))
     assert csv["user_id"].iloc[0] == "'=u1" and csv["text_at"].iloc[0].startswith("'=SUM")  # inert in a spreadsheet
     records = json.loads(exports.changepoints_json(frame))
