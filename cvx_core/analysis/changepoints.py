@@ -1,5 +1,6 @@
 """Change points of one trajectory, analytic path: exact penalised segmentation (PELT via
-ruptures) and Bayesian online change-point detection (BOCPD, Adams & MacKay 2007).
+ruptures, or an exact dynamic programme over moments). BOCPD (Adams & MacKay 2007) lives in
+:mod:`cvx_core.analysis.bocpd` and is re-exported here.
 
 Exact search: the penalised optimum ``min sum_k cost(segment_k) + pen * n_changes`` with the
 l2 cost (sum of squared deviations from the segment mean, on the raw embeddings) or the
@@ -8,27 +9,18 @@ kernel). It runs on ruptures' C implementation ``KernelCPD(kernel="linear")`` wi
 ``jump=1``; ``search="pelt"`` runs the pure-Python ``Pelt(model="l2", jump=1)`` instead
 (same optimum, ~30-100x slower; kept as a reference).
 
-Default penalty (``ChangePointConfig.penalty=None``)::
+Default penalty (``ChangePointConfig.penalty=None``): calibrated so that the share of users
+without a change who get a change point is ``ChangePointConfig.sensitivity`` (default
+0.05)::
 
-    pen = penalty_scale * S * max(log T, 1 + 2 sqrt(L / D) + 2 L / D),   L = 2 log T
+    pen = penalty_scale * kappa(sensitivity, n, d_eff) * base
+    base = S * max(log T, 1 + 2 sqrt(L / D) + 2 L / D),   L = 2 log T   (:func:`default_penalty`)
     S = sum_d sigma_d^2,  sigma_d^2 = (1.4826 * MAD_i(x_{i+1,d} - x_{i,d}))^2 / 2
 
-For D >= ~12 this is the BIC-like ``log(T) * D * sigma^2`` of ruptures' documentation, with
-the noise variance estimated robustly per dimension from first differences (a few change
-points barely move a median of differences), so it scales with D, log T and the data's
-noise without tuning (a fixed penalty finds dozens of false changes at D = 768). For small
-D the second term, the Laurent-Massart chi-square tail bound ``D + 2 sqrt(D L) + 2 L`` (in
-units of sigma^2), takes over: with few dimensions the best noise-only split gains more
-than ``log(T) * D * sigma^2``, and the bound keeps false changes rare down to D = 1.
-
-BOCPD: a vectorised NumPy recursion over run lengths in log space, truncated at
-``max_run_length``, with a constant hazard and a conjugate Normal-Gamma model per channel
-(Student-t predictive; channels independent) on a low-dimensional statistic of the
-trajectory. The default statistic is the trajectory's top principal-component scores
-(``"pca"``): a mean shift of the embeddings is a mean shift of these scores, which is the
-change BOCPD's Gaussian model describes. Step statistics (``"step_norm"``,
-``"cosine_distance"``) only spike once at a mean shift; they are offered for changes in
-volatility. Priors are set from the statistic's scale (see :func:`bocpd`).
+``base`` is the BIC-like ``log(T) * D * sigma^2`` of ruptures' documentation with a robust
+noise variance from first differences (the Laurent-Massart chi-square bound takes over at
+small D); ``kappa`` was fitted by simulation on null histories of real text and noise at
+D = 384 (:mod:`cvx_core.analysis.penalty`, docs/analytics.md).
 
 Time-aware search (``ChangePointConfig.time_aware``). The search above works on post order;
 real gaps count through ``time_scale`` x the user's *mean gap* ``g`` between distinct post
@@ -46,6 +38,8 @@ times (span / (distinct times - 1)):
   penalty counts bins; change points are reported at the first post of a bin.
 - ``"none"``: post order only.
 
+Posts of one moment (one timestamp; one day for a date-only column) always share a bin and
+are never split; each segment spans at least ``min_moments`` bins (:func:`moment_optimum`).
 Without datetimes (a bare matrix) the search is on post order. docs/analytics.md compares
 the options on the planted sample and on the real-text sample.
 
@@ -61,7 +55,7 @@ from typing import Literal
 
 import numpy as np
 
-from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, effective_dimension, moment_sums
+from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, moment_sums, noise_dimension
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
 __all__ = [
@@ -368,7 +362,7 @@ def detect_changepoints(
         pen = config.penalty
     elif searchable:
         base = _penalty(noise, m, observed.shape[1], 1.0)
-        pen = config.penalty_scale * base * calibrated_scale(config.sensitivity, m, effective_dimension(observed))
+        pen = config.penalty_scale * base * calibrated_scale(config.sensitivity, m, noise_dimension(observed))
     else:
         pen = 0.0
 

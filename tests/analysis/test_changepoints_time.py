@@ -155,8 +155,11 @@ def test_real_sample_nixon_1973_burst_is_not_cut_by_the_time_aware_search():
         idx = detect_changepoints(nix, config=cfg).indices
         return [c for c in idx if lo <= nix.datetimes[c - 1] and nix.datetimes[c] <= hi]
 
-    assert len(inside(ChangePointConfig(time_aware="none", penalty_scale=0.7))) >= 3
-    assert inside(ChangePointConfig(penalty_scale=0.7)) == []
+    # the former (uncalibrated) default penalty at 0.7x, as when the defect was found
+    pen = 0.7 * default_penalty(np.asarray(nix.embeddings, dtype=np.float64))
+    assert len(inside(ChangePointConfig(time_aware="none", penalty=pen))) >= 3
+    assert inside(ChangePointConfig(penalty=pen, min_moments=1)) == []
+    assert inside(ChangePointConfig()) == []  # the calibrated default (at sensitivity 0.3 it cuts at 14 Feb, after the 12-day gap)
 
 
 @settings(max_examples=25, deadline=None)

@@ -49,3 +49,13 @@ def test_cli_text_counts_posts_from_one_and_json_index_from_zero(real_with_chang
     assert f"post {c.index + 1} of {tr.n_posts}" in c.narrative
     assert json.loads(json.dumps(exp.to_dict()))["change_points"][0]["index"] == c.index
     assert all(f"(post {p.index + 1}," in text for p in c.posts_before + c.posts_after)
+
+
+def test_cli_explain_takes_sensitivity_and_rejects_a_rate_outside_0_1(capsys):
+    from cvx_core.cli import main
+
+    assert main(["explain", str(REAL), "--user", "roosevelt-32", "--format", "json", "--sensitivity", "0.05"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 7 in [c["index"] for c in out["change_points"]]  # post 8 of 13, January 1941
+    assert main(["explain", str(REAL), "--user", "roosevelt-32", "--sensitivity", "1.5"]) == 2
+    assert "sensitivity" in capsys.readouterr().err
