@@ -532,6 +532,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
         encoder = load_encoder(args.encoder, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
                                backend=args.encoder_backend)
+        if getattr(encoder, "exported", True) is False:
+            print(f"note: exporting MiniLM for ONNX Runtime ({encoder.backend}) on first use, once per machine, "
+                  "into the cache folder; this takes tens of seconds", file=sys.stderr)
     res = run(args.data, args.out, encoder=encoder, cache=cache, batch_size=args.batch_size, **kw)
     print(f"{args.out}: {res.n_users} users, {res.n_posts} posts embedded ({res.seconds:.1f}s)")
     return 0

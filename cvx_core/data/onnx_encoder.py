@@ -33,7 +33,7 @@ import numpy as np
 from cvx_core.data.cachedir import default_cache_dir
 
 __all__ = ["ENCODER_BACKENDS", "DEFAULT_BACKEND", "OnnxMiniLMEncoder", "onnx_available", "export_minilm_onnx",
-           "resolve_backend"]
+           "export_path", "resolve_backend"]
 
 ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 # the fastest backend whose real-text embeddings keep cosine >= 0.99 to torch fp32
@@ -152,6 +152,12 @@ def _cache_name(digest: str, variant: str) -> str:
     return f"minilm-{digest[:12]}-{variant}-f{_EXPORT_FORMAT}-ort{onnxruntime.__version__}.onnx"
 
 
+def export_path(digest: str, variant: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`export_minilm_onnx` keeps ``variant``'s file (it may not exist yet)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
+    return root / _cache_name(digest, variant)
+
+
 def export_minilm_onnx(model_dir: str | os.PathLike[str], *, digest: str, variant: str,
                        cache_dir: str | os.PathLike[str] | None = None, rebuild: bool = False) -> Path:
     """The ONNX file of ``variant`` (``"onnx"`` or ``"onnx-int8"``) for the MiniLM folder
@@ -161,9 +167,9 @@ def export_minilm_onnx(model_dir: str | os.PathLike[str], *, digest: str, varian
         raise ValueError(f"variant must be 'onnx' or 'onnx-int8', got {variant!r}")
     _require_onnx()
     model_dir = Path(model_dir)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
+    target = export_path(digest, variant, cache_dir)
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
-    target = root / _cache_name(digest, variant)
     if target.is_file() and not rebuild:
         return target
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
@@ -246,6 +252,12 @@ class OnnxMiniLMEncoder:
         except Exception:  # noqa: BLE001 - a damaged cached export: rebuild it once
             path = export_minilm_onnx(self.model_dir, rebuild=True, **kw)
             return _session(path, self.threads)
+
+    @property
+    def exported(self) -> bool:
+        """Whether this machine already holds the exported model (else the first ``encode``
+        exports it: tens of seconds, once)."""
+        return export_path(self.digest, self.backend, self.cache_dir).is_file()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts (special tokens included) before truncation."""

@@ -88,6 +88,9 @@ def test_onnx_backends_keep_cosine_099_to_torch_fp32_on_the_real_text_sample(exp
 def test_cached_export_is_reused_and_a_damaged_one_is_rebuilt(export_dir):
     probe = _encoder("onnx-int8")
     first = ox.export_minilm_onnx(probe.model_dir, digest=probe.digest, variant="onnx-int8", cache_dir=export_dir)
+    assert first == ox.export_path(probe.digest, "onnx-int8", export_dir)
+    assert _encoder("onnx-int8", cache_dir=export_dir).exported
+    assert not _encoder("onnx-int8", cache_dir=export_dir / "empty").exported
     stamp = first.stat().st_mtime_ns
     enc = _encoder("onnx-int8", cache_dir=export_dir)
     good = enc.encode(TEXTS[:2])
