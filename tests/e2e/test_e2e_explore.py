@@ -113,8 +113,8 @@ def test_text_upload_is_embedded_explained_and_coloured_by_metadata(page, app_se
     words = main.get_by_text("What changed, in words")
     expect(words).to_be_visible()
     if explain_available():  # the posts' own words beside each change point
-        expect(main.get_by_text("Example posts after").first).to_be_visible()
-        after = main.get_by_test_id("stText").filter(has_text=re.compile("“.+”")).first
+        expect(main.get_by_text("After: distinctive words (highlighted in the posts)").first).to_be_visible()
+        after = main.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile("^“.+”$")).first
         assert any(t[:30] in after.inner_text() for t in GARDEN + MARKETS)
     shot(page, artifacts, "explore_text")
 
