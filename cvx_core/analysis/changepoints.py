@@ -239,19 +239,6 @@ class ChangePointResult:
         }
 
 
-def _as_matrix(data: Trajectory | np.ndarray) -> tuple[np.ndarray, Trajectory | None]:
-    if isinstance(data, Trajectory):
-        return np.asarray(data.embeddings, dtype=np.float64), data
-    arr = np.asarray(data, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"expected a Trajectory or a [T, D] array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("embeddings must be finite")
-    return arr, None
-
-
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
@@ -545,6 +532,7 @@ def _result(
 
 # BOCPD lives in its own module; re-exported here (its historical home)
 from cvx_core.analysis.bocpd import (  # noqa: E402
+    as_matrix as _as_matrix,
     BOCPDConfig,
     BOCPDResult,
     bocpd,

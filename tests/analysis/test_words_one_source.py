@@ -57,5 +57,7 @@ def test_cli_explain_takes_sensitivity_and_rejects_a_rate_outside_0_1(capsys):
     assert main(["explain", str(REAL), "--user", "roosevelt-32", "--format", "json", "--sensitivity", "0.05"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert 7 in [c["index"] for c in out["change_points"]]  # post 8 of 13, January 1941
-    assert main(["explain", str(REAL), "--user", "roosevelt-32", "--sensitivity", "1.5"]) == 2
+    with pytest.raises(SystemExit) as exited:  # argparse refuses the value before anything loads
+        main(["explain", str(REAL), "--user", "roosevelt-32", "--sensitivity", "1.5"])
+    assert exited.value.code == 2
     assert "sensitivity" in capsys.readouterr().err
