@@ -64,7 +64,9 @@ class TrainConfig:
         max_tokens: token window of a transformer text encoder (longer posts are truncated).
         embedding_cache: path of a :class:`cvx_core.data.text.EmbeddingCache` (SQLite) the
             posts are embedded through before training (None: no persistent cache).
-        features: the temporal features' constants.
+        features: the temporal features' constants; the default, ``TemporalFeaturesConfig.auto()``,
+            chooses the time unit, scales and silence threshold from the training users' gaps
+            between posts (cvx_core.features.scales; the resolved values are kept in the run).
         head: "auto", "linear" or "mlp". "auto" chooses by inner-CV log-loss among the plain
             mean-embedding logistic regression (the baseline: when it wins, the run is that
             regression and says the temporal features add nothing), a logistic regression on
@@ -120,7 +122,7 @@ class TrainConfig:
     micro_batch_posts: int = 8
     max_tokens: int = 128
     embedding_cache: str | None = None
-    features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig)
+    features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig.auto)
     head: str = "auto"
     mean_inputs: bool = True
     head_c: float | None = None

@@ -152,6 +152,12 @@ class Trainer:
                     f"{missing} of {len(part)} {name} trajectories have no label; training needs a label on every user"
                 )
         self.train_data = data
+        # scales="auto" (the default): time unit, scales and silence threshold from the training
+        # users' gaps between posts; the resolved values go into config.json, the choice into data.json
+        from cvx_core.features.scales import resolve_features
+
+        features, self.scale_choice = resolve_features(self.config.features, data)
+        self.config = replace(self.config, features=features)
         self._given_test: np.ndarray | None = None
         if test_data is not None:
             if split is not None:
@@ -457,6 +463,7 @@ class Trainer:
                     "head": {"head": self.head.head, "c": self.head.c, "reason": self.head.reason,
                              "candidate": self.head.candidate, "candidates": self.head.candidate_scores},
                     "group_column": cfg.group_column,
+                    "scales": None if self.scale_choice is None else self.scale_choice.to_dict(),
                 },
             )
         fit = self._fit(model, split, weights, rng, t0)
