@@ -376,7 +376,7 @@ def _train_claimed(args: argparse.Namespace, config: Any) -> int:
         print("no attention comparison: the run is the mean-embedding regression (no attention was learned)")
     elif config.learn_attention and config.text_encoder is None:  # on the held-out users (issue 23)
         cmp = compare_run(result.model, trainer.data, split=result.split.as_user_ids(trainer.data),
-                          config=config.features, planted_dims=planted, seed=config.seed)
+                          config=trainer.config.features, planted_dims=planted, seed=config.seed)
         runs.atomic_write_json(Path(args.out) / COMPARISON_FILE, cmp.to_dict())
         _print_comparison(cmp)
     print(f"run folder: {args.out}")
