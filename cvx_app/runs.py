@@ -277,6 +277,11 @@ def _left_out(run_dir: Path) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def other_dataset_run(views: list[RunView], dataset: str | None, run: str | None) -> bool:
+    """True when ``run`` is a listed run trained on another dataset than ``dataset``."""
+    return any(v.name == run and v.dataset != dataset for v in views)
+
+
 def runs_of_dataset(views: list[RunView], dataset: str | None, *, show_all: bool = False) -> list[RunView]:
     """The runs to list for ``dataset``: only its own runs (newest first), or with
     ``show_all`` every run, the dataset's own first (each group keeps its order)."""

@@ -213,6 +213,9 @@ all_jobs = jobs.training_jobs()
 running = {n for n, j in all_jobs.items() if j.status == "running"}
 failed = {n: j.error or "" for n, j in all_jobs.items() if j.status == "error"}
 all_views = runs_mod.list_run_views(running=running, failed=failed)
+if runs_mod.other_dataset_run(all_views, name, st.query_params.get("run")) and not st.session_state.get(
+        runs_mod.SELECTED_KEY):  # an address names another dataset's run: list every run, so it shows
+    st.session_state["train_show_all_runs"] = True
 show_all = st.toggle("Show the runs of every dataset", key="train_show_all_runs",
                      help=f"Off: only the runs trained on {name}. On: every run, {name}'s first.")
 views = runs_mod.runs_of_dataset(all_views, name, show_all=show_all)

@@ -73,6 +73,8 @@ def test_runs_of_a_dataset_come_first_or_alone(tmp_path):
     assert [v.name for v in runs_mod.runs_of_dataset(views, "x")] == ["a", "c"]
     assert [v.name for v in runs_mod.runs_of_dataset(views, "x", show_all=True)] == ["a", "c", "b"]
     assert runs_mod.runs_of_dataset(views, "z") == []
+    assert runs_mod.other_dataset_run(views, "x", "b") and not runs_mod.other_dataset_run(views, "x", "a")
+    assert not runs_mod.other_dataset_run(views, "x", None)
 
 
 def test_excerpt_starts_at_the_sentence_with_a_term_and_stays_short():
