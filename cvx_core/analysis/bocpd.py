@@ -27,9 +27,16 @@ _MAD_TO_SD = 1.4826
 
 
 def _as_matrix(data: Trajectory | np.ndarray) -> tuple[np.ndarray, Trajectory | None]:
-    from cvx_core.analysis.changepoints import _as_matrix as as_matrix
-
-    return as_matrix(data)
+    if isinstance(data, Trajectory):
+        return np.asarray(data.embeddings, dtype=np.float64), data
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"expected a Trajectory or a [T, D] array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("embeddings must be finite")
+    return arr, None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,14 @@ from typing import Literal
 
 import numpy as np
 
+from cvx_core.analysis.bocpd import (  # BOCPD lives in its own module; re-exported here
+    BOCPDConfig,
+    BOCPDResult,
+    _as_matrix,
+    bocpd,
+    bocpd_statistic,
+    detect_bocpd,
+)
 from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, moment_sums, noise_dimension
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
@@ -237,19 +245,6 @@ class ChangePointResult:
             "n_bins": self.n_bins if self.n_bins is not None else self.n_posts,
             "config": self.config.to_dict(),
         }
-
-
-def _as_matrix(data: Trajectory | np.ndarray) -> tuple[np.ndarray, Trajectory | None]:
-    if isinstance(data, Trajectory):
-        return np.asarray(data.embeddings, dtype=np.float64), data
-    arr = np.asarray(data, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"expected a Trajectory or a [T, D] array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("embeddings must be finite")
-    return arr, None
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -541,13 +536,3 @@ def _result(
         n_posts=n,
         config=config,
     )
-
-
-# BOCPD lives in its own module; re-exported here (its historical home)
-from cvx_core.analysis.bocpd import (  # noqa: E402
-    BOCPDConfig,
-    BOCPDResult,
-    bocpd,
-    bocpd_statistic,
-    detect_bocpd,
-)
