@@ -26,10 +26,7 @@ __all__ = ["BOCPDConfig", "BOCPDResult", "bocpd", "bocpd_statistic", "detect_boc
 _MAD_TO_SD = 1.4826
 
 
-def as_matrix(data: Trajectory | np.ndarray) -> tuple[np.ndarray, Trajectory | None]:
-    """``data``'s embeddings as a float64 ``[T, D]`` array (a 1-D array becomes ``[T, 1]``),
-    and the trajectory when ``data`` is one; non-finite values are refused. Shared with
-    :mod:`cvx_core.analysis.changepoints`."""
+def _as_matrix(data: Trajectory | np.ndarray) -> tuple[np.ndarray, Trajectory | None]:
     if isinstance(data, Trajectory):
         return np.asarray(data.embeddings, dtype=np.float64), data
     arr = np.asarray(data, dtype=np.float64)
@@ -269,7 +266,7 @@ def bocpd_statistic(
     """The series BOCPD watches and its offset: ``(x [n, k], offset)`` where observation j
     belongs to post ``j + offset`` (1 for step statistics: step i -> post i+1)."""
     config = config or BOCPDConfig()
-    emb, traj = as_matrix(data)
+    emb, traj = _as_matrix(data)
     if config.statistic == "pca":
         if emb.shape[0] < 2:
             return np.zeros((emb.shape[0], 1)), 0
@@ -291,7 +288,7 @@ def detect_bocpd(data: Trajectory | np.ndarray, *, config: BOCPDConfig | None = 
     post 0 gets probability 0 and a point mass at run length 0; so does post 1 for a step
     statistic, whose first step has nothing before it to compare with)."""
     config = config or BOCPDConfig()
-    emb, _ = as_matrix(data)
+    emb, _ = _as_matrix(data)
     n_posts = emb.shape[0]
     stat, offset = bocpd_statistic(data, config=config)
     res = bocpd(stat, config=config)

@@ -55,6 +55,14 @@ from typing import Literal
 
 import numpy as np
 
+from cvx_core.analysis.bocpd import (  # BOCPD lives in its own module; re-exported here
+    BOCPDConfig,
+    BOCPDResult,
+    _as_matrix,
+    bocpd,
+    bocpd_statistic,
+    detect_bocpd,
+)
 from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, moment_sums, noise_dimension
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
@@ -528,14 +536,3 @@ def _result(
         n_posts=n,
         config=config,
     )
-
-
-# BOCPD lives in its own module; re-exported here (its historical home)
-from cvx_core.analysis.bocpd import (  # noqa: E402
-    as_matrix as _as_matrix,
-    BOCPDConfig,
-    BOCPDResult,
-    bocpd,
-    bocpd_statistic,
-    detect_bocpd,
-)
