@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cvx_app import escape, exports, session, textdata, workspace
+from cvx_core.data.atomic import describe_os_error
 from cvx_core.data.trajectory import TrajectoryError
 
 name = session.bootstrap("Data")
@@ -50,6 +51,8 @@ with st.container(border=True):
                     what = f"{new_ts.n_posts} posts"
             except TrajectoryError as exc:
                 st.session_state["data_upload_result"] = ("error", str(exc))
+            except OSError as exc:  # full disk, read-only workspace: the saved datasets stay as they were
+                st.session_state["data_upload_result"] = ("error", describe_os_error(exc))
             else:
                 session.set_current_dataset(new_name)
                 st.session_state["data_upload_result"] = (

@@ -212,3 +212,21 @@ def test_data_page_offers_the_table_and_the_validation_report_for_real_text(app_
     keys = {b.proto.id for b in at.get("download_button")}
     assert len(keys) >= 3
     assert at.metric[0].value == "45"
+
+
+def test_an_upload_on_a_full_disk_says_disk_full_and_keeps_the_datasets(workspace, data_page, monkeypatch):
+    import errno
+
+    from cvx_app import workspace as ws_mod
+
+    at = data_page()
+    before = _files(workspace)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(workspace / "datasets" / "full.parquet"))
+
+    monkeypatch.setattr(ws_mod, "import_upload", full_disk)
+    at.file_uploader[0].set_value(("full.csv", _good_csv(), "text/csv")).run()
+    assert not at.exception  # an OSError is the analyst's message, not a traceback
+    assert len(at.error) == 1 and "disk full" in at.error[0].value and "unchanged" in at.error[0].value
+    assert _files(workspace) == before

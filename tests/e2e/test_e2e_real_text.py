@@ -43,14 +43,11 @@ def _helpers():
 
 
 def basic_motions():
-    """UEA BasicMotions (80 users, 6 channels, 4 classes) from the aeon wheel, or ``None``."""
-    try:
-        import aeon
-    except ImportError:
-        return None
+    """UEA BasicMotions (80 users, 6 channels, 4 classes): the archive files shipped in
+    ``benchmarks/data/uea`` (copied from the aeon 1.6.0 wheel, BSD-3-Clause), or ``None``."""
     from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
-    folder = Path(aeon.__file__).parent / "datasets" / "data" / "BasicMotions"
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "uea"
     files = [folder / f"BasicMotions_{part}.ts" for part in ("TRAIN", "TEST")]
     trajs, start = [], np.datetime64("2020-01-01T00:00:00", "ns")
     classes: list[str] = []
@@ -190,7 +187,7 @@ def test_a_new_analyst_walks_the_real_text_sample_from_explore_to_compare(page, 
 
 def test_a_multi_class_run_shows_one_roc_curve_per_class_and_per_class_f1(page, rt_server, artifacts):
     if not (rt_server.workspace / "datasets" / "basic_motions.parquet").is_file():
-        pytest.skip("aeon's BasicMotions is not installed")
+        pytest.skip("benchmarks/data/uea/BasicMotions_*.ts.gz is missing")
     open_page(page, rt_server)
     _sidebar_dataset(page, "basic_motions")
     nav(page, "Train")
@@ -220,7 +217,7 @@ def test_a_multi_class_run_shows_one_roc_curve_per_class_and_per_class_f1(page, 
 @pytest.mark.parametrize("dataset", ["sample", "real_text", "basic_motions"])
 def test_screenshots_of_every_page_in_both_themes(page, rt_server, artifacts, scheme, dataset):
     if dataset == "basic_motions" and not (rt_server.workspace / "datasets" / "basic_motions.parquet").is_file():
-        pytest.skip("aeon's BasicMotions is not installed")
+        pytest.skip("benchmarks/data/uea/BasicMotions_*.ts.gz is missing")
     page.emulate_media(color_scheme=scheme)
     open_page(page, rt_server)
     _sidebar_dataset(page, dataset)
