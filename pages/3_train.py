@@ -77,17 +77,14 @@ with st.form("train_form", border=True):
         help="CUDA appears when a GPU is available.",
     )
     c5, c6, c7, c8 = st.columns(4)
-    scales = c5.multiselect("Scales (days)", ["auto", *SCALE_CHOICES], default=["auto"], key="train_scales",
-                            help="Resampling widths of the multi-scale features. 'auto' (the default) chooses the "
-                                 "time unit, scales and silence threshold from this dataset's gaps between posts.")
+    scales = c5.multiselect("Scales (days)", SCALE_CHOICES, default=list(fdefaults.scales),
+                            key="train_scales", help="Resampling widths of the multi-scale features.")
     temperature = c6.number_input("Change-point temperature", min_value=1e-3, max_value=10.0,
                                   value=fdefaults.temperature, step=0.01, format="%.3f", key="train_temp")
     silence_temp = c7.number_input("Silence temperature (days)", min_value=1e-3, max_value=30.0,
                                    value=fdefaults.silence_temperature, step=0.1, format="%.3f",
                                    key="train_silence_temp")
     seed = c8.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="train_seed")
-    if "auto" in scales:
-        st.caption("Scales from the data: " + escape.escape_markdown(cache.scale_choice(ts).reason))
     c9, c10, c11, c12 = st.columns(4)
     learn_temps = c9.toggle("Learn CP temperature", value=True, key="train_learn_temp",
                             help="Learn the change-point temperature. Off: it stays fixed at the value above.")
@@ -164,8 +161,7 @@ if submitted:
                 epochs=int(epochs), lr=float(lr), batch_size=int(batch), device=device, seed=int(seed),
                 patience=int(patience),
                 learn_temperatures=learn_temps, learn_attention=learn_attention, learn_scales=learn_scales,
-                features=TemporalFeaturesConfig.auto(temperature=float(temperature), ode_latent_dim=int(ode_dim))
-                if "auto" in scales else TemporalFeaturesConfig(
+                features=TemporalFeaturesConfig(
                     scales=tuple(sorted(float(s) for s in scales)),
                     temperature=float(temperature), silence_temperature=float(silence_temp),
                     ode_latent_dim=int(ode_dim),

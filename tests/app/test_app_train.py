@@ -126,8 +126,7 @@ def test_form_offers_the_documented_controls(train_page):
     for key in ("train_epochs", "train_lr", "train_batch", "train_temp", "train_silence_temp", "train_seed",
                 "train_patience"):
         assert at.number_input(key=key) is not None
-    assert at.multiselect(key="train_scales").value == ["auto"]  # scales from the data, with the choice shown
-    assert any(c.value.startswith("Scales from the data:") for c in at.caption)
+    assert at.multiselect(key="train_scales").value == [1.0, 7.0, 30.0]
     assert at.toggle(key="train_learn_temp").value is True
     assert at.selectbox(key="train_device").options[0] == "CPU"  # CUDA is listed only with a GPU
     assert at.info[0].value.startswith("No runs on ")
