@@ -188,19 +188,6 @@ def user_timeline(ts: TrajectorySet, user_id: str) -> Timeline:
     return _user_timeline(ts.digest(), user_id, ts)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _scale_choice(digest: str, _ts: TrajectorySet) -> Any:
-    from cvx_core.features.scales import resolve_scales
-
-    return resolve_scales(_ts)
-
-
-def scale_choice(ts: TrajectorySet) -> Any:
-    """What ``scales="auto"`` chooses on ``ts`` (a :class:`cvx_core.features.scales.ScaleChoice`;
-    training resolves it on its training users, so the run's values can differ slightly)."""
-    return _scale_choice(ts.digest(), ts)
-
-
 @st.cache_resource(max_entries=4, show_spinner="Loading the trained model…")
 def _load_run(path: str, weights_mtime_ns: int) -> Any:
     from cvx_core.learn.runs import load_run
