@@ -35,9 +35,10 @@ for col, (path, label, icon, blurb) in zip(cols, cards):
 
 st.caption(
     "First time here? The shipped sample is already loaded: open Explore and pick a user, "
-    "then Train with the default settings, then Compare. A default run on the sample takes about "
-    "90 s on a quiet 2-core CPU machine (41 s of CPU time, benchmarks/bench_default_training.py); "
-    "it took 8 minutes while the machine was shared by some 25 busy processes."
+    "then Train with the default settings, then Compare. A default training on the sample stops early "
+    "after 10 to 22 epochs: 2.7 s of CPU time on an idle 2-core CPU machine, about 10 s when the machine "
+    "is shared by some 20 busy processes (median of seeds 0-2, benchmarks/bench_default_training.py, "
+    "measured 2026-12-04); the page's evaluation of the run adds a few seconds."
 )
 
 if name is None:
