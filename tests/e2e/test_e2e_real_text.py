@@ -9,11 +9,11 @@ The tests of this module share one fresh server and run in order.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,31 +44,22 @@ def _helpers():
 
 def basic_motions():
     """UEA BasicMotions (80 users, 6 channels, 4 classes): the archive files shipped in
-    ``benchmarks/data/uea`` (copied from the aeon 1.6.0 wheel, BSD-3-Clause), or ``None``."""
+    ``benchmarks/data/uea`` (copied from the aeon 1.6.0 wheel, BSD-3-Clause), read by the
+    benchmarks' own ``.ts`` reader, or ``None`` when they are missing."""
     from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
-    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "uea"
-    files = [folder / f"BasicMotions_{part}.ts" for part in ("TRAIN", "TEST")]
-    trajs, start = [], np.datetime64("2020-01-01T00:00:00", "ns")
-    classes: list[str] = []
-    rows = []
-    for path in files:
-        opener = gzip.open if not path.is_file() and path.with_suffix(".ts.gz").is_file() else open
-        path = path if path.is_file() else path.with_suffix(".ts.gz")
-        if not path.is_file():
-            return None
-        in_data = False
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                if not in_data:
-                    in_data = line.lower() == "@data"
-                    continue
-                *channels, label = line.split(":")
-                rows.append((np.array([[float(v) for v in ch.split(",")] for ch in channels]).T, label.strip()))
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("cvx_real_sets", root / "benchmarks" / "real_sets.py")
+    real_sets = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = real_sets  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(real_sets)
+    files = [real_sets.UEA / f"BasicMotions_{part}.ts.gz" for part in ("TRAIN", "TEST")]
+    if not all(f.is_file() for f in files):
+        return None
+    rows = [row for path in files for row in zip(*real_sets.read_ts(path))]
     classes = sorted({lab for _, lab in rows})
+    start = np.datetime64("2020-01-01T00:00:00", "ns")
+    trajs = []
     for i, (x, lab) in enumerate(rows):
         steps = (np.arange(x.shape[0]) * 1e8).astype("timedelta64[ns]")  # 10 Hz
         trajs.append(Trajectory(f"motion_{i:03d}", x.astype(np.float32), start + steps, label=classes.index(lab)))
