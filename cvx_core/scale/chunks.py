@@ -53,6 +53,8 @@ __all__ = [
     "iter_posts",
     "run_grouped",
     "count_rows",
+    "chunks_of",
+    "parquet_batches",
     "DEFAULT_CHUNK_USERS",
     "BATCH_ROWS",
 ]
@@ -122,18 +124,21 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
     return max(n - blank - (1 if fmt == "csv" else 0), 0)
 
 
-def _parquet_batches(path: Path, batch_rows: int) -> Iterator[tuple[Any, int]]:
-    """``(record batch, rows before it)``; an unreadable file is refused by the loader's
-    reader (its message), a damaged row group met later naming the file."""
+def parquet_batches(path: Path, batch_rows: int, *, row_groups: Sequence[int] | None = None,
+                    first_row: int = 0) -> Iterator[tuple[Any, int]]:
+    """``(record batch, rows of the file before it)``, of the whole file or of the row
+    groups ``row_groups`` (consecutive; ``first_row``: the file row where the first of them
+    starts). An unreadable file is refused by the loader's reader (its message), a damaged
+    row group met later naming the file."""
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path, buffer_size=_READ_BUFFER, pre_buffer=False)
-        batches = pf.iter_batches(batch_size=batch_rows)
+        batches = pf.iter_batches(batch_size=batch_rows, row_groups=None if row_groups is None else list(row_groups))
     except Exception as exc:  # noqa: BLE001 - the loader's reader names what is wrong with the file
         read_table(path, path.name, "parquet")
         raise TrajectoryError(f"{path.name}: not a readable Parquet file ({first_line(exc)})", file=path.name) from None
-    offset = 0
+    offset = first_row
     while True:
         try:
             b = next(batches, None)
@@ -165,7 +170,7 @@ def iter_posts(
     rules = FileRules()
     seen = 0
     if fmt == "parquet":
-        for batch, offset in _parquet_batches(p, batch_rows):
+        for batch, offset in parquet_batches(p, batch_rows):
             posts = parse_posts(batch, source=p.name, row_offset=offset, rules=rules, need_embeddings=need_embeddings)
             seen += len(posts)
             yield posts
@@ -230,12 +235,22 @@ def _user_starts(ids: np.ndarray) -> np.ndarray:
 
 def _grouped_chunks(path: Path, fmt: str, chunk_users: int, total: int, need_embeddings: bool,
                     batch_rows: int) -> Iterator[UserChunk]:
+    posts = iter_posts(path, format=fmt, need_embeddings=need_embeddings, batch_rows=batch_rows)
+    yield from chunks_of(posts, chunk_users=chunk_users, rows_total=total, need_embeddings=need_embeddings)
+
+
+def chunks_of(batches: Iterator[PostTable], *, chunk_users: int, rows_total: int,
+              need_embeddings: bool = True) -> Iterator[UserChunk]:
+    """Validated batches of one file (or of one user-aligned part of it), in file order ->
+    chunks of ``chunk_users`` complete users. Raises :class:`NotGroupedError` when a user's
+    rows are not contiguous."""
     closed: set[str] = set()
     pending: list[PostTable] = []
     n_complete = 0  # complete users in ``pending`` (the last user stays open)
     open_user: str | None = None
     done = 0
-    for posts in iter_posts(path, format=fmt, need_embeddings=need_embeddings, batch_rows=batch_rows):
+    total = rows_total
+    for posts in batches:
         ids = posts.user_ids
         for k, s in enumerate(_user_starts(ids)):
             uid = ids[s]

@@ -1,7 +1,16 @@
 """Extraction and embedding on a Ray cluster (Ray Data), with the same output as the local,
 streamed path (:mod:`cvx_core.scale.stream`).
 
-How the work flows: the driver reads the input with :func:`~cvx_core.scale.stream.iter_user_chunks`
+Workers read their own data (``extract`` and ``analyze`` of a Parquet file grouped by user,
+the default): the driver only plans, reading the ``user_id`` column alone to cut the file
+into user-aligned row ranges (:mod:`cvx_core.scale.partitions`); one Ray task per range
+reads the overlapping row groups itself, parses them with the loader's parser (rows
+numbered as in the whole file), computes and returns the range's results; the driver folds
+the ranges' file-wide facts in file order and writes the results in file order. The path
+must be readable on every node (shared storage). Other inputs (CSV, JSON Lines, ``.npz``,
+a file not grouped by user, ``embed``, or ``workers_read=False``) take the path below.
+
+Driver-read path: the driver reads the input with :func:`~cvx_core.scale.stream.iter_user_chunks`
 (validated, user-grouped, bounded memory) and puts each chunk of ``chunk_users`` users into
 Ray's object store as a compact frame (``user_id``, ``ticks`` epoch time in ``unit``, ``label``,
 ``emb`` raw float32 bytes or ``text``); the object store spills to disk, so the driver
@@ -18,9 +27,8 @@ down afterwards); with ``address`` (``"auto"`` or ``"ray://host:10001"``) the jo
 that running cluster, and this package is shipped to it (``runtime_env.py_modules``).
 If Ray is already initialised in this process, that connection is used as it is.
 
-Limits: the input is read by the driver (one machine's disk and network), while parsing
-of features and encoding run everywhere; the embedding cache (SQLite) must sit on a disk
-local to the actors (single node).
+Limits: on the driver-read path the input is read by the driver (one machine's disk and
+network); the embedding cache (SQLite) must sit on a disk local to the actors (single node).
 """
 
 from __future__ import annotations
@@ -39,8 +47,12 @@ import numpy as np
 import pandas as pd
 
 from cvx_core.data.atomic import check_output
+from cvx_core.data.formats.base import detect_format
+from cvx_core.data.parse import FileRules
 from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.scale.chunks import NotGroupedError
+from cvx_core.scale.partitions import PartResult, Plan, auto_target_rows, check_against, plan_or_none, run_partition
 from cvx_core.scale.stream import (
     DEFAULT_CHUNK_USERS,
     StreamAnalysis,
@@ -208,6 +220,72 @@ def _run(ray: Any, chunks: Iterator[UserChunk], encode: Callable[[TrajectorySet]
 
 
 # -------------------------------------------------------------------------------------------
+# workers that read their own partition
+# -------------------------------------------------------------------------------------------
+def _part_task(path: str, part: Any, kind: str, options: Any, chunk_users: int) -> PartResult:
+    """One Ray task: read partition ``part`` of ``path`` and extract (or analyse) its users."""
+    if kind == "extract":
+        cfg = None if options is None else TemporalFeaturesConfig.from_dict(options)
+        return run_partition(path, part, lambda ts: features_frame(ts, cfg), chunk_users=chunk_users)
+    opts = dict(options)
+    fcfg = TemporalFeaturesConfig.from_dict(opts.pop("features_config"))
+    return run_partition(path, part, lambda ts: analyze_chunk(ts, features_config=fcfg, **opts),
+                         chunk_users=chunk_users)
+
+
+def _plan(path: str | os.PathLike, format: str | None, workers_read: bool, concurrency: int,
+          partition_rows: int | None) -> Plan | None:
+    """The partitions workers read, or ``None`` for the driver-read path (raises
+    :class:`NotGroupedError` for an input not grouped by user)."""
+    if not workers_read:
+        return None
+    from cvx_core.scale.chunks import count_rows
+
+    fmt = detect_format(Path(path).name, format)
+    if fmt != "parquet":
+        return None
+    target = partition_rows or auto_target_rows(count_rows(path, format=fmt), concurrency)
+    return plan_or_none(os.path.abspath(path), fmt, target)
+
+
+def _run_parts(ray: Any, plan: Plan, kind: str, options: Any, *, concurrency: int, chunk_users: int,
+               report: Callable[[Any], None]) -> Iterator[PartResult]:
+    """One task per partition, at most ``concurrency`` running; results folded and yielded
+    in file order (a data error raises the message one reader of the whole file gives)."""
+    task = ray.remote(num_cpus=1, max_retries=0)(_part_task)
+    todo = list(plan.partitions)[::-1]
+    running: dict[Any, Any] = {}
+    done: dict[int, PartResult] = {}
+    rules = FileRules()
+    report(None)
+    try:
+        for part in plan.partitions:
+            while part.index not in done:
+                while todo and len(running) < concurrency:
+                    nxt = todo.pop()
+                    running[task.remote(plan.path, nxt, kind, options, chunk_users)] = nxt
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    got = running.pop(ref)
+                    try:
+                        done[got.index] = ray.get(ref)
+                    except Exception as exc:  # Ray wraps worker errors; raise the library's own
+                        inner = _unwrap(exc)
+                        if inner is exc:
+                            raise
+                        raise inner from None
+            res = done.pop(part.index)
+            if res.not_grouped:
+                raise NotGroupedError(f"a user of rows {part.start + 1}-{part.stop}")
+            check_against(plan.path, part, res, rules)
+            report(SimpleNamespace(rows_done=part.stop, rows_total=plan.n_rows))
+            yield res
+    finally:
+        for ref in running:
+            ray.cancel(ref)
+
+
+# -------------------------------------------------------------------------------------------
 # extraction
 # -------------------------------------------------------------------------------------------
 def _extract_block(config: dict[str, Any] | None) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -239,9 +317,16 @@ def extract_ray(
     progress: ProgressCallback | None = None,
     object_store_memory: int | None = None,
     scratch_dir: str | os.PathLike | None = None,
+    workers_read: bool = True,
+    partition_rows: int | None = None,
 ) -> StreamResult:
     """:func:`cvx_core.scale.stream.extract_stream` on Ray: the same Parquet ``out``
-    (row order and values), computed by ``workers`` parallel tasks on the cluster."""
+    (row order and values), computed by ``workers`` parallel tasks on the cluster.
+
+    ``workers_read`` (default): for a Parquet file grouped by user, each task reads its own
+    user-aligned row range of about ``partition_rows`` rows (default: about four ranges per
+    worker) and the driver only plans; ``False`` reads on the driver (the path every other
+    input takes)."""
     check_output(out, [path], what="output")  # never overwrite the input
     t0 = time.perf_counter()
     report = _progress_wrap(progress)
@@ -250,6 +335,19 @@ def extract_ray(
         concurrency = _concurrency(ray, workers)
 
         def job(grouped: bool) -> StreamResult:
+            plan = _plan(path, format, workers_read, concurrency, partition_rows) if grouped else None
+            if plan is not None:
+                stats = {"posts": 0, "chunks": 0}
+
+                def parts() -> Iterator[pd.DataFrame]:
+                    for res in _run_parts(ray, plan, "extract", cfg, concurrency=concurrency,
+                                          chunk_users=chunk_users, report=report):
+                        stats["posts"] += res.n_posts
+                        stats["chunks"] += res.n_chunks
+                        yield from res.outputs
+
+                written, n = write_frames(out, parts())
+                return StreamResult(written, n, stats["posts"], stats["chunks"], True, time.perf_counter() - t0)
             stats = {"posts": 0, "chunks": 0}
 
             def chunks() -> Iterator[UserChunk]:
@@ -300,9 +398,12 @@ def analyze_ray(
     object_store_memory: int | None = None,
     scratch_dir: str | os.PathLike | None = None,
     top_k: int = 10,
+    workers_read: bool = True,
+    partition_rows: int | None = None,
 ) -> StreamAnalysis:
     """:func:`cvx_core.scale.stream.analyze_stream` on Ray: chunks analysed by ``workers``
-    parallel tasks, per-user rows written and cohort sums accumulated by the driver in order."""
+    parallel tasks, per-user rows written and cohort sums accumulated by the driver in order.
+    ``workers_read`` / ``partition_rows`` as in :func:`extract_ray`."""
     if out is not None:
         check_output(out, [path], what="output")
     t0 = time.perf_counter()
@@ -315,12 +416,13 @@ def analyze_ray(
 
         def job(grouped: bool) -> StreamAnalysis:
             sums = _CohortSums()
+            plan = _plan(path, format, workers_read, concurrency, partition_rows) if grouped else None
 
             def build(ds: Any, n: int) -> Any:
                 return ds.map_batches(_analyze_block(options), batch_size=None, batch_format="pandas",
                                       concurrency=concurrency, num_cpus=1)
 
-            def frames() -> Iterator[pd.DataFrame]:
+            def driver_read() -> Iterator[pd.DataFrame]:
                 chunks = iter_user_chunks(path, chunk_users=chunk_users, format=format, grouped=grouped,
                                           scratch_dir=scratch_dir)
                 for frame in _run(ray, chunks, lambda ts: _block(ts, embeddings=True, texts=False), build, report):
@@ -328,6 +430,15 @@ def analyze_ray(
                     rows = _local_rows(frame.drop(columns=["_shares"]))
                     sums.add(rows, shares)
                     yield rows
+
+            def workers_read_() -> Iterator[pd.DataFrame]:
+                for res in _run_parts(ray, plan, "analyze", options, concurrency=concurrency,
+                                      chunk_users=chunk_users, report=report):
+                    for rows, shares in res.outputs:
+                        sums.add(rows, shares)
+                        yield rows
+
+            frames = driver_read if plan is None else workers_read_
 
             written = None
             if out is not None:
