@@ -20,6 +20,14 @@ throughput table reports wall time only.
 Usage: ``python benchmarks/bench_scale.py [--sizes 1 5 10 25 50] [--workers 1 2]
 [--throughput-size 5] [--skip-inmemory-above 50]``; prints tables and writes
 ``benchmarks/results/scale.json``.
+
+``--workers-read [--throughput-size 25 --rounds 3 --workers 1 2]``: throughput against
+workers on one local Ray cluster of 2 CPUs started once (its start-up reported apart),
+side by side in interleaved rounds: ``extract_ray`` with workers that read their own row
+ranges, the driver-read path it replaces, and the local streamed extract; medians, the load
+average before and after, and the model's parts (driver planning ms per 1k rows, one
+worker's read+compute users/s measured in-process, the driver's writing cost per user).
+Writes ``benchmarks/results/scale_workers.json``.
 """
 
 from __future__ import annotations
@@ -105,6 +113,92 @@ def run(mode: str, args: list[str], *, timeout: float = 3600) -> dict:
     raise RuntimeError(f"{mode} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
+def _model_parts(path: Path, users: int, concurrency: int) -> dict:
+    """The projection's inputs, measured in this process: planning cost, one worker's
+    read+parse+features rate (every partition run here in turn), the driver's writing cost."""
+    import statistics
+
+    from cvx_core.scale.partitions import auto_target_rows, plan_parquet, run_partition
+    from cvx_core.scale.stream import features_frame, write_frames
+    from cvx_core.scale.chunks import count_rows
+
+    n_rows = count_rows(path)
+    plans = [plan_parquet(path, target_rows=auto_target_rows(n_rows, concurrency)) for _ in range(3)]
+    plan_s = statistics.median(p.seconds for p in plans)
+    t0 = time.process_time()
+    outputs = []
+    for part in plans[0].partitions:
+        outputs.extend(run_partition(path, part, features_frame, chunk_users=512).outputs)
+    worker_cpu = time.process_time() - t0
+    t0 = time.perf_counter()
+    write_frames(path.with_name("gather.parquet"), iter(outputs))
+    write_s = time.perf_counter() - t0
+    return {"rows": n_rows, "partitions": len(plans[0].partitions), "plan_s": round(plan_s, 4),
+            "plan_ms_per_1k_rows": round(1000 * plan_s / n_rows * 1000, 3),
+            "plan_us_per_user": round(1e6 * plan_s / users, 2),
+            "worker_cpu_s": round(worker_cpu, 3), "worker_users_per_cpu_s": round(users / worker_cpu, 1),
+            "worker_ms_per_user": round(1000 * worker_cpu / users, 3),
+            "driver_write_us_per_user": round(1e6 * write_s / users, 2)}
+
+
+def workers_read_bench(path: Path, info: dict, workers: list[int], rounds: int, out_json: Path) -> None:
+    """Throughput against workers, side by side in interleaved rounds on one 2-CPU cluster."""
+    import statistics
+
+    import ray
+
+    from cvx_core.scale.ray_engine import extract_ray
+    from cvx_core.scale.stream import extract_stream
+
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=False,
+             configure_logging=False)
+    startup = time.perf_counter() - t0
+    configs = [("local streamed", None, False)] + [(f"ray, driver reads (before)", w, False) for w in workers] + \
+              [("ray, workers read", w, True) for w in workers]
+    out = path.with_name("features_ray.parquet")
+    for name, w, wr in configs:  # warm-up: workers import cvx_core, numba compiles
+        if w is not None:
+            extract_ray(path, out, workers=w, workers_read=wr)
+    times: dict[tuple, list[float]] = {(n, w): [] for n, w, _ in configs}
+    for r in range(rounds):
+        for name, w, wr in (configs if r % 2 == 0 else configs[::-1]):
+            t = time.perf_counter()
+            if w is None:
+                extract_stream(path, out)
+            else:
+                extract_ray(path, out, workers=w, workers_read=wr)
+            times[(name, w)].append(time.perf_counter() - t)
+    ray.shutdown()
+    parts = _model_parts(path, info["users"], max(workers))
+    load_after = os.getloadavg()
+    rows = []
+    print(f"\nthroughput on {info['users']} users, {info['posts']} posts (extract), 2-CPU local Ray cluster, "
+          f"median of {rounds} interleaved rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"{'path':>28} {'workers':>8} {'median s':>9} {'users/s':>9} {'runs s':>24}")
+    for name, w, _ in configs:
+        ts = times[(name, w)]
+        med = statistics.median(ts)
+        row = {"path": name, "workers": w or 1, "median_s": round(med, 3), "users_per_s": round(info["users"] / med, 1),
+               "runs_s": [round(x, 3) for x in ts]}
+        rows.append(row)
+        print(f"{name:>28} {row['workers']:>8} {med:>9.2f} {row['users_per_s']:>9.0f} "
+              f"{' '.join(f'{x:.2f}' for x in ts):>24}", flush=True)
+    print(f"ray.init (2 CPUs) {startup:.1f} s; planning {parts['plan_ms_per_1k_rows']} ms per 1k rows "
+          f"({parts['plan_us_per_user']} us/user, {parts['partitions']} partitions); one worker "
+          f"{parts['worker_users_per_cpu_s']} users per CPU-second (read+parse+features); driver writing "
+          f"{parts['driver_write_us_per_user']} us/user")
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                          "note": "shared 2-core VM, other jobs running"},
+              "load_average_before": load_before, "load_average_after": load_after, "rounds": rounds,
+              "dataset": info, "ray_init_s": round(startup, 2), "throughput": rows, "model_parts": parts,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out_json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5, 10, 25, 50])
@@ -114,6 +208,9 @@ def main() -> None:
     ap.add_argument("--chunk-users", type=int, default=512)
     ap.add_argument("--data-dir", default=None, help="where the generated files go (default: a temp folder)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    ap.add_argument("--workers-read", action="store_true",
+                    help="only the throughput of workers that read their own row ranges (see above)")
+    ap.add_argument("--rounds", type=int, default=3)
     opts = ap.parse_args()
 
     data_dir = Path(opts.data_dir or tempfile.mkdtemp(prefix="cvx-bench-scale-"))
@@ -134,6 +231,10 @@ def main() -> None:
             files[name] = info
         return p, files[name]
 
+    if opts.workers_read:
+        path, info = dataset(opts.throughput_size)
+        workers_read_bench(path, info, opts.workers, opts.rounds, Path(opts.out).with_name("scale_workers.json"))
+        return
     memory_rows = []
     print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'CPU s':>8} "
           f"{'CPU ms/user':>12}")

@@ -6,8 +6,10 @@ across batches (the number id ``1`` next to the text id ``"1"``, times with and 
 UTC offset, the embedding's layout and D, JSON Lines keys) and every message is the
 loader's, naming the row (and line) of the whole file. Batches come from the loader's own
 format readers: pyarrow's streaming CSV reader, JSON Lines record by record, Parquet record
-batches through a small read buffer. ``.npz`` archives cannot be read in parts (a zip of
-whole arrays) and are loaded whole, then chunked.
+batches through a small read buffer, ``.npz`` arrays row by row
+(:func:`cvx_core.data.formats.npz.npz_batches`: memory-mapped when stored, decompressed as
+taken when compressed; a compressed Fortran-order ``embeddings`` is decoded whole only
+within ``CVX_MAX_NPZ_MB``).
 
 Input not grouped by user. Rows of one user are expected to be contiguous (every file
 ``save_trajectories`` or ``embed`` writes is). If a user that was already closed appears
@@ -42,7 +44,7 @@ from cvx_core.data.formats.base import detect_format, first_line
 from cvx_core.data.formats.csv import csv_batches
 from cvx_core.data.formats.dispatch import read_table
 from cvx_core.data.formats.jsonl import jsonl_batches
-from cvx_core.data.io import load_trajectories
+from cvx_core.data.formats.npz import npz_batches, npz_rows
 from cvx_core.data.parse import FileRules, PostTable, RowIndex, parse_posts
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 
@@ -112,7 +114,10 @@ def count_rows(path: str | os.PathLike, *, format: str | None = None) -> int:
         except Exception:  # noqa: BLE001 - the reader reports an unreadable file properly
             return 0
     if fmt == "npz":
-        return 0
+        try:
+            return npz_rows(p, p.name)
+        except TrajectoryError:  # the reader reports it properly
+            return 0
     n = blank = 0
     last = b"\n"
     with open(p, "rb") as fh:
@@ -185,8 +190,13 @@ def iter_posts(
                 posts = _with_later_keys(p, table, rules, need_embeddings, exc)
             seen += len(posts)
             yield posts
+    elif fmt == "npz":  # stored members memory-mapped, compressed ones decompressed as taken
+        for table in npz_batches(p, p.name, batch_rows=batch_rows):
+            posts = parse_posts(table, source=p.name, rules=rules, need_embeddings=need_embeddings)
+            seen += len(posts)
+            yield posts
     else:
-        raise ValueError(f"{fmt} is read whole")
+        raise ValueError(f"unknown format {fmt}")
     if seen == 0:  # a header and no rows: the loader's own message
         parse_posts(read_table(p if fmt == "parquet" else p.read_bytes(), p.name, fmt), source=p.name,
                     need_embeddings=need_embeddings)
@@ -417,15 +427,6 @@ def iter_user_chunks(
     p = Path(path)
     fmt = detect_format(p.name, format)
     _check_file(p, fmt)
-    if fmt == "npz":
-        ts = load_trajectories(p, format="npz")
-        users = ts.user_ids
-        done = 0
-        for a in range(0, len(users), chunk_users):
-            part = ts.subset(users[a:a + chunk_users], name=ts.name)
-            done += part.n_posts
-            yield UserChunk(part, done, ts.n_posts)
-        return
     total = count_rows(p, format=fmt)
     if grouped:
         yield from _grouped_chunks(p, fmt, chunk_users, total, need_embeddings, batch_rows)
