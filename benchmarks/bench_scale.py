@@ -21,11 +21,11 @@ Usage: ``python benchmarks/bench_scale.py [--sizes 1 5 10 25 50] [--workers 1 2]
 [--throughput-size 5] [--skip-inmemory-above 50]``; prints tables and writes
 ``benchmarks/results/scale.json``.
 
-``--workers-read [--throughput-size 25 --rounds 3 --workers 1 2]``: throughput against
-workers on one local Ray cluster of 2 CPUs started once (its start-up reported apart),
-side by side in interleaved rounds: ``extract_ray`` with workers that read their own row
-ranges, the driver-read path it replaces, and the local streamed extract; medians, the load
-average before and after, and the model's parts (driver planning ms per 1k rows, one
+``--workers-read [--throughput-size 25 --analyze-size 2 --rounds 3 --workers 1 2]``:
+throughput against workers on one local Ray cluster of 2 CPUs started once (its start-up
+reported apart), side by side in interleaved rounds: ``extract_ray`` / ``analyze_ray`` with
+workers that read their own row ranges, the driver-read path they replace, and the local
+streamed path; medians, the load average after each round, and the model's parts (driver planning ms per 1k rows, one
 worker's read+compute users/s measured in-process, the driver's writing cost per user).
 Writes ``benchmarks/results/scale_workers.json``.
 """
@@ -125,14 +125,18 @@ def _model_parts(path: Path, users: int, concurrency: int) -> dict:
     n_rows = count_rows(path)
     plans = [plan_parquet(path, target_rows=auto_target_rows(n_rows, concurrency)) for _ in range(3)]
     plan_s = statistics.median(p.seconds for p in plans)
+    import pyarrow as pa
+
+    run_partition(path, plans[0].partitions[0], features_frame, chunk_users=512)  # warm (numba, imports)
     t0 = time.process_time()
     outputs = []
-    for part in plans[0].partitions:
-        outputs.extend(run_partition(path, part, features_frame, chunk_users=512).outputs)
+    for part in plans[0].partitions:  # as a worker does it: features, then the Arrow table
+        job = lambda ts: pa.Table.from_pandas(features_frame(ts), preserve_index=False)  # noqa: E731
+        outputs.extend(run_partition(path, part, job, chunk_users=512).outputs)
     worker_cpu = time.process_time() - t0
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     write_frames(path.with_name("gather.parquet"), iter(outputs))
-    write_s = time.perf_counter() - t0
+    write_s = time.process_time() - t0
     return {"rows": n_rows, "partitions": len(plans[0].partitions), "plan_s": round(plan_s, 4),
             "plan_ms_per_1k_rows": round(1000 * plan_s / n_rows * 1000, 3),
             "plan_us_per_user": round(1e6 * plan_s / users, 2),
@@ -141,59 +145,77 @@ def _model_parts(path: Path, users: int, concurrency: int) -> dict:
             "driver_write_us_per_user": round(1e6 * write_s / users, 2)}
 
 
-def workers_read_bench(path: Path, info: dict, workers: list[int], rounds: int, out_json: Path) -> None:
-    """Throughput against workers, side by side in interleaved rounds on one 2-CPU cluster."""
+def _side_by_side(job: str, path: Path, info: dict, workers: list[int], rounds: int) -> list[dict]:
+    """``job`` ("extract" / "analyze") on the local stream, the driver-read Ray path and
+    workers that read, in interleaved rounds (the order reversed every other round)."""
     import statistics
 
-    import ray
+    from cvx_core.scale.ray_engine import analyze_ray, extract_ray
+    from cvx_core.scale.stream import analyze_stream, extract_stream
 
-    from cvx_core.scale.ray_engine import extract_ray
-    from cvx_core.scale.stream import extract_stream
+    out = path.with_name(f"{job}_out.parquet")
+    local = (lambda: extract_stream(path, out)) if job == "extract" else (lambda: analyze_stream(path, out=out))
+
+    def on_ray(w: int, wr: bool) -> None:
+        if job == "extract":
+            extract_ray(path, out, workers=w, workers_read=wr)
+        else:
+            analyze_ray(path, out=out, workers=w, workers_read=wr)
+
+    configs = [("local streamed", None, False)] + [("ray, driver reads (before)", w, False) for w in workers] + \
+              [("ray, workers read", w, True) for w in workers]
+    for _, w, wr in configs:  # warm-up: imports, numba compiles (here and in the workers)
+        local() if w is None else on_ray(w, wr)
+    times: dict[tuple, list[float]] = {(n, w): [] for n, w, _ in configs}
+    load = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for name, w, wr in (configs if r % 2 == 0 else configs[::-1]):
+            t = time.perf_counter()
+            local() if w is None else on_ray(w, wr)
+            times[(name, w)].append(time.perf_counter() - t)
+        load.append(os.getloadavg()[0])
+    print(f"\n{job} on {info['users']} users, {info['posts']} posts, 2-CPU local Ray cluster, median of {rounds} "
+          f"interleaved rounds; 1-min load average {' / '.join(f'{x:.1f}' for x in load)} (before, after each round)")
+    print(f"{'path':>28} {'workers':>8} {'median s':>9} {'users/s':>9} {'runs s':>24}")
+    rows = []
+    for name, w, _ in configs:
+        ts = times[(name, w)]
+        med = statistics.median(ts)
+        row = {"job": job, "path": name, "workers": w or 1, "median_s": round(med, 3),
+               "users_per_s": round(info["users"] / med, 1), "runs_s": [round(x, 3) for x in ts], "load": load}
+        rows.append(row)
+        print(f"{name:>28} {row['workers']:>8} {med:>9.2f} {row['users_per_s']:>9.0f} "
+              f"{' '.join(f'{x:.2f}' for x in ts):>24}", flush=True)
+    return rows
+
+
+def workers_read_bench(data: dict[str, tuple[Path, dict]], workers: list[int], rounds: int, out_json: Path) -> None:
+    """Throughput against workers, side by side in interleaved rounds on one 2-CPU cluster
+    (``data``: job -> (file, its sizes)), and the projection model's parts."""
+    import ray
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=False,
              configure_logging=False)
     startup = time.perf_counter() - t0
-    configs = [("local streamed", None, False)] + [(f"ray, driver reads (before)", w, False) for w in workers] + \
-              [("ray, workers read", w, True) for w in workers]
-    out = path.with_name("features_ray.parquet")
-    for name, w, wr in configs:  # warm-up: workers import cvx_core, numba compiles
-        if w is not None:
-            extract_ray(path, out, workers=w, workers_read=wr)
-    times: dict[tuple, list[float]] = {(n, w): [] for n, w, _ in configs}
-    for r in range(rounds):
-        for name, w, wr in (configs if r % 2 == 0 else configs[::-1]):
-            t = time.perf_counter()
-            if w is None:
-                extract_stream(path, out)
-            else:
-                extract_ray(path, out, workers=w, workers_read=wr)
-            times[(name, w)].append(time.perf_counter() - t)
+    rows = []
+    for job, (path, info) in data.items():
+        rows += _side_by_side(job, path, info, workers, rounds)
     ray.shutdown()
+    path, info = data["extract"]
     parts = _model_parts(path, info["users"], max(workers))
     load_after = os.getloadavg()
-    rows = []
-    print(f"\nthroughput on {info['users']} users, {info['posts']} posts (extract), 2-CPU local Ray cluster, "
-          f"median of {rounds} interleaved rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    print(f"{'path':>28} {'workers':>8} {'median s':>9} {'users/s':>9} {'runs s':>24}")
-    for name, w, _ in configs:
-        ts = times[(name, w)]
-        med = statistics.median(ts)
-        row = {"path": name, "workers": w or 1, "median_s": round(med, 3), "users_per_s": round(info["users"] / med, 1),
-               "runs_s": [round(x, 3) for x in ts]}
-        rows.append(row)
-        print(f"{name:>28} {row['workers']:>8} {med:>9.2f} {row['users_per_s']:>9.0f} "
-              f"{' '.join(f'{x:.2f}' for x in ts):>24}", flush=True)
     print(f"ray.init (2 CPUs) {startup:.1f} s; planning {parts['plan_ms_per_1k_rows']} ms per 1k rows "
           f"({parts['plan_us_per_user']} us/user, {parts['partitions']} partitions); one worker "
-          f"{parts['worker_users_per_cpu_s']} users per CPU-second (read+parse+features); driver writing "
-          f"{parts['driver_write_us_per_user']} us/user")
+          f"{parts['worker_users_per_cpu_s']} users per CPU-second (read+parse+features+Arrow); driver writing "
+          f"{parts['driver_write_us_per_user']} CPU us/user; load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after")
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                           "note": "shared 2-core VM, other jobs running"},
               "load_average_before": load_before, "load_average_after": load_after, "rounds": rounds,
-              "dataset": info, "ray_init_s": round(startup, 2), "throughput": rows, "model_parts": parts,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "datasets": {job: info for job, (_, info) in data.items()}, "ray_init_s": round(startup, 2),
+              "throughput": rows, "model_parts": parts, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out_json}")
@@ -211,6 +233,7 @@ def main() -> None:
     ap.add_argument("--workers-read", action="store_true",
                     help="only the throughput of workers that read their own row ranges (see above)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--analyze-size", type=int, default=2, help="--workers-read: the analyze file (x 240 users)")
     opts = ap.parse_args()
 
     data_dir = Path(opts.data_dir or tempfile.mkdtemp(prefix="cvx-bench-scale-"))
@@ -232,8 +255,8 @@ def main() -> None:
         return p, files[name]
 
     if opts.workers_read:
-        path, info = dataset(opts.throughput_size)
-        workers_read_bench(path, info, opts.workers, opts.rounds, Path(opts.out).with_name("scale_workers.json"))
+        data = {"extract": dataset(opts.throughput_size), "analyze": dataset(opts.analyze_size)}
+        workers_read_bench(data, opts.workers, opts.rounds, Path(opts.out).with_name("scale_workers.json"))
         return
     memory_rows = []
     print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'CPU s':>8} "

@@ -1,7 +1,7 @@
 """Command line: ``python -m cvx_core train|extract|compare ...``.
 
 - ``train DATA --out RUN_DIR [--test-data TEST | --split-column NAME] [--cv K] [--head auto|linear|mlp]
-  [--config FEATURES.json] [--epochs N --lr X --device auto|cpu|cuda --seed S ...]``:
+  [--config FEATURES.json] [--epochs N --lr X --device auto|cpu|cuda --seed S ...] [--encoder-backend B]``:
   trains the temporal-feature classifier, writes the run folder (see ``cvx_core.learn.runs``)
   and the attention-vs-attribution comparison (``comparison.json``), prints the metrics.
 - ``extract DATA --out FEATURES.parquet``: analytic feature vector per user (columns
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning: encoder learning rate (default 2e-5)")
     t.add_argument("--embedding-cache", default=None,
                    help="SQLite embedding cache for the posts (default: embeddings.sqlite in the run folder)")
+    t.add_argument("--encoder-backend", choices=("torch", "onnx", "onnx-int8"), help="embed DATA's texts by MiniLM first")
     t.add_argument("--no-attention", action="store_true", help="do not learn DimensionAttention")
     t.add_argument("--truth", default=None, help="truth.json with planted_dims (synthetic data) for the comparison")
     t.add_argument("--quiet", action="store_true", help="print only the final metrics")
@@ -233,7 +234,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     mapping = {
         "epochs": args.epochs, "lr": args.lr, "feature_lr": args.feature_lr, "batch_size": args.batch_size,
         "patience": args.patience, "hidden": args.hidden, "max_len": args.max_len, "seed": args.seed,
-        "device": args.device, "text_encoder": args.text_encoder,
+        "device": args.device, "text_encoder": args.text_encoder, "encoder_backend": args.encoder_backend,
         "posts_with_grad": args.posts_with_grad, "micro_batch_posts": args.micro_batch_posts,
         "max_tokens": args.max_tokens, "encoder_lr": args.encoder_lr,
         "head": getattr(args, "head", None), "cv": getattr(args, "cv", None),
@@ -339,6 +340,11 @@ def _train_claimed(args: argparse.Namespace, config: Any) -> int:
         ts = load_text_data(args.data, config)
         mode = "fine-tuned" if not config.freeze_encoder else "frozen"
         print(f"text encoder {config.text_encoder} ({mode}): {finetune_memory_breakdown(config, ts).describe()}", flush=True)
+    elif config.encoder_backend:  # DATA's texts embedded by MiniLM on that backend first, as ``embed`` does
+        from cvx_core.data.text import embed_posts, load_encoder
+        enc = load_encoder("minilm", max_tokens=config.max_tokens, backend=config.encoder_backend)
+        ts = embed_posts(args.data, encoder=enc, cache=args.embedding_cache or str(Path(args.out) / "embeddings.sqlite"),
+                         max_tokens=config.max_tokens)
     else:
         ts = load_trajectories(args.data)
     config = _posts_budget(ts, config)

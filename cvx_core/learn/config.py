@@ -64,6 +64,10 @@ class TrainConfig:
         max_tokens: token window of a transformer text encoder (longer posts are truncated).
         embedding_cache: path of a :class:`cvx_core.data.text.EmbeddingCache` (SQLite) the
             posts are embedded through before training (None: no persistent cache).
+        encoder_backend: None, or how the packaged MiniLM embedded the posts' texts before
+            training on the vectors (``train DATA --encoder-backend torch|onnx|onnx-int8``
+            on a table of texts; :func:`cvx_core.data.text.load_encoder`'s ``backend``).
+            A record of where the embeddings came from: the trainer itself reads vectors.
         features: the temporal features' constants; the default, ``TemporalFeaturesConfig.auto()``,
             chooses the time unit, scales and silence threshold from the training users' gaps
             between posts (cvx_core.features.scales; the resolved values are kept in the run).
@@ -122,6 +126,7 @@ class TrainConfig:
     micro_batch_posts: int = 8
     max_tokens: int = 128
     embedding_cache: str | None = None
+    encoder_backend: str | None = None
     features: TemporalFeaturesConfig = field(default_factory=TemporalFeaturesConfig.auto)
     head: str = "auto"
     mean_inputs: bool = True
@@ -179,6 +184,10 @@ class TrainConfig:
         check(is_int(self.micro_batch_posts) and self.micro_batch_posts >= 1, "micro_batch_posts must be >= 1")
         check(is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens!r}")
         check(self.embedding_cache is None or isinstance(self.embedding_cache, str), "embedding_cache must be None or a path")
+        check(self.encoder_backend in (None, "torch", "onnx", "onnx-int8"),
+              f"encoder_backend must be None, 'torch', 'onnx' or 'onnx-int8', got {self.encoder_backend!r}")
+        check(self.encoder_backend is None or self.text_encoder is None,
+              "encoder_backend embeds the texts before training; with text_encoder the model's own encoder does")
         check(self.group_column is None or (isinstance(self.group_column, str) and self.group_column != ""),
               f"group_column must be None or a column name, got {self.group_column!r}")
         if isinstance(self.features, Mapping):

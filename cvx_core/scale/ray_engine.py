@@ -224,9 +224,12 @@ def _run(ray: Any, chunks: Iterator[UserChunk], encode: Callable[[TrajectorySet]
 # -------------------------------------------------------------------------------------------
 def _part_task(path: str, part: Any, kind: str, options: Any, chunk_users: int) -> PartResult:
     """One Ray task: read partition ``part`` of ``path`` and extract (or analyse) its users."""
-    if kind == "extract":
+    if kind == "extract":  # Arrow tables: the conversion, half the cost of writing, runs here, not on the driver
+        import pyarrow as pa
+
         cfg = None if options is None else TemporalFeaturesConfig.from_dict(options)
-        return run_partition(path, part, lambda ts: features_frame(ts, cfg), chunk_users=chunk_users)
+        return run_partition(path, part, lambda ts: pa.Table.from_pandas(features_frame(ts, cfg), preserve_index=False),
+                             chunk_users=chunk_users)
     opts = dict(options)
     fcfg = TemporalFeaturesConfig.from_dict(opts.pop("features_config"))
     return run_partition(path, part, lambda ts: analyze_chunk(ts, features_config=fcfg, **opts),
