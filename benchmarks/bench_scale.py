@@ -113,36 +113,52 @@ def run(mode: str, args: list[str], *, timeout: float = 3600) -> dict:
     raise RuntimeError(f"{mode} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
-def _model_parts(path: Path, users: int, concurrency: int) -> dict:
-    """The projection's inputs, measured in this process: planning cost, one worker's
-    read+parse+features rate (every partition run here in turn), the driver's writing cost."""
+def _model_parts(path: Path, users: int, concurrency: int, *, job: str = "extract") -> dict:
+    """The projection's inputs for ``job``, measured in this process (CPU seconds): planning,
+    one worker's read+parse+compute rate (every partition run here in turn, after a warm-up
+    partition), and the driver's share per user (folding the partitions' results in order,
+    the cohort sums for analyze, and writing the output Parquet)."""
     import statistics
 
-    from cvx_core.scale.partitions import auto_target_rows, plan_parquet, run_partition
-    from cvx_core.scale.stream import features_frame, write_frames
+    import pyarrow as pa
+
+    from cvx_core.data.parse import FileRules
     from cvx_core.scale.chunks import count_rows
+    from cvx_core.scale.partitions import auto_target_rows, check_against, plan_parquet, run_partition
+    from cvx_core.scale.stream import _CohortSums, analyze_chunk, features_frame, write_frames
 
     n_rows = count_rows(path)
     plans = [plan_parquet(path, target_rows=auto_target_rows(n_rows, concurrency)) for _ in range(3)]
     plan_s = statistics.median(p.seconds for p in plans)
-    import pyarrow as pa
-
-    run_partition(path, plans[0].partitions[0], features_frame, chunk_users=512)  # warm (numba, imports)
+    if job == "extract":
+        def work(ts):  # as a worker does it: features, then the Arrow table
+            return pa.Table.from_pandas(features_frame(ts), preserve_index=False)
+    else:
+        work = analyze_chunk
+    run_partition(path, plans[0].partitions[0], work, chunk_users=512)  # warm (numba, imports)
     t0 = time.process_time()
-    outputs = []
-    for part in plans[0].partitions:  # as a worker does it: features, then the Arrow table
-        job = lambda ts: pa.Table.from_pandas(features_frame(ts), preserve_index=False)  # noqa: E731
-        outputs.extend(run_partition(path, part, job, chunk_users=512).outputs)
+    results = [run_partition(path, part, work, chunk_users=512) for part in plans[0].partitions]
     worker_cpu = time.process_time() - t0
     t0 = time.process_time()
-    write_frames(path.with_name("gather.parquet"), iter(outputs))
-    write_s = time.process_time() - t0
-    return {"rows": n_rows, "partitions": len(plans[0].partitions), "plan_s": round(plan_s, 4),
-            "plan_ms_per_1k_rows": round(1000 * plan_s / n_rows * 1000, 3),
+    rules, sums = FileRules(), _CohortSums()
+
+    def frames():
+        for part, res in zip(plans[0].partitions, results):
+            check_against(path, part, res, rules)
+            for out in res.outputs:
+                if job == "analyze":
+                    sums.add(*out)
+                    out = out[0]
+                yield out
+
+    write_frames(path.with_name("gather.parquet"), frames())
+    driver_s = time.process_time() - t0
+    return {"job": job, "rows": n_rows, "users": users, "partitions": len(plans[0].partitions),
+            "plan_s": round(plan_s, 4), "plan_ms_per_1k_rows": round(1e6 * plan_s / n_rows, 3),
             "plan_us_per_user": round(1e6 * plan_s / users, 2),
             "worker_cpu_s": round(worker_cpu, 3), "worker_users_per_cpu_s": round(users / worker_cpu, 1),
             "worker_ms_per_user": round(1000 * worker_cpu / users, 3),
-            "driver_write_us_per_user": round(1e6 * write_s / users, 2)}
+            "driver_us_per_user": round(1e6 * driver_s / users, 2)}
 
 
 def _side_by_side(job: str, path: Path, info: dict, workers: list[int], rounds: int) -> list[dict]:
@@ -156,6 +172,18 @@ def _side_by_side(job: str, path: Path, info: dict, workers: list[int], rounds: 
     out = path.with_name(f"{job}_out.parquet")
     local = (lambda: extract_stream(path, out)) if job == "extract" else (lambda: analyze_stream(path, out=out))
 
+    from cvx_core.scale import ray_engine
+
+    worker_cpu: list[float] = []
+    real_run_parts = ray_engine._run_parts
+
+    def spy(*args, **kwargs):  # the workers' own CPU seconds, from their partition results
+        for res in real_run_parts(*args, **kwargs):
+            worker_cpu.append(res.cpu_seconds)
+            yield res
+
+    ray_engine._run_parts = spy
+
     def on_ray(w: int, wr: bool) -> None:
         if job == "extract":
             extract_ray(path, out, workers=w, workers_read=wr)
@@ -167,26 +195,49 @@ def _side_by_side(job: str, path: Path, info: dict, workers: list[int], rounds: 
     for _, w, wr in configs:  # warm-up: imports, numba compiles (here and in the workers)
         local() if w is None else on_ray(w, wr)
     times: dict[tuple, list[float]] = {(n, w): [] for n, w, _ in configs}
+    cpu: dict[tuple, list[tuple[float, float]]] = {(n, w): [] for n, w, _ in configs}
     load = [os.getloadavg()[0]]
     for r in range(rounds):
         for name, w, wr in (configs if r % 2 == 0 else configs[::-1]):
-            t = time.perf_counter()
+            worker_cpu.clear()
+            t, c = time.perf_counter(), time.process_time()
             local() if w is None else on_ray(w, wr)
             times[(name, w)].append(time.perf_counter() - t)
+            cpu[(name, w)].append((time.process_time() - c, sum(worker_cpu)))
         load.append(os.getloadavg()[0])
+    ray_engine._run_parts = real_run_parts
     print(f"\n{job} on {info['users']} users, {info['posts']} posts, 2-CPU local Ray cluster, median of {rounds} "
           f"interleaved rounds; 1-min load average {' / '.join(f'{x:.1f}' for x in load)} (before, after each round)")
-    print(f"{'path':>28} {'workers':>8} {'median s':>9} {'users/s':>9} {'runs s':>24}")
+    print(f"{'path':>28} {'workers':>8} {'median s':>9} {'users/s':>9} {'driver CPU ms/user':>19} "
+          f"{'workers CPU ms/user':>20} {'runs s':>24}")
     rows = []
     for name, w, _ in configs:
         ts = times[(name, w)]
         med = statistics.median(ts)
+        drv = statistics.median(c[0] for c in cpu[(name, w)]) * 1000 / info["users"]
+        wrk = statistics.median(c[1] for c in cpu[(name, w)]) * 1000 / info["users"]
         row = {"job": job, "path": name, "workers": w or 1, "median_s": round(med, 3),
-               "users_per_s": round(info["users"] / med, 1), "runs_s": [round(x, 3) for x in ts], "load": load}
+               "users_per_s": round(info["users"] / med, 1), "runs_s": [round(x, 3) for x in ts],
+               "driver_cpu_ms_per_user": round(drv, 3), "workers_cpu_ms_per_user": round(wrk, 3) if wrk else None,
+               "load": load}
         rows.append(row)
-        print(f"{name:>28} {row['workers']:>8} {med:>9.2f} {row['users_per_s']:>9.0f} "
-              f"{' '.join(f'{x:.2f}' for x in ts):>24}", flush=True)
+        print(f"{name:>28} {row['workers']:>8} {med:>9.2f} {row['users_per_s']:>9.0f} {drv:>19.3f} "
+              f"{(f'{wrk:.3f}' if wrk else '-'):>20} {' '.join(f'{x:.2f}' for x in ts):>24}", flush=True)
     return rows
+
+
+def model_parts(data: dict[str, tuple[Path, dict]], workers: list[int]) -> list[dict]:
+    """:func:`_model_parts` for every job, printed."""
+    parts = []
+    print("\nmodel parts (CPU, in-process): planning / one worker / the driver's share")
+    for job, (path, info) in data.items():
+        p = _model_parts(path, info["users"], max(workers), job=job)
+        p["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")  # Ray sets 1 in its workers
+        parts.append(p)
+        print(f"{job:>8}: planning {p['plan_ms_per_1k_rows']} ms per 1k rows ({p['plan_us_per_user']} us/user, "
+              f"{p['partitions']} partitions); one worker {p['worker_ms_per_user']} ms/user "
+              f"({p['worker_users_per_cpu_s']} users per CPU-s); driver {p['driver_us_per_user']} us/user", flush=True)
+    return parts
 
 
 def workers_read_bench(data: dict[str, tuple[Path, dict]], workers: list[int], rounds: int, out_json: Path) -> None:
@@ -203,14 +254,9 @@ def workers_read_bench(data: dict[str, tuple[Path, dict]], workers: list[int], r
     for job, (path, info) in data.items():
         rows += _side_by_side(job, path, info, workers, rounds)
     ray.shutdown()
-    path, info = data["extract"]
-    parts = _model_parts(path, info["users"], max(workers))
+    parts = model_parts(data, workers)
     load_after = os.getloadavg()
-    print(f"ray.init (2 CPUs) {startup:.1f} s; planning {parts['plan_ms_per_1k_rows']} ms per 1k rows "
-          f"({parts['plan_us_per_user']} us/user, {parts['partitions']} partitions); one worker "
-          f"{parts['worker_users_per_cpu_s']} users per CPU-second (read+parse+features+Arrow); driver writing "
-          f"{parts['driver_write_us_per_user']} CPU us/user; load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after")
+    print(f"ray.init (2 CPUs) {startup:.1f} s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                           "note": "shared 2-core VM, other jobs running"},
               "load_average_before": load_before, "load_average_after": load_after, "rounds": rounds,
@@ -233,6 +279,7 @@ def main() -> None:
     ap.add_argument("--workers-read", action="store_true",
                     help="only the throughput of workers that read their own row ranges (see above)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model-parts", action="store_true", help="only the model's parts (see above)")
     ap.add_argument("--analyze-size", type=int, default=2, help="--workers-read: the analyze file (x 240 users)")
     opts = ap.parse_args()
 
@@ -254,9 +301,16 @@ def main() -> None:
             files[name] = info
         return p, files[name]
 
-    if opts.workers_read:
+    if opts.workers_read or opts.model_parts:
         data = {"extract": dataset(opts.throughput_size), "analyze": dataset(opts.analyze_size)}
-        workers_read_bench(data, opts.workers, opts.rounds, Path(opts.out).with_name("scale_workers.json"))
+        out = Path(opts.out).with_name("scale_workers.json")
+        if opts.workers_read:
+            workers_read_bench(data, opts.workers, opts.rounds, out)
+        else:  # the model's parts alone, added to an earlier --workers-read result
+            doc = json.loads(out.read_text()) if out.exists() else {}
+            doc["model_parts"] = model_parts(data, opts.workers)
+            doc["model_parts_load_average"] = os.getloadavg()
+            out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return
     memory_rows = []
     print(f"{'size':>6} {'users':>7} {'posts':>8} {'path':>22} {'peak RSS MB':>12} {'seconds':>9} {'CPU s':>8} "

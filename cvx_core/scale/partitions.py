@@ -81,7 +81,8 @@ class PartResult:
     ``outputs``: ``job``'s return value per chunk, in file order; ``offset_kind`` / ``width``:
     the range's file-wide facts (``FileRules``); ``error``: ``(message, file, row, column,
     user)`` of a :class:`TrajectoryError` raised while reading or parsing, else ``None``;
-    ``not_grouped``: a user's rows were not contiguous after all (ids equal only once parsed).
+    ``not_grouped``: a user's rows were not contiguous after all (ids equal only once parsed);
+    ``seconds`` / ``cpu_seconds``: the worker's wall and CPU time for the partition.
     """
 
     index: int
@@ -94,6 +95,7 @@ class PartResult:
     error: tuple[str, str | None, int | None, str | None, str | None] | None = None
     not_grouped: bool = False
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def auto_target_rows(n_rows: int, workers: int) -> int:
@@ -202,7 +204,7 @@ def run_partition(path: str | os.PathLike, part: Partition, job: Callable[[Traje
                   chunk_users: int, need_embeddings: bool = True, batch_rows: int = BATCH_ROWS) -> PartResult:
     """Read partition ``part`` of ``path`` and run ``job`` on each chunk of ``chunk_users``
     users (what a Ray worker does). Errors in the data come back in :attr:`PartResult.error`."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rules = FileRules()
     outputs: list[Any] = []
     posts = users = 0
@@ -219,7 +221,7 @@ def run_partition(path: str | os.PathLike, part: Partition, job: Callable[[Traje
         err = (str(exc), exc.file, exc.row, exc.column, exc.user)
         return PartResult(part.index, (), 0, 0, 0, rules.offset_kind, rules.width, error=err)
     return PartResult(part.index, tuple(outputs), posts, users, len(outputs), rules.offset_kind, rules.width,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
 
 
 def check_against(path: str | os.PathLike, part: Partition, res: PartResult, rules: FileRules, *,
