@@ -9,6 +9,8 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cvx_core.data.io import load_trajectories
 from cvx_core.data.trajectory import TrajectoryError
@@ -93,3 +95,39 @@ def test_a_compressed_fortran_order_npz_is_refused_above_the_budget_naming_file_
     monkeypatch.setenv("CVX_MAX_NPZ_MB", "8")  # within the budget it is decoded whole, and read
     first = next(iter_user_chunks(path, chunk_users=4)).trajectories
     np.testing.assert_array_equal(first.at(0).embeddings, load_trajectories(path).at(0).embeddings)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch_rows=st.integers(1, 40), chunk_users=st.integers(1, 9), compressed=st.booleans())
+def test_any_batch_and_chunk_size_streams_an_npz_as_the_loader_reads_it(npz_pair, batch_rows, chunk_users, compressed):
+    path, whole = npz_pair[compressed]
+    got = [tr for c in iter_user_chunks(path, chunk_users=chunk_users, batch_rows=batch_rows) for tr in c.trajectories]
+    assert [tr.user_id for tr in got] == whole.user_ids
+    for a, b in zip(got, whole):
+        np.testing.assert_array_equal(a.embeddings, b.embeddings)
+        np.testing.assert_array_equal(a.datetimes, b.datetimes)
+
+
+@pytest.fixture(scope="module")
+def npz_pair(tmp_path_factory, make_planted):
+    folder = tmp_path_factory.mktemp("npz")
+    arrays = _arrays(make_planted(12, seed=7))
+    out = {}
+    for compressed, save in ((False, np.savez), (True, np.savez_compressed)):
+        path = folder / f"p{int(compressed)}.npz"
+        save(path, **arrays)
+        out[compressed] = (path, load_trajectories(path))
+    return out
+
+
+def test_an_npz_not_grouped_by_user_is_grouped_out_of_core_with_the_same_features(make_planted, tmp_path):
+    arrays = _arrays(make_planted(15, seed=8))
+    n = len(arrays["labels"])
+    order = np.r_[np.arange(n)[1::2], np.arange(n)[::2]]
+    path = tmp_path / "shuffled.npz"
+    np.savez_compressed(path, **{k: v[order] for k, v in arrays.items()})
+    res = extract_stream(path, tmp_path / "f.parquet", chunk_users=4)
+    assert not res.grouped
+    want = features_frame(load_trajectories(path)).set_index("user_id").sort_index()
+    got = pd.read_parquet(tmp_path / "f.parquet").set_index("user_id").sort_index()
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False, check_index_type=False)
