@@ -131,3 +131,15 @@ def test_an_npz_not_grouped_by_user_is_grouped_out_of_core_with_the_same_feature
     want = features_frame(load_trajectories(path)).set_index("user_id").sort_index()
     got = pd.read_parquet(tmp_path / "f.parquet").set_index("user_id").sort_index()
     pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False, check_index_type=False)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+def test_a_truncated_npz_is_refused_naming_the_file_not_a_traceback(save, make_planted, tmp_path):
+    path = tmp_path / "cut.npz"
+    save(path, **_arrays(make_planted(10)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(TrajectoryError) as got:
+        for _ in iter_user_chunks(path, chunk_users=3):
+            pass
+    assert got.value.file == "cut.npz" and str(got.value).startswith("cut.npz: ")

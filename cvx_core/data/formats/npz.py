@@ -234,7 +234,13 @@ def npz_batches(path: str | os.PathLike, fname: str, *, batch_rows: int) -> Iter
         by_name, headers = _members(zf, fname, None)
         try:
             for key, header in headers.items():
-                readers[key] = _Rows(p, zf, by_name[key], header, fname, key)
+                try:
+                    readers[key] = _Rows(p, zf, by_name[key], header, fname, key)
+                except (TrajectoryError, MemoryError):
+                    raise
+                except Exception as exc:  # a truncated or damaged member
+                    raise TrajectoryError(f"{fname}: array '{key}' is not readable ({first_line(exc)})",
+                                          file=fname, column=key) from None
             n = headers["embeddings"][0][0]
             for a in range(0, n, batch_rows):
                 k = min(batch_rows, n - a)
