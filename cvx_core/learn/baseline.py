@@ -6,7 +6,15 @@ Choosing a hyper-parameter (``choose_by_validation``): on small data (fewer than
 ``SMALL_DATA`` train + validation users) by stratified inner cross-validation over the
 train and validation users together; otherwise by fitting on the train users and scoring
 the validation users. The score is the log-loss (smooth where AUC saturates at 1 on a
-handful of users); ties go to the first candidate (the strongest regularisation).
+handful of users); ties go to the first candidate (the strongest regularisation). The
+chosen candidate's per-user out-of-fold log-losses are kept (``Selection.per_user``), so
+two candidates scored on the same folds can be compared user by user (a paired test).
+
+The baseline (``logreg_on_vectors``) is then refitted on every non-test user (train and
+validation together, as a plain logistic regression on the same split would be): C was
+chosen by inner CV over exactly those users, and holding the validation users out of the
+final fit only made the reported baseline weaker than a plain regression. Its validation
+AUC comes from a fit on the train users alone (so it is out of sample).
 """
 
 from __future__ import annotations
@@ -43,11 +51,14 @@ class Selection:
         value: the chosen candidate.
         scores: mean validation log-loss of every candidate (lower is better), by candidate.
         how: in words, e.g. "5-fold inner CV on 48 train+val users".
+        per_user: ``[n]`` the chosen candidate's log-loss of each scored user (inner CV: the
+            train+val users in ``train, val`` order, out of fold; else the validation users).
     """
 
     value: Any
     scores: dict[str, float]
     how: str
+    per_user: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def best_score(self) -> float:
@@ -77,27 +88,32 @@ def choose_by_validation(
     k = int(min(inner_cv, counts[counts > 0].min()))
     use_cv = pool.size < small_data and k >= 2
     scores: dict[str, float] = {}
+    per_user: dict[str, np.ndarray] = {}
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: BLAS threads only spin
         for cand in candidates:
-            scores[str(cand)] = _score(make(cand), x, y, split, pool, use_cv, k, labels, n_classes, seed)
+            scores[str(cand)], per_user[str(cand)] = _score(make(cand), x, y, split, pool, use_cv, k, labels,
+                                                            n_classes, seed)
     best = min(candidates, key=lambda c: scores[str(c)])  # min keeps the first of equals
     how = f"{k}-fold inner CV on {pool.size} train+val users" if use_cv else f"{split.val.size} validation users"
-    return Selection(value=best, scores=scores, how=how)
+    return Selection(value=best, scores=scores, how=how, per_user=per_user[str(best)])
 
 
 def _score(est: ClassifierMixin, x: np.ndarray, y: np.ndarray, split: Split, pool: np.ndarray, use_cv: bool,
-           k: int, labels: np.ndarray, n_classes: int, seed: int) -> float:
-    """Validation log-loss of one candidate estimator (inner CV over ``pool`` or train -> val)."""
+           k: int, labels: np.ndarray, n_classes: int, seed: int) -> tuple[float, np.ndarray]:
+    """Validation log-loss of one candidate estimator (inner CV over ``pool`` or train -> val)
+    and each scored user's log-loss ``[n]``."""
     if use_cv:
         folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         proba = cross_val_predict(est, x[pool], y[pool], cv=folds, method="predict_proba")
         proba = _full_columns(proba, np.unique(y[pool]), n_classes)
-        score = log_loss(y[pool], proba, labels=labels)
+        scored = y[pool]
     else:
         est = clone(est).fit(x[split.train], y[split.train])
         proba = _full_columns(est.predict_proba(x[split.val]), est.classes_, n_classes)
-        score = log_loss(y[split.val], proba, labels=labels)
-    return float(score) if math.isfinite(score) else float("inf")
+        scored = y[split.val]
+    score = log_loss(scored, proba, labels=labels)
+    per_user = -np.log(np.clip(proba[np.arange(scored.size), scored], 1e-15, None))
+    return (float(score) if math.isfinite(score) else float("inf")), per_user
 
 
 def _full_columns(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
@@ -125,6 +141,8 @@ class BaselineResult:
         test: full test metrics.
         selection: how ``c`` was chosen and every candidate's score.
         test_proba: ``[n_test, K]`` class probabilities of the test users.
+        estimator: the fitted pipeline (``StandardScaler`` then ``LogisticRegression``, on
+            every non-test user), e.g. for a model head that must predict what it predicts.
     """
 
     val_auc: float
@@ -133,6 +151,7 @@ class BaselineResult:
     test: ClassificationMetrics
     selection: Selection | None = None
     test_proba: np.ndarray | None = field(default=None, repr=False)
+    estimator: Any = field(default=None, repr=False, compare=False)
 
 
 def logreg_on_vectors(
@@ -147,23 +166,23 @@ def logreg_on_vectors(
     small_data: int = SMALL_DATA,
 ) -> BaselineResult:
     """Standardised logistic regression on ``x_all [N, F]`` with class indices ``y_all [N]``:
-    ``C`` chosen by :func:`choose_by_validation`, fitted on the train users, scored on val and test."""
+    ``C`` chosen by :func:`choose_by_validation`, then fitted on every non-test user (train and
+    validation) and scored on test; the validation AUC is a train-only fit's (out of sample)."""
     k = len(classes)
     sel = choose_by_validation(
         lambda c: make_logreg(c, class_weighting=class_weighting), C_GRID, x_all, y_all, split,
         n_classes=k, inner_cv=inner_cv, small_data=small_data, seed=seed,
     )
+    fit = np.concatenate([split.train, split.val])
     with threadpool_limits(limits=1, user_api="blas"):
-        est = make_logreg(sel.value, class_weighting=class_weighting).fit(x_all[split.train], y_all[split.train])
-
-    def proba(idx: np.ndarray) -> np.ndarray:
-        return _full_columns(est.predict_proba(x_all[idx]), est.classes_, k)
-
-    val = classification_metrics(y_all[split.val], proba(split.val), classes)
-    p_test = proba(split.test)
+        on_train = make_logreg(sel.value, class_weighting=class_weighting).fit(x_all[split.train], y_all[split.train])
+        est = make_logreg(sel.value, class_weighting=class_weighting).fit(x_all[fit], y_all[fit])
+    val = classification_metrics(y_all[split.val], _full_columns(on_train.predict_proba(x_all[split.val]),
+                                                                 on_train.classes_, k), classes)
+    p_test = _full_columns(est.predict_proba(x_all[split.test]), est.classes_, k)
     test = classification_metrics(y_all[split.test], p_test, classes)
     return BaselineResult(val_auc=val.auc, test_auc=test.auc, c=float(sel.value), test=test, selection=sel,
-                          test_proba=p_test)
+                          test_proba=p_test, estimator=est)
 
 
 def mean_embeddings(ts: TrajectorySet) -> np.ndarray:

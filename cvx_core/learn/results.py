@@ -191,6 +191,8 @@ class TrainResult:
             "head_c": None if head is None else head.c,
             "head_scores": None if head is None else head.scores,
             "head_candidates": None if head is None else head.candidate_scores,
+            "head_candidates_p": None if head is None else head.candidate_p,
+            "head_alpha": None if head is None else head.alpha,
             "features_add_nothing": self.features_add_nothing,
             "verdict": None if head is None else head.verdict,
             "baseline_val_auc": self.baseline.val_auc,

@@ -69,7 +69,16 @@ from cvx_core.learn.metrics import (
 )
 from cvx_core.learn.model import _recent_texts, build_model_from_spec, predict_proba
 from cvx_core.learn.results import CVResult, EpochRecord, TrainProgress, TrainResult
-from cvx_core.learn.selection import EpochSelector, HeadChoice, HeadLayout, choose_head, multiclass_weights, sk_linear
+from cvx_core.learn.selection import (
+    GUARD_ALPHA,
+    EpochSelector,
+    HeadChoice,
+    HeadLayout,
+    choose_head,
+    multiclass_weights,
+    pipeline_head,
+    sk_linear,
+)
 from cvx_core.learn.splits import (
     Split,
     check_groups,
@@ -399,6 +408,19 @@ class Trainer:
             clf.set_linear_head(w, b)
         return model
 
+    def _adopt_baseline(self, split: Split) -> None:
+        """Set the linear head to the mean-embedding baseline's own regression (fitted on
+        every non-test user), so the model predicts what the reported baseline predicts."""
+        est = self._baseline(split).estimator
+        clf = self._clf
+        if est is None or self.head is None or self.head.head != "linear" or not clf.mean_inputs:
+            return
+        n_feat = clf.out_features
+        cols = np.arange(n_feat - clf.dim, n_feat)  # the mean-embedding block of z
+        w, b = pipeline_head(est, columns=cols, mean=clf.feature_mean[cols].cpu().numpy(),
+                             std=clf.feature_std[cols].cpu().numpy(), n_inputs=clf.n_inputs, k=len(self.classes))
+        clf.set_linear_head(w, b)
+
     def _l2_penalty(self, n_train: int) -> Callable[[], torch.Tensor] | None:
         """The head's L2 term ``scale * sum |W|^2 / (2 C n_train)`` (scale 2 for a binary
         linear head, whose two logit rows are ``-w/2, w/2``: this is scikit-learn's binary
@@ -461,7 +483,8 @@ class Trainer:
                     "classes": list(self.classes),
                     "split": split.as_user_ids(self.data),
                     "head": {"head": self.head.head, "c": self.head.c, "reason": self.head.reason,
-                             "candidate": self.head.candidate, "candidates": self.head.candidate_scores},
+                             "candidate": self.head.candidate, "candidates": self.head.candidate_scores,
+                             "candidates_p": self.head.candidate_p, "alpha": self.head.alpha},
                     "group_column": cfg.group_column,
                     "scales": None if self.scale_choice is None else self.scale_choice.to_dict(),
                 },
@@ -507,7 +530,7 @@ class Trainer:
         hooks = StepHooks(model, opt, cfg)
         batches = math.ceil(split.train.size / cfg.batch_size)
         selector = EpochSelector(min_delta=cfg.min_delta, patience=cfg.patience,
-                                 guard_start=self.head.candidate == "baseline")
+                                 guard_start=self.head.candidate == "baseline", guard_alpha=GUARD_ALPHA / cfg.epochs)
         history: list[EpochRecord] = []
         step, epoch = 0, 0
         interrupted = stopped_early = False
@@ -570,6 +593,10 @@ class Trainer:
                 stopped_early = epoch < cfg.epochs
                 break
         model.load_state_dict(best_state)
+        if selector.guard_start and selector.best_epoch == 0:
+            # no trained epoch beat the baseline: the run *is* the baseline, refitted on train+val as reported
+            self._adopt_baseline(split)
+            self._checkpoint(model, 0, val_auc0, val_loss0)
         return {"selector": selector, "history": tuple(history), "epoch": epoch, "step": step, "batches": batches,
                 "last_loss": last_loss, "interrupted": interrupted, "stopped_early": stopped_early, "amp": use_amp}
 
@@ -605,7 +632,8 @@ class Trainer:
                 f"{head.reason}; trained from the baseline's weights, epoch {selector.best_epoch} lowered the "
                 f"validation log-loss by more than min_delta {cfg.min_delta:g} ({start:.4g} -> "
                 f"{selector.best_loss:.4g}; paired one-sided Wilcoxon over the validation users p = "
-                f"{selector.guard_p:.2g}), so the temporal features stay"))
+                f"{selector.guard_p:.2g} < {selector.guard_alpha:.3g}, 0.05 Bonferroni over {cfg.epochs} epochs), "
+                "so the temporal features stay"))
         return TrainResult(
             model=model, test=test, baseline=baseline, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
             epochs_run=fit["epoch"], stopped_early=fit["stopped_early"], interrupted=fit["interrupted"],
