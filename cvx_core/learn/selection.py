@@ -44,12 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import wilcoxon
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation
+from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation, paired_less_p
 from cvx_core.learn.splits import Split
 
 __all__ = ["AUTO_CANDIDATES", "EpochChoice", "EpochSelector", "HeadChoice", "HeadLayout", "MLP_C_GRID",
@@ -175,12 +174,7 @@ def pipeline_head(estimator: Any, *, columns: np.ndarray, mean: np.ndarray, std:
 def beats_baseline(per_user: np.ndarray | None, baseline: np.ndarray | None) -> float:
     """One-sided p-value of the paired Wilcoxon signed-rank test that ``per_user [n]`` losses are
     below ``baseline [n]`` (the same users); 1.0 when every pair ties, NaN without losses."""
-    if per_user is None or baseline is None or len(per_user) != len(baseline):
-        return math.nan
-    diff = np.asarray(per_user, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    if not np.any(diff != 0):
-        return 1.0
-    return float(wilcoxon(diff, alternative="less", zero_method="zsplit").pvalue)
+    return paired_less_p(per_user, baseline)
 
 
 def candidates_for(head: str, *, has_mean: bool, baseline: bool) -> list[str]:
@@ -232,10 +226,30 @@ def choose_head(
                                               n_classes=n_classes, inner_cv=inner_cv, seed=seed)
     best, p_values, alpha = _winner(kinds, sels)
     sel = sels[best]
+    reason, verdict = _reason(head, kinds, sels, best, p_values, alpha, head_c)
+    return HeadChoice(
+        head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
+        scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
+        candidate_scores={kd: _score_of(kd, sv) for kd, sv in sels.items()},
+        verdict=verdict,
+        uses_mean=best != "cvx" and layout.n_mean > 0, columns=layout.columns(best), candidate_p=p_values,
+        alpha=alpha,
+    )
+
+
+def _score_of(kind: str, sel: Selection) -> float:
+    """A candidate's inner-CV log-loss as compared: the baseline's at its best-calibrated C."""
+    return float(sel.min_score if kind == "baseline" else sel.best_score)
+
+
+def _reason(head: str, kinds: list[str], sels: dict[str, Selection], best: str, p_values: dict[str, float],
+            alpha: float | None, head_c: float | None) -> tuple[str, str | None]:
+    """The head choice in one sentence, and the "add nothing" verdict when the baseline won."""
+    sel = sels[best]
     how = next(s.how for k, s in sels.items() if k != "baseline") if len(sels) > 1 else sel.how
     if len(kinds) > 1:
-        others = ", ".join(f"{_NAMES[o]} ({sels[o].best_score:.3f} at C={sels[o].value:g})" for o in kinds if o != best)
-        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
+        others = ", ".join(f"{_NAMES[o]} ({_score_of(o, sels[o]):.3f}, C={sels[o].value:g})" for o in kinds if o != best)
+        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {_score_of(best, sel):.3f}, C={sel.value:g}) over "
                   f"{others}, by {how}")
     else:
         what = (f"auto: {_NAMES[best]}, the only candidate (the model reads no mean vector)" if head == "auto"
@@ -243,20 +257,16 @@ def choose_head(
         reason = f"{what}; C={sel.value:g}" + (" as given" if head_c is not None else f" by {sel.how}")
     if p_values:
         reason += "; " + _test_words(p_values, alpha)
-    verdict = None
-    if best == "baseline":
-        rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
-        verdict = (f"{NOTHING_ADDED}: no temporal candidate's inner-CV log-loss was below the plain "
-                   f"mean-embedding logistic regression's ({sel.best_score:.3f}; {rest}) by the paired test "
-                   f"({_test_words(p_values, alpha)}), and no trained epoch beat it on validation by more "
-                   "than min_delta and significantly, so the run is that regression")
-    return HeadChoice(
-        head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
-        scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
-        candidate_scores={kd: float(sv.best_score) for kd, sv in sels.items()}, verdict=verdict,
-        uses_mean=best != "cvx" and layout.n_mean > 0, columns=layout.columns(best), candidate_p=p_values,
-        alpha=alpha,
-    )
+    if best != "baseline":
+        return reason, None
+    if "baseline" in sels and sels["baseline"].value != min(sels["baseline"].scores, key=sels["baseline"].scores.get):
+        reason += f"; the baseline's C: {sels['baseline'].how}"
+    rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
+    verdict = (f"{NOTHING_ADDED}: no temporal candidate's inner-CV log-loss was below the plain "
+               f"mean-embedding logistic regression's ({_score_of(best, sel):.3f}; {rest}) by the paired test "
+               f"({_test_words(p_values, alpha)}), and no trained epoch beat it on validation by more "
+               "than min_delta and significantly, so the run is that regression")
+    return reason, verdict
 
 
 def _winner(kinds: list[str], sels: dict[str, Selection]) -> tuple[str, dict[str, float], float | None]:
@@ -268,11 +278,11 @@ def _winner(kinds: list[str], sels: dict[str, Selection]) -> tuple[str, dict[str
     the baseline."""
     if "baseline" not in sels:
         return min(kinds, key=lambda kd: sels[kd].best_score), {}, None  # min keeps the first of equals
-    base = sels["baseline"]
+    base = sels["baseline"]  # compared at its best-calibrated C (its lowest inner-CV loss), like the rivals
     rivals = [kd for kd in kinds if kd != "baseline"]
     alpha = GUARD_ALPHA / max(1, len(rivals))
-    p_values = {kd: beats_baseline(sels[kd].per_user, base.per_user) for kd in rivals}
-    passed = [kd for kd in rivals if sels[kd].best_score < base.best_score and p_values[kd] < alpha]
+    p_values = {kd: beats_baseline(sels[kd].per_user, base.min_per_user) for kd in rivals}
+    passed = [kd for kd in rivals if sels[kd].best_score < base.min_score and p_values[kd] < alpha]
     return (min(passed, key=lambda kd: sels[kd].best_score) if passed else "baseline"), p_values, alpha
 
 
