@@ -242,15 +242,23 @@ def _score_of(kind: str, sel: Selection) -> float:
     return float(sel.min_score if kind == "baseline" else sel.best_score)
 
 
+def _c_of(kind: str, sel: Selection) -> float:
+    """The C at which :func:`_score_of` scored the candidate."""
+    if kind != "baseline":
+        return float(sel.value)
+    return float(min(sel.scores, key=lambda c: sel.scores[c]))
+
+
 def _reason(head: str, kinds: list[str], sels: dict[str, Selection], best: str, p_values: dict[str, float],
             alpha: float | None, head_c: float | None) -> tuple[str, str | None]:
     """The head choice in one sentence, and the "add nothing" verdict when the baseline won."""
     sel = sels[best]
     how = next(s.how for k, s in sels.items() if k != "baseline") if len(sels) > 1 else sel.how
     if len(kinds) > 1:
-        others = ", ".join(f"{_NAMES[o]} ({_score_of(o, sels[o]):.3f}, C={sels[o].value:g})" for o in kinds if o != best)
-        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {_score_of(best, sel):.3f}, C={sel.value:g}) over "
-                  f"{others}, by {how}")
+        others = ", ".join(f"{_NAMES[o]} ({_score_of(o, sels[o]):.3f} at C={_c_of(o, sels[o]):g})"
+                           for o in kinds if o != best)
+        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {_score_of(best, sel):.3f} at C={_c_of(best, sel):g}) "
+                  f"over {others}, by {how}")
     else:
         what = (f"auto: {_NAMES[best]}, the only candidate (the model reads no mean vector)" if head == "auto"
                 else f"{best if best == 'mlp' else 'linear'} as asked")
@@ -259,8 +267,8 @@ def _reason(head: str, kinds: list[str], sels: dict[str, Selection], best: str, 
         reason += "; " + _test_words(p_values, alpha)
     if best != "baseline":
         return reason, None
-    if "baseline" in sels and sels["baseline"].value != min(sels["baseline"].scores, key=sels["baseline"].scores.get):
-        reason += f"; the baseline's C: {sels['baseline'].how}"
+    if _c_of("baseline", sel) != sel.value:
+        reason += f"; the baseline itself is fitted at C={sel.value:g} ({sel.how})"
     rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
     verdict = (f"{NOTHING_ADDED}: no temporal candidate's inner-CV log-loss was below the plain "
                f"mean-embedding logistic regression's ({_score_of(best, sel):.3f}; {rest}) by the paired test "
