@@ -7,7 +7,8 @@ speech and text sets that ship inside registry packages; sources and licences th
   ``scales="auto"`` resolved on the training users (``cvx_core.features.scales``), CPU,
   no bootstrap;
 - **its baseline**: the mean-embedding logistic regression the trainer reports beside it
-  (``C`` chosen by validation);
+  (class-weighted; ``C`` = 1 unless another value is better by a paired test on the inner-CV
+  per-user log-losses; fitted on every non-test user, see ``cvx_core.learn.baseline``);
 - **plain LR**: scikit-learn's ``LogisticRegression`` (C=1, standardised inputs) on each
   user's mean vector, fitted on every non-test user, independent of CVX's code;
 - **MiniRocket**: ``aeon`` 1.6.0's ``MiniRocketClassifier`` on the raw series (time-series

@@ -158,7 +158,8 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
     """CVX's classifier as a scikit-learn estimator (``cvx_core.learn.trainer.Trainer`` inside).
 
     ``fit`` holds out ``val_fraction`` of the users (stratified) for early stopping and for
-    choosing the head; any label type works (encoded with ``LabelEncoder``; ``classes_``).
+    choosing the head, and does only the fit (:meth:`Trainer.fit`: no test metrics, baseline
+    evaluation, bootstrap or early detection, so a ``GridSearchCV`` candidate pays for none); any label type works (encoded with ``LabelEncoder``; ``classes_``).
     The parameters are :class:`~cvx_core.learn.config.TrainConfig` fields; ``features`` is a
     :class:`TemporalFeaturesConfig` or a dict of its fields.
     """
@@ -225,8 +226,9 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
         everyone = np.arange(len(ts))
         split = validation_split(ts.labels, everyone, np.array([], dtype=np.int64), val_fraction=cfg.val_fraction,
                                  seed=cfg.seed)
-        split = Split(train=split.train, val=split.val, test=split.val)  # scored on val: fit reports no test
-        result = Trainer(ts, cfg, split=split).run()
+        # the fit alone (no test users: no baseline evaluation, bootstrap or early detection)
+        split = Split(train=split.train, val=split.val, test=np.array([], dtype=np.int64))
+        result = Trainer(ts, cfg, split=split).fit()
         self.model_ = result.model
         self.head_ = result.head.head if result.head else None
         self.head_choice_ = result.head.reason if result.head else None

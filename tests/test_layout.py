@@ -148,8 +148,8 @@ def _private_uses(path: Path, root: Path) -> list[tuple[str, str]]:
     return [(m, n) for m, n in out if m.rsplit(".", 1)[0] != mine and m != mine]
 
 
-# known and owned elsewhere (issue 27 item 2: DDP must override nothing private); remove when fixed
-KNOWN_PRIVATE_IMPORTS = {("cvx_core.scale.ddp", "cvx_core.learn.trainer", "_inputs_to")}
+# known private imports across packages (none since issue 27 item 2: DDP overrides and imports only public names)
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 def _all_private_uses() -> set[tuple[str, str, str]]:

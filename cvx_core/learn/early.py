@@ -33,7 +33,7 @@ from torch import nn
 
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.learn.metrics import macro_auc
-from cvx_core.learn.model import predict_proba
+from cvx_core.learn.model import classifier_of, predict_proba
 
 __all__ = ["EarlyDetection", "early_detection", "erde", "f_latency", "latency_penalty", "prefix_set", "post_grid"]
 
@@ -177,7 +177,7 @@ def early_detection(
         raise ValueError(f"by must be 'posts' or 'days', got {by!r}")
     if len(ts) == 0 or not ts.has_labels:
         raise ValueError("early detection needs labelled users")
-    clf = model.classifier if hasattr(model, "classifier") else model
+    clf = classifier_of(model)
     n_classes = int(clf.n_classes)
     classes = sorted(set(int(v) for v in ts.labels)) if classes is None else [int(c) for c in classes]
     if len(classes) != n_classes:

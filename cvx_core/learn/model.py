@@ -208,6 +208,12 @@ def build_model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
 
 
 
+def classifier_of(model: nn.Module) -> TrajectoryClassifier:
+    """The :class:`TrajectoryClassifier` of a model: itself, or an end-to-end text model's
+    ``classifier`` (what reads the features, holds the normalisation and the head)."""
+    return getattr(model, "classifier", model)
+
+
 def _recent_texts(data: TrajectorySet, indices: Sequence[int], lengths: Sequence[int]) -> list[list[str]]:
     """The texts of each user's last ``lengths[k]`` posts (the posts a padded batch kept)."""
     out = []
@@ -238,7 +244,7 @@ def predict_proba(
     text_mode = hasattr(model, "encoder")
     if text_mode and not data.has_text:
         raise ValueError("this model reads texts, but the data has none")
-    n_classes = model.classifier.n_classes if text_mode else model.n_classes
+    n_classes = classifier_of(model).n_classes
     out = np.zeros((idx.size, n_classes), dtype=np.float64)
     pos = {int(i): k for k, i in enumerate(idx)}
     for b in length_buckets(data.lengths, idx, batch_size):

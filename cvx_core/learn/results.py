@@ -18,7 +18,7 @@ from cvx_core.learn.metrics import ClassificationMetrics
 from cvx_core.learn.selection import EpochChoice, HeadChoice
 from cvx_core.learn.splits import Split
 
-__all__ = ["CVResult", "EpochChoice", "EpochRecord", "HeadChoice", "TrainProgress", "TrainResult"]
+__all__ = ["CVResult", "EpochChoice", "EpochRecord", "FitResult", "HeadChoice", "TrainProgress", "TrainResult"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,50 @@ class EpochRecord:
     val_loss: float
     val_auc: float
     seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """What :meth:`cvx_core.learn.trainer.Trainer.fit` returns: the fitted model and how it
+    was chosen, with no test evaluation (no test metrics, baseline, bootstrap or early
+    detection; :meth:`~cvx_core.learn.trainer.Trainer.evaluate` adds them).
+
+    Attributes:
+        model: the model holding the kept epoch's weights, eval mode.
+        split: the users of each split.
+        head: the head used and why.
+        epoch_choice: why the kept epoch won.
+        history: per-epoch curves.
+        epochs_run: epochs started (an interrupted epoch counts).
+        steps, steps_per_epoch: optimisation steps done, batches per epoch.
+        last_loss: the last step's training loss (NaN without a step).
+        stopped_early: patience ran out before ``epochs``.
+        interrupted: ``should_stop`` ended training.
+        mixed_precision: the head's steps ran under bf16 autocast.
+        seconds: wall time from the start of the fit.
+    """
+
+    model: nn.Module
+    split: Split
+    head: HeadChoice
+    epoch_choice: EpochChoice
+    history: tuple[EpochRecord, ...]
+    epochs_run: int
+    steps: int
+    steps_per_epoch: int
+    last_loss: float
+    stopped_early: bool
+    interrupted: bool
+    mixed_precision: bool
+    seconds: float
+
+    @property
+    def best_epoch(self) -> int:
+        return self.epoch_choice.epoch
+
+    @property
+    def best_val_auc(self) -> float:
+        return self.epoch_choice.val_auc
 
 
 @dataclass(frozen=True)
@@ -191,6 +235,8 @@ class TrainResult:
             "head_c": None if head is None else head.c,
             "head_scores": None if head is None else head.scores,
             "head_candidates": None if head is None else head.candidate_scores,
+            "head_candidates_p": None if head is None else head.candidate_p,
+            "head_alpha": None if head is None else head.alpha,
             "features_add_nothing": self.features_add_nothing,
             "verdict": None if head is None else head.verdict,
             "baseline_val_auc": self.baseline.val_auc,

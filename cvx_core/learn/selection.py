@@ -6,19 +6,28 @@ values, each candidate is a logistic regression on a set of the head's input col
 scored by the same inner cross-validated log-loss (``choose_by_validation``, same folds):
 
 - ``"baseline"``: the mean embedding only, i.e. the plain mean-embedding logistic
-  regression itself (its scores are the baseline's own selection). When it wins, the model
-  (features plus mean vector) *starts as* that regression (zero weight on the features),
-  and training keeps a later epoch only if its validation log-loss is lower than the
-  baseline's by more than ``min_delta`` and the per-user losses are lower by a paired
-  one-sided Wilcoxon signed-rank test at p < 0.05 (``EpochSelector(guard_start=True)``,
-  ``scipy.stats.wilcoxon``). If none is,
-  the run is the baseline and says "the temporal features add nothing on this data".
+  regression itself (its scores are the baseline's own selection).
 - ``"cvx"``: CVX's temporal features only.
 - ``"cvx+mean"``: CVX's temporal features and the mean vector.
 
-Ties go to the first candidate in that order (the simplest). ``head="linear"`` trains a
-linear head on the features (and the mean vector with ``mean_inputs``), ``head="mlp"`` an
-MLP on them, their L2 strength chosen the same way.
+The baseline is the default; it is not one candidate among equals. A temporal candidate
+replaces it only when its per-user out-of-fold log-losses are lower than the baseline's on
+the same folds by a paired one-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``)
+at p < 0.05, Bonferroni-corrected over the temporal candidates weighed (two: each at
+0.025), and its mean inner-CV log-loss is lower too. Among those that pass, the lowest
+mean loss wins. On small or uninformative data no candidate passes, and the run says "the
+temporal features add nothing on this data": a lower mean on 28 users is not evidence.
+
+When the baseline wins, the model (features plus mean vector) *starts as* that regression
+(zero weight on the features), and training keeps a later epoch only if its validation
+log-loss is lower than the baseline's by more than ``min_delta`` and the per-user losses
+are lower by a paired one-sided Wilcoxon test at p < 0.05 / ``epochs`` (Bonferroni over
+the epochs that may be tested: ``EpochSelector(guard_start=True, guard_alpha=...)``). If
+none is, the run is the baseline (refitted on train and validation users, as the reported
+baseline is) and says so.
+
+``head="linear"`` trains a linear head on the features (and the mean vector with
+``mean_inputs``), ``head="mlp"`` an MLP on them, their L2 strength chosen the same way.
 
 The epoch (:class:`EpochSelector`): the lowest validation log-loss (cross-entropy,
 class-weighted like the training loss) is kept; patience counts epochs without a fall of
@@ -35,12 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import wilcoxon
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation
+from cvx_core.learn.baseline import C_GRID, Selection, choose_by_validation, paired_less_p
 from cvx_core.learn.splits import Split
 
 __all__ = ["AUTO_CANDIDATES", "EpochChoice", "EpochSelector", "HeadChoice", "HeadLayout", "MLP_C_GRID",
@@ -51,7 +59,8 @@ MLP_C_GRID: tuple[float, ...] = (0.1, 1.0, 10.0)
 #: what ``head="auto"`` chooses among, in tie-break order
 AUTO_CANDIDATES: tuple[str, ...] = ("baseline", "cvx", "cvx+mean")
 NOTHING_ADDED = "the temporal features add nothing on this data"
-#: cut-off of the paired one-sided Wilcoxon test a trained epoch must pass to replace a baseline start
+#: family-wise cut-off of the paired one-sided Wilcoxon tests that let a temporal candidate, or a
+#: trained epoch, replace the baseline (Bonferroni: divided by the candidates / epochs tested)
 GUARD_ALPHA = 0.05
 _NAMES = {"baseline": "mean-embedding LR (the baseline)", "cvx": "temporal features",
           "cvx+mean": "temporal features + mean vector", "mlp": "mlp"}
@@ -73,6 +82,10 @@ class HeadChoice:
             won the choice and no trained epoch beat it, else None.
         uses_mean: the model reads the mean embedding (``mean_inputs``).
         columns: ``[n]`` the probe's head-input columns the candidate was fitted on.
+        candidate_p: for each temporal candidate, the one-sided p-value of the paired
+            Wilcoxon test that its per-user inner-CV log-loss is below the baseline's
+            (absent without a baseline candidate).
+        alpha: the cut-off each ``candidate_p`` was held to (0.05 / candidates tested).
     """
 
     head: str
@@ -84,7 +97,8 @@ class HeadChoice:
     verdict: str | None = None
     uses_mean: bool = True
     columns: np.ndarray | None = field(default=None, repr=False, compare=False)
-
+    candidate_p: dict[str, float] = field(default_factory=dict)
+    alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,13 @@ def sk_mlp(c: float, hidden: int, seed: int) -> MLPClassifier:
 def multiclass_weights(lr: LogisticRegression, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Logit rows ``W [K, n_in]``, ``b [K]`` equal in softmax to a fitted logistic regression
     (binary: rows ``-w/2, w/2``; a class the fit never saw gets a very negative bias)."""
-    coef, icpt = lr.coef_, lr.intercept_
-    seen = lr.classes_.astype(np.int64)
+    return logit_rows(lr.coef_, lr.intercept_, lr.classes_, k)
+
+
+def logit_rows(coef: np.ndarray, icpt: np.ndarray, classes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`multiclass_weights` from a regression's ``coef [K' or 1, n_in]``, ``icpt`` and ``classes``."""
+    coef, icpt = np.asarray(coef, dtype=np.float64), np.asarray(icpt, dtype=np.float64)
+    seen = np.asarray(classes).astype(np.int64)
     w = np.zeros((k, coef.shape[1]))
     b = np.full(k, -30.0)
     if coef.shape[0] == 1:  # binary
@@ -131,6 +150,31 @@ def multiclass_weights(lr: LogisticRegression, k: int) -> tuple[np.ndarray, np.n
         return w, b
     w[seen], b[seen] = coef, icpt
     return w, b
+
+
+def pipeline_head(estimator: Any, *, columns: np.ndarray, mean: np.ndarray, std: np.ndarray, n_inputs: int,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear-head rows ``W [K, n_inputs]``, ``b [K]`` whose logits on the model's standardised
+    inputs ``z = (x - mean) / std`` equal a fitted ``StandardScaler -> LogisticRegression``
+    pipeline's on the raw ``x[:, columns]`` (e.g. the mean-embedding baseline's, refitted on
+    other users with other statistics): ``coef . (x - m) / s = (coef * std / s) . z + coef .
+    (mean - m) / s``. ``mean``, ``std``: the model's statistics of those columns."""
+    scaler, lr = estimator[0], estimator[-1]
+    s = np.asarray(scaler.scale_, dtype=np.float64)
+    coef = np.asarray(lr.coef_, dtype=np.float64)
+    w_sub = coef * (np.asarray(std, dtype=np.float64) / s)[None, :]
+    icpt = np.asarray(lr.intercept_, dtype=np.float64) + coef @ ((np.asarray(mean, dtype=np.float64)
+                                                                  - scaler.mean_) / s)
+    rows, b = logit_rows(w_sub, icpt, lr.classes_, k)
+    w = np.zeros((k, n_inputs))
+    w[:, columns] = rows
+    return w, b
+
+
+def beats_baseline(per_user: np.ndarray | None, baseline: np.ndarray | None) -> float:
+    """One-sided p-value of the paired Wilcoxon signed-rank test that ``per_user [n]`` losses are
+    below ``baseline [n]`` (the same users); 1.0 when every pair ties, NaN without losses."""
+    return paired_less_p(per_user, baseline)
 
 
 def candidates_for(head: str, *, has_mean: bool, baseline: bool) -> list[str]:
@@ -180,29 +224,80 @@ def choose_head(
             warnings.simplefilter("ignore", ConvergenceWarning)
             sels[kind] = choose_by_validation(make, list(grid), h[:, layout.columns(kind)], y, split,
                                               n_classes=n_classes, inner_cv=inner_cv, seed=seed)
-    best = min(kinds, key=lambda kd: sels[kd].best_score)  # min keeps the first of equals
+    best, p_values, alpha = _winner(kinds, sels)
+    sel = sels[best]
+    reason, verdict = _reason(head, kinds, sels, best, p_values, alpha, head_c)
+    return HeadChoice(
+        head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
+        scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
+        candidate_scores={kd: _score_of(kd, sv) for kd, sv in sels.items()},
+        verdict=verdict,
+        uses_mean=best != "cvx" and layout.n_mean > 0, columns=layout.columns(best), candidate_p=p_values,
+        alpha=alpha,
+    )
+
+
+def _score_of(kind: str, sel: Selection) -> float:
+    """A candidate's inner-CV log-loss as compared: the baseline's at its best-calibrated C."""
+    return float(sel.min_score if kind == "baseline" else sel.best_score)
+
+
+def _c_of(kind: str, sel: Selection) -> float:
+    """The C at which :func:`_score_of` scored the candidate."""
+    if kind != "baseline":
+        return float(sel.value)
+    return float(min(sel.scores, key=lambda c: sel.scores[c]))
+
+
+def _reason(head: str, kinds: list[str], sels: dict[str, Selection], best: str, p_values: dict[str, float],
+            alpha: float | None, head_c: float | None) -> tuple[str, str | None]:
+    """The head choice in one sentence, and the "add nothing" verdict when the baseline won."""
     sel = sels[best]
     how = next(s.how for k, s in sels.items() if k != "baseline") if len(sels) > 1 else sel.how
     if len(kinds) > 1:
-        others = ", ".join(f"{_NAMES[o]} ({sels[o].best_score:.3f} at C={sels[o].value:g})" for o in kinds if o != best)
-        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {sel.best_score:.3f} at C={sel.value:g}) over "
-                  f"{others}, by {how}")
+        others = ", ".join(f"{_NAMES[o]} ({_score_of(o, sels[o]):.3f} at C={_c_of(o, sels[o]):g})"
+                           for o in kinds if o != best)
+        reason = (f"{head}: {_NAMES[best]} (inner-CV log-loss {_score_of(best, sel):.3f} at C={_c_of(best, sel):g}) "
+                  f"over {others}, by {how}")
     else:
         what = (f"auto: {_NAMES[best]}, the only candidate (the model reads no mean vector)" if head == "auto"
                 else f"{best if best == 'mlp' else 'linear'} as asked")
         reason = f"{what}; C={sel.value:g}" + (" as given" if head_c is not None else f" by {sel.how}")
-    verdict = None
-    if best == "baseline":
-        rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
-        verdict = (f"{NOTHING_ADDED}: the plain mean-embedding logistic regression had the lowest inner-CV "
-                   f"log-loss ({sel.best_score:.3f}; {rest}), and no trained epoch beat it on validation by "
-                   "more than min_delta, so the run is that regression")
-    return HeadChoice(
-        head="mlp" if best == "mlp" else "linear", c=float(sel.value), reason=reason,
-        scores={kd: dict(sv.scores) for kd, sv in sels.items()}, candidate=best,
-        candidate_scores={kd: float(sv.best_score) for kd, sv in sels.items()}, verdict=verdict,
-        uses_mean=best != "cvx" and layout.n_mean > 0, columns=layout.columns(best),
-    )
+    if p_values:
+        reason += "; " + _test_words(p_values, alpha)
+    if best != "baseline":
+        return reason, None
+    if _c_of("baseline", sel) != sel.value:
+        reason += f"; the baseline itself is fitted at C={sel.value:g} ({sel.how})"
+    rest = ", ".join(f"{_NAMES[o]} {sels[o].best_score:.3f}" for o in kinds if o != best)
+    verdict = (f"{NOTHING_ADDED}: no temporal candidate's inner-CV log-loss was below the plain "
+               f"mean-embedding logistic regression's ({_score_of(best, sel):.3f}; {rest}) by the paired test "
+               f"({_test_words(p_values, alpha)}), and no trained epoch beat it on validation by more "
+               "than min_delta and significantly, so the run is that regression")
+    return reason, verdict
+
+
+def _winner(kinds: list[str], sels: dict[str, Selection]) -> tuple[str, dict[str, float], float | None]:
+    """The chosen candidate, each temporal candidate's p against the baseline, and the cut-off.
+
+    Without a baseline candidate: the lowest inner-CV log-loss (ties: the first). With one:
+    the lowest among the temporal candidates whose loss is lower and significantly so by a
+    paired one-sided Wilcoxon test at ``GUARD_ALPHA / m`` (``m`` temporal candidates), else
+    the baseline."""
+    if "baseline" not in sels:
+        return min(kinds, key=lambda kd: sels[kd].best_score), {}, None  # min keeps the first of equals
+    base = sels["baseline"]  # compared at its best-calibrated C (its lowest inner-CV loss), like the rivals
+    rivals = [kd for kd in kinds if kd != "baseline"]
+    alpha = GUARD_ALPHA / max(1, len(rivals))
+    p_values = {kd: beats_baseline(sels[kd].per_user, base.min_per_user) for kd in rivals}
+    passed = [kd for kd in rivals if sels[kd].best_score < base.min_score and p_values[kd] < alpha]
+    return (min(passed, key=lambda kd: sels[kd].best_score) if passed else "baseline"), p_values, alpha
+
+
+def _test_words(p_values: dict[str, float], alpha: float | None) -> str:
+    ps = ", ".join(f"{_NAMES[kd]} p = {p:.2g}" for kd, p in p_values.items())
+    return (f"paired one-sided Wilcoxon over the users' out-of-fold log-losses against the baseline, {ps}; "
+            f"cut-off {alpha:.3g} (0.05 Bonferroni over {len(p_values)})")
 
 
 @dataclass(frozen=True)
@@ -243,10 +338,13 @@ class EpochSelector:
     does, and fires at ``patience``. So a run whose loss creeps down by less than
     ``min_delta`` an epoch stops, and keeps its lowest epoch. With ``guard_start`` the
     starting weights (epoch 0, e.g. the plain baseline) stay kept unless a later epoch is
-    lower by more than ``min_delta``."""
+    lower by more than ``min_delta`` and significantly (paired one-sided Wilcoxon over the
+    validation users at ``guard_alpha``)."""
 
-    def __init__(self, *, min_delta: float, patience: int, guard_start: bool = False) -> None:
+    def __init__(self, *, min_delta: float, patience: int, guard_start: bool = False,
+                 guard_alpha: float = GUARD_ALPHA) -> None:
         self.guard_start = bool(guard_start)
+        self.guard_alpha = float(guard_alpha)
         self._start_losses: np.ndarray | None = None  # [n_val] per-user log-loss of the starting weights
         self.guard_p = math.nan  # the last guard test's p-value
         self.min_delta = float(min_delta)
@@ -285,12 +383,8 @@ class EpochSelector:
         start = self._start_losses
         if per_user is None or start is None or len(start) != len(per_user):
             return True  # no per-user losses: the min_delta rule alone
-        diff = np.asarray(per_user, dtype=np.float64) - start
-        if not np.any(diff != 0):
-            return False
-        p = wilcoxon(diff, alternative="less", zero_method="zsplit").pvalue
-        self.guard_p = float(p)
-        return bool(p < GUARD_ALPHA)
+        self.guard_p = beats_baseline(per_user, start)
+        return bool(self.guard_p < self.guard_alpha)
 
     @property
     def should_stop(self) -> bool:
@@ -319,7 +413,7 @@ class EpochSelector:
         if self.guard_start:
             reason += (f"; the starting weights were the plain baseline, which a trained epoch had to beat by "
                        f"more than min_delta {self.min_delta:g} and significantly over the validation users "
-                       f"(paired one-sided Wilcoxon signed-rank on per-user log-loss, p < {GUARD_ALPHA:g})")
+                       f"(paired one-sided Wilcoxon signed-rank on per-user log-loss, p < {self.guard_alpha:.3g})")
         last = self.scored[-1][0]
         if self.bad_epochs >= self.patience:
             reason += (f"; stopped after epoch {last}: {self.bad_epochs} epochs without a fall of more than "

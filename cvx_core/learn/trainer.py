@@ -34,6 +34,14 @@ users. Progress goes to callbacks (``on_train_start``, ``on_step_end``, ``on_epo
 ``on_checkpoint``, ``on_train_end``) and a ``should_stop`` callable or
 ``threading.Event`` is checked at every step.
 
+The run is a loop plus steps: :meth:`Trainer.run` is :meth:`Trainer.fit` (split, head
+choice, the epoch loop with its callbacks, the kept epoch) then :meth:`Trainer.evaluate`,
+which composes the steps of :mod:`cvx_core.learn.steps` (test metrics, the baseline, the
+bootstrap intervals, the warnings, early detection) and :func:`cross_validate`. The
+scikit-learn estimator calls ``fit`` alone. Data-parallel training
+(:mod:`cvx_core.scale.ddp`) overrides the public hooks ``prepare_model``, ``batch_loss``,
+``baseline`` and ``baseline_selection``.
+
 Precision: features are computed in ``feature_dtype`` (float32 by default, float64 on
 request) and never under autocast (cosines and variances cancel badly in low precision);
 on CUDA, with ``mixed_precision=True``, only the head runs under bf16 autocast.
@@ -58,18 +66,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from cvx_core.data.trajectory import TrajectorySet
-from cvx_core.learn.baseline import BaselineResult, mean_embedding_baseline
+from cvx_core.learn.baseline import BaselineResult, Selection, mean_embedding_fit, mean_embedding_selection
 from cvx_core.learn.config import TrainConfig, resolve_device
-from cvx_core.learn.metrics import (
-    class_weights,
-    classification_metrics,
-    metric_intervals,
-    small_data_warnings,
-    split_size_warnings,
+from cvx_core.learn.metrics import class_weights, classification_metrics
+from cvx_core.learn.model import TrajectoryClassifier, _recent_texts, build_model_from_spec, classifier_of, predict_proba
+from cvx_core.learn.optim import HEAD_LR_FAN_IN, head_param_groups, l2_penalty, param_groups
+from cvx_core.learn.results import CVResult, EpochRecord, FitResult, TrainProgress, TrainResult
+from cvx_core.learn.selection import (
+    GUARD_ALPHA,
+    EpochSelector,
+    HeadChoice,
+    HeadLayout,
+    choose_head,
+    multiclass_weights,
+    pipeline_head,
+    sk_linear,
 )
-from cvx_core.learn.model import _recent_texts, build_model_from_spec, predict_proba
-from cvx_core.learn.results import CVResult, EpochRecord, TrainProgress, TrainResult
-from cvx_core.learn.selection import EpochSelector, HeadChoice, HeadLayout, choose_head, multiclass_weights, sk_linear
 from cvx_core.learn.splits import (
     Split,
     check_groups,
@@ -80,12 +92,20 @@ from cvx_core.learn.splits import (
     user_groups,
     validation_split,
 )
+from cvx_core.learn.steps import (
+    EARLY_DENSE_CUTS,
+    EARLY_EXTRA_CUTS,
+    baseline_step,
+    early_step,
+    evaluation_step,
+    inputs_to,
+    interval_step,
+    run_files_step,
+    warning_step,
+)
 
-__all__ = ["CALLBACK_EVENTS", "CVResult", "EpochRecord", "HeadChoice", "TrainProgress", "TrainResult", "Trainer",
-           "cross_validate", "head_param_groups", "train"]
-
-#: the run's own early-detection curve: every cut up to this many posts, then ``EARLY_EXTRA_CUTS`` geometric steps
-EARLY_DENSE_CUTS, EARLY_EXTRA_CUTS = 20, 10
+__all__ = ["CALLBACK_EVENTS", "CVResult", "EARLY_DENSE_CUTS", "EARLY_EXTRA_CUTS", "EpochRecord", "FitResult",
+           "HEAD_LR_FAN_IN", "HeadChoice", "TrainProgress", "TrainResult", "Trainer", "cross_validate", "head_param_groups", "train"]
 
 CALLBACK_EVENTS = ("on_train_start", "on_step_end", "on_epoch_end", "on_checkpoint", "on_train_end")
 
@@ -102,10 +122,26 @@ def _stop_requested(signal: StopSignal) -> bool:
     return bool(signal())
 
 
+class _Loop:
+    """The epoch loop's running state (one :meth:`Trainer.fit`)."""
 
+    def __init__(self, selector: EpochSelector, batches: int, t0: float) -> None:
+        self.selector = selector
+        self.batches = batches
+        self.t0 = t0
+        self.history: list[EpochRecord] = []
+        self.step = 0
+        self.epoch = 0
+        self.last_loss = float("nan")
+        self.interrupted = False
+        self.stopped_early = False
+        self.best_state: dict[str, torch.Tensor] = {}
 
-def _inputs_to(inputs: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
-    return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+    def progress(self, event: str, **kw: Any) -> TrainProgress:
+        s = self.selector
+        return TrainProgress(event, self.epoch, self.step, self.batches, loss=self.last_loss,
+                             best_val_auc=s.best_auc, best_epoch=s.best_epoch, best_val_loss=s.best_loss,
+                             elapsed_s=time.perf_counter() - self.t0, **kw)
 
 
 class Trainer:
@@ -115,7 +151,8 @@ class Trainer:
 
         trainer = Trainer(ts, TrainConfig(epochs=20), run_dir="runs/a")
         trainer.add_callback("on_epoch_end", lambda p: print(p.epoch, p.val_auc))
-        result = trainer.run()
+        result = trainer.run()          # fit, then evaluate on the test users
+        fitted = trainer.fit()          # or the fit alone (a FitResult)
 
     ``test_data`` (a TrajectorySet of other users) is scored as the test set, validation
     users are drawn from ``data``. ``split`` gives the split directly: a :class:`Split` of
@@ -125,11 +162,14 @@ class Trainer:
     every step; when it fires, training ends and the best checkpoint so far is kept (the
     starting weights are the first checkpoint, evaluated before any step).
 
-    ``trainer.model`` is the model being trained (set by ``run``; callbacks may read it):
-    during the run it holds the latest weights, after it the best checkpoint's.
+    ``trainer.model`` is the model being trained (set by ``fit``; callbacks may read it):
+    during the run it holds the latest weights, after it the best checkpoint's;
+    ``trainer.classifier`` is its :class:`TrajectoryClassifier` (the model itself, or a text
+    model's classifier).
     """
 
     model: nn.Module | None = None
+    classifier: TrajectoryClassifier | None = None
 
     def __init__(
         self,
@@ -160,21 +200,7 @@ class Trainer:
         self.config = replace(self.config, features=features)
         self._given_test: np.ndarray | None = None
         if test_data is not None:
-            if split is not None:
-                raise ValueError("give a test set or a split, not both")
-            clash = sorted(set(data.user_ids) & set(test_data.user_ids))
-            if clash:
-                raise ValueError(
-                    f"{len(clash)} user ids are in both the training and the test data (e.g. {clash[0]!r}); "
-                    "a test set must hold other users"
-                )
-            if test_data.dim != data.dim:
-                raise ValueError(f"the test data has D={test_data.dim} but the training data D={data.dim}")
-            extra = sorted(set(int(v) for v in test_data.labels) - set(int(v) for v in data.labels))
-            if extra:
-                raise ValueError(f"the test data has classes {extra} that the training data lacks")
-            data = TrajectorySet([*data, *test_data], name=data.name)
-            self._given_test = np.arange(len(self.train_data), len(data))
+            data = self._with_test(data, test_data, split)
         self.data = data
         self._split_arg = split
         if self.config.text_encoder is not None and not data.has_text:
@@ -186,6 +212,26 @@ class Trainer:
         self.device = resolve_device(self.config.device)
         self.head: HeadChoice | None = None
         self._groups = self._read_groups(test_data)
+        self._baseline_cache: tuple[Split, BaselineResult] | None = None
+        self._selection_cache: tuple[Split, Selection] | None = None
+
+    def _with_test(self, data: TrajectorySet, test_data: TrajectorySet, split: Any) -> TrajectorySet:
+        """The training users then a given test set's (checked: other users, same D, known classes)."""
+        if split is not None:
+            raise ValueError("give a test set or a split, not both")
+        clash = sorted(set(data.user_ids) & set(test_data.user_ids))
+        if clash:
+            raise ValueError(
+                f"{len(clash)} user ids are in both the training and the test data (e.g. {clash[0]!r}); "
+                "a test set must hold other users"
+            )
+        if test_data.dim != data.dim:
+            raise ValueError(f"the test data has D={test_data.dim} but the training data D={data.dim}")
+        extra = sorted(set(int(v) for v in test_data.labels) - set(int(v) for v in data.labels))
+        if extra:
+            raise ValueError(f"the test data has classes {extra} that the training data lacks")
+        self._given_test = np.arange(len(data), len(data) + len(test_data))
+        return TrajectorySet([*data, *test_data], name=data.name)
 
     def _read_groups(self, test_data: TrajectorySet | None) -> np.ndarray | None:
         """``[N]`` group of each user of ``self.data`` from ``config.group_column`` (None without
@@ -263,12 +309,13 @@ class Trainer:
             "encoder": encoder,
         }
 
-    def _y(self, indices: np.ndarray) -> np.ndarray:
+    def targets(self, indices: np.ndarray) -> np.ndarray:
+        """``[n]`` class index (0..K-1) of the users at ``indices``."""
         return np.array([self._cls_index[int(v)] for v in self.data.labels[np.asarray(indices, dtype=np.int64)]],
                         dtype=np.int64)
 
-    def _batch(self, indices: np.ndarray) -> tuple[tuple[Any, ...], torch.Tensor]:
-        """Model inputs and class-index targets ``[B]`` for the users at ``indices``."""
+    def batch(self, indices: np.ndarray) -> tuple[tuple[Any, ...], torch.Tensor]:
+        """Model inputs (on the CPU) and class-index targets ``[B]`` for the users at ``indices``."""
         batch = self.data.padded(indices, max_len=self.config.max_len)
         values, stamps, lengths = batch.to_torch("cpu")
         y = torch.as_tensor([self._cls_index[int(v)] for v in batch.labels], dtype=torch.int64)
@@ -277,57 +324,17 @@ class Trainer:
         return (values, stamps, lengths), y
 
     @torch.no_grad()
-    def _predict(self, model: nn.Module, indices: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, K]`` (float64) for the users at ``indices``, in order."""
-        self._clf.autocast_head = False  # evaluation in full precision
-        return predict_proba(
-            model,
-            self.data,
-            indices=indices,
-            max_len=self.config.max_len,
-            batch_size=self.config.eval_batch_size,
-            device=self.device.type,
-        )
-
-    def _val_metrics(self, model: nn.Module, split: Split, weights: torch.Tensor) -> tuple[float, float]:
-        proba = self._predict(model, split.val)
-        y = self._y(split.val)
+    def _val_metrics(self, model: nn.Module, split: Split, weights: torch.Tensor) -> tuple[float, float, np.ndarray]:
+        """Validation AUC, class-weighted log-loss and each validation user's (weighted) log-loss ``[n_val]``."""
+        assert self.classifier is not None
+        self.classifier.autocast_head = False  # evaluation in full precision
+        proba = predict_proba(model, self.data, indices=split.val, max_len=self.config.max_len,
+                              batch_size=self.config.eval_batch_size, device=self.device.type)
+        y = self.targets(split.val)
         auc = classification_metrics(y, proba, self.classes).auc
         w = weights.cpu().numpy()
         nll = -np.log(np.clip(proba[np.arange(y.size), y], 1e-12, None))
-        loss = float((w[y] * nll).sum() / w[y].sum())
-        self._val_user_losses = w[y] * nll  # [n_val] per-user (weighted) log-loss, for the baseline guard
-        return auc, loss
-
-    def _param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        cfg = self.config
-        groups: dict[str, list[nn.Parameter]] = {"features": [], "encoder": []}
-        head_params: list[nn.Parameter] = []
-        for name, p in model.named_parameters():
-            if name.startswith("encoder."):
-                p.requires_grad_(not cfg.freeze_encoder)
-                if not cfg.freeze_encoder:
-                    groups["encoder"].append(p)
-                continue
-            local = name.split("extractor.", 1)[1] if "extractor." in name else None
-            if local is None:
-                head_params.append(p)
-                continue
-            if local.startswith("attention."):
-                trainable = cfg.learn_attention
-            elif local.startswith("aggregator."):
-                trainable = cfg.learn_scales
-            else:  # change-point detector and any other feature parameter
-                trainable = cfg.learn_temperatures
-            p.requires_grad_(trainable)
-            if trainable:
-                groups["features"].append(p)
-        out = head_param_groups(head_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if groups["features"]:
-            out.append({"params": groups["features"], "lr": cfg.feature_lr, "weight_decay": 0.0})
-        if groups["encoder"]:
-            out.append({"params": groups["encoder"], "lr": cfg.encoder_lr, "weight_decay": 0.01})
-        return out
+        return auc, float((w[y] * nll).sum() / w[y].sum()), w[y] * nll
 
     @torch.no_grad()
     def _initial_features(self, model: nn.Module, indices: np.ndarray) -> torch.Tensor:
@@ -337,8 +344,8 @@ class Trainer:
         rows: list[torch.Tensor] = []
         order: list[np.ndarray] = []
         for b in length_buckets(self.data.lengths, indices, self.config.eval_batch_size):
-            inputs, _ = self._batch(b)
-            x = _inputs_to(inputs, self.device)
+            inputs, _ = self.batch(b)
+            x = inputs_to(inputs, self.device)
             rows.append((model.inputs(*x) if getattr(model, "mean_inputs", False) else model.features(*x)).double().cpu())
             order.append(b)
         feats = torch.cat(rows)
@@ -347,46 +354,49 @@ class Trainer:
         out[[pos[int(i)] for i in np.concatenate(order)]] = feats
         return out
 
-    def _initial_model(self, split: Split) -> nn.Module:
-        """Choose the head on the initial features (:func:`~cvx_core.learn.selection.choose_head`),
-        build the model, fix its normalisation and (linear head) warm-start it from the
-        chosen logistic regression."""
-        cfg = self.config
+    def _probe(self, split: Split) -> tuple[nn.Module, torch.Tensor, np.ndarray, np.ndarray, HeadLayout]:
+        """A linear model at initial values: its features ``[n_fit, F]`` of the train+val users,
+        the head inputs ``h [N, n_in]`` and targets ``y [N]`` (rows of train and val users filled)
+        and where the candidates' columns sit."""
         fit_idx = np.concatenate([split.train, split.val])
         probe = build_model_from_spec(self.model_spec(head="linear")).to(self.device)
-        if cfg.text_encoder is not None:  # text encoder: posts embedded once (cvx_core.learn.finetune)
+        if self.config.text_encoder is not None:  # text encoder: posts embedded once (cvx_core.learn.finetune)
             from cvx_core.learn.finetune import prepare_text_model
 
-            prepare_text_model(probe, self.data, cfg, device=self.device, indices=fit_idx)
+            prepare_text_model(probe, self.data, self.config, device=self.device, indices=fit_idx)
         feats = self._initial_features(probe, fit_idx)
-        n_tr = split.train.size
-        clf_probe = probe.classifier if hasattr(probe, "classifier") else probe
-        clf_probe.fit_normalisation(feats[:n_tr])
+        clf = classifier_of(probe)
+        clf.fit_normalisation(feats[: split.train.size])
         with torch.no_grad():
-            z = clf_probe.normalise(feats.to(clf_probe.feature_mean.device))
-            h_fit = clf_probe.head_inputs(z).double().cpu().numpy()
-        # rows of h indexed like the data (only train and val rows are filled)
+            h_fit = clf.head_inputs(clf.normalise(feats.to(clf.feature_mean.device))).double().cpu().numpy()
         h = np.zeros((len(self.data), h_fit.shape[1]))
         h[fit_idx] = h_fit
         y = np.zeros(len(self.data), dtype=np.int64)
-        y[fit_idx] = self._y(fit_idx)
-        n_spec = int(clf_probe.extractor.out_dim)
-        layout = HeadLayout(n_spec=n_spec, n_mean=clf_probe.dim if clf_probe.mean_inputs else 0,
-                            magnitude=clf_probe.magnitude_inputs)
-        baseline = self._baseline(split) if (cfg.head == "auto" and layout.n_mean) else None
+        y[fit_idx] = self.targets(fit_idx)
+        layout = HeadLayout(n_spec=int(clf.extractor.out_dim), n_mean=clf.dim if clf.mean_inputs else 0,
+                            magnitude=clf.magnitude_inputs)
+        return probe, feats, h, y, layout
+
+    def prepare_model(self, split: Split) -> nn.Module:
+        """Choose the head on the initial features (:func:`~cvx_core.learn.selection.choose_head`),
+        build the model, fix its normalisation and (linear head) warm-start it from the
+        chosen logistic regression. Sets ``self.head`` and ``self.classifier``."""
+        cfg = self.config
+        probe, feats, h, y, layout = self._probe(split)
+        baseline = self.baseline_selection(split) if (cfg.head == "auto" and layout.n_mean) else None
         self.head = choose_head(
-            h, y, split, layout=layout, head=cfg.head, n_classes=len(self.classes),
-            baseline=None if baseline is None else baseline.selection, head_c=cfg.head_c, hidden=cfg.hidden,
-            class_weighting=cfg.class_weighting, inner_cv=cfg.inner_cv, seed=cfg.seed,
+            h, y, split, layout=layout, head=cfg.head, n_classes=len(self.classes), baseline=baseline,
+            head_c=cfg.head_c, hidden=cfg.hidden, class_weighting=cfg.class_weighting, inner_cv=cfg.inner_cv,
+            seed=cfg.seed,
         )
         model = build_model_from_spec(self.model_spec()).to(self.device)
         if cfg.text_encoder is not None:  # the probe's encoder (same starting weights) and its embedded posts
             from cvx_core.learn.finetune import adopt_text_encoder
 
             adopt_text_encoder(model, probe)
-        clf = model.classifier if hasattr(model, "classifier") else model
-        self._clf = clf
-        clf.fit_normalisation(feats[:n_tr] if self.head.uses_mean or not layout.n_mean else feats[:n_tr, :n_spec])
+        clf = self.classifier = classifier_of(model)
+        n_tr, n_spec, reads_mean = split.train.size, layout.n_spec, self.head.uses_mean or not layout.n_mean
+        clf.fit_normalisation(feats[:n_tr] if reads_mean else feats[:n_tr, :n_spec])
         if self.head.head == "linear":
             cols = self.head.columns
             with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
@@ -395,86 +405,95 @@ class Trainer:
             w_sub, b = multiclass_weights(lr, len(self.classes))
             w = np.zeros((len(self.classes), clf.n_inputs))
             # the model's head inputs: the probe's with the mean columns dropped when it reads no mean
-            w[:, cols if self.head.uses_mean or not layout.n_mean else np.arange(cols.size)] = w_sub
+            w[:, cols if reads_mean else np.arange(cols.size)] = w_sub
             clf.set_linear_head(w, b)
         return model
 
-    def _l2_penalty(self, n_train: int) -> Callable[[], torch.Tensor] | None:
-        """The head's L2 term ``scale * sum |W|^2 / (2 C n_train)`` (scale 2 for a binary
-        linear head, whose two logit rows are ``-w/2, w/2``: this is scikit-learn's binary
-        objective, so the warm start is its minimum)."""
-        assert self.head is not None
-        weights = self._clf.head_weights()
-        scale = 2.0 if (self.head.head == "linear" and len(self.classes) == 2) else 1.0
-        coef = scale / (2.0 * self.head.c * max(1, n_train))
+    def adopt_baseline(self, split: Split) -> None:
+        """Set the linear head to the mean-embedding baseline's own regression (fitted on
+        every non-test user), so the model predicts what the reported baseline predicts."""
+        clf = self.classifier
+        if clf is None or self.head is None or self.head.head != "linear" or not clf.mean_inputs:
+            return
+        est = mean_embedding_fit(self.data, split, self.baseline_selection(split).value, classes=self.classes,
+                                 class_weighting=self.config.class_weighting)
+        n_feat = clf.out_features
+        cols = np.arange(n_feat - clf.dim, n_feat)  # the mean-embedding block of z
+        w, b = pipeline_head(est, columns=cols, mean=clf.feature_mean[cols].cpu().numpy(),
+                             std=clf.feature_std[cols].cpu().numpy(), n_inputs=clf.n_inputs, k=len(self.classes))
+        clf.set_linear_head(w, b)
 
-        def penalty() -> torch.Tensor:
-            return coef * sum((w.float() ** 2).sum() for w in weights)
-
-        return penalty
-
-    # -- hooks for data-parallel training (cvx_core.scale.ddp overrides these two) ---------
-    def _batch_loss(self, model: nn.Module, indices: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
+    # -- hooks that data-parallel training (cvx_core.scale.ddp) overrides -------------------
+    def batch_loss(self, model: nn.Module, indices: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
         """Class-weighted cross-entropy (weighted mean) of the batch of users at ``indices``."""
-        inputs, y = self._batch(indices)
-        logits = model(*_inputs_to(inputs, self.device))
+        inputs, y = self.batch(indices)
+        logits = model(*inputs_to(inputs, self.device))
         return F.cross_entropy(logits.float(), y.to(self.device), weight=weights)
 
-    def _baseline(self, split: Split) -> BaselineResult:
-        """The mean-embedding baseline on ``split`` (fitted once: the head choice reuses it)."""
+    def baseline_selection(self, split: Split) -> Selection:
+        """The baseline's inner-CV choice of ``C`` on ``split`` (computed once: the head choice,
+        the adopted baseline and the reported baseline share it)."""
+        if self._selection_cache is not None and self._selection_cache[0] is split:
+            return self._selection_cache[1]
         cfg = self.config
-        cached = getattr(self, "_baseline_cache", None)
-        if cached is not None and cached[0] is split:
-            return cached[1]
-        res = mean_embedding_baseline(self.data, split, classes=self.classes, class_weighting=cfg.class_weighting,
-                                      seed=cfg.seed, inner_cv=cfg.inner_cv)
+        sel = mean_embedding_selection(self.data, split, classes=self.classes, class_weighting=cfg.class_weighting,
+                                       seed=cfg.seed, inner_cv=cfg.inner_cv)
+        self._selection_cache = (split, sel)
+        return sel
+
+    def baseline(self, split: Split) -> BaselineResult:
+        """The mean-embedding baseline on ``split``, scored on its test users (fitted once)."""
+        if self._baseline_cache is not None and self._baseline_cache[0] is split:
+            return self._baseline_cache[1]
+        res = baseline_step(self.data, split, self.classes, config=self.config,
+                            selection=self.baseline_selection(split))
         self._baseline_cache = (split, res)
         return res
-    # -- end of the data-parallel hooks ---------------------------------------------------
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        """Split, choose the head, train with early stopping on validation log-loss, keep the
-        best epoch, evaluate on the test users (see the module docstring)."""
+        """Fit (split, head choice, the epoch loop, the kept epoch), then evaluate on the test
+        users (see the module docstring); ``metrics.json`` is written when there is a run folder."""
         from cvx_core.learn import runs
 
+        t0 = time.perf_counter()
+        fitted = self.fit()
+        result = self.evaluate(fitted, t0=t0)
+        if self.run_dir is not None:
+            runs.atomic_write_json(self.run_dir / runs.METRICS_FILE, result.metrics_dict())
+        self._fire(TrainProgress("on_train_end", fitted.epochs_run, fitted.steps, fitted.steps_per_epoch,
+                                 loss=fitted.last_loss, best_val_auc=fitted.best_val_auc, best_epoch=fitted.best_epoch,
+                                 best_val_loss=fitted.epoch_choice.val_loss, elapsed_s=result.seconds))
+        return result
+
+    def fit(self) -> FitResult:
+        """Split, choose the head, train with early stopping on validation log-loss and keep
+        the best epoch: the fit alone, with no test evaluation."""
         cfg = self.config
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         split = self.make_split()
-        y_train = self._y(split.train)
+        y_train = self.targets(split.train)
         weights_np = class_weights(y_train, len(self.classes)) if cfg.class_weighting else np.ones(len(self.classes))
         weights = torch.as_tensor(weights_np, dtype=torch.float32, device=self.device)
-
-        model = self.model = self._initial_model(split)
-        spec = self.model_spec()
+        model = self.model = self.prepare_model(split)
+        assert self.head is not None
         if self.run_dir is not None:
-            runs.claim_run_folder(self.run_dir)  # exclusive lock; clears the old run's files
-            runs.atomic_write_json(self.run_dir / runs.CONFIG_FILE, {"train_config": cfg.to_dict(), "model_spec": spec})
-            runs.atomic_write_json(
-                self.run_dir / runs.DATA_FILE,
-                {
-                    "name": self.data.name,
-                    "digest": self.train_data.digest(),
-                    "summary": self.train_data.summary().as_dict(),
-                    "classes": list(self.classes),
-                    "split": split.as_user_ids(self.data),
-                    "head": {"head": self.head.head, "c": self.head.c, "reason": self.head.reason,
-                             "candidate": self.head.candidate, "candidates": self.head.candidate_scores},
-                    "group_column": cfg.group_column,
-                    "scales": None if self.scale_choice is None else self.scale_choice.to_dict(),
-                },
-            )
-        fit = self._fit(model, split, weights, rng, t0)
+            run_files_step(self.run_dir, config=cfg, spec=self.model_spec(), data=self.data,
+                           train_data=self.train_data, classes=self.classes, split=split, head=self.head,
+                           scale_choice=self.scale_choice)
+        loop = self._loop(model, split, weights, rng, t0)
         model.eval()
-        result = self._evaluate(model, split, fit, t0)
-        if self.run_dir is not None:
-            runs.atomic_write_json(self.run_dir / runs.METRICS_FILE, result.metrics_dict())
-        self._fire(TrainProgress("on_train_end", fit["epoch"], fit["step"], fit["batches"], loss=fit["last_loss"],
-                                 best_val_auc=fit["selector"].best_auc, best_epoch=fit["selector"].best_epoch,
-                                 best_val_loss=fit["selector"].best_loss, elapsed_s=result.seconds))
-        return result
+        return FitResult(model=model, split=split, head=self._head_after(loop.selector), history=tuple(loop.history),
+                         epoch_choice=loop.selector.choice(), epochs_run=loop.epoch, steps=loop.step,
+                         steps_per_epoch=loop.batches, last_loss=loop.last_loss, stopped_early=loop.stopped_early,
+                         interrupted=loop.interrupted, mixed_precision=self._amp(),
+                         seconds=time.perf_counter() - t0)
+
+    def _amp(self) -> bool:
+        # bf16 autocast raises on a CUDA device without bf16 support: fall back to float32 there
+        return bool(self.config.mixed_precision and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
 
     def _checkpoint(self, model: nn.Module, epoch: int, val_auc: float, val_loss: float) -> dict[str, torch.Tensor]:
         """The best-so-far weights (a copy), written atomically to the run folder if there is one."""
@@ -492,149 +511,122 @@ class Trainer:
             )
         return state
 
-    def _fit(self, model: nn.Module, split: Split, weights: torch.Tensor, rng: np.random.Generator,
-             t0: float) -> dict[str, Any]:
+    def _loop(self, model: nn.Module, split: Split, weights: torch.Tensor, rng: np.random.Generator,
+              t0: float) -> _Loop:
         """The epoch loop: AdamW steps, validation log-loss after each epoch, the kept epoch's
         weights restored at the end (when the baseline won the head choice, a trained epoch
-        must beat it by more than ``min_delta``)."""
-        from cvx_core.learn import runs
+        must beat it by more than ``min_delta`` and significantly, else the model becomes
+        the baseline's own regression)."""
         from cvx_core.learn.finetune import StepHooks  # clipping, gradient norms, encoder warm-up
 
         cfg = self.config
         assert self.head is not None
-        penalty = self._l2_penalty(split.train.size)
-        opt = torch.optim.AdamW(self._param_groups(model))
+        opt = torch.optim.AdamW(param_groups(model, cfg))
         hooks = StepHooks(model, opt, cfg)
-        batches = math.ceil(split.train.size / cfg.batch_size)
         selector = EpochSelector(min_delta=cfg.min_delta, patience=cfg.patience,
-                                 guard_start=self.head.candidate == "baseline")
-        history: list[EpochRecord] = []
-        step, epoch = 0, 0
-        interrupted = stopped_early = False
-        last_loss = float("nan")
-        self._fire(TrainProgress("on_train_start", 0, 0, batches))
+                                 guard_start=self.head.candidate == "baseline", guard_alpha=GUARD_ALPHA / cfg.epochs)
+        loop = _Loop(selector, math.ceil(split.train.size / cfg.batch_size), t0)
+        self._fire(loop.progress("on_train_start"))
         # epoch 0: the starting weights (for a linear head, the chosen logistic regression) are the first checkpoint
-        val_auc0, val_loss0 = self._val_metrics(model, split, weights)
-        selector.offer(0, val_loss0, val_auc0, per_user=self._val_user_losses)
-        best_state = self._checkpoint(model, 0, val_auc0, val_loss0)
-
-        # bf16 autocast raises on a CUDA device without bf16 support: fall back to float32 there
-        use_amp = bool(cfg.mixed_precision and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        val_auc0, val_loss0, per_user = self._val_metrics(model, split, weights)
+        selector.offer(0, val_loss0, val_auc0, per_user=per_user)
+        loop.best_state = self._checkpoint(model, 0, val_auc0, val_loss0)
+        penalty = l2_penalty(self.classifier, self.head, n_classes=len(self.classes), n_train=split.train.size)
         for epoch in range(1, cfg.epochs + 1):
-            te = time.perf_counter()
-            model.train()
-            self._clf.autocast_head = use_amp
-            losses: list[float] = []
-            for b in length_buckets(self.data.lengths, split.train, cfg.batch_size, rng=rng):
-                if _stop_requested(self.should_stop):
-                    interrupted = True
-                    break
-                loss = self._batch_loss(model, b, weights)
-                if penalty is not None:
-                    loss = loss + penalty()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm, encoder_grad_norm = hooks.clip()
-                opt.step()
-                hooks.after_step()
-                step += 1
-                last_loss = float(loss.detach())
-                losses.append(last_loss)
-                self._fire(
-                    TrainProgress("on_step_end", epoch, step, batches, loss=last_loss,
-                                  best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
-                                  best_val_loss=selector.best_loss, elapsed_s=time.perf_counter() - t0,
-                                  grad_norm=grad_norm, encoder_grad_norm=encoder_grad_norm)
-                )
-            if interrupted and not losses:
+            loop.epoch = epoch
+            if not self._epoch(model, split, weights, rng, opt, hooks, penalty, loop):
                 break
-            val_auc, val_loss = self._val_metrics(model, split, weights)
-            is_best = selector.offer(epoch, val_loss, val_auc, per_user=self._val_user_losses)
-            train_loss = float(np.mean(losses)) if losses else float("nan")
-            history.append(EpochRecord(epoch, train_loss, val_loss, val_auc, time.perf_counter() - te))
-            if is_best:
-                best_state = self._checkpoint(model, epoch, val_auc, val_loss)
-            if self.run_dir is not None:
-                runs.atomic_write_json(self.run_dir / runs.HISTORY_FILE, [asdict(h) for h in history])
-            progress = TrainProgress(
-                "on_epoch_end", epoch, step, batches, loss=last_loss, train_loss=train_loss,
-                val_auc=val_auc, val_loss=val_loss, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
-                best_val_loss=selector.best_loss, is_best=is_best, elapsed_s=time.perf_counter() - t0,
-            )
-            self._fire(progress)
-            if is_best:
-                self._fire(replace(progress, event="on_checkpoint"))
-            if interrupted:
-                break
-            if selector.should_stop:
-                stopped_early = epoch < cfg.epochs
-                break
-        model.load_state_dict(best_state)
-        return {"selector": selector, "history": tuple(history), "epoch": epoch, "step": step, "batches": batches,
-                "last_loss": last_loss, "interrupted": interrupted, "stopped_early": stopped_early, "amp": use_amp}
+        model.load_state_dict(loop.best_state)
+        if selector.guard_start and selector.best_epoch == 0:
+            # no trained epoch beat the baseline: the run *is* the baseline, refitted on train+val as reported
+            self.adopt_baseline(split)
+            self._checkpoint(model, 0, val_auc0, val_loss0)
+        return loop
 
-    def _evaluate(self, model: nn.Module, split: Split, fit: dict[str, Any], t0: float) -> TrainResult:
-        """Test metrics with intervals, the baseline, warnings, early detection and CV."""
-        cfg = self.config
-        y_test = self._y(split.test)
-        p_test = self._predict(model, split.test)
-        test = classification_metrics(y_test, p_test, self.classes)
-        baseline = self._baseline(split)
-        intervals = metric_intervals(y_test, p_test, baseline.test_proba, n_resamples=cfg.bootstrap, seed=cfg.seed)
-        ci = intervals.get("test_auc", (float("nan"), float("nan")))
-        notes = small_data_warnings(test.class_counts, [str(c) for c in self.classes])
-        notes += split_size_warnings(len(self.data), cv=cfg.cv, given=self._given_test is not None
-                                     or self._split_arg is not None)
-        early = None
-        if cfg.text_encoder is None and split.test.size:
-            from cvx_core.learn.early import early_detection, post_grid
+    def _epoch(self, model: nn.Module, split: Split, weights: torch.Tensor, rng: np.random.Generator,
+               opt: torch.optim.Optimizer, hooks: Any, penalty: Callable[[], torch.Tensor] | None, loop: _Loop) -> bool:
+        """One epoch of steps, its validation and callbacks; False when the loop should end."""
+        from cvx_core.learn import runs
 
-            test_ts = self.data.subset([self.data.user_ids[i] for i in split.test])
-            # every cut to 20 posts, then 10 geometric steps (``evaluate --early`` draws the full grid)
-            cuts = post_grid(int(test_ts.lengths.max()), dense=EARLY_DENSE_CUTS, extra=EARLY_EXTRA_CUTS)
-            early = early_detection(model, test_ts, classes=self.classes, cuts=cuts, max_len=cfg.max_len,
-                                    device=self.device.type).to_dict()
-        cv = None
-        if cfg.cv >= 2 and not fit["interrupted"]:
-            cv = cross_validate(self.train_data, cfg, k=cfg.cv, should_stop=self.should_stop)
-        selector: EpochSelector = fit["selector"]
+        te = time.perf_counter()
+        model.train()
+        assert self.classifier is not None
+        self.classifier.autocast_head = self._amp()
+        losses: list[float] = []
+        for b in length_buckets(self.data.lengths, split.train, self.config.batch_size, rng=rng):
+            if _stop_requested(self.should_stop):
+                loop.interrupted = True
+                break
+            loss = self.batch_loss(model, b, weights)
+            if penalty is not None:
+                loss = loss + penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm, encoder_grad_norm = hooks.clip()
+            opt.step()
+            hooks.after_step()
+            loop.step += 1
+            loop.last_loss = float(loss.detach())
+            losses.append(loop.last_loss)
+            self._fire(loop.progress("on_step_end", grad_norm=grad_norm, encoder_grad_norm=encoder_grad_norm))
+        if loop.interrupted and not losses:
+            return False
+        val_auc, val_loss, per_user = self._val_metrics(model, split, weights)
+        is_best = loop.selector.offer(loop.epoch, val_loss, val_auc, per_user=per_user)
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        loop.history.append(EpochRecord(loop.epoch, train_loss, val_loss, val_auc, time.perf_counter() - te))
+        if is_best:
+            loop.best_state = self._checkpoint(model, loop.epoch, val_auc, val_loss)
+        if self.run_dir is not None:
+            runs.atomic_write_json(self.run_dir / runs.HISTORY_FILE, [asdict(h) for h in loop.history])
+        progress = loop.progress("on_epoch_end", train_loss=train_loss, val_auc=val_auc, val_loss=val_loss,
+                                 is_best=is_best)
+        self._fire(progress)
+        if is_best:
+            self._fire(replace(progress, event="on_checkpoint"))
+        if loop.interrupted:
+            return False
+        if loop.selector.should_stop:
+            loop.stopped_early = loop.epoch < self.config.epochs
+            return False
+        return True
+
+    def _head_after(self, selector: EpochSelector) -> HeadChoice:
+        """The head choice, its reason extended when a trained epoch replaced a baseline start."""
         head = self.head
-        if head is not None and head.candidate == "baseline" and selector.best_epoch > 0:
+        assert head is not None
+        if head.candidate == "baseline" and selector.best_epoch > 0:
             start = selector.scored[0][1]
             head = self.head = replace(head, verdict=None, reason=(
                 f"{head.reason}; trained from the baseline's weights, epoch {selector.best_epoch} lowered the "
-                f"validation log-loss by more than min_delta {cfg.min_delta:g} ({start:.4g} -> "
+                f"validation log-loss by more than min_delta {self.config.min_delta:g} ({start:.4g} -> "
                 f"{selector.best_loss:.4g}; paired one-sided Wilcoxon over the validation users p = "
-                f"{selector.guard_p:.2g}), so the temporal features stay"))
+                f"{selector.guard_p:.2g} < {selector.guard_alpha:.3g}, 0.05 Bonferroni over {self.config.epochs} "
+                "epochs), so the temporal features stay"))
+        return head
+
+    def evaluate(self, fitted: FitResult, *, t0: float | None = None) -> TrainResult:
+        """The steps after a fit: test metrics, the baseline, bootstrap intervals, small-data
+        warnings, early detection (:mod:`cvx_core.learn.steps`) and cross-validation."""
+        cfg, split, model, dev = self.config, fitted.split, fitted.model, self.device.type
+        t0 = time.perf_counter() - fitted.seconds if t0 is None else t0
+        test, p_test = evaluation_step(model, self.data, split, self.classes, config=cfg, device=dev)
+        baseline = self.baseline(split)
+        intervals = interval_step(self.data, split, self.classes, p_test, baseline, config=cfg)
+        notes = warning_step(test, self.classes, n_users=len(self.data), cv=cfg.cv,
+                             given=self._given_test is not None or self._split_arg is not None)
+        early = early_step(model, self.data, split, self.classes, config=cfg, device=dev)
+        cv = None
+        if cfg.cv >= 2 and not fitted.interrupted:
+            cv = cross_validate(self.train_data, cfg, k=cfg.cv, should_stop=self.should_stop)
         return TrainResult(
-            model=model, test=test, baseline=baseline, best_val_auc=selector.best_auc, best_epoch=selector.best_epoch,
-            epochs_run=fit["epoch"], stopped_early=fit["stopped_early"], interrupted=fit["interrupted"],
-            device=self.device.type, classes=self.classes, split=split, history=fit["history"], run_dir=self.run_dir,
-            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=fit["amp"], head=head,
-            test_auc_ci=ci, warnings=tuple(notes), cv=cv, early=early, test_proba=p_test,
-            epoch_choice=selector.choice(), intervals=intervals,
+            model=model, test=test, baseline=baseline, best_val_auc=fitted.best_val_auc, best_epoch=fitted.best_epoch,
+            epochs_run=fitted.epochs_run, stopped_early=fitted.stopped_early, interrupted=fitted.interrupted,
+            device=dev, classes=self.classes, split=split, history=fitted.history, run_dir=self.run_dir,
+            seconds=time.perf_counter() - t0, config=cfg, mixed_precision=fitted.mixed_precision, head=fitted.head,
+            test_auc_ci=intervals.get("test_auc", (float("nan"), float("nan"))), warnings=notes, cv=cv,
+            early=early, test_proba=p_test, epoch_choice=fitted.epoch_choice, intervals=intervals,
         )
-
-
-HEAD_LR_FAN_IN = 64  # the head's weight matrices learn at ``lr`` when they read this many inputs
-
-
-def head_param_groups(params: list[nn.Parameter], *, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups of the head, with a learning rate per weight matrix of
-    ``lr * min(1, HEAD_LR_FAN_IN / fan_in)`` (biases: ``lr``).
-
-    Adam moves every weight by about its learning rate per step, whatever the gradient's
-    size, so one step moves a logit (or a hidden unit) by up to ``lr * sum_j |h_j|``: with
-    thousands of standardised inputs (384-dimensional embeddings give about 10,000) and
-    few users the first step of a warm-started head at ``lr`` threw the training loss up
-    (0.28 -> 1.38 on 18 users). Scaling the rate as ``1 / fan_in`` (as muP does for Adam's
-    input and hidden layers) bounds that move at what ``lr`` does with 64 inputs.
-    """
-    groups: dict[float, list[nn.Parameter]] = {}
-    for p in params:
-        scale = min(1.0, HEAD_LR_FAN_IN / p.shape[1]) if p.ndim == 2 else 1.0
-        groups.setdefault(lr * scale, []).append(p)
-    return [{"params": ps, "lr": g_lr, "weight_decay": weight_decay} for g_lr, ps in groups.items()]
 
 
 def cross_validate(

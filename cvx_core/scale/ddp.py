@@ -41,7 +41,9 @@ from torch.nn import functional as F
 
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.learn.config import TrainConfig
-from cvx_core.learn.trainer import Trainer, _inputs_to
+from cvx_core.learn.model import classifier_of
+from cvx_core.learn.steps import inputs_to
+from cvx_core.learn.trainer import Trainer
 
 __all__ = ["train_distributed", "DistributedResult", "ShardedTrainer", "epoch_snapshot"]
 
@@ -85,14 +87,14 @@ class ShardedTrainer(Trainer):
         self._world = world
         self._ddp: torch.nn.Module | None = None
 
-    def _initial_model(self, split: Any) -> torch.nn.Module:
+    def prepare_model(self, split: Any) -> torch.nn.Module:
+        """The driver's initial model (head choice, normalisation, warm start), wrapped in DDP."""
         from cvx_core.learn.model import build_model_from_spec
 
         self.head = self._shared["head"]
         model = build_model_from_spec(self._shared["spec"]).to(self.device)
         model.load_state_dict(self._shared["state"])
-        clf = model.classifier if hasattr(model, "classifier") else model
-        self._clf = clf
+        self.classifier = classifier_of(model)
         torch.set_rng_state(self._shared["rng_state"])
         if self._world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -103,17 +105,17 @@ class ShardedTrainer(Trainer):
             self._ddp = model
         return model
 
-    def _batch_loss(self, model: torch.nn.Module, indices: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, model: torch.nn.Module, indices: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
         assert self._ddp is not None
         w = self._world
-        y_all = torch.as_tensor(self._y(indices), device=self.device)
+        y_all = torch.as_tensor(self.targets(indices), device=self.device)
         denom = weights[y_all].sum()
         shard = np.asarray(indices)[self._rank::w]
         scale = 1.0
         if shard.size == 0:  # fewer users than workers: take part in the all-reduce with zero weight
             shard, scale = np.asarray(indices)[:1], 0.0
-        inputs, y = self._batch(shard)
-        logits = self._ddp(*_inputs_to(inputs, self.device))
+        inputs, y = self.batch(shard)
+        logits = self._ddp(*inputs_to(inputs, self.device))
         local = F.cross_entropy(logits.float(), y.to(self.device), weight=weights, reduction="sum") * scale
         value = local.detach().clone()
         if w > 1:
@@ -122,8 +124,13 @@ class ShardedTrainer(Trainer):
         # gradient of ``part`` (DDP averages it over workers), value of the global loss
         return part + (value / denom - part).detach()
 
-    def _baseline(self, split: Any) -> Any:
+    def baseline(self, split: Any) -> Any:
+        """The driver's baseline (computed once)."""
         return self._shared["baseline"]
+
+    def baseline_selection(self, split: Any) -> Any:
+        """The driver's baseline's choice of ``C``."""
+        return self._shared["baseline"].selection
 
 
 def _worker_loop(cfg: dict[str, Any]) -> None:
@@ -161,7 +168,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
 
 def epoch_snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
     """The model's weights now (at the end of an epoch, before any checkpoint is restored)."""
-    model = trainer._clf
+    model = trainer.classifier
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
@@ -174,7 +181,7 @@ def _shared_state(data: TrajectorySet, config: TrainConfig, *, test_data: Trajec
     trainer = Trainer(data, config, test_data=test_data, split=split)
     torch.manual_seed(config.seed)
     split = trainer.make_split()
-    model = trainer._initial_model(split)
+    model = trainer.prepare_model(split)
     rng_state = torch.get_rng_state()
     return {
         "split": split,
@@ -182,7 +189,7 @@ def _shared_state(data: TrajectorySet, config: TrainConfig, *, test_data: Trajec
         "spec": trainer.model_spec(),
         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "rng_state": rng_state,
-        "baseline": trainer._baseline(split),
+        "baseline": trainer.baseline(split),
         "data": trainer.data,
         "n_train_users": len(trainer.train_data),
     }

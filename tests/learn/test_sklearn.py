@@ -62,6 +62,27 @@ def test_classifier_fits_sets_with_any_labels_and_predicts_them(planted):
     assert set(clf.predict(planted)) <= {"calm", "drifting"} and clf.head_ == "linear"
 
 
+def test_classifier_fit_does_only_the_fit_no_baseline_bootstrap_or_early_detection(planted, monkeypatch):
+    from cvx_core.learn import trainer as trainer_mod
+
+    calls = []
+
+    def refuse(name):
+        def fn(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"TemporalClassifier.fit ran the {name} step")
+        return fn
+
+    for name in ("evaluation_step", "baseline_step", "interval_step", "warning_step", "early_step", "cross_validate"):
+        monkeypatch.setattr(trainer_mod, name, refuse(name))
+    monkeypatch.setattr(trainer_mod.Trainer, "baseline", refuse("baseline"))
+    clf = TemporalClassifier(**{**FAST, "head": "auto"}).fit(planted, planted.labels)
+    assert not calls and clf.predict_proba(planted).shape == (len(planted), 2)
+    assert clf.head_choice_  # the head was still chosen (by inner CV), which is part of the fit
+    with pytest.raises(AssertionError, match="evaluation_step"):  # the same hooks do fire in a full run
+        trainer_mod.train(planted, clf._train_config())
+
+
 def test_classifier_in_grid_search_over_the_head_strength():
     rng = np.random.default_rng(0)
     y = np.arange(24) % 2
