@@ -286,6 +286,6 @@ def planted_share(alpha: Sequence[float] | np.ndarray, planted_dims: Sequence[in
     a = np.asarray(alpha, dtype=np.float64)
     planted = sorted({int(d) for d in planted_dims})
     if a.ndim != 1 or not planted or planted[0] < 0 or planted[-1] >= a.size:
-        raise ValueError(f"planted_dims must be non-empty indices in [0, {a.size}) of alpha [D]")
+        raise ValueError(f"planted_dims must be non-empty indices in [0, {a.size}) that index alpha [D]")
     top = np.argsort(-a, kind="stable")[: len(planted)]
     return float(np.isin(top, planted).mean())

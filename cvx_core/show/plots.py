@@ -114,7 +114,9 @@ def projection_figure(
 def timeline_figure(tl: Any) -> go.Figure:
     """One user's timeline over real time: velocity norm, cosine distance, drift and BOCPD
     change probability; PELT change points as dashed lines, silences as grey bands.
-    ``tl`` is an ``cvx_app.cache.Timeline``."""
+    ``tl``: :class:`~cvx_core.show.inputs.TimelineFrames`, or a
+    :class:`cvx_core.analysis.batch.UserTimeline` (converted by ``timeline_frames``)."""
+    tl = _frames(tl)
     fig = make_subplots(
         rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.075,
         subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",
@@ -136,6 +138,15 @@ def timeline_figure(tl: Any) -> go.Figure:
         fig.add_vline(x=when, line=dict(color="#d62728", width=2, dash="dash"), row="all", col=1)
     fig.update_layout(height=640, showlegend=False, margin=_MARGIN)
     return fig
+
+
+def _frames(tl: Any) -> Any:
+    """A timeline as the figures read it: ``UserTimeline`` is converted, frames pass through."""
+    if hasattr(tl, "steps"):
+        return tl
+    from cvx_core.show.inputs import timeline_frames
+
+    return timeline_frames(tl)
 
 
 # ------------------------------------------------------------------------------------------
@@ -513,6 +524,7 @@ def words_timeline_figure(tl: Any, words: Sequence[str], cp_terms: Mapping[int, 
     already escaped) in the hover of the per-post panels, and at each change point
     (``cp_terms``: first post index -> distinctive terms after it, raw) a label with
     those terms, escaped here."""
+    tl = _frames(tl)
     fig = timeline_figure(tl)
     words = list(words)
     if len(words) == tl.n_posts:
