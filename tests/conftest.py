@@ -75,6 +75,10 @@ def small_planted():
 # ``tests/test_markers.py`` fails when a name below no longer exists; the guard further down
 # fails a test-fast run on a test that trains without being listed. "*": the whole file.
 SLOW_TESTS: dict[str, tuple[str, ...]] = {
+    "tests/app/test_analysis.py": (
+        "test_a_file_that_is_not_a_finished_analysis_of_this_data_is_recomputed",
+        "test_large_dataset_is_streamed_and_small_one_analysed_in_memory",
+    ),
     "tests/app/test_app_compare.py": (
         "test_a_run_whose_attention_never_moved_shows_dashes_not_nan",
         "test_small_d_run_bounds_the_slider_and_reports_an_overlap_below_d",
@@ -82,6 +86,9 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     ),
     "tests/app/test_app_explore.py": (
         "test_colour_by_the_latest_runs_prediction_score",
+    ),
+    "tests/app/test_app_explore_streamed.py": (
+        "test_explore_streams_a_large_dataset_shows_it_and_matches_the_in_memory_table",
     ),
     "tests/app/test_app_train.py": (
         "test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion",
@@ -146,12 +153,15 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/test_cli_compare.py": (
         "test_json_format_prints_one_object_with_the_cores_numbers",
     ),
+    "tests/test_markers.py": (
+        "test_a_test_fast_run_fails_a_test_that_trains_without_being_marked_slow",
+    ),
 }
 # tests that use one of these fixtures are slow too: the fixture trains (once per module)
 SLOW_FIXTURES: dict[str, tuple[str, ...]] = {
     "tests/app/test_app_compare.py": ("trained_workspace",),
     "tests/app/test_workspace_faults.py": ("killed_run",),
-    "tests/learn/test_finetune.py": ("finetuned_run",),
+    "tests/learn/test_finetune.py": ("finetuned_run", "frozen_run"),
     "tests/learn/test_forecast.py": ("fitted",),
     "tests/learn/test_runs.py": ("finished",),
     "tests/learn/test_trainer.py": ("trained",),
