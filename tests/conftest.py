@@ -75,6 +75,9 @@ def small_planted():
 # ``tests/test_markers.py`` fails when a name below no longer exists; the guard further down
 # fails a test-fast run on a test that trains without being listed. "*": the whole file.
 SLOW_TESTS: dict[str, tuple[str, ...]] = {
+    "tests/analysis/test_changepoints.py": (
+        "test_shuffled_real_text_histories_get_a_change_point_at_about_the_stated_rate",
+    ),
     "tests/app/test_analysis.py": (
         "test_a_file_that_is_not_a_finished_analysis_of_this_data_is_recomputed",
         "test_large_dataset_is_streamed_and_small_one_analysed_in_memory",
