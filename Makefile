@@ -43,6 +43,8 @@ test: $(STAMP)
 	@echo "==> Test suite"
 	$(PY) -m pytest -q
 
+# everything but the browser tests and the `slow` list of tests/conftest.py (every training, every
+# test over ~5 s): 1,024 tests in 1 min 43 s wall, 81 s CPU, at load 4-7 (README)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e and not slow"
 

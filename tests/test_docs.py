@@ -41,3 +41,41 @@ def test_python_blocks_in_docs_run(doc: Path, tmp_path: Path):
     proc = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, f"{doc.name}'s python blocks failed:\n{proc.stderr[-4000:]}"
+
+
+# ---- the tutorial notebook ------------------------------------------------------------------
+TUTORIAL = ROOT / "docs" / "tutorial.ipynb"
+
+
+def test_tutorial_is_stored_without_outputs_and_walks_load_explain_train_compare():
+    import nbformat
+
+    nb = nbformat.read(TUTORIAL, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "store the tutorial without outputs"
+    source = "\n".join(c.source for c in code)
+    steps = ["cvx_core.load_trajectories(", "cvx_core.explain_changepoints(", "cvx_core.train(", "cvx_core.compare_run("]
+    assert [source.index(s) for s in steps] == sorted(source.index(s) for s in steps)
+    for figure in ("words_timeline_figure", "roc_figure", "attention_bars", "attention_scatter"):
+        assert f"show.{figure}(" in source
+
+
+@pytest.mark.slow
+def test_tutorial_notebook_runs_top_to_bottom_in_a_kernel(monkeypatch):
+    """Executed as a reader would run it: an ipykernel kernel, the notebook's folder as the
+    working directory, no network; every cell must run and the figures must be drawn."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(TUTORIAL, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(TUTORIAL.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    figures = [o for o in outputs if o.output_type in ("display_data", "execute_result")
+               and "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 4
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "test AUC" in text and "mean-embedding baseline" in text and "permutation p" in text

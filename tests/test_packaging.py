@@ -76,3 +76,43 @@ def test_declared_runtime_packages_are_imported_somewhere():
     indirect = {"kaleido"}
     unused = _requirements() - used_dists - indirect
     assert not unused, f"declared but never imported: {sorted(unused)}"
+
+
+def _requirements_of(lines: list[str]) -> dict[str, "Requirement"]:
+    """Name (normalised) -> :class:`packaging.requirements.Requirement` of requirement lines."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            out[canonicalize_name(req.name)] = req
+    return out
+
+
+def test_runtime_versions_agree_between_pyproject_and_requirements_txt():
+    """Same version range and extras for every runtime package; torch is pinned in
+    requirements.txt to the tested build, and pyproject's floor is that version."""
+    proj = _pyproject()["project"]
+    declared = _requirements_of(proj["dependencies"] + proj["optional-dependencies"]["app"])
+    pinned = _requirements_of((ROOT / "requirements.txt").read_text().splitlines())
+    assert set(declared) == set(pinned)
+    torch_pin = next(iter(pinned["torch"].specifier))
+    assert torch_pin.operator == "==" and declared["torch"].specifier.contains(torch_pin.version)
+    assert f">={'.'.join(torch_pin.version.split('.')[:2])}" in str(declared["torch"].specifier)
+    differ = {name: (str(declared[name]), str(pinned[name])) for name in declared if name != "torch"
+              and (declared[name].specifier != pinned[name].specifier or declared[name].extras != pinned[name].extras)}
+    assert not differ, f"pyproject.toml vs requirements.txt: {differ}"
+
+
+def test_requirements_dev_txt_is_pyprojects_dev_and_scale_extras():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    declared = _requirements_of(extras["dev"] + extras["scale"])
+    listed = _requirements_of((ROOT / "requirements-dev.txt").read_text().splitlines())
+    assert set(declared) == set(listed), f"only in pyproject: {set(declared) - set(listed)}, only in " \
+                                         f"requirements-dev.txt: {set(listed) - set(declared)}"
+    differ = {n: (str(declared[n]), str(listed[n])) for n in declared
+              if declared[n].specifier != listed[n].specifier or declared[n].extras != listed[n].extras}
+    assert not differ, f"pyproject.toml vs requirements-dev.txt: {differ}"

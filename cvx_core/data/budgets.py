@@ -21,6 +21,7 @@ Ray workers                the cluster's CPUs                 (``--workers``)
 
 from __future__ import annotations
 
+import numbers
 import os
 import stat
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_JSON_MB",
     "CHANGEPOINT_WINDOW",
     "MAX_PERMUTATIONS",
+    "MIN_PERMUTATIONS",
     "budget",
     "text_char_budget",
     "truncate_text",
@@ -80,6 +82,8 @@ MAX_DIM = Budget("embedding dimension D", 131_072, "CVX_MAX_DIM")
 MAX_JSON_MB = Budget("size of a JSON file in MiB", 64, "CVX_MAX_JSON_MB")
 CHANGEPOINT_WINDOW = Budget("posts per user searched by exact PELT at once", 5_000, "CVX_CHANGEPOINT_WINDOW", 16)
 MAX_PERMUTATIONS = Budget("permutations of a permutation test", 100_000, "CVX_MAX_PERMUTATIONS")
+#: fewer permutations cannot resolve p-values near a 0.05 cut-off (the smallest is 1 / (n + 1))
+MIN_PERMUTATIONS = 99
 
 #: every budget, for docs and tests
 BUDGETS: tuple[Budget, ...] = (CHARS_PER_TOKEN, MAX_POSTS_PER_USER, MAX_DIM, MAX_JSON_MB, CHANGEPOINT_WINDOW,
@@ -117,12 +121,17 @@ def check_dim(dim: int, *, source: str) -> int:
     return int(dim)
 
 
-def check_permutations(n: int, *, what: str = "--permutations") -> int:
-    """``n`` if 1 <= n <= :data:`MAX_PERMUTATIONS`, else :class:`BudgetError`."""
+def check_permutations(n: Any, *, minimum: int = MIN_PERMUTATIONS) -> int:
+    """``n`` as an int if it is a whole number from ``minimum`` (default
+    :data:`MIN_PERMUTATIONS`) to :data:`MAX_PERMUTATIONS`'s current setting, else
+    :class:`BudgetError` (a ValueError) naming the range and the variable. The one check of a
+    permutation count (``cvx_core.learn.compare`` and the CLI use it)."""
     limit = MAX_PERMUTATIONS.value()
-    if not 1 <= int(n) <= limit:
-        raise BudgetError(f"{what} {n}: expected 1 to {limit:,} ({MAX_PERMUTATIONS.name}; set "
-                          f"{MAX_PERMUTATIONS.env} to change it)")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not minimum <= n <= limit:
+        raise BudgetError(
+            f"permutations must be a whole number from {minimum} (the smallest p-value is 1/(n+1)) to {limit} "
+            f"({MAX_PERMUTATIONS.env}; more only cost time), got {n!r}"
+        )
     return int(n)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "INT64_MAX",
     "MAX_EMBEDDING_NORM",
     "FileRules",
+    "CellErrors",
     "show",
     "kind_name",
     "number",
@@ -168,6 +169,35 @@ class RawTable:
         return self.rows.number(i)
 
 
+@dataclass(frozen=True)
+class CellErrors:
+    """The one builder of a refused cell's message, for every column rule:
+    ``"{fname}: row N, column 'c': {what}; expected {expected}"`` as a :class:`TrajectoryError`
+    with the file, the 1-based file row (through ``rows``) and the column.
+
+    ``fail = CellErrors(fname, table.rows, "label", "an integer label >= 0")`` then
+    ``raise fail(i, "is empty")`` or ``raise fail.value(i, v, "is negative")`` (the value first).
+    """
+
+    fname: str
+    rows: RowIndex
+    column: str
+    expected: str | None = None
+
+    def __call__(self, i: int, what: str, *, position: int | None = None) -> TrajectoryError:
+        """The refusal of 0-based table row ``i`` (``position``: the place in a list cell)."""
+        where = f"{self.rows.where(i)}, column {self.column!r}"
+        if position is not None:
+            where += f" (position {position})"
+        tail = "" if self.expected is None else f"; expected {self.expected}"
+        return TrajectoryError(f"{self.fname}: {where}: {what}{tail}", file=self.fname, row=self.rows.number(i),
+                               column=self.column)
+
+    def value(self, i: int, value: Any, what: str) -> TrajectoryError:
+        """The refusal ``"{show(value)} {what}"`` of row ``i``."""
+        return self(i, f"{show(value)} {what}")
+
+
 def show(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -243,13 +273,7 @@ def embedding_matrix(table: RawTable, ecols: list[str], fname: str) -> tuple[np.
                 continue
             x = number(v)
             if x is None:
-                raise TrajectoryError(
-                    f"{fname}: {table.where(i)}, column '{c}': {show(v)} is not a number; "
-                    "expected a finite embedding value",
-                    file=fname,
-                    row=table.row(i),
-                    column=c,
-                )
+                raise CellErrors(fname, table.rows, c, "a finite embedding value").value(i, v, "is not a number")
             out[i, j] = x
     return out, f"e0 … e{len(ecols) - 1}"
 
@@ -277,24 +301,17 @@ def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
         if width is None:
             width = table.rules.width = vec.shape[0]
             if width == 0:
-                raise TrajectoryError(
-                    f"{fname}: {table.where(i)}, column 'embedding': the embedding is empty; expected D >= 1 numbers",
-                    file=fname,
-                    row=table.row(i),
-                    column="embedding",
-                )
+                raise CellErrors(fname, table.rows, "embedding", "D >= 1 numbers")(i, "the embedding is empty")
             out = np.empty((len(values), width), dtype=np.float64)
         elif vec.shape[0] != width:
-            raise TrajectoryError(
-                f"{fname}: {table.where(i)}, column 'embedding': has {vec.shape[0]} values, expected {width} "
-                "like the rows before it",
-                file=fname,
-                row=table.row(i),
-                column="embedding",
-            )
+            raise CellErrors(fname, table.rows, "embedding")(
+                i, f"has {vec.shape[0]} values, expected {width} like the rows before it")
         out[i] = vec  # type: ignore[index]
     assert out is not None
     return out
+
+
+_LIST_OF_NUMBERS = "a list of numbers like [0.1, -0.2, …]"
 
 
 def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
@@ -302,13 +319,7 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
     values buffer is used in place when it is already float32/float64)."""
     import pyarrow as pa
 
-    def err(i: int, what: str) -> TrajectoryError:
-        return TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'embedding': {what}; expected a list of numbers like [0.1, -0.2, …]",
-            file=fname,
-            row=table.row(i),
-            column="embedding",
-        )
+    err = CellErrors(fname, table.rows, "embedding", _LIST_OF_NUMBERS)
 
     n = len(arr)
     vt = arr.type.value_type
@@ -347,16 +358,10 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
 
 
 def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
-    def bad(what: str) -> TrajectoryError:
-        return TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'embedding': {what}; expected a list of numbers like [0.1, -0.2, …]",
-            file=fname,
-            row=table.row(i),
-            column="embedding",
-        )
+    fail = CellErrors(fname, table.rows, "embedding", _LIST_OF_NUMBERS)
 
     if cell is None or (isinstance(cell, str) and not cell.strip()):
-        raise bad("the embedding is missing")
+        raise fail(i, "the embedding is missing")
     if isinstance(cell, str):
         text = cell.strip()
         try:
@@ -366,16 +371,16 @@ def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
             parsed = [p for p in re.split(r"[,\s]+", text.strip("[]() "), flags=re.ASCII) if p]
         cell = parsed
     if not isinstance(cell, (list, tuple, np.ndarray)):
-        raise bad(f"{show(cell)} is not a list of numbers")
+        raise fail(i, f"{show(cell)} is not a list of numbers")
     out = np.empty(len(cell), dtype=np.float64)
     for k, v in enumerate(cell):
         if isinstance(v, bool):
-            raise bad(f"position {k} is the boolean {v!r}, not a number")
+            raise fail(i, f"position {k} is the boolean {v!r}, not a number")
         if isinstance(v, (list, tuple, dict)):
-            raise bad(f"position {k} is nested ({show(v)}); expected a flat list")
+            raise fail(i, f"position {k} is nested ({show(v)}); expected a flat list")
         x = number(v)
         if x is None:
-            raise bad(f"{show(v)} at position {k} is not a number")
+            raise fail(i, f"{show(v)} at position {k} is not a number")
         out[k] = x
     return out
 
@@ -401,9 +406,8 @@ def finite_float32(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: st
 
 
 def _value_error(table: RawTable, fname: str, emb_desc: str, i: int, j: int, what: str) -> TrajectoryError:
-    column = emb_desc if emb_desc in ("embedding", "embeddings") else f"e{j}"
-    where = f"{table.where(i)}, column '{column}'" + (f" (position {j})" if column in ("embedding", "embeddings") else "")
-    return TrajectoryError(f"{fname}: {where}: {what}", file=fname, row=table.row(i), column=column)
+    listed = emb_desc in ("embedding", "embeddings")
+    return CellErrors(fname, table.rows, emb_desc if listed else f"e{j}")(i, what, position=j if listed else None)
 
 
 def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc: str) -> None:
@@ -435,13 +439,7 @@ def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc:
 
 # ---- user ids -------------------------------------------------------------------------------
 def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
-    def fail(i: int, what: str) -> TrajectoryError:
-        return TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'user_id': {what}; expected a non-empty text or integer id",
-            file=fname,
-            row=table.row(i),
-            column="user_id",
-        )
+    fail = CellErrors(fname, table.rows, "user_id", "a non-empty text or integer id")
 
     if col.kind == "array":
         arr = col.values
@@ -505,14 +503,10 @@ def parse_labels(col: Column, table: RawTable, fname: str) -> tuple[np.ndarray, 
     """Label column -> (int64 values, present mask); refuses fractions, booleans,
     negatives and anything outside int64."""
 
+    cell = CellErrors(fname, table.rows, "label", "an integer label >= 0 (or leave it empty for no label)")
+
     def fail(i: int, v: Any, what: str = "is not an integer class") -> TrajectoryError:
-        return TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'label': {show(v)} {what}; expected an integer label >= 0 "
-            "(or leave it empty for no label)",
-            file=fname,
-            row=table.row(i),
-            column="label",
-        )
+        return cell.value(i, v, what)
 
     n = table.n
     out = np.zeros(n, dtype=np.int64)
@@ -579,9 +573,7 @@ def parse_texts(col: Column, table: RawTable, fname: str) -> np.ndarray:
                 try:
                     v = v.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise TrajectoryError(
-                        f"{fname}: {table.where(i)}, column 'text': not valid UTF-8", file=fname, row=table.row(i), column="text"
-                    ) from None
+                    raise CellErrors(fname, table.rows, "text")(i, "not valid UTF-8") from None
             out[i] = v
         return out
     if col.kind not in ("text", "json"):
@@ -594,12 +586,7 @@ def parse_texts(col: Column, table: RawTable, fname: str) -> np.ndarray:
         elif isinstance(v, str):
             out[i] = v
         else:
-            raise TrajectoryError(
-                f"{fname}: {table.where(i)}, column 'text': {show(v)} is a {type(v).__name__}; expected text",
-                file=fname,
-                row=table.row(i),
-                column="text",
-            )
+            raise CellErrors(fname, table.rows, "text", "text").value(i, v, f"is a {type(v).__name__}")
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cvx_core.data.columns import Column, RawTable, RowIndex, kind_name, show
+from cvx_core.data.columns import CellErrors, Column, RawTable, RowIndex, kind_name
 from cvx_core.data.trajectory import DATETIME_DTYPE, TrajectoryError
 
 __all__ = ["US", "MIN_US", "MAX_US", "parse_timestamps", "arrow_times_us", "to_us", "time_range_error"]
@@ -65,14 +65,8 @@ def _iso_us(text: str) -> tuple[int, bool] | str:
 def parse_timestamps(col: Column, table: RawTable, fname: str) -> np.ndarray:
     """Any accepted timestamp column -> ``datetime64[us]`` (UTC, naive), exactly."""
 
-    def fail(i: int, value: Any, what: str) -> TrajectoryError:
-        return TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'timestamp': {show(value)} {what}; expected ISO-8601 text "
-            "with a full date (e.g. 2024-03-01T12:00:00Z), a datetime, or epoch seconds as a number",
-            file=fname,
-            row=table.row(i),
-            column="timestamp",
-        )
+    fail = CellErrors(fname, table.rows, "timestamp", "ISO-8601 text with a full date (e.g. "
+                      "2024-03-01T12:00:00Z), a datetime, or epoch seconds as a number").value
 
     n = table.n
     if col.kind == "datetime":
@@ -172,12 +166,7 @@ def _datetime64_us(arr: np.ndarray, fname: str, table: RawTable) -> np.ndarray:
     unit, _ = np.datetime_data(arr.dtype)
     if np.isnat(arr).any():
         i = int(np.flatnonzero(np.isnat(arr))[0])
-        raise TrajectoryError(
-            f"{fname}: {table.where(i)}, column 'timestamp': the time is missing (NaT)",
-            file=fname,
-            row=table.row(i),
-            column="timestamp",
-        )
+        raise CellErrors(fname, table.rows, "timestamp")(i, "the time is missing (NaT)")
     raw = arr.view(np.int64)
     per_us = {"ns": -1000, "ps": -(10**6), "fs": -(10**9), "as": -(10**12), "us": 1, "ms": 1000, "s": US,
               "m": 60 * US, "h": 3600 * US, "D": 86_400 * US, "W": 7 * 86_400 * US}
@@ -240,13 +229,8 @@ def to_us(raw: np.ndarray, factor: int, fname: str, column: str, rows: RowIndex 
         bad = raw % -factor != 0
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise TrajectoryError(
-                f"{fname}: {rows.where(i)}, column {column!r}: the time has a sub-microsecond part; expected "
-                "at most microsecond precision",
-                file=fname,
-                row=rows.number(i),
-                column=column,
-            )
+            raise CellErrors(fname, rows, column, "at most microsecond precision")(
+                i, "the time has a sub-microsecond part")
         return raw // -factor
     limit = max(abs(MIN_US), abs(MAX_US)) // factor
     bad = np.abs(raw) > limit
@@ -257,11 +241,5 @@ def to_us(raw: np.ndarray, factor: int, fname: str, column: str, rows: RowIndex 
 
 
 def time_range_error(fname: str, column: str, i: int, rows: RowIndex | None = None) -> TrajectoryError:
-    rows = rows or RowIndex()
-    return TrajectoryError(
-        f"{fname}: {rows.where(i)}, column {column!r}: the time is outside the years 1-9999 that "
-        "can be held exactly; expected a time in years 1-9999",
-        file=fname,
-        row=rows.number(i),
-        column=column,
-    )
+    return CellErrors(fname, rows or RowIndex(), column, "a time in years 1-9999")(
+        i, "the time is outside the years 1-9999 that can be held exactly")

@@ -13,7 +13,8 @@
 - ``_KernelFeaturesFn``: the same contract on the CPU through the compiled loops of
   :mod:`cvx_core.features.kernels` (forward and backward, one trajectory at a time, no
   full-size temporaries); used for float32/float64 CPU tensors.
-- :func:`temporal_features`: the convenience entry point (tensors or NumPy timestamps).
+- :meth:`TorchBackend.extract_all`: the entry point (tensors or NumPy timestamps);
+  ``temporal_features`` is its deprecated old name.
 
 Timestamps are float64 days on every device and for every embedding dtype; padding values
 are never read (everything is masked by ``lengths``). Gradients flow to the embeddings, not
@@ -33,7 +34,7 @@ from torch import Tensor
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.analytic import COSINE_EPS, VOLATILITY_EPS, FeatureLayout, feature_layout, resolve_config
 
-__all__ = ["TorchBackend", "temporal_features"]
+__all__ = ["TorchBackend"]
 
 
 # --------------------------------------------------------------------------------------
@@ -805,16 +806,9 @@ def temporal_features(
     config: TemporalFeaturesConfig | None = None,
     lengths: Any = None,
 ) -> Tensor:
-    """Differentiable SPEC feature vector.
-
-    Args:
-        embeddings: ``[T, D]`` or padded ``[B, T, D]`` float tensor (may require grad;
-            gradients flow back into it).
-        timestamps: ``[T]`` or ``[B, T]`` days (tensor or NumPy; converted to float64).
-        config: :class:`TemporalFeaturesConfig`; ``None`` means defaults.
-        lengths: ``[B]`` real posts per row (padded batches); ``None`` means no padding.
-
-    Returns:
-        ``[F]`` or ``[B, F]`` with ``F = 4*D + 5 + 2*S``, in the embeddings' dtype.
-    """
+    """Deprecated: :meth:`TorchBackend.extract_all` under another name (one of four near-twin
+    names). ``TorchBackend.extract_all(embeddings [T, D] | [B, T, D], timestamps, config,
+    lengths=lengths)`` -> ``[F]`` | ``[B, F]``, the same numbers and gradients."""
+    warnings.warn("cvx_core.features.differentiable.temporal_features is deprecated: use "
+                  "TorchBackend.extract_all (same arguments)", DeprecationWarning, stacklevel=2)
     return TorchBackend.extract_all(embeddings, timestamps, config, lengths=lengths)

@@ -4,8 +4,8 @@
 - :class:`MultiScaleAggregator`: ``beta = S * softmax(b)``, ``b`` initialised to 0 (all ones).
 - :class:`SoftChangePointDetector`: learnable temperature ``exp(log_temperature)``,
   initialised from ``config.temperature``.
-- :class:`TemporalFeatureExtractor`: the feature vector with the three above; at
-  initialisation it equals the analytic path.
+- :class:`LearnableFeatures`: the feature vector with the three above; at initialisation it
+  equals the analytic path. (``TemporalFeatureExtractor`` is its old name, deprecated.)
 
 Shapes: ``values [B, T, D]``, ``timestamps [B, T]`` float64 days, ``lengths [B]`` int64 ->
 ``[B, 4*D + 5 + 2*S]``.
@@ -14,6 +14,7 @@ Shapes: ``values [B, T, D]``, ``timestamps [B, T]`` float64 days, ``lengths [B]`
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ __all__ = [
     "DimensionAttention",
     "MultiScaleAggregator",
     "SoftChangePointDetector",
-    "TemporalFeatureExtractor",
+    "LearnableFeatures",
 ]
 
 
@@ -115,7 +116,7 @@ class SoftChangePointDetector(nn.Module):
         return f"cp_threshold={self.config.cp_threshold}, init_temperature={self.config.temperature}"
 
 
-class TemporalFeatureExtractor(nn.Module):
+class LearnableFeatures(nn.Module):
     """The ``4*D + 5 + 2*S`` feature vector with learnable attention, scale weights and
     change-point temperature. At initialisation it equals :class:`AnalyticBackend`.
 
@@ -171,3 +172,13 @@ class TemporalFeatureExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, out_dim={self.out_dim}, scales={self.config.scales}"
+
+
+def __getattr__(name: str) -> Any:
+    """``TemporalFeatureExtractor``: the old name of :class:`LearnableFeatures` (a near-twin of
+    ``TemporalFeaturesConfig`` and ``extract_features``), kept with a DeprecationWarning."""
+    if name == "TemporalFeatureExtractor":
+        warnings.warn("cvx_core.features.learnable.TemporalFeatureExtractor is deprecated: use LearnableFeatures",
+                      DeprecationWarning, stacklevel=2)
+        return LearnableFeatures
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cvx_core.data import budgets as _limits
+from cvx_core.data.budgets import MIN_PERMUTATIONS, check_permutations
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
+from cvx_core.learn.metrics import planted_share
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -74,8 +76,6 @@ __all__ = [
 CUTOFF = 0.05
 #: permutations by default: the smallest p-value possible is 1 / (999 + 1) = 0.001
 DEFAULT_PERMUTATIONS = 999
-#: fewer permutations cannot resolve p-values near the cut-off (the smallest is 1 / (n + 1))
-MIN_PERMUTATIONS = 99
 #: more only cost time: a p-value resolution of 1e-5 is far below any cut-off (the budget
 #: cvx_core.data.budgets.MAX_PERMUTATIONS, settable by CVX_MAX_PERMUTATIONS, is the one in force)
 MAX_PERMUTATIONS = _limits.MAX_PERMUTATIONS.default
@@ -205,13 +205,6 @@ def topk_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[TopKOverlap, ...]:
     return tuple(out)
 
 
-def planted_share(alpha: np.ndarray, planted_dims: Sequence[int]) -> float:
-    """Share of alpha's top ``|planted|`` dimensions (:func:`topk_indices`) that are planted."""
-    planted = _planted(planted_dims, np.asarray(alpha).size)
-    top = topk_indices(alpha, planted.size)
-    return float(np.isin(top, planted).mean())
-
-
 def _planted(planted_dims: Sequence[int], dim: int) -> np.ndarray:
     planted = np.unique(np.asarray(list(planted_dims), dtype=np.int64))
     if planted.size == 0 or planted.min() < 0 or planted.max() >= dim:
@@ -242,19 +235,6 @@ def _corr_with(centred: np.ndarray, values: np.ndarray, *, ranks: bool) -> np.nd
     den = np.sqrt((r**2).sum(axis=-1) * (centred**2).sum())
     num = r @ centred
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-
-
-def check_permutations(n_permutations: int) -> int:
-    """``n_permutations`` if it is in ``[MIN_PERMUTATIONS, MAX_PERMUTATIONS]``, else a ValueError."""
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or not (
-        MIN_PERMUTATIONS <= n_permutations <= _limits.MAX_PERMUTATIONS.value()
-    ):
-        raise ValueError(
-            f"permutations must be a whole number from {MIN_PERMUTATIONS} (the smallest p-value is "
-            f"1/(n+1)) to {_limits.MAX_PERMUTATIONS.value()} ({_limits.MAX_PERMUTATIONS.env}; more only cost "
-            f"time), got {n_permutations!r}"
-        )
-    return int(n_permutations)
 
 
 def label_permutation_pvalue(

@@ -51,7 +51,8 @@ class TrainConfig:
         text_encoder: None (use the stored embeddings), "hashing" (the small built-in
             encoder), "minilm" (all-MiniLM-L6-v2) or the path of a sentence-transformers
             model folder: end-to-end from text (see ``cvx_core.learn.finetune``).
-        freeze_encoder: keep the text encoder's weights fixed (posts are then embedded once).
+        freeze_encoder: keep the text encoder's weights fixed (posts are then embedded once);
+            True by default, as in the CLI (``--finetune`` turns it off) and the app.
         encoder_lr: learning rate of the text encoder (after a linear warm-up).
         encoder_warmup_steps: steps of the encoder's linear learning-rate warm-up (0: none).
         encoder_grad_clip: max gradient norm of the encoder's parameters, clipped apart from
@@ -118,7 +119,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     eval_batch_size: int = 128
     text_encoder: str | None = None
-    freeze_encoder: bool = False
+    freeze_encoder: bool = True
     encoder_lr: float = 2e-5
     encoder_warmup_steps: int = 10
     encoder_grad_clip: float = 1.0

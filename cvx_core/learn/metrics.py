@@ -285,9 +285,7 @@ def planted_share(alpha: Sequence[float] | np.ndarray, planted_dims: Sequence[in
     of planted dimensions among the first ``|planted|``, not 1."""
     a = np.asarray(alpha, dtype=np.float64)
     planted = sorted({int(d) for d in planted_dims})
-    if not planted:
-        raise ValueError("planted_share needs at least one planted dimension")
-    if a.ndim != 1 or planted[0] < 0 or planted[-1] >= a.size:
-        raise ValueError(f"planted dimensions must index alpha's {a.size} entries")
+    if a.ndim != 1 or not planted or planted[0] < 0 or planted[-1] >= a.size:
+        raise ValueError(f"planted_dims must be non-empty indices in [0, {a.size}) that index alpha [D]")
     top = np.argsort(-a, kind="stable")[: len(planted)]
     return float(np.isin(top, planted).mean())

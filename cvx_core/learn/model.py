@@ -1,4 +1,4 @@
-"""The classifier: ``TemporalFeatureExtractor`` then a fixed standardisation and a linear or
+"""The classifier: ``LearnableFeatures`` then a fixed standardisation and a linear or
 MLP head; rebuilding a model from its spec, and class probabilities.
 
 Both heads read the same input (the standardised features ``z``, and ``|z|`` beside them
@@ -48,14 +48,14 @@ class TrajectoryClassifier(nn.Module):
         mean_inputs: bool = False,
     ) -> None:
         super().__init__()
-        from cvx_core.features.learnable import TemporalFeatureExtractor
+        from cvx_core.features.learnable import LearnableFeatures
 
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
         self.dim = int(dim)
         self.n_classes = int(n_classes)
         self.feature_dtype = feature_dtype
-        self.extractor = TemporalFeatureExtractor(dim, config=features)
+        self.extractor = LearnableFeatures(dim, config=features)
         if feature_dtype == torch.float64:
             self.extractor.double()
         self.mean_inputs = bool(mean_inputs)

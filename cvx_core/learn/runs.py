@@ -70,7 +70,7 @@ __all__ = [
     "RunLockNote",
     "claim_run_folder",
     "release_run_folder",
-    "weights_digest",
+    "run_weights_digest",
     "write_evaluation",
     "read_evaluation",
     "RunInfo",
@@ -335,7 +335,7 @@ def _release_all() -> None:
 
 
 # -- evaluation files -------------------------------------------------------------------------
-def weights_digest(run_dir: str | os.PathLike[str]) -> str | None:
+def run_weights_digest(run_dir: str | os.PathLike[str]) -> str | None:
     """SHA-256 (hex) of the run's ``model.pt``, or None when it has none."""
     path = Path(run_dir) / WEIGHTS_FILE
     h = hashlib.sha256()
@@ -352,7 +352,7 @@ def write_evaluation(run_dir: str | os.PathLike[str], doc: Mapping[str, Any], *,
     """Write ``evaluation.json`` with ``weights_sha256``: the digest of the weights that were
     scored (``digest``, taken when the run was loaded; default the current model.pt)."""
     return atomic_write_json(Path(run_dir) / EVALUATION_FILE,
-                             {**doc, "weights_sha256": digest or weights_digest(run_dir)})
+                             {**doc, "weights_sha256": digest or run_weights_digest(run_dir)})
 
 
 def read_evaluation(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -367,7 +367,7 @@ def read_evaluation(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     if not isinstance(doc, dict) or doc.get("weights_sha256") is None:
         return None
-    return doc if doc["weights_sha256"] == weights_digest(run_dir) else None
+    return doc if doc["weights_sha256"] == run_weights_digest(run_dir) else None
 
 
 def save_weights(
@@ -600,7 +600,7 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
         spec = dict(cfg_doc["model_spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path / CONFIG_FILE}: not a CVX run config ({exc})") from None
-    digest = weights_digest(path)
+    digest = run_weights_digest(path)
     state = load_weights(path, device="cpu")
     if not isinstance(state, dict):
         raise RunError(f"{path / WEIGHTS_FILE}: holds a {type(state).__name__}, expected a state dict of tensors")
@@ -622,3 +622,13 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
     metrics = _check_metrics(read_json(path / METRICS_FILE), path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
     history = _check_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []
     return LoadedRun(path, model, config, spec, data, ckpt, metrics, history, digest)
+
+
+def __getattr__(name: str) -> Any:
+    """``weights_digest``: the old name of :func:`run_weights_digest` (it clashed with
+    ``cvx_core.data.text.weights_digest``, a model folder's digest), kept with a DeprecationWarning."""
+    if name == "weights_digest":
+        warnings.warn("cvx_core.learn.runs.weights_digest is deprecated: use run_weights_digest",
+                      DeprecationWarning, stacklevel=2)
+        return run_weights_digest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

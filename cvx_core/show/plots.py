@@ -114,7 +114,9 @@ def projection_figure(
 def timeline_figure(tl: Any) -> go.Figure:
     """One user's timeline over real time: velocity norm, cosine distance, drift and BOCPD
     change probability; PELT change points as dashed lines, silences as grey bands.
-    ``tl`` is an ``cvx_app.cache.Timeline``."""
+    ``tl``: :class:`~cvx_core.show.inputs.TimelineFrames`, or a
+    :class:`cvx_core.analysis.batch.UserTimeline` (converted by ``timeline_frames``)."""
+    tl = _frames(tl)
     fig = make_subplots(
         rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.075,
         subplot_titles=("velocity norm |u| (per day, log)", "cosine distance between posts",
@@ -136,6 +138,15 @@ def timeline_figure(tl: Any) -> go.Figure:
         fig.add_vline(x=when, line=dict(color="#d62728", width=2, dash="dash"), row="all", col=1)
     fig.update_layout(height=640, showlegend=False, margin=_MARGIN)
     return fig
+
+
+def _frames(tl: Any) -> Any:
+    """A timeline as the figures read it: ``UserTimeline`` is converted, frames pass through."""
+    if hasattr(tl, "steps"):
+        return tl
+    from cvx_core.show.inputs import timeline_frames
+
+    return timeline_frames(tl)
 
 
 # ------------------------------------------------------------------------------------------
@@ -354,92 +365,24 @@ def explore_figure(
         inside = (days >= window[0]) & (days <= window[1])
         out = proj[~inside]
         if len(out):
-            fig.add_trace(go.Scattergl(
-                x=out["x"], y=out["y"], mode="markers", name="outside the time window",
-                marker=dict(size=4, opacity=0.12, color="#9e9e9e"),
-                customdata=out[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-            ))
-    shown = proj[inside]
+            fig.add_trace(_post_markers(out, "outside the time window", dict(size=4, opacity=0.12, color="#9e9e9e")))
     if colour is None:
         values, categorical, colour_title = proj["label"], True, "label"
     else:
         values = pd.Series(np.asarray(colour, dtype=object), index=proj.index)
-    values = values[inside]
-    if categorical:
-        names, order = _category_codes(values)
-        for k, cat in enumerate(order):
-            part = shown[(names == cat).to_numpy()]
-            fig.add_trace(go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers", name=f"{escape(colour_title)} {escape(cat)}",
-                marker=dict(size=5, opacity=0.45, color=CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)]),
-                customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-            ))
-    else:
-        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-        ok = np.isfinite(numbers)
-        if (~ok).any():
-            part = shown[~ok]
-            fig.add_trace(go.Scattergl(
-                x=part["x"], y=part["y"], mode="markers", name=f"{escape(colour_title)}: no value",
-                marker=dict(size=5, opacity=0.35, color="#9e9e9e"),
-                customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-            ))
-        part = shown[ok]
-        fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=escape(colour_title),
-            marker=dict(size=5, opacity=0.6, color=numbers[ok], colorscale="Viridis", showscale=True,
-                        colorbar=dict(title=dict(text=escape(colour_title), side="right"), thickness=12)),
-            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-        ))
+    _add_coloured_posts(fig, proj[inside], values[inside], title=colour_title, categorical=categorical, escape=escape)
     if len(highlight):
         part = proj[proj["user_id"].isin(list(highlight))]
-        fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="markers", name=f"search: {len(highlight)} user(s)",
-            marker=dict(size=13, symbol="circle-open", color=HIGHLIGHT_COLOUR, line=dict(width=2)),
-            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-        ))
+        fig.add_trace(_post_markers(part, f"search: {len(highlight)} user(s)",
+                                    dict(size=13, symbol="circle-open", color=HIGHLIGHT_COLOUR, line=dict(width=2))))
     end = None if window is None else window[1]
     for k, uid in enumerate(paths):
         part = proj[proj["user_id"] == uid].sort_values("post")
         if end is not None:
             part = part[part["days_since_start"] <= end]
-        if not len(part):
-            continue
-        colour_k = EXPLORE_PATH_COLOURS[k % len(EXPLORE_PATH_COLOURS)]
-        safe = escape(uid)
-        fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="lines", name=f"halo {safe}", showlegend=False,
-            line=dict(color=HALO, width=4), hoverinfo="skip",
-        ))
-        fig.add_trace(go.Scattergl(
-            x=part["x"], y=part["y"], mode="lines+markers", name=f"path {safe}",
-            line=dict(color=colour_k, width=2.5), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
-            customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-        ))
-        if k == 0 and len(part) > 1:  # the open user's path: where it starts and where it ends
-            ends = part.iloc[[0, -1]]
-            fig.add_trace(go.Scattergl(
-                x=ends["x"], y=ends["y"], mode="markers+text", name=f"start / end {safe}",
-                text=["start", "end"], textposition="top center", textfont=dict(size=12, color=colour_k),
-                marker=dict(symbol=["square", "diamond"], size=13, color=colour_k, line=dict(width=2, color=HALO)),
-                customdata=ends[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-            ))
-        if window is not None:  # where the path has got to
-            last = part.iloc[[-1]]
-            fig.add_trace(go.Scattergl(
-                x=last["x"], y=last["y"], mode="markers", name=f"now {safe}", showlegend=False,
-                marker=dict(size=15, color=colour_k, line=dict(width=2, color=HALO)),
-                customdata=last[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
-            ))
-        cps = [i for i in changepoints.get(uid, ()) if i < len(part)]
-        if cps:
-            at = part.iloc[cps]
-            fig.add_trace(go.Scattergl(
-                x=at["x"], y=at["y"], mode="markers", name=f"change points {safe}",
-                marker=dict(symbol="x", size=17, color=colour_k, line=dict(width=1.5, color=HALO)),
-                customdata=at[_EXPLORE_CUSTOM].to_numpy(),
-                hovertemplate="change point<br>" + _EXPLORE_HOVER,
-            ))
+        if len(part):
+            _add_path(fig, part, k=k, label=escape(uid), moving=window is not None,
+                      changepoints=[i for i in changepoints.get(uid, ()) if i < len(part)])
     if zoom and len(paths):
         drawn = proj[proj["user_id"].isin(list(paths))]
         pad_x = 0.15 * max(float(np.ptp(drawn["x"])), 1e-6)
@@ -456,6 +399,67 @@ def explore_figure(
         xaxis_title=f"{method} 1", yaxis_title=f"{method} 2",
     )
     return fig
+
+
+def _post_markers(part: pd.DataFrame, name: str, marker: dict[str, Any], **kw: Any) -> go.Scattergl:
+    """One WebGL marker trace of the posts ``part`` with the Explore hover."""
+    return go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=name, marker=marker,
+                        customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER, **kw)
+
+
+def _add_coloured_posts(fig: go.Figure, shown: pd.DataFrame, values: pd.Series, *, title: str, categorical: bool,
+                        escape: Callable[[object], str]) -> None:
+    """The posts inside the window: one trace per category, or one on a colour scale (posts
+    without a number grey)."""
+    if categorical:
+        names, order = _category_codes(values)
+        for k, cat in enumerate(order):
+            fig.add_trace(_post_markers(shown[(names == cat).to_numpy()], f"{escape(title)} {escape(cat)}",
+                                        dict(size=5, opacity=0.45, color=CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)])))
+        return
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(numbers)
+    if (~ok).any():
+        fig.add_trace(_post_markers(shown[~ok], f"{escape(title)}: no value", dict(size=5, opacity=0.35, color="#9e9e9e")))
+    fig.add_trace(_post_markers(shown[ok], escape(title), dict(
+        size=5, opacity=0.6, color=numbers[ok], colorscale="Viridis", showscale=True,
+        colorbar=dict(title=dict(text=escape(title), side="right"), thickness=12))))
+
+
+def _add_path(fig: go.Figure, part: pd.DataFrame, *, k: int, label: str, moving: bool,
+              changepoints: Sequence[int]) -> None:
+    """User ``k``'s path over its posts ``part`` (time order, ``label`` escaped): a halo, the
+    line, start/end markers for the open user (``k == 0``), the current post while the time
+    window moves, and its change points as ✕."""
+    colour_k = EXPLORE_PATH_COLOURS[k % len(EXPLORE_PATH_COLOURS)]
+    fig.add_trace(go.Scattergl(
+        x=part["x"], y=part["y"], mode="lines", name=f"halo {label}", showlegend=False,
+        line=dict(color=HALO, width=4), hoverinfo="skip",
+    ))
+    fig.add_trace(go.Scattergl(
+        x=part["x"], y=part["y"], mode="lines+markers", name=f"path {label}",
+        line=dict(color=colour_k, width=2.5), marker=dict(size=6, color=colour_k, line=dict(width=1, color=HALO)),
+        customdata=part[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+    ))
+    if k == 0 and len(part) > 1:  # the open user's path: where it starts and where it ends
+        ends = part.iloc[[0, -1]]
+        fig.add_trace(go.Scattergl(
+            x=ends["x"], y=ends["y"], mode="markers+text", name=f"start / end {label}",
+            text=["start", "end"], textposition="top center", textfont=dict(size=12, color=colour_k),
+            marker=dict(symbol=["square", "diamond"], size=13, color=colour_k, line=dict(width=2, color=HALO)),
+            customdata=ends[_EXPLORE_CUSTOM].to_numpy(), hovertemplate=_EXPLORE_HOVER,
+        ))
+    if moving:  # where the path has got to
+        fig.add_trace(_post_markers(part.iloc[[-1]], f"now {label}",
+                                    dict(size=15, color=colour_k, line=dict(width=2, color=HALO)), showlegend=False))
+    if changepoints:
+        at = part.iloc[list(changepoints)]
+        fig.add_trace(go.Scattergl(
+            x=at["x"], y=at["y"], mode="markers", name=f"change points {label}",
+            marker=dict(symbol="x", size=17, color=colour_k, line=dict(width=1.5, color=HALO)),
+            customdata=at[_EXPLORE_CUSTOM].to_numpy(),
+            hovertemplate="change point<br>" + _EXPLORE_HOVER,
+        ))
 
 
 def explore_figure_3d(proj: pd.DataFrame, *, paths: Sequence[str], changepoints: Mapping[str, Sequence[int]],
@@ -513,6 +517,7 @@ def words_timeline_figure(tl: Any, words: Sequence[str], cp_terms: Mapping[int, 
     already escaped) in the hover of the per-post panels, and at each change point
     (``cp_terms``: first post index -> distinctive terms after it, raw) a label with
     those terms, escaped here."""
+    tl = _frames(tl)
     fig = timeline_figure(tl)
     words = list(words)
     if len(words) == tl.n_posts:

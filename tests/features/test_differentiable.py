@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from cvx_core.features.analytic import AnalyticBackend, TemporalOps, feature_layout
 from cvx_core.features.config import TemporalFeaturesConfig
-from cvx_core.features.differentiable import TorchBackend, temporal_features
+from cvx_core.features.differentiable import TorchBackend
 
 A, TB = AnalyticBackend, TorchBackend
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -288,7 +288,7 @@ def test_gradients_reach_an_upstream_linear_encoder():
     encoder = torch.nn.Linear(6, 8)
     x = torch.randn(3, 7, 6)
     t = torch.tensor(np.cumsum(np.random.default_rng(0).exponential(1.0, size=(3, 7)), axis=1))
-    feats = temporal_features(encoder(x), t, lengths=torch.tensor([7, 4, 2]))
+    feats = TorchBackend.extract_all(encoder(x), t, lengths=torch.tensor([7, 4, 2]))
     assert feats.shape == (3, feature_layout(8).size)
     feats.pow(2).mean().backward()
     assert encoder.weight.grad is not None
@@ -296,15 +296,15 @@ def test_gradients_reach_an_upstream_linear_encoder():
     assert encoder.bias.grad.abs().sum() > 0
 
 
-def test_temporal_features_accepts_numpy_timestamps_and_single_trajectories():
+def test_extract_all_accepts_numpy_timestamps_and_single_trajectories():
     rng = np.random.default_rng(2)
     E = rng.normal(size=(5, 4))
     t = np.cumsum(rng.exponential(1.0, size=5))
-    f = temporal_features(torch.tensor(E), t)
+    f = TorchBackend.extract_all(torch.tensor(E), t)
     assert f.shape == (feature_layout(4).size,)
     np.testing.assert_allclose(f.numpy(), A.extract_all(E, t), rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match="numeric days"):
-        temporal_features(torch.tensor(E), np.array(["2020-01-01"] * 5))
+        TorchBackend.extract_all(torch.tensor(E), np.array(["2020-01-01"] * 5))
 
 
 def test_soft_topk_converges_to_exact_topk_and_passes_gradients():
@@ -362,15 +362,13 @@ def test_cuda_float32_matches_cpu_float32():
 def test_low_precision_timestamps_are_used_as_float64_with_a_warning():
     import warnings as _w
 
-    from cvx_core.features.differentiable import temporal_features
-
     E = torch.randn(5, 3, dtype=torch.float64)
     t64 = torch.tensor([0.0, 0.5, 1.25, 3.0, 10.0], dtype=torch.float64)
     with pytest.warns(UserWarning, match="float64"):
-        x32 = temporal_features(E, t64.to(torch.float32))
+        x32 = TorchBackend.extract_all(E, t64.to(torch.float32))
     with _w.catch_warnings():
         _w.simplefilter("error")  # float64 timestamps: no warning
-        x64 = temporal_features(E, t64)
+        x64 = TorchBackend.extract_all(E, t64)
     torch.testing.assert_close(x32, x64)  # these times are exact in float32
 
 

@@ -17,7 +17,7 @@ from cvx_core.features.learnable import (
     DimensionAttention,
     MultiScaleAggregator,
     SoftChangePointDetector,
-    TemporalFeatureExtractor,
+    LearnableFeatures,
 )
 
 
@@ -74,19 +74,19 @@ def test_modules_reject_bad_sizes():
         MultiScaleAggregator(0)
     with pytest.raises(ValueError, match="temperature"):
         SoftChangePointDetector(TemporalFeaturesConfig(temperature=-1.0))
-    ext = TemporalFeatureExtractor(4)
+    ext = LearnableFeatures(4)
     with pytest.raises(ValueError, match="dimension 4"):
         ext(torch.zeros(1, 3, 5), torch.zeros(1, 3), torch.tensor([3]))
 
 
 def test_extractor_exposes_parts_layout_and_out_dim():
     cfg = TemporalFeaturesConfig(scales=(1.0, 7.0))
-    ext = TemporalFeatureExtractor(768, cfg)
+    ext = LearnableFeatures(768, cfg)
     assert isinstance(ext.attention, DimensionAttention)
     assert isinstance(ext.aggregator, MultiScaleAggregator)
     assert isinstance(ext.cp_detector, SoftChangePointDetector)
     assert ext.out_dim == 4 * 768 + 5 + 4 == ext.layout.size
-    assert TemporalFeatureExtractor(768).out_dim == 3083
+    assert LearnableFeatures(768).out_dim == 3083
     names = {n for n, _ in ext.named_parameters()}
     assert names == {"attention.w", "aggregator.b", "cp_detector.log_temperature"}
 
@@ -96,7 +96,7 @@ def test_extractor_at_initialisation_equals_the_analytic_path(dtype):
     rng = np.random.default_rng(0)
     cfg = TemporalFeaturesConfig(scales=(0.5, 3.0, 30.0))
     E, t, ln, items = padded(rng, [6, 1, 2, 11], 5)
-    ext = TemporalFeatureExtractor(5, cfg)
+    ext = LearnableFeatures(5, cfg)
     out = ext(E.to(dtype), t, ln).detach().double().numpy()
     assert out.shape == (4, ext.out_dim)
     for i, (e, tt) in enumerate(items):
@@ -115,7 +115,7 @@ def test_gradcheck_through_learnable_parameters_float64():
     cfg = TemporalFeaturesConfig(temperature=0.4, scales=(0.5, 3.0))
     E, t, ln, _ = padded(rng, [5, 2, 4], 3)
     E = (E + 0.3).requires_grad_(True)
-    ext = TemporalFeatureExtractor(3, cfg).double()
+    ext = LearnableFeatures(3, cfg).double()
     with torch.no_grad():
         ext.attention.w.copy_(torch.tensor([0.2, -0.4, 0.1]))
         ext.aggregator.b.copy_(torch.tensor([0.5, -0.2]))
@@ -134,7 +134,7 @@ def test_a_few_optimiser_steps_move_every_parameter_and_reduce_the_loss():
     rng = np.random.default_rng(2)
     E, t, ln, _ = padded(rng, [8, 5, 12, 3, 9, 6], 4)
     E = E.float()
-    ext = TemporalFeatureExtractor(4, TemporalFeaturesConfig(temperature=0.3))
+    ext = LearnableFeatures(4, TemporalFeaturesConfig(temperature=0.3))
     head = torch.nn.Linear(ext.out_dim, 1)
     y = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
     opt = torch.optim.Adam(list(ext.parameters()) + list(head.parameters()), lr=0.05)
@@ -155,7 +155,7 @@ def test_a_few_optimiser_steps_move_every_parameter_and_reduce_the_loss():
 def test_extractor_matches_torch_backend_with_the_same_weights():
     rng = np.random.default_rng(3)
     E, t, ln, _ = padded(rng, [4, 7], 3)
-    ext = TemporalFeatureExtractor(3).double()
+    ext = LearnableFeatures(3).double()
     with torch.no_grad():
         ext.attention.w.normal_()
         ext.aggregator.b.normal_()
@@ -179,7 +179,7 @@ def test_cuda_gradients_of_learnable_parts_match_cpu_in_float64():
     grads = {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        ext = TemporalFeatureExtractor(6, cfg).double()
+        ext = LearnableFeatures(6, cfg).double()
         with torch.no_grad():  # move the learnable parts away from their initial values
             ext.attention.w.copy_(torch.linspace(-0.5, 0.5, 6, dtype=torch.float64))
             ext.aggregator.b.copy_(torch.tensor([0.3, -0.2], dtype=torch.float64))

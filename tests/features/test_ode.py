@@ -105,10 +105,10 @@ def test_feature_extractor_appends_the_ode_block_after_the_spec_vector():
 
     from cvx_core.features.analytic import AnalyticBackend
     from cvx_core.features.config import TemporalFeaturesConfig
-    from cvx_core.features.learnable import TemporalFeatureExtractor
+    from cvx_core.features.learnable import LearnableFeatures
 
     cfg = TemporalFeaturesConfig(ode_latent_dim=3, ode_input_dim=4)
-    ext = TemporalFeatureExtractor(6, cfg).double()
+    ext = LearnableFeatures(6, cfg).double()
     v, ts = _batch(2, b=2, t=7, d=6)
     lengths = torch.tensor([7, 4])
     out = ext(v, ts, lengths)
@@ -119,7 +119,7 @@ def test_feature_extractor_appends_the_ode_block_after_the_spec_vector():
     assert np.allclose(out[1, :base].detach().numpy(), ref, rtol=1e-10, atol=1e-12)
     out[:, base:].pow(2).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ext.ode.parameters())
-    assert TemporalFeatureExtractor(6, TemporalFeaturesConfig()).ode is None
+    assert LearnableFeatures(6, TemporalFeaturesConfig()).ode is None
 
 
 @pytest.mark.slow

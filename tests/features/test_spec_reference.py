@@ -203,11 +203,11 @@ def test_torch_padded_batch_rows_match_reference_whatever_else_is_in_the_batch(c
 @pytest.mark.parametrize("case", ["T1_single_post", "T2_equal_timestamps_min_dt_floor", "T3_constant_trajectory",
                                   "zero_vectors_cosine_eps", "all_equal_timestamps"])
 def test_learnable_extractor_at_init_equals_reference_and_has_finite_gradients(case, cfg):
-    from cvx_core.features.learnable import TemporalFeatureExtractor
+    from cvx_core.features.learnable import LearnableFeatures
 
     E, t = HAND_CASES[case]
     X = torch.tensor(E, requires_grad=True)
-    m = TemporalFeatureExtractor(E.shape[1], TemporalFeaturesConfig(**cfg)).double()
+    m = LearnableFeatures(E.shape[1], TemporalFeaturesConfig(**cfg)).double()
     out = m(X, torch.tensor(t, dtype=torch.float64))
     ref = ref_extract_all(E, t, **cfg)
     _assert_matches(out.detach().numpy(), ref, ref_block_scales(E, t, **cfg), f"extractor {case}")

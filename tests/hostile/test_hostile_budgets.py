@@ -171,7 +171,7 @@ def test_permutation_counts_are_capped_and_the_cap_is_configurable(monkeypatch, 
     monkeypatch.setenv("CVX_MAX_PERMUTATIONS", "10")
     with pytest.raises(SystemExit):
         main(["compare", "run", "data", "--permutations", "11"])
-    assert limits.check_permutations(10) == 10
+    assert limits.check_permutations(10, minimum=1) == 10
     with pytest.raises(BudgetError, match="CVX_MAX_PERMUTATIONS"):
         limits.check_permutations(11)
 

@@ -85,7 +85,7 @@ def test_evaluation_is_ignored_when_the_weights_change(tmp_path):
     (d / runs.WEIGHTS_FILE).write_bytes(b"weights one")
     write_evaluation(d, {"auc": 0.9})
     assert read_evaluation(d)["auc"] == 0.9
-    assert json.loads((d / runs.EVALUATION_FILE).read_text())["weights_sha256"] == runs.weights_digest(d)
+    assert json.loads((d / runs.EVALUATION_FILE).read_text())["weights_sha256"] == runs.run_weights_digest(d)
     (d / runs.WEIGHTS_FILE).write_bytes(b"weights two")  # retrained in place
     assert read_evaluation(d) is None
     (d / runs.EVALUATION_FILE).write_text('{"auc": 0.9}', encoding="utf-8")  # no digest at all

@@ -1,4 +1,4 @@
-"""Text encoders end to end: gradients reach the encoder through temporal_features (the
+"""Text encoders end to end: gradients reach the encoder through TorchBackend.extract_all (the
 small hashing encoder always, MiniLM where installed), a frozen encoder gets none, and
 the trainer fine-tunes an encoder from text."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
-from cvx_core.features.differentiable import temporal_features
+from cvx_core.features.differentiable import TorchBackend
 from cvx_core.learn.config import TrainConfig
 from cvx_core.learn.encoders import (
     HashingBagEncoder,
@@ -30,7 +30,7 @@ STAMPS = torch.tensor([0.0, 0.5, 1.7, 3.0, 3.01, 9.0], dtype=torch.float64)
 
 def _grad_norms_after_backward(encoder):
     emb = encoder(POSTS)  # [T, D]
-    feats = temporal_features(emb, STAMPS)
+    feats = TorchBackend.extract_all(emb, STAMPS)
     (feats**2).sum().backward()
     return [p.grad for p in encoder.parameters()]
 

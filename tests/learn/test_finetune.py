@@ -27,7 +27,7 @@ from cvx_core.learn.finetune import StepHooks, estimate_finetune_memory, finetun
 from cvx_core.learn.model import TrajectoryClassifier, predict_proba
 from cvx_core.learn.trainer import train
 
-FAST = dict(epochs=2, patience=2, batch_size=8, hidden=4, device="cpu", text_encoder="hashing",
+FAST = dict(epochs=2, patience=2, batch_size=8, hidden=4, device="cpu", text_encoder="hashing", freeze_encoder=False,
             head="mlp", head_c=1.0, bootstrap=0, encoder_lr=1e-2, encoder_warmup_steps=2)
 
 
@@ -242,7 +242,8 @@ def test_weights_stamp_changes_with_optimizer_steps_and_loads_but_not_with_reads
 
 
 def test_memory_estimate_grows_with_k_and_max_tokens_not_with_batch_size(text_data):
-    base = TrainConfig(text_encoder="minilm", posts_with_grad=2, micro_batch_posts=16, max_tokens=64, batch_size=4)
+    base = TrainConfig(text_encoder="minilm", freeze_encoder=False, posts_with_grad=2, micro_batch_posts=16,
+                       max_tokens=64, batch_size=4)
     part = lambda c: finetune_memory_breakdown(c, text_data).parts["encoder_activations"]  # noqa: E731
     assert estimate_finetune_memory(replace(base, posts_with_grad=8), text_data) > estimate_finetune_memory(base, text_data)
     assert estimate_finetune_memory(replace(base, max_tokens=128), text_data) > estimate_finetune_memory(base, text_data)
