@@ -127,6 +127,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_training_again_in_the_same_folder_removes_stale_results",
     ),
     "tests/learn/test_sklearn.py": (
+        "test_classifier_fit_does_only_the_fit_no_baseline_bootstrap_or_early_detection",
         "test_classifier_fits_sets_with_any_labels_and_predicts_them",
         "test_classifier_in_grid_search_over_the_head_strength",
         "test_classifier_passes_the_estimator_checks_that_apply",
