@@ -52,6 +52,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import threading
 import warnings
 from collections import OrderedDict
@@ -72,6 +73,7 @@ __all__ = [
     "projection_trustworthiness",
     "enable_numba_cache",
     "warm_umap",
+    "warm_umap_process",
     "exact_knn",
     "cached_projection",
     "clear_projection_cache",
@@ -289,6 +291,22 @@ def warm_umap(*, metric: str = UMAP_DEFAULTS["metric"]) -> float:
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     _umap_2d(x, **{**UMAP_DEFAULTS, "metric": metric, "n_epochs": 5}, random_state=0, max_fit=20_000)
     return time.perf_counter() - t0
+
+
+def warm_umap_process(*, niceness: int = 10) -> subprocess.Popen[str]:
+    """Start :func:`warm_umap` in a child process at lowered priority (``os.nice``) and
+    return it (it prints the seconds it took). A warm-up in its own process never holds this
+    process's numba compiler lock, so nothing here (a training run compiling the feature
+    kernels) waits for it; the compiled code reaches this process through the disk cache."""
+    import sys
+
+    code = ("import os, sys\n"
+            f"os.nice({int(niceness)})\n"
+            "from cvx_core.analysis.projection import warm_umap\n"
+            "print(f'{warm_umap():.2f}')\n")
+    root = Path(__file__).resolve().parents[2]  # this checkout's cvx_core comes first on the path
+    return subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], cwd=root, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def exact_knn(x: np.ndarray, k: int, *, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
