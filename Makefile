@@ -19,7 +19,7 @@ $(RUN_STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --progress-bar on -r requirements.txt
 	@echo "==> [3/4] CVX itself (editable)"
 	$(PY) -m pip install --no-deps -e .
-	@echo "==> [4/4] Compiling UMAP's numba functions once (kept in numba's disk cache, so the first UMAP in the app is not a compile)"
+	@echo "==> [4/4] Compiling UMAP's numba functions once, on the path the app's UMAP takes (kept in numba's disk cache beside umap-learn, so the app's first UMAP loads them instead of compiling)"
 	$(PY) -c "from cvx_core.analysis.projection import warm_umap; print(f'UMAP compiled in {warm_umap():.1f} s')"
 	touch $(RUN_STAMP)
 
