@@ -123,6 +123,8 @@ class WarmUp:
     seconds: float | None = None  # the child's own figure, once it is done
     returncode: int | None = None
     error: str = ""
+    persisted: bool = False  # numba's disk cache holds UMAP's functions (the child checked)
+    loaded_s: float | None = None  # then loading them into this process took this long
 
 
 @st.cache_resource
@@ -141,11 +143,19 @@ def _warm_up() -> WarmUp | None:
 
     def wait() -> None:
         out, err = proc.communicate()
-        state.returncode = proc.returncode
         try:
-            state.seconds = float(out.strip().splitlines()[-1])
+            seconds, persisted = out.strip().splitlines()[-1].split()
+            state.seconds, state.persisted = float(seconds), persisted == "1"
         except (ValueError, IndexError):
             state.error = err.strip()[-500:]
+        if state.persisted:  # only loads from the disk cache now (no compile holds the lock long)
+            from cvx_core.analysis.projection import warm_umap
+
+            try:
+                state.loaded_s = warm_umap()
+            except Exception as exc:  # pragma: no cover - an optimisation only
+                state.error = f"{type(exc).__name__}: {exc}"
+        state.returncode = proc.returncode
 
     threading.Thread(target=wait, name="cvx-umap-warm", daemon=True).start()
     atexit.register(lambda: proc.poll() is None and proc.terminate())  # no orphan after the server
@@ -155,9 +165,12 @@ def _warm_up() -> WarmUp | None:
 def warm_umap_in_background() -> WarmUp | None:
     """Compile umap-learn's numba functions into numba's disk cache in a child process at
     lowered priority, once per server (``CVX_WARM_UMAP=0`` turns it off). It is a process,
-    not a thread, so it never holds this server's numba compiler lock: a training run
-    started meanwhile does not wait for it. After ``make install-run`` the cache is already
-    there and the child only checks it. Returns its state (None when turned off)."""
+    not a thread, so it never holds this server's numba compiler lock while compiling: a
+    training run started meanwhile does not wait for it. After ``make install-run`` the cache
+    is already there and the child only checks it. When the child finds the cache complete,
+    this process then loads UMAP from it (a few seconds; each function holds the compiler
+    lock only while it loads), so the first UMAP on Explore is the fit alone. Returns its
+    state (None when turned off)."""
     return _warm_up()
 
 

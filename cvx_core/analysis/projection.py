@@ -74,6 +74,7 @@ __all__ = [
     "enable_numba_cache",
     "warm_umap",
     "warm_umap_process",
+    "umap_cache_persisted",
     "exact_knn",
     "cached_projection",
     "clear_projection_cache",
@@ -295,18 +296,35 @@ def warm_umap(*, metric: str = UMAP_DEFAULTS["metric"]) -> float:
 
 def warm_umap_process(*, niceness: int = 10) -> subprocess.Popen[str]:
     """Start :func:`warm_umap` in a child process at lowered priority (``os.nice``) and
-    return it (it prints the seconds it took). A warm-up in its own process never holds this
+    return it (it prints the seconds it took and 1 when :func:`umap_cache_persisted`, else
+    0). A warm-up in its own process never holds this
     process's numba compiler lock, so nothing here (a training run compiling the feature
     kernels) waits for it; the compiled code reaches this process through the disk cache."""
     import sys
 
     code = ("import os, sys\n"
             f"os.nice({int(niceness)})\n"
-            "from cvx_core.analysis.projection import warm_umap\n"
-            "print(f'{warm_umap():.2f}')\n")
+            "from cvx_core.analysis.projection import umap_cache_persisted, warm_umap\n"
+            "print(f'{warm_umap():.2f} {int(umap_cache_persisted())}')\n")
     root = Path(__file__).resolve().parents[2]  # this checkout's cvx_core comes first on the path
     return subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], cwd=root, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def umap_cache_persisted() -> bool:
+    """Whether numba's disk cache holds umap-learn's main compiled functions (an index file
+    for each in its cache folder), so that a new process loads them instead of compiling.
+    Meaningful after :func:`warm_umap` ran in this process."""
+    import umap.layouts
+    import umap.umap_
+
+    fns = (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+           umap.layouts._nb_optimize_layout_euclidean_single_epoch)
+    for fn in fns:
+        folder = getattr(fn.stats, "cache_path", None)
+        if not folder or not any(Path(folder).glob(f"*.{fn.py_func.__name__}-*.nbi")):
+            return False
+    return True
 
 
 def exact_knn(x: np.ndarray, k: int, *, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
