@@ -100,6 +100,17 @@ project_posts(ts, method="umap", use_cache=False)
 print(time.perf_counter() - t0)
 """
 
+AFTER_LOADED_FIRST = """
+import sys, time; sys.path.insert(0, {root!r})
+from cvx_core.data.io import load_trajectories
+from cvx_core.analysis.projection import project_posts, warm_umap
+warm_umap()  # the app's server does this after its warm-up child: loads from the disk cache
+ts = load_trajectories({sample!r})
+t0 = time.perf_counter()
+project_posts(ts, method="umap", use_cache=False)
+print(time.perf_counter() - t0)
+"""
+
 
 def _in_fresh_process(code: str, cache_dir: str) -> dict[str, float]:
     """Run ``code`` in a new interpreter with ``NUMBA_CACHE_DIR=cache_dir``; its last printed
@@ -113,15 +124,19 @@ def _in_fresh_process(code: str, cache_dir: str) -> dict[str, float]:
             "process_wall_s": round(time.perf_counter() - t0, 2), "load_1min": round(load, 2)}
 
 
-def fresh_first_umap() -> dict[str, Any]:
-    """Each scenario starts from an empty numba cache (a fresh install)."""
+def fresh_first_umap(only: str = "") -> dict[str, Any]:
+    """Each scenario (those whose name contains ``only``) starts from an empty numba cache
+    (a fresh install)."""
     out: dict[str, Any] = {}
     scenarios = {
         "before: round-1 warm-up, then first UMAP (umap-learn's pynndescent neighbours)": (BEFORE_WARM, BEFORE_FIRST),
         "after: no warm-up, first UMAP (exact neighbours)": (None, AFTER_FIRST),
         "after: warm_umap (make install-run / server start), then first UMAP": (AFTER_WARM, AFTER_FIRST),
+        "after: warm_umap, then the app's server loads it from the cache; first UMAP": (AFTER_WARM, AFTER_LOADED_FIRST),
     }
     for name, (warm, first) in scenarios.items():
+        if only not in name:
+            continue
         with tempfile.TemporaryDirectory(prefix="numba-") as d:
             row = {"warm_up": _in_fresh_process(warm, d) if warm else None, "first_umap": _in_fresh_process(first, d)}
         out[name] = row
@@ -215,6 +230,10 @@ def main() -> None:
     ap.add_argument("--only-fresh", action="store_true", help="only the fresh-process runs (keeps the quality rows "
                     "already in the results file)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per training-start scenario (median)")
+    ap.add_argument("--only", default="", help="only the fresh-process scenarios whose name contains this "
+                    "(the others stay as they are in the results file)")
+    ap.add_argument("--skip-training-start", action="store_true", help="fresh-process runs without the "
+                    "training-start ones (keeps those already in the results file)")
     args = ap.parse_args()
     ts = load_trajectories(SAMPLE)
     doc: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -230,15 +249,16 @@ def main() -> None:
             print(f"{r['projection'][:60]:<60} {r['seconds']:>7.1f} {r['trustworthiness']:>6.3f} "
                   f"{r['collapsed_steps']:>9.3f} {r['user_spread']:>6.3f}")
     if not args.skip_fresh:
-        doc["fresh_process_first_umap"] = fresh_first_umap()
-        doc["training_start_during_umap_warm_up"] = training_start_during_warm_up(args.repeats)
+        doc["fresh_process_first_umap"] = {**doc.get("fresh_process_first_umap", {}), **fresh_first_umap(args.only)}
+        if not args.skip_training_start:
+            doc["training_start_during_umap_warm_up"] = training_start_during_warm_up(args.repeats)
         print(f"\n{'fresh process, empty numba cache':<72} {'warm-up s':>9} {'first UMAP s':>12} {'load':>5}")
         for name, row in doc["fresh_process_first_umap"].items():
             warm = row["warm_up"]
             print(f"{name[:72]:<72} {warm['seconds'] if warm else 0:>9.1f} {row['first_umap']['seconds']:>12.1f} "
                   f"{row['first_umap']['load_1min']:>5.1f}")
         print(f"\n{'warm-up while training starts':<30} {'first step, median s':>21}")
-        for mode, row in doc["training_start_during_umap_warm_up"].items():
+        for mode, row in doc.get("training_start_during_umap_warm_up", {}).items():
             print(f"{mode:<30} {row['median_s']:>21.1f}")
     doc["load_average_end"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
