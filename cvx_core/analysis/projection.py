@@ -37,8 +37,8 @@ Numba: umap-learn compiles its layout and graph functions on first use in every 
 itself, so that cost is paid once per machine (``NUMBA_CACHE_DIR``, or ``__pycache__``
 beside umap-learn when that is writable), and :func:`warm_umap` compiles exactly the code
 path :func:`project_posts` takes, on a tiny input (``make install-run`` runs it; the app
-runs it in a background thread at start). ``benchmarks/bench_projection.py`` measures a
-fresh process before and after.
+runs it at start in a child process, :func:`warm_umap_process`, then loads the result).
+``benchmarks/bench_projection.py`` measures a fresh process before and after.
 
 Results are cached in-process (bounded LRU, :data:`CACHE_SIZE` entries, thread-safe) under
 ``(TrajectorySet.digest(), method, parameters)``; with ``cache_dir`` they are also written
@@ -296,10 +296,10 @@ def warm_umap(*, metric: str = UMAP_DEFAULTS["metric"]) -> float:
 
 def warm_umap_process(*, niceness: int = 10) -> subprocess.Popen[str]:
     """Start :func:`warm_umap` in a child process at lowered priority (``os.nice``) and
-    return it (it prints the seconds it took and 1 when :func:`umap_cache_persisted`, else
-    0). A warm-up in its own process never holds this
-    process's numba compiler lock, so nothing here (a training run compiling the feature
-    kernels) waits for it; the compiled code reaches this process through the disk cache."""
+    return it; it prints the seconds it took, then 1 if :func:`umap_cache_persisted` (else 0).
+    A warm-up in its own process never holds this process's numba compiler lock, so nothing
+    here (a training run loading the feature kernels) waits for its compiles; the compiled
+    code reaches this process through the disk cache."""
     import sys
 
     code = ("import os, sys\n"
