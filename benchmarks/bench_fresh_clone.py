@@ -236,12 +236,10 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.keep or not ok:
         doc["kept"] = str(tmp)
-        if not args.keep:  # keep only the logs and screenshots of a failure
-            shutil.rmtree(dest, ignore_errors=True)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
     args.out.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}", flush=True)
+    if not args.keep:  # a failure keeps only its logs and screenshots
+        shutil.rmtree(tmp if ok else dest, ignore_errors=True)
     return 0 if ok else 1
 
 
