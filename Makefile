@@ -19,8 +19,9 @@ $(RUN_STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --progress-bar on -r requirements.txt
 	@echo "==> [3/4] CVX itself (editable)"
 	$(PY) -m pip install --no-deps -e .
-	@echo "==> [4/4] Compiling UMAP's numba functions once (kept in numba's disk cache, so the first UMAP in the app is not a compile)"
+	@echo "==> [4/4] Compiling numba code once: UMAP on the path the app's UMAP takes, and the feature kernels (kept in numba's disk cache, so the app's first UMAP and first training load them instead of compiling)"
 	$(PY) -c "from cvx_core.analysis.projection import warm_umap; print(f'UMAP compiled in {warm_umap():.1f} s')"
+	$(PY) -c "from cvx_core.features import kernels; print(f'feature kernels compiled in {kernels.compile_all():.1f} s')"
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP) requirements-dev.txt

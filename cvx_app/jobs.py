@@ -1,4 +1,9 @@
 """Training jobs: one background thread per training run, its live progress and stop signal, and the CUDA probe.
+
+A run's folder is claimed by the trainer (``cvx_core.learn.runs.claim_run_folder``: a lock
+file with this process's id) and released as soon as the run ends, whether it finished,
+failed or was stopped, so the folder can be retrained or written by the CLI without
+waiting for the server to exit.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class TrainJob:
         except Exception as exc:  # shown on the page; the run folder keeps what was saved
             with self.lock:
                 self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            _release_run(self.run_dir)
             _remove_if_empty(self.run_dir)
         else:
             # the page reads results from the run folder: keep no model (it may sit on the GPU)
@@ -109,6 +115,7 @@ class TrainJob:
                 self.status, self.interrupted = "done", interrupted
         finally:
             self._ts = None  # type: ignore[assignment]
+            _release_run(self.run_dir)
             _release_cuda_memory()
 
     def snapshot(self) -> dict[str, Any]:
@@ -125,6 +132,13 @@ class TrainJob:
                 "elapsed": time.time() - self.started,
                 "stopping": self.stop.is_set(),
             }
+
+
+def _release_run(run_dir: Path) -> None:
+    """Drop this process's lock on ``run_dir`` (nothing when it holds none)."""
+    from cvx_core.learn.runs import release_run_folder
+
+    release_run_folder(run_dir)
 
 
 def _remove_if_empty(run_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """Projections for the app: PCA at once, UMAP in a background thread with progress; both
 kept in a disk cache under the workspace (``workspace_dir()/projections``) so a restart
-does not recompute them, and umap-learn's numba functions warmed in the background at start.
+does not recompute them, and umap-learn's numba functions warmed at start in a child process
+(numba's disk cache carries them here; a thread would hold this process's compiler lock).
 
 Worker threads never call Streamlit; pages poll :func:`umap_job` (e.g. from a fragment with
 ``run_every``) and draw its ``fraction``.
@@ -8,6 +9,7 @@ Worker threads never call Streamlit; pages poll :func:`umap_job` (e.g. from a fr
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -112,28 +114,64 @@ def projection(ts: TrajectorySet, method: str) -> ProjectionJob:
     return job
 
 
+@dataclass
+class WarmUp:
+    """The UMAP warm-up of this server: a child process (see :func:`warm_umap_in_background`)."""
+
+    started: float = field(default_factory=time.monotonic)
+    pid: int | None = None  # the child's process id
+    seconds: float | None = None  # the child's own figure, once it is done
+    returncode: int | None = None
+    error: str = ""
+    persisted: bool = False  # numba's disk cache holds UMAP's functions (the child checked)
+    loaded_s: float | None = None  # then loading them into this process took this long
+
+
 @st.cache_resource
-def _warm_thread() -> threading.Thread | None:
+def _warm_up() -> WarmUp | None:
     if os.environ.get("CVX_WARM_UMAP", "1").strip() == "0":
         return None
+    from cvx_core.analysis.projection import warm_umap_process
 
-    def warm() -> None:
+    state = WarmUp()
+    try:
+        proc = warm_umap_process()
+    except OSError as exc:  # pragma: no cover - no process could start: UMAP compiles on first use
+        state.returncode, state.error = -1, str(exc)
+        return state
+    state.pid = proc.pid
+
+    def wait() -> None:
+        out, err = proc.communicate()
         try:
+            seconds, persisted = out.strip().splitlines()[-1].split()
+            state.seconds, state.persisted = float(seconds), persisted == "1"
+        except (ValueError, IndexError):
+            state.error = err.strip()[-500:]
+        if state.persisted:  # only loads from the disk cache now (no compile holds the lock long)
             from cvx_core.analysis.projection import warm_umap
 
-            warm_umap()
-        except Exception:  # pragma: no cover - warming is only an optimisation
-            pass
+            try:
+                state.loaded_s = warm_umap()
+            except Exception as exc:  # pragma: no cover - an optimisation only
+                state.error = f"{type(exc).__name__}: {exc}"
+        state.returncode = proc.returncode
 
-    thread = threading.Thread(target=warm, name="cvx-umap-warm", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=wait, name="cvx-umap-warm", daemon=True).start()
+    atexit.register(lambda: proc.poll() is None and proc.terminate())  # no orphan after the server
+    return state
 
 
-def warm_umap_in_background() -> None:
-    """Compile umap-learn's numba functions once per process in a background thread (with
-    numba's disk cache on, later processes load them). ``CVX_WARM_UMAP=0`` turns it off."""
-    _warm_thread()
+def warm_umap_in_background() -> WarmUp | None:
+    """Compile umap-learn's numba functions into numba's disk cache in a child process at
+    lowered priority, once per server (``CVX_WARM_UMAP=0`` turns it off). It is a process,
+    not a thread, so it never holds this server's numba compiler lock while compiling: a
+    training run started meanwhile does not wait for it. After ``make install-run`` the cache
+    is already there and the child only checks it. When the child finds the cache complete,
+    this process then loads UMAP from it (a few seconds; each function holds the compiler
+    lock only while it loads), so the first UMAP on Explore is the fit alone. Returns its
+    state (None when turned off)."""
+    return _warm_up()
 
 
 def snippet(text: str | None, words: int = SNIPPET_WORDS) -> str:

@@ -40,19 +40,22 @@ def is_text_table(data: bytes, filename: str) -> bool:
 
 
 def import_texts(
-    data: bytes, filename: str, *, progress: Callable[[int, int], None] | None = None
+    data: bytes, filename: str, *, progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[str, TrajectorySet]:
     """Embed an uploaded table of texts and save it in the workspace as Parquet (atomically).
 
     Returns ``(dataset name, TrajectorySet)``; the set keeps the texts (and the upload's
     extra columns as metadata, when the data model keeps them). Raises
     :class:`TrajectoryError` (empty text cells, bad rows, a failing encoder) without
-    touching the datasets; finished batches stay in the embedding cache.
+    touching the datasets; finished batches stay in the embedding cache. ``stage(text)`` is
+    told each step of the one-time ONNX export of the encoder (tens of seconds) when it runs.
     """
     from cvx_core.data.text import embed_posts
 
     fname = Path(str(filename)).name
     ts = embed_posts(
-        data, name=fname, encoder=encoder_spec(), cache=embeddings_cache_path(), progress=progress
+        data, name=fname, encoder=encoder_spec(), cache=embeddings_cache_path(), progress=progress,
+        stage=stage,
     )
     return save_new_dataset(ts, filename), ts  # claims the name exclusively (no upload race)

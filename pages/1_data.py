@@ -43,7 +43,8 @@ with st.container(border=True):
                         frac = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
                         bar.progress(frac, text=f"Embedding the posts' texts: {done:,} of {total:,} distinct texts")
 
-                    new_name, new_ts = textdata.import_texts(data, uploaded.name, progress=progress)
+                    new_name, new_ts = textdata.import_texts(data, uploaded.name, progress=progress,
+                                                              stage=lambda text: bar.progress(0.0, text=text))
                     bar.empty()
                     what = f"embedded {new_ts.n_posts} posts with all-MiniLM-L6-v2"
                 else:

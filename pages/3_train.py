@@ -196,7 +196,11 @@ def live_panel(job: "jobs.TrainJob") -> None:
     loss, auc = figures.loss_auc_figures(snap["steps"], snap["epochs"])
     cols = st.columns(3 if snap.get("grad_norms") else 2)
     cols[0].plotly_chart(loss, key="train_live_loss")
-    cols[1].plotly_chart(auc, key="train_live_auc")
+    if snap["epochs"]:
+        cols[1].plotly_chart(auc, key="train_live_auc")
+    else:  # no empty axes before the first epoch's validation
+        cols[1].caption(f"Validation ROC AUC: drawn when epoch 1 ends (step {snap['step']} of "
+                        f"{job.steps_per_epoch or '?'} in it).")
     if snap.get("grad_norms"):
         cols[2].plotly_chart(figures.grad_norm_figure(snap["grad_norms"]), key="train_live_grad")
 

@@ -23,10 +23,22 @@ nearest neighbours in the embedding space, lower when the picture invents neighb
 It is computed on a seeded subsample of at most :data:`TRUST_SAMPLE` posts (the exact
 figure needs an ``N x N`` rank matrix).
 
-Numba: umap-learn compiles its layout functions on first use in every process (10-30 s).
-:func:`enable_numba_cache` turns on numba's on-disk cache for them, so that cost is paid
-once per machine, and :func:`warm_umap` triggers the compilation on a tiny input (the app
-runs it in a background thread at start).
+Neighbours: for ``metric`` in :data:`EXACT_KNN_METRICS` and fits of at most ``max_fit``
+posts, the ``n_neighbors`` nearest neighbours are exact (scikit-learn's brute-force
+``NearestNeighbors``) and handed to umap-learn as ``precomputed_knn``. umap-learn would
+otherwise use pynndescent above 4,096 points, whose numba functions take the distance
+function as an argument and so are recompiled in every process (about 30 s of the
+108-145 s a first UMAP on the sample took in a fresh process; numba's disk cache cannot
+keep them). Exact neighbours take about a second on the sample (6,424 posts, D = 384).
+Larger sets (subsample + ``UMAP.transform``) and other metrics still use pynndescent.
+
+Numba: umap-learn compiles its layout and graph functions on first use in every process.
+:func:`enable_numba_cache` turns on numba's on-disk cache for those it does not cache
+itself, so that cost is paid once per machine (``NUMBA_CACHE_DIR``, or ``__pycache__``
+beside umap-learn when that is writable), and :func:`warm_umap` compiles exactly the code
+path :func:`project_posts` takes, on a tiny input (``make install-run`` runs it; the app
+runs it at start in a child process, :func:`warm_umap_process`, then loads the result).
+``benchmarks/bench_projection.py`` measures a fresh process before and after.
 
 Results are cached in-process (bounded LRU, :data:`CACHE_SIZE` entries, thread-safe) under
 ``(TrajectorySet.digest(), method, parameters)``; with ``cache_dir`` they are also written
@@ -40,7 +52,9 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,10 +73,14 @@ __all__ = [
     "projection_trustworthiness",
     "enable_numba_cache",
     "warm_umap",
+    "warm_umap_process",
+    "umap_cache_persisted",
+    "exact_knn",
     "cached_projection",
     "clear_projection_cache",
     "CACHE_SIZE",
     "UMAP_DEFAULTS",
+    "EXACT_KNN_METRICS",
     "TRUST_SAMPLE",
     "TRUST_NEIGHBORS",
 ]
@@ -78,7 +96,9 @@ UMAP_DEFAULTS: dict[str, Any] = {
     "metric": "cosine",  # sentence embeddings
     "n_epochs": 200,  # umap-learn uses 500 below 10k points; 200 is the same picture, 2.5x faster
 }
-_DISK_FORMAT = 1
+# metrics whose exact neighbours scikit-learn computes with the same meaning as umap-learn's
+EXACT_KNN_METRICS = frozenset({"cosine", "euclidean", "manhattan", "chebyshev"})
+_DISK_FORMAT = 2  # 2: exact neighbours (format 1 pictures came from approximate ones)
 _cache: OrderedDict[tuple[Any, ...], Projection] = OrderedDict()
 _lock = threading.Lock()
 
@@ -262,18 +282,63 @@ def enable_numba_cache() -> int:
     return count
 
 
-def warm_umap() -> float:
-    """Compile umap-learn's numba functions by fitting a tiny seeded input (with the disk
-    cache on: the next processes load them). Returns the seconds it took."""
+def warm_umap(*, metric: str = UMAP_DEFAULTS["metric"]) -> float:
+    """Compile the numba functions :func:`project_posts` uses for a UMAP (``metric`` and
+    the seeded, single-thread layout) by projecting a tiny seeded input, with the disk cache
+    on so that later processes load them instead. Returns the seconds it took."""
     import time
 
     t0 = time.perf_counter()
-    import umap
-
-    enable_numba_cache()
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
-    umap.UMAP(n_components=2, n_neighbors=8, n_epochs=20, random_state=0, n_jobs=1).fit_transform(x)
+    _umap_2d(x, **{**UMAP_DEFAULTS, "metric": metric, "n_epochs": 5}, random_state=0, max_fit=20_000)
     return time.perf_counter() - t0
+
+
+def warm_umap_process(*, niceness: int = 10) -> subprocess.Popen[str]:
+    """Start :func:`warm_umap` in a child process at lowered priority (``os.nice``) and
+    return it; it prints the seconds it took, then 1 if :func:`umap_cache_persisted` (else 0).
+    A warm-up in its own process never holds this process's numba compiler lock, so nothing
+    here (a training run loading the feature kernels) waits for its compiles; the compiled
+    code reaches this process through the disk cache."""
+    import sys
+
+    code = ("import os, sys\n"
+            f"os.nice({int(niceness)})\n"
+            "from cvx_core.analysis.projection import umap_cache_persisted, warm_umap\n"
+            "print(f'{warm_umap():.2f} {int(umap_cache_persisted())}')\n")
+    root = Path(__file__).resolve().parents[2]  # this checkout's cvx_core comes first on the path
+    return subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], cwd=root, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def umap_cache_persisted() -> bool:
+    """Whether numba's disk cache holds umap-learn's main compiled functions (an index file
+    for each in its cache folder), so that a new process loads them instead of compiling.
+    Meaningful after :func:`warm_umap` ran in this process."""
+    import umap.layouts
+    import umap.umap_
+
+    fns = (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+           umap.layouts._nb_optimize_layout_euclidean_single_epoch)
+    for fn in fns:
+        folder = getattr(fn.stats, "cache_path", None)
+        if not folder or not any(Path(folder).glob(f"*.{fn.py_func.__name__}-*.nbi")):
+            return False
+    return True
+
+
+def exact_knn(x: np.ndarray, k: int, *, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of every row of ``x [N, D]`` among all rows (itself
+    included, as umap-learn expects), by brute force (scikit-learn). Returns
+    (``[N, k]`` int32 indices, ``[N, k]`` float32 distances, ascending)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if metric not in EXACT_KNN_METRICS:
+        raise ValueError(f"exact neighbours support {sorted(EXACT_KNN_METRICS)}, not {metric!r}")
+    nn = NearestNeighbors(n_neighbors=int(k), algorithm="brute", metric=metric).fit(x)
+    dist, idx = nn.kneighbors(x)
+    dist = np.clip(dist, 0.0, None)  # float rounding: cosine distance of a row to itself
+    return np.ascontiguousarray(idx, dtype=np.int32), np.ascontiguousarray(dist, dtype=np.float32)
 
 
 class _EpochSink:
@@ -317,7 +382,7 @@ def _umap_2d(
     nn = int(min(n_neighbors, n - 1))
     fit_hi = 1000 if n <= max_fit else 900
 
-    def reducer(lo: int, hi: int) -> Any:
+    def reducer(lo: int, hi: int, knn: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
         tqdm_kwds: dict[str, Any] = {"disable": True}
         if progress is not None:
             # a report every 5% of the epochs, by count (not by clock, so a fast fit reports too)
@@ -334,11 +399,19 @@ def _umap_2d(
             n_jobs=1 if random_state is not None else -1,  # umap-learn forces 1 with a seed
             init="spectral" if n > nn + 2 else "random",
             tqdm_kwds=tqdm_kwds,
+            precomputed_knn=(None, None, None) if knn is None else (knn[0], knn[1], None),
         )
 
     if progress is not None:
         progress(0, 1000)
-    if n <= max_fit:
+    if n <= max_fit and metric in EXACT_KNN_METRICS:
+        knn = exact_knn(x, nn, metric=metric)
+        if progress is not None:
+            progress(100, 1000)
+        with warnings.catch_warnings():  # "transform will be unavailable": it is not used here
+            warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+            out = np.asarray(reducer(300, 1000, knn).fit_transform(x), dtype=np.float64)
+    elif n <= max_fit:
         out = np.asarray(reducer(300, 1000).fit_transform(x), dtype=np.float64)
     else:
         rng = np.random.default_rng(0 if random_state is None else random_state)

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +159,12 @@ def export_path(digest: str, variant: str, cache_dir: str | os.PathLike[str] | N
 
 
 def export_minilm_onnx(model_dir: str | os.PathLike[str], *, digest: str, variant: str,
-                       cache_dir: str | os.PathLike[str] | None = None, rebuild: bool = False) -> Path:
+                       cache_dir: str | os.PathLike[str] | None = None, rebuild: bool = False,
+                       stage: Callable[[str], None] | None = None) -> Path:
     """The ONNX file of ``variant`` (``"onnx"`` or ``"onnx-int8"``) for the MiniLM folder
     ``model_dir`` whose weights digest is ``digest`` (:func:`cvx_core.data.text.weights_digest`),
-    exported (and cached) on first use; returns its path."""
+    exported (and cached) on first use; returns its path. ``stage(text)`` is told each step
+    of an export as it starts ("step 1 of 3: ..."); it is not called when the file exists."""
     if variant not in ("onnx", "onnx-int8"):
         raise ValueError(f"variant must be 'onnx' or 'onnx-int8', got {variant!r}")
     _require_onnx()
@@ -175,11 +177,17 @@ def export_minilm_onnx(model_dir: str | os.PathLike[str], *, digest: str, varian
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
         fp32 = root / _cache_name(digest, "onnx")
-        if variant == "onnx" or rebuild or not fp32.is_file():
+        steps = (3 if variant == "onnx-int8" else 2) if variant == "onnx" or rebuild or not fp32.is_file() else 1
+        say = (lambda k, what: stage(f"Preparing the text encoder, once per machine: step {k} of {steps}, {what}")) \
+            if stage is not None else (lambda k, what: None)
+        if steps > 1:
+            say(1, "exporting all-MiniLM-L6-v2 to ONNX (the longest step)")
             _export_fp32(model_dir, work / "raw.onnx")
+            say(2, "fusing its operations")
             _optimize(work / "raw.onnx", work / "fused.onnx")
             os.replace(work / "fused.onnx", fp32)  # same folder: atomic
         if variant == "onnx-int8":
+            say(steps, "quantizing it to int8")
             _quantize(fp32, work / "int8.onnx")
             os.replace(work / "int8.onnx", target)
     finally:
@@ -252,6 +260,18 @@ class OnnxMiniLMEncoder:
         except Exception:  # noqa: BLE001 - a damaged cached export: rebuild it once
             path = export_minilm_onnx(self.model_dir, rebuild=True, **kw)
             return _session(path, self.threads)
+
+    def prepare(self, *, stage: Callable[[str], None] | None = None) -> None:
+        """Export (when this machine has no export yet) and load the model now, telling
+        ``stage(text)`` each step of the export; ``encode`` then starts at once."""
+        kw = {"digest": self.digest, "variant": self.backend, "cache_dir": self.cache_dir}
+        path = export_minilm_onnx(self.model_dir, stage=stage, **kw)
+        if stage is not None:
+            stage("Loading the text encoder")
+        try:
+            _session(path, self.threads)
+        except Exception:  # noqa: BLE001 - a damaged cached export: rebuild it once
+            _session(export_minilm_onnx(self.model_dir, rebuild=True, stage=stage, **kw), self.threads)
 
     @property
     def exported(self) -> bool:

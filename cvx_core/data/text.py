@@ -389,6 +389,7 @@ def embed_texts(
     row_names: Callable[[int], str] | None = None,
     long_texts: str = "truncate",
     backend: str | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Embed ``texts`` ``[N]`` -> ``[N, D]`` float32 (input order).
 
@@ -402,6 +403,8 @@ def embed_texts(
     are reused; the rest are encoded in batches of ``batch_size`` texts of similar token
     length, each batch committed to the cache as it finishes. ``progress(done, total)`` is
     called after the cache lookup and after each batch, counting distinct texts.
+    ``stage(text)`` is told what a long wait before the first batch is for (the one-time
+    ONNX export of MiniLM, step by step), when there is one.
 
     ``encoder`` is anything :func:`load_encoder` accepts (``None``: MiniLM; ``backend``
     chooses how MiniLM runs, see :func:`load_encoder`). An encoder
@@ -424,8 +427,8 @@ def embed_texts(
     store, owned = _open_cache(cache)
     try:
         if long_texts == "truncate":
-            return _embed(texts, enc, store, batch_size, progress, where)
-        return _embed_chunked(texts, enc, store, batch_size, progress, where)
+            return _embed(texts, enc, store, batch_size, progress, where, stage)
+        return _embed_chunked(texts, enc, store, batch_size, progress, where, stage)
     finally:
         if owned and store is not None:
             store.close()
@@ -438,6 +441,7 @@ def _embed(
     batch_size: int,
     progress: Progress | None,
     where: Callable[[int], str],
+    stage: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     hashes = [text_sha256(t) for t in texts]
     first: dict[str, int] = {}
@@ -450,6 +454,9 @@ def _embed(
     if progress is not None:
         progress(done, total)
     if misses:
+        prepare = getattr(enc, "prepare", None)
+        if stage is not None and callable(prepare) and getattr(enc, "exported", True) is False:
+            prepare(stage=stage)  # the one-time export, told step by step
         counter = getattr(enc, "count_tokens", None)
         # the character budget (cvx_core.data.budgets) bounds the tokenizer's work on a huge text
         miss_texts = [truncate_text(texts[first[h]], enc.max_tokens) for h in misses]
@@ -497,6 +504,7 @@ def _embed_chunked(
     batch_size: int,
     progress: Progress | None,
     where: Callable[[int], str],
+    stage: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     splitter = getattr(enc, "windows", None)
     if splitter is None:
@@ -508,7 +516,7 @@ def _embed_chunked(
             pieces.append(w)
             owner.append(i)
     try:
-        vecs = _embed(pieces, enc, store, batch_size, progress, lambda k: f"{where(owner[k])} (a window of it)")
+        vecs = _embed(pieces, enc, store, batch_size, progress, lambda k: f"{where(owner[k])} (a window of it)", stage)
     except EmbeddingError as exc:
         if exc.row is not None:
             exc.row = owner[exc.row]
@@ -570,6 +578,7 @@ def embed_posts(
     format: str | None = None,
     long_texts: str = "truncate",
     backend: str | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> TrajectorySet:
     """Read a long table of posts (``user_id``, ``timestamp``, ``text``, optional
     ``label``; csv, parquet, jsonl or npz, as :func:`cvx_core.load_trajectories` reads) and
@@ -579,7 +588,7 @@ def embed_posts(
     missing text cells raise :class:`TrajectoryError` naming the row and column ``text``.
     ``cache``: an :class:`EmbeddingCache`, a path to one, or ``None`` (no cache). See
     :func:`embed_texts` for the other options (``long_texts="chunk"`` embeds long posts
-    whole, as the mean of their windows).
+    whole, as the mean of their windows; ``stage`` is told about the one-time export).
     """
     from cvx_core.data.io import read_posts
 
@@ -610,6 +619,7 @@ def embed_posts(
             row_names=lambda i: f"{posts.file}: {posts.where(i)}",
             long_texts=long_texts,
             backend=backend,
+            stage=stage,
         )
     except EmbeddingError as exc:
         exc.file = posts.file

@@ -189,3 +189,55 @@ def test_numba_cache_is_switched_on_for_umaps_functions():
     enable_numba_cache()
     jitted = [f for f in vars(umap.layouts).values() if isinstance(f, Dispatcher)]
     assert jitted and all(type(f._cache).__name__ != "NullCache" for f in jitted)
+
+
+def test_exact_knn_lists_each_row_first_and_matches_brute_force_cosine():
+    from cvx_core.analysis.projection import exact_knn
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 6)).astype(np.float32)
+    idx, dist = exact_knn(x, 7, metric="cosine")
+    assert idx.shape == dist.shape == (90, 7) and idx.dtype == np.int32 and dist.dtype == np.float32
+    assert (idx[:, 0] == np.arange(90)).all() and (dist >= 0).all()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    full = 1.0 - unit @ unit.T
+    want = np.sort(full, axis=1)[:, :7]
+    assert np.allclose(dist, np.clip(want, 0, None), atol=1e-5)
+    assert (np.diff(dist, axis=1) >= 0).all()
+    with pytest.raises(ValueError, match="exact neighbours"):
+        exact_knn(x, 3, metric="haversine")
+
+
+WARM_STATS = """
+import json, sys
+sys.path.insert(0, {root!r})
+from cvx_core.analysis.projection import warm_umap
+warm_umap()
+import umap.umap_, umap.layouts
+fns = [umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+       umap.layouts._nb_optimize_layout_euclidean_single_epoch]
+print(json.dumps({{f.py_func.__name__: [f.stats.cache_hits.total(), f.stats.cache_misses.total()] for f in fns}}))
+"""
+
+
+@pytest.mark.slow
+def test_warm_umap_leaves_a_numba_cache_that_the_next_process_loads_instead_of_compiling(tmp_path):
+    pytest.importorskip("umap")
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c", WARM_STATS.format(root=root)], env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert all(misses >= 1 for _, misses in first.values())  # compiled (and written) by the first
+    assert all(hits >= 1 and misses == 0 for hits, misses in second.values()), second
+    assert any(p.suffix == ".nbc" for p in tmp_path.rglob("*"))

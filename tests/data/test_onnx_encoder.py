@@ -100,3 +100,17 @@ def test_cached_export_is_reused_and_a_damaged_one_is_rebuilt(export_dir):
     again = _encoder("onnx-int8", cache_dir=export_dir).encode(TEXTS[:2])
     np.testing.assert_allclose(again, good, atol=1e-6)
     assert not list(export_dir.glob(".export-*"))  # no temporary folder left behind
+
+
+def test_export_tells_each_step_as_it_starts_and_nothing_when_the_file_exists(tmp_path, monkeypatch):
+    done = []
+    for name in ("_export_fp32", "_optimize", "_quantize"):
+        monkeypatch.setattr(ox, name, lambda *a, _n=name: (done.append(_n), Path(a[-1]).write_bytes(b"x")))
+    said = []
+    kw = dict(digest="d" * 64, variant="onnx-int8", cache_dir=tmp_path)
+    ox.export_minilm_onnx(tmp_path, stage=said.append, **kw)
+    assert [s.split(": ", 1)[1].split(",")[0] for s in said] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
+    assert done == ["_export_fp32", "_optimize", "_quantize"] and "once per machine" in said[0]
+    said.clear()
+    ox.export_minilm_onnx(tmp_path, stage=said.append, **kw)
+    assert said == []

@@ -345,3 +345,33 @@ def test_chunk_mode_embeds_long_texts_as_the_mean_of_their_windows():
     assert err.value.row == 1 and "text 2" in str(err.value)
     with pytest.raises(ValueError, match="long_texts"):
         embed_texts(["a"], encoder=enc, long_texts="drop")
+
+
+class ExportingEncoder:
+    """An encoder with a one-time preparation (like the ONNX MiniLM's export)."""
+
+    model_id, max_tokens, dim = "exporting@1", 64, D
+
+    def __init__(self) -> None:
+        self.exported, self.events = False, []
+
+    def prepare(self, *, stage=None) -> None:
+        self.events.append("prepare")
+        if stage is not None:
+            stage("Preparing the text encoder, once per machine: step 1 of 1, exporting")
+        self.exported = True
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.events.append("encode")
+        return CountingEncoder()(texts)
+
+
+def test_stage_is_told_about_a_one_time_preparation_before_the_first_batch_and_only_then(tmp_path):
+    enc, said = ExportingEncoder(), []
+    embed_texts(["a b", "c"], encoder=enc, cache=tmp_path / "c.sqlite", stage=said.append)
+    assert enc.events[0] == "prepare" and enc.events.count("prepare") == 1
+    assert said == ["Preparing the text encoder, once per machine: step 1 of 1, exporting"]
+    embed_texts(["d"], encoder=enc, stage=said.append)  # already prepared: nothing to tell
+    other = ExportingEncoder()
+    embed_texts(["a b", "c"], encoder=other, cache=tmp_path / "c.sqlite", stage=said.append)  # all cached
+    assert len(said) == 1 and other.events == []
