@@ -549,10 +549,11 @@ def _resample(
             sel = np.flatnonzero(counts > r)
             sums[sel] += X[starts[sel] + r]
     else:
-        # many posts per bin: one matrix product with the bin-membership matrix
-        W = np.zeros((K, T))
-        W[bin_of, np.arange(T)] = 1.0
-        np.matmul(W, X, out=sums)
+        # many posts per bin: one unbuffered scatter-add in time order (a sequential sum per
+        # bin, like the loop above and torch's index_add_): O(T*D) time, O(K*D) memory (a
+        # [K, T] membership matrix would grow with the square of the user's posts)
+        sums.fill(0.0)
+        np.add.at(sums, bin_of, X)
     # bin times: one canonical mean on both paths (a sequential sum in time order, then a
     # true division), so that an aggregated time on a scale's bin edge falls on the same side
     tsum = np.zeros(K)
