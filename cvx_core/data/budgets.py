@@ -40,6 +40,7 @@ __all__ = [
     "budget",
     "text_char_budget",
     "truncate_text",
+    "char_blocks",
     "check_dim",
     "check_permutations",
     "cap_workers",
@@ -105,6 +106,24 @@ def truncate_text(text: str, max_tokens: int) -> str:
     """``text`` cut to :func:`text_char_budget` characters (unchanged when shorter)."""
     limit = text_char_budget(max_tokens)
     return text if len(text) <= limit else text[:limit]
+
+
+def char_blocks(text: str, size: int) -> list[str]:
+    """``text`` cut into consecutive blocks of at most ``size`` characters (their
+    concatenation is ``text``), each cut after the last whitespace in the block's second
+    half when there is one. ``long_texts="chunk"`` tokenises a long text block by block, so
+    no tokenizer call sees more than the character budget."""
+    if size < 1:
+        raise ValueError(f"block size must be >= 1, got {size}")
+    blocks, start, n = [], 0, len(text)
+    while n - start > size:
+        end = start + size
+        cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        blocks.append(text[start:end])
+        start = end
+    blocks.append(text[start:])
+    return blocks
 
 
 # -- sizes --------------------------------------------------------------------------------

@@ -221,9 +221,27 @@ def number(v: Any) -> float | None:
     return None
 
 
+def check_dim_budget(width: int, fname: str, column: str, *, table: RawTable | None = None, i: int = 0) -> None:
+    """Refuse an embedding of more than :data:`~cvx_core.data.budgets.MAX_DIM` dimensions
+    (every format, before the matrix is built), naming the file, row and column."""
+    from cvx_core.data.budgets import MAX_DIM
+
+    limit = MAX_DIM.value()
+    if width > limit:
+        where = f"{table.where(i)}, " if table is not None else ""
+        raise TrajectoryError(
+            f"{fname}: {where}column '{column}': the embedding has D={width:,} dimensions, above the limit of "
+            f"{limit:,} ({MAX_DIM.name}; set {MAX_DIM.env} to change it)",
+            file=fname,
+            row=table.row(i) if table is not None else None,
+            column=column,
+        )
+
+
 def embedding_matrix(table: RawTable, ecols: list[str], fname: str) -> tuple[np.ndarray, str]:
     if "embedding" in table.columns:
         return _list_column(table.columns["embedding"], table, fname), "embedding"
+    check_dim_budget(len(ecols), fname, ecols[-1])
     out = np.empty((table.n, len(ecols)), dtype=np.float64)
     for j, c in enumerate(ecols):
         col = table.columns[c]
@@ -276,6 +294,7 @@ def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
         vec = _parse_vector(cell, table, fname, i)
         if width is None:
             width = table.rules.width = vec.shape[0]
+            check_dim_budget(width, fname, "embedding", table=table, i=i)
             if width == 0:
                 raise TrajectoryError(
                     f"{fname}: {table.where(i)}, column 'embedding': the embedding is empty; expected D >= 1 numbers",
@@ -326,6 +345,7 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
             lengths = c.value_lengths().to_numpy(zero_copy_only=False)
         if width < 0 and len(c):
             width = table.rules.width = int(lengths[0])
+            check_dim_budget(width, fname, "embedding", table=table, i=pos)
             if width == 0:
                 raise err(pos, "the embedding is empty")
         if (lengths != width).any():

@@ -110,7 +110,8 @@ def _expected(hint: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is tuple:
-        return f"a list of {_expected(args[0]) if args else 'values'}s"
+        inner = _expected(args[0]) if args else "value"
+        return f"a list of {inner[2:] if inner.startswith('a ') else inner}s"
     names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
     if hint in names:
         return names[hint]

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
-from cvx_core.data.budgets import truncate_text
+from cvx_core.data.budgets import char_blocks, text_char_budget, truncate_text
 
 __all__ = [
     "TextEncoder",
@@ -503,10 +503,12 @@ def _embed_chunked(
         raise ValueError(f"encoder {enc.model_id!r} cannot cut texts into windows (it has no .windows)")
     pieces: list[str] = []
     owner: list[int] = []
+    block = text_char_budget(enc.max_tokens)  # each tokenizer call sees at most the character budget
     for i, t in enumerate(texts):
-        for w in splitter(t):
-            pieces.append(w)
-            owner.append(i)
+        for part in char_blocks(t, block):
+            for w in splitter(part):
+                pieces.append(w)
+                owner.append(i)
     try:
         vecs = _embed(pieces, enc, store, batch_size, progress, lambda k: f"{where(owner[k])} (a window of it)")
     except EmbeddingError as exc:

@@ -7,6 +7,8 @@ here and nowhere else.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -101,8 +103,8 @@ class TemporalFeaturesConfig:
             if getattr(self, name) is None:
                 value = tuple(v * per_day for v in days) if isinstance(days, tuple) else days * per_day
                 object.__setattr__(self, name, value)
-        if not isinstance(self.scales, (tuple, list)) or any(
-            isinstance(s, (bool, str)) or not isinstance(s, (int, float)) for s in self.scales
+        if not isinstance(self.scales, Iterable) or isinstance(self.scales, Mapping) or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Real) for s in self.scales
         ):
             raise ValueError(f"TemporalFeaturesConfig.scales must be a list of numbers (days) or 'auto', got {self.scales!r}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))

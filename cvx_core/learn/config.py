@@ -192,14 +192,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        kw = dict(d)
-        if "features" in kw and isinstance(kw["features"], Mapping):
-            kw["features"] = TemporalFeaturesConfig.from_dict(dict(kw["features"]))
-        return cls(**kw)
+        from cvx_core.data.strict import strict_fields  # unknown keys, types: one line naming the field
+
+        return cls(**strict_fields(cls, d))
 
 
 class DeviceUnavailableError(RuntimeError):
