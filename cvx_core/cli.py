@@ -598,6 +598,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_forecast(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from cvx_core.data.atomic import jsonable
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.forecast import (
         ForecastConfig,
@@ -641,7 +642,8 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         "horizon_days": float((at - tr.datetimes[-1].astype("datetime64[us]")) / np.timedelta64(1, "us")) / 86_400e6,
         "moved_from_last_post": float(np.linalg.norm(pred - last)),
         "embedding": [float(x) for x in pred],
-        "held_out_last_posts": None if held_out is None else held_out.as_dict(),
+        # an undefined held-out score (NaN: too few users to score) is JSON null
+        "held_out_last_posts": None if held_out is None else jsonable(held_out.as_dict()),
     }
     if not np.isfinite(pred).all():
         raise ValueError(f"the forecast for user {args.user!r} at {at} is not finite (the horizon is too far for "
@@ -664,7 +666,12 @@ def _check_paths(args: argparse.Namespace) -> None:
     for path in inputs:
         check_input_file(path)
     if cmd == "train":
-        outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False)]
+        from cvx_core.learn.runs import LOCK_FILE, RUN_FILES
+
+        # every file the run writes (or --overwrite removes) in --out is an output too: an
+        # input such as --config RUN/config.json would otherwise be destroyed
+        outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False),
+                *((Path(args.out) / f, f"--out's {f}", False) for f in (*RUN_FILES, LOCK_FILE))]
     elif cmd in ("extract", "analyze"):
         outs = [(args.out, "--out", False)]
     elif cmd == "embed":

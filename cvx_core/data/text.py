@@ -245,6 +245,9 @@ def load_encoder(
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     max_tokens = int(max_tokens)
+    if isinstance(spec, (str, os.PathLike)) and str(spec).strip() == "":
+        raise ValueError("text encoder '': expected 'minilm' or the path of a sentence-transformers / Hugging Face "
+                         "model folder, got an empty name")
     is_minilm = spec is None or (isinstance(spec, str) and spec.lower() in ("minilm", "all-minilm-l6-v2"))
     from cvx_core.data.onnx_encoder import OnnxMiniLMEncoder, resolve_backend
 

@@ -179,6 +179,8 @@ class TrainConfig:
         check(is_int(self.micro_batch_posts) and self.micro_batch_posts >= 1, "micro_batch_posts must be >= 1")
         check(is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens!r}")
         check(self.embedding_cache is None or isinstance(self.embedding_cache, str), "embedding_cache must be None or a path")
+        check(self.split_column is None or (isinstance(self.split_column, str) and self.split_column != ""),
+              f"split_column must be None or a column name, got {self.split_column!r}")
         check(self.group_column is None or (isinstance(self.group_column, str) and self.group_column != ""),
               f"group_column must be None or a column name, got {self.group_column!r}")
         if isinstance(self.features, Mapping):
