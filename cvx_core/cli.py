@@ -688,6 +688,16 @@ def _check_paths(args: argparse.Namespace) -> None:
     check_outputs(outs, inputs)
 
 
+def _refuse_bare_separators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse drops a value of ``--`` (``--epochs=--``) and stores ``[]`` without calling
+    the option's type; such a value is refused like any other bad value (exit 2)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sp = sub.choices[args.command]
+    for action in sp._actions:
+        if action.option_strings and action.nargs is None and isinstance(getattr(args, action.dest, None), list):
+            sp.error(f"argument {'/'.join(action.option_strings)}: expected one value, got '--'")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status: 2 on bad input, with a one-line message (bad
     option values exit 2 through argparse), 1 on an internal error (one line too;
@@ -696,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cvx_core.cli_support import one_line_warnings, run_command, terminal_safe_output
 
     with terminal_safe_output(), one_line_warnings():
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _refuse_bare_separators(parser, args)
         handler = globals()[_HANDLERS[args.command]]
         return run_command(handler, args, _check_paths)

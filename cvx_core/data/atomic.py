@@ -199,7 +199,10 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], An
     _refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -209,10 +212,21 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], An
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with the output ``path`` as its file name when it names none (a write on a
+    full disk says only "No space left on device")."""
+    if exc.filename is None:
+        exc.filename = str(path)
+    return exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
