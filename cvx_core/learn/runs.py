@@ -381,6 +381,8 @@ def _release_all() -> None:
 def weights_digest(run_dir: str | os.PathLike[str]) -> str | None:
     """SHA-256 (hex) of the run's ``model.pt``, or None when it has none."""
     path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():  # absent, or a FIFO / device that open() would block on or read forever
+        return None
     h = hashlib.sha256()
     try:
         with open(path, "rb") as fh:

@@ -293,3 +293,41 @@ def test_the_loader_and_the_stream_refuse_d_above_its_budget_in_every_format(tmp
     monkeypatch.setenv("CVX_MAX_DIM", "20")
     for path in files:
         assert load_trajectories(path).dim == 20
+
+
+def _budget_rows() -> list[str]:
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Budgets"):]
+    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Budget")]
+
+
+def test_every_budget_row_states_the_default_the_code_uses():
+    from cvx_app.analysis import STREAM_ANALYSIS_ENV, STREAM_ANALYSIS_POSTS
+    from cvx_app.workspace import DEFAULT_MAX_DECODED_MB, MAX_DECODED_ENV
+    from cvx_core.data.columns import MAX_EMBEDDING_NORM
+    from cvx_core.data.truth import MAX_TRUTH_BYTES
+
+    rows = _budget_rows()
+
+    def row(key: str) -> str:
+        found = [r for r in rows if key in r]
+        assert len(found) == 1, (key, found)
+        return found[0]
+
+    for b in limits.BUDGETS:
+        cells = row(f"`{b.env}`").split("|")
+        assert f"{b.default:,}" in cells[2], (b.env, b.default, cells[2])
+    assert f"{int(DEFAULT_MAX_DECODED_MB)} MB" in row(f"`{MAX_DECODED_ENV}`")
+    assert f"{STREAM_ANALYSIS_POSTS:,}" in row(f"`{STREAM_ANALYSIS_ENV}`")
+    assert float(re.search(r"\| ([0-9.e+]+) \(`MAX_EMBEDDING_NORM`\)", row("MAX_EMBEDDING_NORM")).group(1)) == MAX_EMBEDDING_NORM
+    assert f"{MAX_TRUTH_BYTES >> 20} MiB" in row("MAX_TRUTH_BYTES") and MAX_TRUTH_BYTES % (1 << 20) == 0
+
+
+def test_every_limit_variable_the_code_reads_is_in_the_budget_table():
+    names = set()
+    for folder in ("cvx_core", "cvx_app"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r"CVX_(?:MAX_[A-Z_]+|[A-Z_]*(?:WINDOW|PER_TOKEN|POSTS)[A-Z_]*)", path.read_text()))
+    table = "\n".join(_budget_rows())
+    assert names and all(f"`{n}`" in table for n in names), sorted(n for n in names if f"`{n}`" not in table)
