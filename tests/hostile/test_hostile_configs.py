@@ -193,3 +193,32 @@ def test_the_apps_run_loading_turns_a_damaged_run_into_a_run_error(trained, tmp_
     with pytest.raises(RunError, match="data.json"):
         cache.load_run(run)
     assert run_documents(run)["data"] == {"split": [1, 2]}  # shown as written, never executed
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_weights_that_are_a_fifo_or_a_device_are_no_weights_not_a_blocked_read(trained, tmp_path, kind):
+    import os
+    import threading
+
+    d, data = trained
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    (run / "model.pt").unlink()
+    if kind == "fifo":
+        os.mkfifo(run / "model.pt")
+    else:
+        (run / "model.pt").symlink_to("/dev/zero")
+    box = {}
+
+    def attempt():
+        try:
+            load_run(run)
+        except RunError as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "load_run blocked on model.pt"
+    assert "model.pt" in str(box["error"])
+    assert main(["evaluate", str(run), str(data)]) == 2
