@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["strict_fields"]
+__all__ = ["strict_fields", "whole_number"]
 
 
 class _Refused(Exception):
@@ -144,3 +144,12 @@ def strict_fields(cls: type, d: Any) -> dict[str, Any]:
         except _Refused as exc:
             raise ValueError(f"{name}.{key}: expected {exc.args[0]}, got {_describe(value)}") from None
     return out
+
+
+def whole_number(name: str, value: Any, *, at_least: int) -> int:
+    """``value`` as an ``int`` when it is a whole number (not a bool, not ``2.5``, not
+    ``"3"``) of at least ``at_least``; else ``ValueError`` naming the option ``name``.
+    The library's own size options (``chunk_users``, ``batch_rows``, ...) use it."""
+    if not _is_int(value) or int(value) < at_least:
+        raise ValueError(f"{name} must be a whole number >= {at_least}, got {_describe(value)}")
+    return int(value)

@@ -222,3 +222,22 @@ def test_weights_that_are_a_fifo_or_a_device_are_no_weights_not_a_blocked_read(t
     assert not t.is_alive(), "load_run blocked on model.pt"
     assert "model.pt" in str(box["error"])
     assert main(["evaluate", str(run), str(data)]) == 2
+
+
+@pytest.mark.parametrize("bad", [True, 2.5, "3", 0, -1, None])
+def test_library_size_options_are_whole_numbers_never_rounded(trained, tmp_path, bad):
+    from cvx_core.data.text import embed_texts, load_encoder
+    from cvx_core.scale.chunks import iter_user_chunks
+    from cvx_core.scale.stream import extract_stream
+
+    _, data = trained
+    for option in ("chunk_users", "batch_rows", "partition_bytes"):
+        with pytest.raises(ValueError, match=option):
+            next(iter_user_chunks(data, **{option: bad}))
+    with pytest.raises(ValueError, match="chunk_users"):
+        extract_stream(data, tmp_path / "f.parquet", chunk_users=bad)
+    assert not (tmp_path / "f.parquet").exists()
+    with pytest.raises(ValueError, match="batch_size"):
+        embed_texts(["a"], encoder=lambda texts: [[1.0]] * len(texts), batch_size=bad)
+    with pytest.raises(ValueError, match="max_tokens"):
+        load_encoder("minilm", max_tokens=bad)

@@ -258,3 +258,19 @@ def test_forecast_prints_null_for_an_undefined_held_out_score(env):
     doc = json.loads(out)  # strict: NaN would not parse with allow_nan semantics below
     json.dumps(doc, allow_nan=False)
     assert doc["user_id"] == ESC_USER
+
+
+def test_features_that_overflow_from_an_extreme_config_are_refused_naming_the_user(tmp_path):
+    import pandas as pd
+
+    rows = [{"user_id": "u", "timestamp": "2024-01-01T00:00:00Z", "embedding": e}
+            for e in ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0])]  # three posts at one instant
+    data = tmp_path / "dup.parquet"
+    pd.DataFrame(rows).to_parquet(data)
+    (tmp_path / "tiny.json").write_text('{"min_dt": 1e-300}')
+    code, _, lines = _run(["extract", data, "--out", tmp_path / "f.parquet", "--config", tmp_path / "tiny.json"])
+    _one_error_line(code, lines)
+    assert "'u'" in lines[-1] and "not finite" in lines[-1] and "min_dt" in lines[-1]
+    assert not (tmp_path / "f.parquet").exists()
+    (tmp_path / "ok.json").write_text('{"min_dt": 0.001}')
+    assert _run(["extract", data, "--out", tmp_path / "f.parquet", "--config", tmp_path / "ok.json"])[0] == 0
