@@ -226,16 +226,33 @@ def read_text_file(path: str | os.PathLike[str], *, max_bytes: int | None = None
 
 def read_json_file(path: str | os.PathLike[str], *, max_bytes: int | None = None, what: str = "JSON file") -> Any:
     """The value of a JSON file read with :func:`read_text_file`'s rules; invalid JSON,
-    ``NaN`` / ``Infinity`` and nesting too deep are a ``ValueError`` naming the file."""
+    ``NaN`` / ``Infinity``, a number too large for a float (``1e400``), a key repeated in
+    one object (which would silently keep the last value) and nesting too deep are a
+    ``ValueError`` naming the file."""
     import json
+    import math
 
     text = read_text_file(path, max_bytes=max_bytes, what=what)
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"the number {literal[:40]} is too large for a float")
+        return value
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"the key {key[:60]!r} appears twice in one object (which value is meant?)")
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text, parse_constant=no_constants, parse_float=finite, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     except ValueError as exc:

@@ -274,3 +274,32 @@ def test_features_that_overflow_from_an_extreme_config_are_refused_naming_the_us
     assert not (tmp_path / "f.parquet").exists()
     (tmp_path / "ok.json").write_text('{"min_dt": 0.001}')
     assert _run(["extract", data, "--out", tmp_path / "f.parquet", "--config", tmp_path / "ok.json"])[0] == 0
+
+
+@pytest.mark.parametrize("text, words", [('{"cp_threshold": 0.1, "cp_threshold": 0.9}', "appears twice"),
+                                         ('{"cp_threshold": 1e400}', "too large"),
+                                         ('{"cp_threshold": NaN}', "not JSON"),
+                                         ('{"scales": [1, 7], "extra": {"a": 1, "a": 2}}', "appears twice")])
+def test_json_that_would_be_read_ambiguously_is_refused_in_every_json_input(env, tmp_path, text, words):
+    from cvx_core.data.trajectory import TrajectoryError
+    from cvx_core.data.truth import read_planted_dims
+    from cvx_core.learn.runs import RunError, load_run
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(text)
+    code, _, lines = _run(["extract", env["data"], "--out", tmp_path / "f.parquet", "--config", cfg])
+    _one_error_line(code, lines)
+    assert words in lines[-1]
+    truth = tmp_path / "t.json"
+    truth.write_text(text.replace("cp_threshold", "planted_dims"))
+    with pytest.raises(TrajectoryError, match=words):
+        read_planted_dims(truth)
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(env["run"], run)
+    doc = (run / "data.json").read_text()
+    (run / "data.json").write_text(doc[:-1].rstrip() + ', "digest": "x", "digest": "y"}' if "twice" in words
+                                   else doc[:-1].rstrip() + ', "n": ' + text.split(": ", 1)[1].rstrip("}") + "}")
+    with pytest.raises(RunError, match="data.json"):
+        load_run(run)
