@@ -43,6 +43,8 @@ __all__ = [
     "char_blocks",
     "check_dim",
     "check_permutations",
+    "apply_posts_budget",
+    "PostsBudgetWarning",
     "cap_workers",
     "read_json_file",
     "read_text_file",
@@ -134,6 +136,32 @@ def check_dim(dim: int, *, source: str) -> int:
         raise BudgetError(f"{source}: embeddings have D={int(dim):,} dimensions, above the limit of {limit:,} "
                           f"({MAX_DIM.name}; set {MAX_DIM.env} to change it)")
     return int(dim)
+
+
+class PostsBudgetWarning(UserWarning):
+    """Training keeps each user's last posts within the posts-per-user budget."""
+
+
+def apply_posts_budget(config: Any, lengths: Any) -> Any:
+    """``config`` (anything with a ``max_len`` field, e.g. ``TrainConfig``) with ``max_len``
+    set to :data:`MAX_POSTS_PER_USER` when it is unset and a user (``lengths``: posts per
+    user) has more posts, with one :class:`PostsBudgetWarning` saying how many users were
+    cut; unchanged otherwise. Bounds a padded training batch ``[B, T, D]`` whatever one
+    user's history is (a 60k-post user padded a batch to 2.8 GiB)."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    budget = MAX_POSTS_PER_USER.value()
+    if getattr(config, "max_len", 0) is not None or lengths.size == 0 or int(lengths.max()) <= budget:
+        return config
+    n_long = int((lengths > budget).sum())
+    warnings.warn(f"{n_long} users have more than {budget} posts (longest {int(lengths.max())}); training keeps "
+                  f"each user's last {budget} posts (set max_len, or {MAX_POSTS_PER_USER.env})",
+                  PostsBudgetWarning, stacklevel=3)
+    return replace(config, max_len=budget)
 
 
 def check_permutations(n: int, *, what: str = "--permutations") -> int:

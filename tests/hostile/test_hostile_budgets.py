@@ -331,3 +331,18 @@ def test_every_limit_variable_the_code_reads_is_in_the_budget_table():
             names |= set(re.findall(r"CVX_(?:MAX_[A-Z_]+|[A-Z_]*(?:WINDOW|PER_TOKEN|POSTS)[A-Z_]*)", path.read_text()))
     table = "\n".join(_budget_rows())
     assert names and all(f"`{n}`" in table for n in names), sorted(n for n in names if f"`{n}`" not in table)
+
+
+def test_the_library_trainer_applies_the_posts_budget_when_max_len_is_unset(monkeypatch):
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.trainer import Trainer
+
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=12, dim=3, n_planted=1, mean_posts=10,
+                                                             max_posts=14), seed=5, name="p")
+    monkeypatch.setenv("CVX_MAX_POSTS_PER_USER", "6")
+    with pytest.warns(limits.PostsBudgetWarning, match="last 6 posts"):
+        trainer = Trainer(ts, TrainConfig(epochs=1))
+    assert trainer.config.max_len == 6
+    assert Trainer(ts, TrainConfig(epochs=1, max_len=9)).config.max_len == 9  # an explicit window is kept
+    monkeypatch.setenv("CVX_MAX_POSTS_PER_USER", "100")
+    assert Trainer(ts, TrainConfig(epochs=1)).config.max_len is None  # nobody over budget: unchanged
