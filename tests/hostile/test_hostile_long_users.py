@@ -11,6 +11,7 @@ torch op produces for torch), never by wall time.
 from __future__ import annotations
 
 import tracemalloc
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cvx_core.features import analytic
 from cvx_core.features.analytic import AnalyticBackend as A
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.differentiable import TorchBackend as TB
@@ -80,21 +82,25 @@ def _busy_user(T: int, D: int, *, busy: int, seed: int = 0, dtype=np.float64):
     return rng.normal(size=(T, D)).astype(dtype), t
 
 
+@pytest.mark.parametrize("long_path", [False, True], ids=["membership-matrix", "scatter-add"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("busy", [3, 8, 9, 40, 400])
-def test_burst_resample_matches_the_quadratic_implementation(dtype, busy):
+def test_burst_resample_matches_the_quadratic_implementation(dtype, busy, long_path):
     X, t = _busy_user(1500, 6, busy=busy, seed=busy, dtype=dtype)
     rng = np.random.default_rng(1)
     t = t + np.repeat(rng.uniform(0, 0.4, size=300), 5)  # bins of several posts everywhere
     t = np.sort(t)
-    new_E, new_t = A.resample(X, t, 1.0)
+    cap = 0 if long_path else analytic._MEMBERSHIP_CAP  # 0: the path a long user takes
+    with mock.patch.object(analytic, "_MEMBERSHIP_CAP", cap):
+        new_E, new_t = A.resample(X, t, 1.0)
     old_E, old_t = _resample_quadratic(np.asarray(X, dtype=np.float64), t, 1.0)
     assert new_E.shape == old_E.shape
     np.testing.assert_array_equal(new_t, old_t)
-    if busy <= 8:  # the loop branch was already sequential: the very same bits
+    if busy <= 8 or not long_path:  # the same code as before: the very same bits
         np.testing.assert_array_equal(new_E, old_E)
-    else:  # the matrix product summed in BLAS order: the same numbers to rounding
+    else:  # sequential sums against the matrix product's BLAS order: the same numbers to rounding
         np.testing.assert_allclose(new_E, old_E, rtol=1e-13, atol=1e-14)
+        np.testing.assert_array_equal(new_E, _sequential_bin_means(np.asarray(X, dtype=np.float64), t, 1.0)[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -122,13 +128,18 @@ def test_burst_resample_is_the_sequential_bin_mean_property(gaps, width, seed):
     t = np.concatenate(([0.0], np.cumsum(gaps)))
     X = np.random.default_rng(seed).normal(size=(t.size, 3)) * 10.0 ** np.random.default_rng(seed).integers(-3, 4)
     E_r, t_r = A.resample(X, t, width)
-    ref_E, ref_t = _sequential_bin_means(X, t, width)
     old_E, old_t = _resample_quadratic(X, t, width)
-    if ref_E.shape[0] > 1:  # one bin for all posts keeps NumPy's mean (unchanged)
-        np.testing.assert_array_equal(E_r, ref_E)
-        np.testing.assert_array_equal(t_r, ref_t)
-    np.testing.assert_allclose(E_r, old_E, rtol=1e-12, atol=1e-12)
+    # below the membership-matrix cap the implementation is the old one: the very same bits
+    np.testing.assert_array_equal(E_r, old_E)
     np.testing.assert_array_equal(t_r, old_t)
+    with mock.patch.object(analytic, "_MEMBERSHIP_CAP", 0):  # the long-user path on the same data
+        E_l, t_l = A.resample(X, t, width)
+    ref_E, ref_t = _sequential_bin_means(X, t, width)
+    if ref_E.shape[0] > 1:  # one bin for all posts keeps NumPy's mean (unchanged)
+        np.testing.assert_array_equal(E_l, ref_E)
+        np.testing.assert_array_equal(t_l, ref_t)
+    np.testing.assert_allclose(E_l, old_E, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(t_l, old_t)
     T_E, T_t = TB.resample(torch.tensor(X), t, width)
     np.testing.assert_allclose(T_E.numpy(), E_r, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(T_t.numpy(), t_r, rtol=1e-15, atol=0)
