@@ -224,7 +224,7 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], An
 def _naming(exc: OSError, path: Path) -> OSError:
     """``exc`` with the output ``path`` as its file name when it names none (a write on a
     full disk says only "No space left on device")."""
-    if exc.filename is None:
+    if exc.filename is None and exc.errno is not None and exc.strerror is not None:
         exc.filename = str(path)
     return exc
 
