@@ -80,11 +80,15 @@ def _check(value: Any, hint: Any) -> Any:
             return bool(value)
         raise _Refused("true or false")
     if hint is int:
-        if _is_int(value):
+        if _is_int(value) and -(2**63) <= int(value) < 2**63:
             return int(value)
-        raise _Refused("a whole number")
+        raise _Refused("a whole number" + (" within 64 bits" if _is_int(value) else ""))
     if hint is float:
-        if _is_number(value) and math.isfinite(float(value)):
+        try:
+            ok = _is_number(value) and math.isfinite(float(value))
+        except OverflowError:  # an integer beyond any float (10**400)
+            ok = False
+        if ok:
             return value
         raise _Refused("a finite number")
     if hint is str:

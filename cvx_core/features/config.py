@@ -34,6 +34,12 @@ _DAY_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: upper bounds of the config's sizes (a config file can ask for anything)
+_MAX_SCALES = 256
+_MAX_ODE_SIZE = 65_536
+_MAX_ODE_STEPS = 10_000
+
+
 @dataclass(frozen=True)
 class TemporalFeaturesConfig:
     """Constants of the temporal features (SPEC.md). All times are in ``time_unit`` (days by default).
@@ -121,19 +127,22 @@ class TemporalFeaturesConfig:
             isinstance(self.cp_threshold, (int, float)) and math.isfinite(self.cp_threshold)
         ):
             raise ValueError(f"TemporalFeaturesConfig.cp_threshold must be finite, got {self.cp_threshold!r}")
-        if len(self.scales) == 0:
-            raise ValueError("TemporalFeaturesConfig.scales must name at least one scale (days)")
+        if not 1 <= len(self.scales) <= _MAX_SCALES:
+            raise ValueError(f"TemporalFeaturesConfig.scales must name 1 to {_MAX_SCALES} scales (days), got {len(self.scales)}")
         for s in self.scales:
             positive("scales[...]", s)
         positive("ode_time_scale", self.ode_time_scale)
         if not isinstance(self.ode_adjoint, bool):
             raise ValueError(f"TemporalFeaturesConfig.ode_adjoint must be true or false, got {self.ode_adjoint!r}")
-        if isinstance(self.ode_latent_dim, bool) or not (isinstance(self.ode_latent_dim, int) and self.ode_latent_dim >= 0):
-            raise ValueError(f"TemporalFeaturesConfig.ode_latent_dim must be an integer >= 0, got {self.ode_latent_dim!r}")
-        if self.ode_input_dim is not None and (isinstance(self.ode_input_dim, bool) or not (isinstance(self.ode_input_dim, int) and self.ode_input_dim >= 1)):
-            raise ValueError(f"TemporalFeaturesConfig.ode_input_dim must be an integer >= 1 or None, got {self.ode_input_dim!r}")
-        if isinstance(self.ode_steps, bool) or not (isinstance(self.ode_steps, int) and self.ode_steps >= 1):
-            raise ValueError(f"TemporalFeaturesConfig.ode_steps must be an integer >= 1, got {self.ode_steps!r}")
+        def whole(name: str, lo: int, hi: int) -> None:  # sizes bounded: 10**9 ODE steps never finish
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, int) and lo <= v <= hi):
+                raise ValueError(f"TemporalFeaturesConfig.{name} must be an integer in [{lo}, {hi:,}], got {v!r}")
+
+        whole("ode_latent_dim", 0, _MAX_ODE_SIZE)
+        if self.ode_input_dim is not None:
+            whole("ode_input_dim", 1, _MAX_ODE_SIZE)
+        whole("ode_steps", 1, _MAX_ODE_STEPS)
         if isinstance(self.pareto_fraction, bool) or not (
             isinstance(self.pareto_fraction, (int, float)) and 0.0 < self.pareto_fraction <= 1.0
         ):

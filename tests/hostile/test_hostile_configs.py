@@ -241,3 +241,15 @@ def test_library_size_options_are_whole_numbers_never_rounded(trained, tmp_path,
         embed_texts(["a"], encoder=lambda texts: [[1.0]] * len(texts), batch_size=bad)
     with pytest.raises(ValueError, match="max_tokens"):
         load_encoder("minilm", max_tokens=bad)
+
+
+@pytest.mark.parametrize("cls, field, value", [
+    (TemporalFeaturesConfig, "ode_steps", 10**9), (TemporalFeaturesConfig, "ode_latent_dim", 10**7),
+    (TemporalFeaturesConfig, "ode_input_dim", 10**7), (TemporalFeaturesConfig, "scales", [1.0] * 1000),
+    (TemporalFeaturesConfig, "cp_threshold", 10**400), (TrainConfig, "epochs", 10**400),
+    (TrainConfig, "lr", 10**400), (ChangePointConfig, "seed", 2**64), (ForecastConfig, "epochs", 10**30),
+])
+def test_from_dict_refuses_sizes_no_run_could_finish_and_numbers_beyond_64_bits(cls, field, value):
+    with pytest.raises(ValueError) as info:
+        cls.from_dict({field: value})
+    assert field in str(info.value) and "\n" not in str(info.value)
