@@ -43,7 +43,7 @@ from typing import Any
 
 from cvx_core.data import budgets as limits
 from cvx_core.cli_support import float_in, int_in
-from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE
+from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE, LOCK_FILE, RUN_FILES
 
 __all__ = ["main", "build_parser", "COMPARISON_FILE", "EVALUATION_FILE"]
 
@@ -666,10 +666,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     for path in inputs:
         check_input_file(path)
     if cmd == "train":
-        from cvx_core.learn.runs import LOCK_FILE, RUN_FILES
-
-        # every file the run writes (or --overwrite removes) in --out is an output too: an
-        # input such as --config RUN/config.json would otherwise be destroyed
+        # every file the run writes (or --overwrite removes) in --out is an output too (--config RUN/config.json)
         outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False),
                 *((Path(args.out) / f, f"--out's {f}", False) for f in (*RUN_FILES, LOCK_FILE))]
     elif cmd in ("extract", "analyze"):
@@ -688,26 +685,16 @@ def _check_paths(args: argparse.Namespace) -> None:
     check_outputs(outs, inputs)
 
 
-def _refuse_bare_separators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """argparse drops a value of ``--`` (``--epochs=--``) and stores ``[]`` without calling
-    the option's type; such a value is refused like any other bad value (exit 2)."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    sp = sub.choices[args.command]
-    for action in sp._actions:
-        if action.option_strings and action.nargs is None and isinstance(getattr(args, action.dest, None), list):
-            sp.error(f"argument {'/'.join(action.option_strings)}: expected one value, got '--'")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status: 2 on bad input, with a one-line message (bad
     option values exit 2 through argparse), 1 on an internal error (one line too;
     ``CVX_DEBUG=1`` shows its traceback), 130 when interrupted. Everything printed has its
     control characters escaped."""
-    from cvx_core.cli_support import one_line_warnings, run_command, terminal_safe_output
+    from cvx_core.cli_support import one_line_warnings, refuse_bare_separators, run_command, terminal_safe_output
 
     with terminal_safe_output(), one_line_warnings():
         parser = build_parser()
         args = parser.parse_args(argv)
-        _refuse_bare_separators(parser, args)
+        refuse_bare_separators(parser, args)
         handler = globals()[_HANDLERS[args.command]]
         return run_command(handler, args, _check_paths)

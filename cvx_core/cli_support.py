@@ -35,6 +35,7 @@ __all__ = [
     "terminal_safe_output",
     "one_line_warnings",
     "run_command",
+    "refuse_bare_separators",
 ]
 
 
@@ -79,6 +80,16 @@ def float_in(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], f
 
     parse.__name__ = "number"
     return parse
+
+
+def refuse_bare_separators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse drops a value of ``--`` (``--epochs=--``) and stores ``[]`` without calling
+    the option's type; such a value is refused like any other bad value (exit 2)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sp = sub.choices[args.command]
+    for action in sp._actions:
+        if action.option_strings and action.nargs is None and isinstance(getattr(args, action.dest, None), list):
+            sp.error(f"argument {'/'.join(action.option_strings)}: expected one value, got '--'")
 
 
 # -- paths --------------------------------------------------------------------------------
