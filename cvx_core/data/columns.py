@@ -304,6 +304,8 @@ def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
                 )
             out = np.empty((len(values), width), dtype=np.float64)
         elif vec.shape[0] != width:
+            if i > 0:  # an earlier row's bad value is the file's first problem (as a stream of 1-row batches sees it)
+                finite_float32(out[:i], table, fname, "embedding")  # type: ignore[index]
             raise TrajectoryError(
                 f"{fname}: {table.where(i)}, column 'embedding': has {vec.shape[0]} values, expected {width} "
                 "like the rows before it",
@@ -350,6 +352,11 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
                 raise err(pos, "the embedding is empty")
         if (lengths != width).any():
             i = int(np.flatnonzero(lengths != width)[0])
+            if pos + i > 0 and out is not None or i > 0:  # earlier rows' bad values come first (file order)
+                before = [] if out is None else [out[:pos]]
+                if i > 0:
+                    before.append(c.slice(0, i).flatten().to_numpy(zero_copy_only=False).reshape(i, width))
+                finite_float32(np.concatenate(before).astype(out_dtype, copy=False), table, fname, "embedding")
             raise err(pos + i, f"has {int(lengths[i])} values, expected {width} like the rows before it")
         flat = c.flatten()
         if flat.null_count:
