@@ -544,6 +544,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
     from cvx_core.data.io import load_trajectories
 
+    from cvx_core.data.atomic import jsonable
     from cvx_core.data.terminal import escape_control, json_safe
 
     ts = load_trajectories(args.data)
@@ -552,7 +553,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no user {args.user!r}; users include {known}")
     exp = explain_changepoints(ts[args.user], config=_cp_config(args), n_terms=args.terms, n_posts=args.posts)
     if args.format == "json":  # control characters as \uXXXX escapes: the same JSON value, safe to print
-        print(json_safe(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2)))
+        print(json_safe(json.dumps(jsonable(exp.to_dict()), ensure_ascii=False, indent=2, allow_nan=False)))
     else:  # ids and texts with control characters escaped as repr does (newlines included)
         print("\n".join(escape_control(line) for line in _explain_lines(exp)))
     return 0
@@ -577,6 +578,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """Attention vs attribution of a saved run on its held-out users; writes RUN/comparison.json."""
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.compare import check_permutations, compare_run
+    from cvx_core.data.atomic import jsonable
     from cvx_core.learn.runs import atomic_write_json, load_run
 
     check_permutations(args.permutations)  # before the slow loading
@@ -588,7 +590,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     doc = {"run": str(args.run), "data": str(args.data), **cmp.to_dict()}
     atomic_write_json(Path(args.run) / COMPARISON_FILE, doc)
     if args.format == "json":
-        print(json.dumps(doc, allow_nan=False))
+        print(json.dumps(jsonable(doc), allow_nan=False))  # an undefined statistic (NaN) is null
     else:
         print(f"run {_printable(str(args.run))}  data {_printable(str(args.data))}")
         _print_comparison(cmp)
@@ -642,8 +644,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         "horizon_days": float((at - tr.datetimes[-1].astype("datetime64[us]")) / np.timedelta64(1, "us")) / 86_400e6,
         "moved_from_last_post": float(np.linalg.norm(pred - last)),
         "embedding": [float(x) for x in pred],
-        # an undefined held-out score (NaN: too few users to score) is JSON null
-        "held_out_last_posts": None if held_out is None else jsonable(held_out.as_dict()),
+        "held_out_last_posts": None if held_out is None else jsonable(held_out.as_dict()),  # NaN -> null
     }
     if not np.isfinite(pred).all():
         raise ValueError(f"the forecast for user {args.user!r} at {at} is not finite (the horizon is too far for "
@@ -666,9 +667,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     for path in inputs:
         check_input_file(path)
     if cmd == "train":
-        # every file the run writes (or --overwrite removes) in --out is an output too (--config RUN/config.json)
         outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False),
-                *((Path(args.out) / f, f"--out's {f}", False) for f in (*RUN_FILES, LOCK_FILE))]
+                *((Path(args.out) / f, f"--out's {f}", False) for f in (*RUN_FILES, LOCK_FILE))]  # run files too
     elif cmd in ("extract", "analyze"):
         outs = [(args.out, "--out", False)]
     elif cmd == "embed":

@@ -303,3 +303,26 @@ def test_json_that_would_be_read_ambiguously_is_refused_in_every_json_input(env,
                                    else doc[:-1].rstrip() + ', "n": ' + text.split(": ", 1)[1].rstrip("}") + "}")
     with pytest.raises(RunError, match="data.json"):
         load_run(run)
+
+
+def test_json_output_is_strict_json_with_null_for_an_undefined_statistic(env, tmp_path, monkeypatch):
+    import shutil
+
+    import cvx_core.learn.compare as compare_mod
+
+    real = compare_mod.compare_run
+
+    class _NaNs:
+        def __init__(self, cmp):
+            self._cmp = cmp
+
+        def to_dict(self):
+            return {**self._cmp.to_dict(), "spearman": float("nan"), "pearson": float("inf")}
+
+    monkeypatch.setattr(compare_mod, "compare_run", lambda *a, **k: _NaNs(real(*a, **k)))
+    run = tmp_path / "run"
+    shutil.copytree(env["run"], run)
+    code, out, lines = _run(["compare", run, env["data"], "--format", "json", "--permutations", "99"])
+    assert code == 0, lines
+    doc = json.loads(out)  # NaN or Infinity would not be JSON
+    assert doc["spearman"] is None and doc["pearson"] is None
