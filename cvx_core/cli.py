@@ -26,11 +26,9 @@
 - ``analyze`` and ``explain`` take ``--sensitivity RATE``: the false-alarm rate per user on
   histories without a change that the calibrated change-point penalty holds (default 0.05).
 
-Hostile input (issue 26, ``cvx_core.cli_support``): option values are checked by argparse
-(ranges, ASCII digits, finite numbers); inputs must be regular files; an output that
-resolves to an input (symlinks, hard links) is refused; ``train`` into a folder holding a
-run needs ``--overwrite``; everything printed has control characters escaped; every
-failure is one line on stderr (exit 2; 1 for an internal error).
+Hostile input (issue 26, ``cvx_core.cli_support``): argparse checks option values; inputs are
+regular files; an output never resolves to an input or a device; ``train`` into a used folder
+needs ``--overwrite``; output escapes control characters; a failure is one stderr line (exit 2).
 """
 
 from __future__ import annotations
@@ -428,6 +426,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     ts = load_trajectories(args.data)
     limits.check_dim(ts.dim, source=str(args.data))
+    if run.spec.get("dim") not in (None, ts.dim) and not run.spec.get("encoder"):
+        raise ValueError(f"{args.data}: embeddings have D={ts.dim}; the run {args.run} was trained on D={run.spec['dim']}")
     if not ts.has_labels:
         raise ValueError(f"{args.data}: evaluation needs a label on every user")
     classes = [int(c) for c in run.data.get("classes") or sorted(set(int(v) for v in ts.labels))]

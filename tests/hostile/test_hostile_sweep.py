@@ -326,3 +326,12 @@ def test_json_output_is_strict_json_with_null_for_an_undefined_statistic(env, tm
     assert code == 0, lines
     doc = json.loads(out)  # NaN or Infinity would not be JSON
     assert doc["spearman"] is None and doc["pearson"] is None
+
+
+def test_evaluating_data_of_another_d_names_the_file_and_both_dimensions(env, tmp_path):
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=6, dim=5, n_planted=1, mean_posts=4,
+                                                             max_posts=6), seed=9, name="d5")
+    data = save_trajectories(ts, tmp_path / "d5.parquet")
+    code, _, lines = _run(["evaluate", env["run"], data])
+    _one_error_line(code, lines)
+    assert "d5.parquet" in lines[-1] and "D=5" in lines[-1] and "D=3" in lines[-1]
