@@ -26,11 +26,9 @@
 - ``analyze`` and ``explain`` take ``--sensitivity RATE``: the false-alarm rate per user on
   histories without a change that the calibrated change-point penalty holds (default 0.05).
 
-Hostile input (issue 26, ``cvx_core.cli_support``): option values are checked by argparse
-(ranges, ASCII digits, finite numbers); inputs must be regular files; an output that
-resolves to an input (symlinks, hard links) is refused; ``train`` into a folder holding a
-run needs ``--overwrite``; everything printed has control characters escaped; every
-failure is one line on stderr (exit 2; 1 for an internal error).
+Hostile input (issue 26, ``cvx_core.cli_support``): argparse checks option values; inputs are
+regular files; an output never resolves to an input or a device; ``train`` into a used folder
+needs ``--overwrite``; output escapes control characters; a failure is one stderr line (exit 2).
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from typing import Any
 
 from cvx_core.data import budgets as limits
 from cvx_core.cli_support import float_in, int_in
-from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE
+from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE, LOCK_FILE, RUN_FILES
 
 __all__ = ["main", "build_parser", "COMPARISON_FILE", "EVALUATION_FILE"]
 
@@ -434,6 +432,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     ts = load_trajectories(args.data)
     limits.check_dim(ts.dim, source=str(args.data))
+    if run.spec.get("dim") not in (None, ts.dim) and not run.spec.get("encoder"):
+        raise ValueError(f"{args.data}: embeddings have D={ts.dim}; the run {args.run} was trained on D={run.spec['dim']}")
     if not ts.has_labels:
         raise ValueError(f"{args.data}: evaluation needs a label on every user")
     classes = [int(c) for c in run.data.get("classes") or sorted(set(int(v) for v in ts.labels))]
@@ -550,6 +550,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
     from cvx_core.data.io import load_trajectories
 
+    from cvx_core.data.atomic import jsonable
     from cvx_core.data.terminal import escape_control, json_safe
 
     ts = load_trajectories(args.data)
@@ -558,7 +559,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no user {args.user!r}; users include {known}")
     exp = explain_changepoints(ts[args.user], config=_cp_config(args), n_terms=args.terms, n_posts=args.posts)
     if args.format == "json":  # control characters as \uXXXX escapes: the same JSON value, safe to print
-        print(json_safe(json.dumps(exp.to_dict(), ensure_ascii=False, indent=2)))
+        print(json_safe(json.dumps(jsonable(exp.to_dict()), ensure_ascii=False, indent=2, allow_nan=False)))
     else:  # ids and texts with control characters escaped as repr does (newlines included)
         print("\n".join(escape_control(line) for line in _explain_lines(exp)))
     return 0
@@ -583,6 +584,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """Attention vs attribution of a saved run on its held-out users; writes RUN/comparison.json."""
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.compare import check_permutations, compare_run
+    from cvx_core.data.atomic import jsonable
     from cvx_core.learn.runs import atomic_write_json, load_run
 
     check_permutations(args.permutations)  # before the slow loading
@@ -594,7 +596,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     doc = {"run": str(args.run), "data": str(args.data), **cmp.to_dict()}
     atomic_write_json(Path(args.run) / COMPARISON_FILE, doc)
     if args.format == "json":
-        print(json.dumps(doc, allow_nan=False))
+        print(json.dumps(jsonable(doc), allow_nan=False))  # an undefined statistic (NaN) is null
     else:
         print(f"run {_printable(str(args.run))}  data {_printable(str(args.data))}")
         _print_comparison(cmp)
@@ -604,6 +606,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_forecast(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from cvx_core.data.atomic import jsonable
     from cvx_core.data.io import load_trajectories
     from cvx_core.learn.forecast import (
         ForecastConfig,
@@ -647,7 +650,7 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
         "horizon_days": float((at - tr.datetimes[-1].astype("datetime64[us]")) / np.timedelta64(1, "us")) / 86_400e6,
         "moved_from_last_post": float(np.linalg.norm(pred - last)),
         "embedding": [float(x) for x in pred],
-        "held_out_last_posts": None if held_out is None else held_out.as_dict(),
+        "held_out_last_posts": None if held_out is None else jsonable(held_out.as_dict()),  # NaN -> null
     }
     if not np.isfinite(pred).all():
         raise ValueError(f"the forecast for user {args.user!r} at {at} is not finite (the horizon is too far for "
@@ -670,7 +673,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     for path in inputs:
         check_input_file(path)
     if cmd == "train":
-        outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False)]
+        outs = [(args.out, "--out", True), (getattr(args, "embedding_cache", None), "--embedding-cache", False),
+                *((Path(args.out) / f, f"--out's {f}", False) for f in (*RUN_FILES, LOCK_FILE))]  # run files too
     elif cmd in ("extract", "analyze"):
         outs = [(args.out, "--out", False)]
     elif cmd == "embed":
@@ -692,9 +696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     option values exit 2 through argparse), 1 on an internal error (one line too;
     ``CVX_DEBUG=1`` shows its traceback), 130 when interrupted. Everything printed has its
     control characters escaped."""
-    from cvx_core.cli_support import one_line_warnings, run_command, terminal_safe_output
+    from cvx_core.cli_support import one_line_warnings, refuse_bare_separators, run_command, terminal_safe_output
 
     with terminal_safe_output(), one_line_warnings():
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        refuse_bare_separators(parser, args)
         handler = globals()[_HANDLERS[args.command]]
         return run_command(handler, args, _check_paths)

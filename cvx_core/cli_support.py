@@ -35,6 +35,7 @@ __all__ = [
     "terminal_safe_output",
     "one_line_warnings",
     "run_command",
+    "refuse_bare_separators",
 ]
 
 
@@ -81,6 +82,16 @@ def float_in(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[str], f
     return parse
 
 
+def refuse_bare_separators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """argparse drops a value of ``--`` (``--epochs=--``) and stores ``[]`` without calling
+    the option's type; such a value is refused like any other bad value (exit 2)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sp = sub.choices[args.command]
+    for action in sp._actions:
+        if action.option_strings and action.nargs is None and isinstance(getattr(args, action.dest, None), list):
+            sp.error(f"argument {'/'.join(action.option_strings)}: expected one value, got '--'")
+
+
 # -- paths --------------------------------------------------------------------------------
 def check_input_file(path: str | os.PathLike[str] | None, *, what: str = "input") -> None:
     """Refuse (``ValueError``) an input that is missing, or is not a regular file or folder
@@ -111,40 +122,18 @@ def check_outputs(outputs: Sequence[tuple[str | os.PathLike[str] | None, str, bo
 
 
 def check_json_fields(doc: dict[str, Any], cls: type, *, source: str) -> None:
-    """Refuse (``ValueError`` naming ``source`` and the field) a JSON value whose type does
-    not match the dataclass field it sets: numbers for ``float`` (never ``true``), whole
-    numbers for ``int``, ``true``/``false`` for ``bool``, text for ``str``, a list of numbers
-    for ``tuple[float, ...]``; ``null`` only where the field may be ``None``. Unknown
-    fields are left to the dataclass's own ``from_dict``."""
-    fields = getattr(cls, "__dataclass_fields__", {})
-    for name, value in doc.items():
-        f = fields.get(name)
-        if f is None:
-            continue
-        ann = str(f.type)
-        if value is None:
-            if "None" in ann or f.default is None:
-                continue
-            ok, expected = False, "a value (not null)"
-        elif ann.startswith("tuple"):
-            ok, expected = isinstance(value, list) and all(_is_number(v) for v in value), "a list of numbers"
-        elif ann.startswith("str"):
-            ok, expected = isinstance(value, str), "text"
-        elif ann.startswith("bool"):
-            ok, expected = isinstance(value, bool), "true or false"
-        elif ann.startswith("int"):
-            ok, expected = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-        elif ann.startswith("float"):
-            ok, expected = _is_number(value), "a number"
-        else:
-            ok, expected = True, ""
-        if not ok:
-            shown = repr(value)
-            raise ValueError(f"{source}: field '{name}' is {shown[:40]}, expected {expected}")
+    """Refuse (``ValueError`` naming ``source`` and the field) an unknown field or a JSON
+    value whose type does not match the dataclass field it sets (numbers for ``float``,
+    never ``true`` or NaN; whole numbers for ``int``; ``true``/``false`` for ``bool``; text
+    for ``str``; a list of numbers for ``tuple[float, ...]``; ``null`` only where the field
+    may be ``None``): :func:`cvx_core.data.strict.strict_fields`, the rule every config's
+    ``from_dict`` applies."""
+    from cvx_core.data.strict import strict_fields
 
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        strict_fields(cls, doc)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 # -- failures -------------------------------------------------------------------------------

@@ -185,10 +185,9 @@ class ChangePointConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "ChangePointConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown ChangePointConfig fields: {sorted(unknown)}")
-        return cls(**d)  # type: ignore[arg-type]
+        from cvx_core.data.strict import strict_fields  # unknown keys, types: one line naming the field
+
+        return cls(**strict_fields(cls, d))
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import stat
 import re
 import shutil
 import tempfile
@@ -136,6 +137,13 @@ def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike
         if src is not None and same_file(p, src):
             raise OutputPathError(f"{what} {out}: is the input file {src} (writing it would destroy the input); "
                                   "choose another output path")
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # renaming over it would replace a device node, FIFO or socket (e.g. /dev/full) with a file
+        raise OutputPathError(f"{what} {out}: is a device, FIFO or socket, not a regular file; choose a file path")
     if folder:
         if p.exists() and not p.is_dir():
             raise OutputPathError(f"{what} {out}: is an existing file, expected a folder (or a path to create)")
@@ -171,13 +179,30 @@ def describe_os_error(exc: OSError, *, path: str | os.PathLike[str] | None = Non
     return f"{prefix}{exc.strerror or exc}"
 
 
+def _refuse_special(path: Path) -> None:
+    """An existing device node, FIFO or socket at ``path`` is never replaced by a file
+    (``OutputPathError``); a folder is never written as a file (``IsADirectoryError``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file", str(path))
+    if not stat.S_ISREG(mode):
+        raise OutputPathError(f"{path}: is a device, FIFO or socket, not a regular file; choose a file path")
+
+
 def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(fh)`` on a temporary binary file beside ``path``, then rename it over
     ``path``. The file gets the permissions a plainly created file would (umask applied)."""
     path = Path(path)
+    _refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -187,10 +212,21 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[IO[bytes]], An
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with the output ``path`` as its file name when it names none (a write on a
+    full disk says only "No space left on device")."""
+    if exc.filename is None and exc.errno is not None and exc.strerror is not None:
+        exc.filename = str(path)
+    return exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -42,8 +42,11 @@ __all__ = [
     "budget",
     "text_char_budget",
     "truncate_text",
+    "char_blocks",
     "check_dim",
     "check_permutations",
+    "apply_posts_budget",
+    "PostsBudgetWarning",
     "cap_workers",
     "read_json_file",
     "read_text_file",
@@ -111,6 +114,24 @@ def truncate_text(text: str, max_tokens: int) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
+def char_blocks(text: str, size: int) -> list[str]:
+    """``text`` cut into consecutive blocks of at most ``size`` characters (their
+    concatenation is ``text``), each cut after the last whitespace in the block's second
+    half when there is one. ``long_texts="chunk"`` tokenises a long text block by block, so
+    no tokenizer call sees more than the character budget."""
+    if size < 1:
+        raise ValueError(f"block size must be >= 1, got {size}")
+    blocks, start, n = [], 0, len(text)
+    while n - start > size:
+        end = start + size
+        cut = max(text.rfind(" ", start + size // 2, end), text.rfind("\n", start + size // 2, end))
+        end = cut + 1 if cut >= 0 else end
+        blocks.append(text[start:end])
+        start = end
+    blocks.append(text[start:])
+    return blocks
+
+
 # -- sizes --------------------------------------------------------------------------------
 def check_dim(dim: int, *, source: str) -> int:
     """``dim`` if within :data:`MAX_DIM`, else :class:`BudgetError` naming ``source``."""
@@ -119,6 +140,32 @@ def check_dim(dim: int, *, source: str) -> int:
         raise BudgetError(f"{source}: embeddings have D={int(dim):,} dimensions, above the limit of {limit:,} "
                           f"({MAX_DIM.name}; set {MAX_DIM.env} to change it)")
     return int(dim)
+
+
+class PostsBudgetWarning(UserWarning):
+    """Training keeps each user's last posts within the posts-per-user budget."""
+
+
+def apply_posts_budget(config: Any, lengths: Any) -> Any:
+    """``config`` (anything with a ``max_len`` field, e.g. ``TrainConfig``) with ``max_len``
+    set to :data:`MAX_POSTS_PER_USER` when it is unset and a user (``lengths``: posts per
+    user) has more posts, with one :class:`PostsBudgetWarning` saying how many users were
+    cut; unchanged otherwise. Bounds a padded training batch ``[B, T, D]`` whatever one
+    user's history is (a 60k-post user padded a batch to 2.8 GiB)."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    budget = MAX_POSTS_PER_USER.value()
+    if getattr(config, "max_len", 0) is not None or lengths.size == 0 or int(lengths.max()) <= budget:
+        return config
+    n_long = int((lengths > budget).sum())
+    warnings.warn(f"{n_long} users have more than {budget} posts (longest {int(lengths.max())}); training keeps "
+                  f"each user's last {budget} posts (set max_len, or {MAX_POSTS_PER_USER.env})",
+                  PostsBudgetWarning, stacklevel=3)
+    return replace(config, max_len=budget)
 
 
 def check_permutations(n: Any, *, minimum: int = MIN_PERMUTATIONS) -> int:
@@ -216,16 +263,33 @@ def read_text_file(path: str | os.PathLike[str], *, max_bytes: int | None = None
 
 def read_json_file(path: str | os.PathLike[str], *, max_bytes: int | None = None, what: str = "JSON file") -> Any:
     """The value of a JSON file read with :func:`read_text_file`'s rules; invalid JSON,
-    ``NaN`` / ``Infinity`` and nesting too deep are a ``ValueError`` naming the file."""
+    ``NaN`` / ``Infinity``, a number too large for a float (``1e400``), a key repeated in
+    one object (which would silently keep the last value) and nesting too deep are a
+    ``ValueError`` naming the file."""
     import json
+    import math
 
     text = read_text_file(path, max_bytes=max_bytes, what=what)
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"the number {literal[:40]} is too large for a float")
+        return value
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"the key {key[:60]!r} appears twice in one object (which value is meant?)")
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text, parse_constant=no_constants, parse_float=finite, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     except ValueError as exc:

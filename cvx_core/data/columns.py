@@ -251,9 +251,27 @@ def number(v: Any) -> float | None:
     return None
 
 
+def check_dim_budget(width: int, fname: str, column: str, *, table: RawTable | None = None, i: int = 0) -> None:
+    """Refuse an embedding of more than :data:`~cvx_core.data.budgets.MAX_DIM` dimensions
+    (every format, before the matrix is built), naming the file, row and column."""
+    from cvx_core.data.budgets import MAX_DIM
+
+    limit = MAX_DIM.value()
+    if width > limit:
+        where = f"{table.where(i)}, " if table is not None else ""
+        raise TrajectoryError(
+            f"{fname}: {where}column '{column}': the embedding has D={width:,} dimensions, above the limit of "
+            f"{limit:,} ({MAX_DIM.name}; set {MAX_DIM.env} to change it)",
+            file=fname,
+            row=table.row(i) if table is not None else None,
+            column=column,
+        )
+
+
 def embedding_matrix(table: RawTable, ecols: list[str], fname: str) -> tuple[np.ndarray, str]:
     if "embedding" in table.columns:
         return _list_column(table.columns["embedding"], table, fname), "embedding"
+    check_dim_budget(len(ecols), fname, ecols[-1])
     out = np.empty((table.n, len(ecols)), dtype=np.float64)
     for j, c in enumerate(ecols):
         col = table.columns[c]
@@ -300,10 +318,13 @@ def _list_column(col: Column, table: RawTable, fname: str) -> np.ndarray:
         vec = _parse_vector(cell, table, fname, i)
         if width is None:
             width = table.rules.width = vec.shape[0]
+            check_dim_budget(width, fname, "embedding", table=table, i=i)
             if width == 0:
                 raise CellErrors(fname, table.rows, "embedding", "D >= 1 numbers")(i, "the embedding is empty")
             out = np.empty((len(values), width), dtype=np.float64)
         elif vec.shape[0] != width:
+            if i > 0:  # an earlier row's bad value is the file's first problem (as a stream of 1-row batches sees it)
+                finite_float32(out[:i], table, fname, "embedding")  # type: ignore[index]
             raise CellErrors(fname, table.rows, "embedding")(
                 i, f"has {vec.shape[0]} values, expected {width} like the rows before it")
         out[i] = vec  # type: ignore[index]
@@ -337,10 +358,16 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
             lengths = c.value_lengths().to_numpy(zero_copy_only=False)
         if width < 0 and len(c):
             width = table.rules.width = int(lengths[0])
+            check_dim_budget(width, fname, "embedding", table=table, i=pos)
             if width == 0:
                 raise err(pos, "the embedding is empty")
         if (lengths != width).any():
             i = int(np.flatnonzero(lengths != width)[0])
+            if pos + i > 0 and out is not None or i > 0:  # earlier rows' bad values come first (file order)
+                before = [] if out is None else [out[:pos]]
+                if i > 0:
+                    before.append(c.slice(0, i).flatten().to_numpy(zero_copy_only=False).reshape(i, width))
+                finite_float32(np.concatenate(before).astype(out_dtype, copy=False), table, fname, "embedding")
             raise err(pos + i, f"has {int(lengths[i])} values, expected {width} like the rows before it")
         flat = c.flatten()
         if flat.null_count:

@@ -15,6 +15,7 @@ from cvx_core.data.columns import (
     FileRules,
     RawTable,
     RowIndex,
+    check_dim_budget,
     check_user_label,
     e_columns,
     embedding_matrix,
@@ -233,6 +234,7 @@ def parse_table(table: RawTable, fname: str, *, need_embeddings: bool) -> PostTa
     matrix: np.ndarray | None
     if has_matrix:
         matrix, emb_desc = table.columns["embeddings"].values, "embeddings"
+        check_dim_budget(int(matrix.shape[1]) if matrix.ndim == 2 else 0, fname, "embeddings")
     elif "embedding" in cols or ecols:
         matrix, emb_desc = embedding_matrix(table, ecols, fname)
     elif need_embeddings and "text" in cols:

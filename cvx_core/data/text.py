@@ -33,7 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
-from cvx_core.data.budgets import truncate_text
+from cvx_core.data.budgets import char_blocks, text_char_budget, truncate_text
+from cvx_core.data.strict import whole_number
 
 __all__ = [
     "TextEncoder",
@@ -242,9 +243,10 @@ def load_encoder(
             (:mod:`cvx_core.data.onnx_encoder`); ``None``: its ``DEFAULT_BACKEND`` for MiniLM
             on CPU, torch otherwise. Part of the ``model_id``, hence of the cache key.
     """
-    if isinstance(max_tokens, bool) or int(max_tokens) < 1:
-        raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    max_tokens = int(max_tokens)
+    max_tokens = whole_number("max_tokens", max_tokens, at_least=1)  # 2.5 or "8" refused, not rounded
+    if isinstance(spec, (str, os.PathLike)) and str(spec).strip() == "":
+        raise ValueError("text encoder '': expected 'minilm' or the path of a sentence-transformers / Hugging Face "
+                         "model folder, got an empty name")
     is_minilm = spec is None or (isinstance(spec, str) and spec.lower() in ("minilm", "all-minilm-l6-v2"))
     from cvx_core.data.onnx_encoder import OnnxMiniLMEncoder, resolve_backend
 
@@ -413,9 +415,7 @@ def embed_texts(
     0-based input position ``i``; default ``"text i+1"``) when the encoder fails or
     returns a wrong shape or non-finite values; batches finished before stay cached.
     """
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = whole_number("batch_size", batch_size, at_least=1)
     where = row_names or (lambda i: f"text {i + 1}")
     texts = list(texts)
     for i, t in enumerate(texts):
@@ -511,10 +511,12 @@ def _embed_chunked(
         raise ValueError(f"encoder {enc.model_id!r} cannot cut texts into windows (it has no .windows)")
     pieces: list[str] = []
     owner: list[int] = []
+    block = text_char_budget(enc.max_tokens)  # each tokenizer call sees at most the character budget
     for i, t in enumerate(texts):
-        for w in splitter(t):
-            pieces.append(w)
-            owner.append(i)
+        for part in char_blocks(t, block):
+            for w in splitter(part):
+                pieces.append(w)
+                owner.append(i)
     try:
         vecs = _embed(pieces, enc, store, batch_size, progress, lambda k: f"{where(owner[k])} (a window of it)", stage)
     except EmbeddingError as exc:

@@ -6,7 +6,6 @@ generator moved): ``0.9``, ``1.0``, ``true`` or ``"3"`` are refused, never round
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -51,8 +50,11 @@ def read_planted_dims(path: str | os.PathLike) -> list[int]:
     if st.st_size > MAX_TRUTH_BYTES:
         raise TrajectoryError(f"{p}: {st.st_size} bytes, over the {MAX_TRUTH_BYTES} bytes a truth file may have",
                               file=str(p))
+    from cvx_core.data.budgets import read_json_file  # strict: no NaN, no repeated keys, bounded nesting
+
     try:
-        doc = json.loads(p.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise TrajectoryError(f"{p}: not a readable JSON file ({str(exc).splitlines()[0]:.80})", file=str(p)) from None
+        doc = read_json_file(p, max_bytes=MAX_TRUTH_BYTES, what="truth file")
+    except (UnicodeDecodeError, ValueError, RecursionError, OSError) as exc:
+        msg = str(exc).removeprefix(f"{p}: ")
+        raise TrajectoryError(f"{p}: not a readable JSON file ({msg.splitlines()[0]:.120})", file=str(p)) from None
     return planted_dims_of(doc, source=str(p))

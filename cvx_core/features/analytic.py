@@ -46,6 +46,8 @@ VOLATILITY_EPS: float = 1e-12
 _DEFAULT_CONFIG = TemporalFeaturesConfig()
 #: resampling adds bins member by member up to this many posts per bin, else uses a matmul
 _SMALL_BINS = 8
+#: most elements of the [bins, posts] membership matrix of a burst aggregation (64 MB)
+_MEMBERSHIP_CAP = 1 << 23
 
 
 def resolve_config(config: TemporalFeaturesConfig | None) -> TemporalFeaturesConfig:
@@ -548,11 +550,17 @@ def _resample(
         for r in range(1, max_count):
             sel = np.flatnonzero(counts > r)
             sums[sel] += X[starts[sel] + r]
-    else:
-        # many posts per bin: one matrix product with the bin-membership matrix
+    elif K * T <= _MEMBERSHIP_CAP:
+        # many posts per bin, a small [K, T] bin-membership matrix: one matrix product
         W = np.zeros((K, T))
         W[bin_of, np.arange(T)] = 1.0
         np.matmul(W, X, out=sums)
+    else:
+        # a long user: one unbuffered scatter-add in time order (a sequential sum per bin,
+        # like the loop above and torch's index_add_; the same numbers to rounding), O(T*D)
+        # time and O(K*D) memory where the [K, T] matrix would grow with the square of T
+        sums.fill(0.0)
+        np.add.at(sums, bin_of, X)
     # bin times: one canonical mean on both paths (a sequential sum in time order, then a
     # true division), so that an aggregated time on a scale's bin edge falls on the same side
     tsum = np.zeros(K)

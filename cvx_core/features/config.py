@@ -7,6 +7,8 @@ here and nowhere else.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +32,12 @@ _DAY_DEFAULTS: dict[str, Any] = {
     "ema_tau": 7.0,
     "ode_time_scale": 7.0,
 }
+
+
+#: upper bounds of the config's sizes (a config file can ask for anything)
+_MAX_SCALES = 256
+_MAX_ODE_SIZE = 65_536
+_MAX_ODE_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -101,30 +109,43 @@ class TemporalFeaturesConfig:
             if getattr(self, name) is None:
                 value = tuple(v * per_day for v in days) if isinstance(days, tuple) else days * per_day
                 object.__setattr__(self, name, value)
+        if not isinstance(self.scales, Iterable) or isinstance(self.scales, Mapping) or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Real) for s in self.scales
+        ):
+            raise ValueError(f"TemporalFeaturesConfig.scales must be a list of numbers (days) or 'auto', got {self.scales!r}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
         def positive(name: str, value: float) -> None:
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"TemporalFeaturesConfig.{name} must be a finite number > 0, got {value!r}")
 
         for name in ("min_dt", "temperature", "silence_gap", "silence_temperature", "ema_tau"):
             positive(name, getattr(self, name))
         if self.burst_window is not None:
             positive("burst_window", self.burst_window)
-        if not (isinstance(self.cp_threshold, (int, float)) and math.isfinite(self.cp_threshold)):
+        if isinstance(self.cp_threshold, bool) or not (
+            isinstance(self.cp_threshold, (int, float)) and math.isfinite(self.cp_threshold)
+        ):
             raise ValueError(f"TemporalFeaturesConfig.cp_threshold must be finite, got {self.cp_threshold!r}")
-        if len(self.scales) == 0:
-            raise ValueError("TemporalFeaturesConfig.scales must name at least one scale (days)")
+        if not 1 <= len(self.scales) <= _MAX_SCALES:
+            raise ValueError(f"TemporalFeaturesConfig.scales must name 1 to {_MAX_SCALES} scales (days), got {len(self.scales)}")
         for s in self.scales:
             positive("scales[...]", s)
         positive("ode_time_scale", self.ode_time_scale)
-        if not (isinstance(self.ode_latent_dim, int) and self.ode_latent_dim >= 0):
-            raise ValueError(f"TemporalFeaturesConfig.ode_latent_dim must be an integer >= 0, got {self.ode_latent_dim!r}")
-        if self.ode_input_dim is not None and not (isinstance(self.ode_input_dim, int) and self.ode_input_dim >= 1):
-            raise ValueError(f"TemporalFeaturesConfig.ode_input_dim must be an integer >= 1 or None, got {self.ode_input_dim!r}")
-        if not (isinstance(self.ode_steps, int) and self.ode_steps >= 1):
-            raise ValueError(f"TemporalFeaturesConfig.ode_steps must be an integer >= 1, got {self.ode_steps!r}")
-        if not (0.0 < self.pareto_fraction <= 1.0):
+        if not isinstance(self.ode_adjoint, bool):
+            raise ValueError(f"TemporalFeaturesConfig.ode_adjoint must be true or false, got {self.ode_adjoint!r}")
+        def whole(name: str, lo: int, hi: int) -> None:  # sizes bounded: 10**9 ODE steps never finish
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, int) and lo <= v <= hi):
+                raise ValueError(f"TemporalFeaturesConfig.{name} must be an integer in [{lo}, {hi:,}], got {v!r}")
+
+        whole("ode_latent_dim", 0, _MAX_ODE_SIZE)
+        if self.ode_input_dim is not None:
+            whole("ode_input_dim", 1, _MAX_ODE_SIZE)
+        whole("ode_steps", 1, _MAX_ODE_STEPS)
+        if isinstance(self.pareto_fraction, bool) or not (
+            isinstance(self.pareto_fraction, (int, float)) and 0.0 < self.pareto_fraction <= 1.0
+        ):
             raise ValueError(
                 f"TemporalFeaturesConfig.pareto_fraction must be in (0, 1], got {self.pareto_fraction!r}"
             )
@@ -191,8 +212,9 @@ class TemporalFeaturesConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TemporalFeaturesConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TemporalFeaturesConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        """A config from a JSON object: unknown keys and wrongly typed values (a bool for a
+        number, a string for a float, NaN, floats for an integer) are refused in one line
+        naming the field (:func:`cvx_core.data.strict.strict_fields`)."""
+        from cvx_core.data.strict import strict_fields
+
+        return cls(**strict_fields(cls, d))

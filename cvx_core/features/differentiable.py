@@ -131,6 +131,10 @@ def _prepare_batch(
     return E, tt, ln, single
 
 
+# posts per block of TorchBackend.ema (a [block, block] weight matrix per block)
+_EMA_BLOCK = 256
+
+
 def _clean_padding(E: Tensor, t: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Zero padded embeddings and repeat the last real timestamp (padding values are never
     trusted). Returns ``(E, t, mask [B,T] bool)``."""
@@ -666,19 +670,29 @@ class TorchBackend:
     @staticmethod
     def ema(E: Tensor, t: Any, config: TemporalFeaturesConfig | None = None) -> Tensor:
         """EMA ``m_1 = v_1``, ``m_{i+1} = g_i m_i + (1 - g_i) v_{i+1}``, ``g_i = exp(-dt_i/ema_tau)``
-        -> ``[T, D]``, as one lower-triangular weight matrix (no loop over posts)."""
+        -> ``[T, D]``, as lower-triangular weight matrices over blocks of at most
+        ``_EMA_BLOCK`` posts (no loop over posts; memory O(T * block), not O(T^2))."""
         cfg = resolve_config(config)
         dt = TorchBackend.time_steps(_to_days(t, E.device), cfg)  # [..., T-1]
         T = E.shape[-2]
         # cumulative (floored) time sigma_j, weight of v_i in m_j:
         #   i = 1: exp(-sigma_j / tau);  i > 1: (1 - g_{i-1}) exp(-(sigma_j - sigma_i) / tau)
         sigma = torch.cat([dt.new_zeros(dt.shape[:-1] + (1,)), torch.cumsum(dt, -1)], -1)
-        diff = sigma[..., :, None] - sigma[..., None, :]
-        tri = torch.ones(T, T, dtype=torch.bool, device=E.device).tril()
-        W = torch.where(tri, torch.exp(-diff.clamp_min(0.0) / cfg.ema_tau), 0.0)
         first = torch.cat([dt.new_ones(dt.shape[:-1] + (1,)), -torch.expm1(-dt / cfg.ema_tau)], -1)
-        W = W * first[..., None, :]
-        return W.to(E.dtype) @ E
+        blocks, carry = [], None
+        for a in range(0, T, _EMA_BLOCK):
+            b = min(a + _EMA_BLOCK, T)
+            s = sigma[..., a:b]
+            diff = s[..., :, None] - s[..., None, :]
+            tri = torch.ones(b - a, b - a, dtype=torch.bool, device=E.device).tril()
+            W = torch.where(tri, torch.exp(-diff.clamp_min(0.0) / cfg.ema_tau), 0.0)
+            m = (W * first[..., None, a:b]).to(E.dtype) @ E[..., a:b, :]
+            if carry is not None:  # m_{a-1} decays into the block: exp(-(sigma_j - sigma_{a-1}) / tau)
+                decay = torch.exp(-(s - sigma[..., a - 1 : a]) / cfg.ema_tau).to(E.dtype)
+                m = m + decay[..., None] * carry[..., None, :]
+            carry = m[..., -1, :]
+            blocks.append(m)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, -2)
 
     @staticmethod
     def resample(E: Tensor, t: Any, width: float) -> tuple[Tensor, Tensor]:

@@ -189,6 +189,8 @@ class TrainConfig:
               f"encoder_backend must be None, 'torch', 'onnx' or 'onnx-int8', got {self.encoder_backend!r}")
         check(self.encoder_backend is None or self.text_encoder is None,
               "encoder_backend embeds the texts before training; with text_encoder the model's own encoder does")
+        check(self.split_column is None or (isinstance(self.split_column, str) and self.split_column != ""),
+              f"split_column must be None or a column name, got {self.split_column!r}")
         check(self.group_column is None or (isinstance(self.group_column, str) and self.group_column != ""),
               f"group_column must be None or a column name, got {self.group_column!r}")
         if isinstance(self.features, Mapping):
@@ -202,14 +204,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        kw = dict(d)
-        if "features" in kw and isinstance(kw["features"], Mapping):
-            kw["features"] = TemporalFeaturesConfig.from_dict(dict(kw["features"]))
-        return cls(**kw)
+        from cvx_core.data.strict import strict_fields  # unknown keys, types: one line naming the field
+
+        return cls(**strict_fields(cls, d))
 
 
 class DeviceUnavailableError(RuntimeError):

@@ -138,8 +138,10 @@ class SentenceTransformerModule(nn.Module):
         self.model_id = f"{name or path.resolve().name}@{weights_digest(path)[:12]}"
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        from cvx_core.data.budgets import truncate_text  # bounded tokenizer work on a huge post
+
         prep = getattr(self.model, "preprocess", None) or self.model.tokenize
-        return prep([str(t) for t in texts])
+        return prep([truncate_text(str(t), self.max_tokens) for t in texts])
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         feats = self.tokenize(texts)

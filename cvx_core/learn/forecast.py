@@ -96,9 +96,16 @@ class ForecastConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ForecastConfig":
-        d = dict(d)
-        d["ode"] = ODEConfig(**d["ode"])
-        return cls(**d)
+        from cvx_core.data.strict import strict_fields  # unknown keys, types: one line naming the field
+
+        kw = strict_fields(cls, d)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("max_len", 1)):
+            if kw.get(name) is not None and kw[name] < low:
+                raise ValueError(f"ForecastConfig.{name}: expected a whole number >= {low}, got {kw[name]!r}")
+        for name in ("lr", "weight_decay"):
+            if name in kw and not (kw[name] > 0 or (name == "weight_decay" and kw[name] == 0)):
+                raise ValueError(f"ForecastConfig.{name}: expected a number {'>= 0' if name == 'weight_decay' else '> 0'}, got {kw[name]!r}")
+        return cls(**kw)
 
 
 class LatentODEForecaster(nn.Module):

@@ -168,11 +168,54 @@ def _check_object(doc: Any, path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
+def _whole(lo: int, hi: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _list_of(ok: Any) -> Any:
+    return lambda v: isinstance(v, list) and all(ok(x) for x in v)
+
+
 def _check_config(doc: Any, path: Path) -> dict[str, Any]:
     _check_object(doc, path, "train_config and model_spec")
     for key in ("train_config", "model_spec"):
         if not isinstance(doc.get(key), dict):
             raise RunError(f"{path}: not a CVX run config ('{key}' is missing or not an object)")
+    spec = doc["model_spec"]  # typed as written by the trainer: never coerced ("4" is not a dimension)
+    from cvx_core.data.budgets import MAX_DIM
+
+    top = MAX_DIM.value()
+    for key, ok, expected in (
+        ("dim", _whole(1, top), f"a whole number of dimensions (1 to {top:,}; {MAX_DIM.env})"),
+        ("classes", lambda v: _list_of(_whole(-(2**62), 2**62))(v) and 2 <= len(v) <= 100_000, "a list of class labels"),
+        ("hidden", _whole(0, 1_000_000), "a whole number of hidden units"),
+        ("dropout", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        ("features", lambda v: isinstance(v, dict), "an object of TemporalFeaturesConfig fields"),
+        ("feature_dtype", lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+        ("magnitude_inputs", lambda v: isinstance(v, bool), "true or false"),
+        ("mean_inputs", lambda v: isinstance(v, bool), "true or false"),
+        ("head", lambda v: isinstance(v, (str, dict)), "a head name or object"),
+        ("encoder", lambda v: isinstance(v, dict), "an object (the text encoder) or null"),
+    ):
+        _check_optional(spec, path, key, ok, expected)
+    return doc
+
+
+def _check_data(doc: Any, path: Path) -> dict[str, Any]:
+    """data.json: the fields readers use have the types the trainer wrote."""
+    _check_object(doc, path, "data summary")
+    for key, ok, expected in (
+        ("name", lambda v: isinstance(v, str), "a file name"),
+        ("digest", lambda v: isinstance(v, str), "a digest"),
+        ("summary", lambda v: isinstance(v, dict), "an object"),
+        ("classes", _list_of(_whole(-(2**62), 2**62)), "a list of class labels"),
+        ("split", lambda v: isinstance(v, dict) and all(_list_of(lambda u: isinstance(u, str))(x) for x in v.values()),
+         "an object of lists of user ids (train / val / test)"),
+        ("head", lambda v: isinstance(v, dict), "an object"),
+        ("group_column", lambda v: isinstance(v, str), "a column name"),
+        ("scales", lambda v: isinstance(v, dict), "an object"),
+    ):
+        _check_optional(doc, path, key, ok, expected)
     return doc
 
 
@@ -338,6 +381,8 @@ def _release_all() -> None:
 def run_weights_digest(run_dir: str | os.PathLike[str]) -> str | None:
     """SHA-256 (hex) of the run's ``model.pt``, or None when it has none."""
     path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():  # absent, or a FIFO / device that open() would block on or read forever
+        return None
     h = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
@@ -617,7 +662,7 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
         raise RunError(f"{path / WEIGHTS_FILE}: weights do not match the model in config.json ({exc})") from None
     model.to(device)
     model.eval()
-    data = _check_object(read_json(path / DATA_FILE), path / DATA_FILE, "data summary") if (path / DATA_FILE).is_file() else {}
+    data = _check_data(read_json(path / DATA_FILE), path / DATA_FILE) if (path / DATA_FILE).is_file() else {}
     ckpt = _check_checkpoint(read_json(path / CHECKPOINT_FILE), path / CHECKPOINT_FILE) if (path / CHECKPOINT_FILE).is_file() else {}
     metrics = _check_metrics(read_json(path / METRICS_FILE), path / METRICS_FILE) if (path / METRICS_FILE).is_file() else None
     history = _check_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else []

@@ -181,7 +181,9 @@ class Trainer:
         test_data: TrajectorySet | None = None,
         split: Split | Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config or TrainConfig()
+        from cvx_core.data.budgets import apply_posts_budget  # max_len unset: the posts-per-user budget
+
+        self.config = apply_posts_budget(config or TrainConfig(), data.lengths)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.should_stop = should_stop
         self.callbacks: dict[str, list[Callback]] = {e: [] for e in CALLBACK_EVENTS}

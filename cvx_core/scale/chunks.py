@@ -422,8 +422,11 @@ def iter_user_chunks(
     (its trajectories then carry placeholder ``[T, 1]`` zero embeddings). ``batch_rows``:
     rows parsed at a time.
     """
-    if chunk_users < 1:
-        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
+    from cvx_core.data.strict import whole_number
+
+    chunk_users = whole_number("chunk_users", chunk_users, at_least=1)
+    batch_rows = whole_number("batch_rows", batch_rows, at_least=1)
+    partition_bytes = whole_number("partition_bytes", partition_bytes, at_least=1)
     p = Path(path)
     fmt = detect_format(p.name, format)
     _check_file(p, fmt)

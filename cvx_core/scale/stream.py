@@ -109,6 +109,15 @@ def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig |
     names = feature_names(trajectories.dim, config)
     if len(names) != feats.shape[1]:
         raise RuntimeError(f"{len(names)} feature names for {feats.shape[1]} features")
+    bad = ~np.isfinite(feats)
+    if bad.any():  # finite posts (the loader's rule), so a time constant overflowed them
+        i, j = (int(x[0]) for x in np.nonzero(bad))
+        cfg = config or TemporalFeaturesConfig()
+        raise ValueError(
+            f"{trajectories.name}: user {trajectories.user_ids[i]!r}: feature {names[j]!r} is not finite although "
+            f"the posts are; a time constant of the features config is too extreme for this data (min_dt "
+            f"{cfg.min_dt}, temperature {cfg.temperature} in {cfg.time_unit}): raise min_dt"
+        )
     frame = pd.DataFrame(feats, columns=names)
     labels = pd.array([None if v < 0 else int(v) for v in trajectories.labels], dtype="Int64")
     frame.insert(0, "label", labels)

@@ -199,3 +199,150 @@ def test_analyze_refuses_d_above_its_budget(data_file, tmp_path, capsys, monkeyp
     monkeypatch.setenv("CVX_MAX_DIM", "3")
     assert main(["analyze", str(data_file), "--out", str(tmp_path / "a.parquet")]) == 2
     assert "CVX_MAX_DIM" in capsys.readouterr().err
+
+
+class _WindowEncoder(_RecordingEncoder):
+    """A recording encoder that also cuts texts into windows (``long_texts="chunk"``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windowed = 0
+        self.words = 0
+
+    def windows(self, text):
+        self.windowed = max(self.windowed, len(text))
+        words = text.split()
+        self.words += len(words)
+        return [" ".join(words[i : i + 10]) for i in range(0, max(len(words), 1), 10)]
+
+
+def test_chunked_long_texts_tokenise_block_by_block_under_the_character_budget():
+    enc = _WindowEncoder()
+    huge = "ab " * 2_000_000  # 6 MB
+    out = embed_texts([huge, "short"], encoder=enc, long_texts="chunk")
+    budget = limits.text_char_budget(enc.max_tokens)
+    assert enc.windowed <= budget and enc.longest <= budget
+    assert enc.words == 2_000_000 + 1  # every word of the long text is still embedded
+    assert out.shape == (2, 3)
+
+
+def test_char_blocks_cover_the_text_exactly_and_cut_at_whitespace():
+    for text in ("", "x" * 10, "word " * 1000, "x" * 1001, ("line of text\n") * 500):
+        blocks = limits.char_blocks(text, 100)
+        assert "".join(blocks) == text and all(len(b) <= 100 for b in blocks)
+        assert all(b[-1].isspace() for b in blocks[:-1]) or "x" * 1001 == text
+    with pytest.raises(ValueError):
+        limits.char_blocks("abc", 0)
+
+
+def test_fine_tuning_tokenises_texts_cut_to_the_character_budget():
+    import torch
+
+    from cvx_core.learn.encoders import SentenceTransformerModule
+
+    seen = []
+
+    class _Model(torch.nn.Module):
+        def tokenize(self, texts):
+            seen.extend(len(t) for t in texts)
+            return {}
+
+    module = SentenceTransformerModule.__new__(SentenceTransformerModule)
+    torch.nn.Module.__init__(module)
+    module.model = _Model()
+    module.max_tokens = 16
+    module.tokenize(["a " * 5_000_000, "short"])
+    assert seen == [limits.text_char_budget(16), len("short")]
+
+
+def _wide_files(tmp_path, D):
+    import json as _json
+
+    import pandas as pd
+
+    rows = [{"user_id": "u", "timestamp": f"2024-01-0{d}T00:00:00Z", "embedding": [0.1] * D} for d in (1, 2)]
+    e_cols = {f"e{j}": [0.1, 0.2] for j in range(D)}
+    base = {"user_id": ["u", "u"], "timestamp": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]}
+    pd.DataFrame(rows).to_parquet(tmp_path / "list.parquet")
+    pd.DataFrame({**base, **e_cols}).to_parquet(tmp_path / "ecols.parquet")
+    pd.DataFrame({**base, **e_cols}).to_csv(tmp_path / "ecols.csv", index=False)
+    pd.DataFrame({**base, "embedding": [_json.dumps([0.1] * D)] * 2}).to_csv(tmp_path / "list.csv", index=False)
+    (tmp_path / "list.jsonl").write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    np.savez(tmp_path / "m.npz", user_ids=np.array(["u", "u"]), embeddings=np.zeros((2, D)),
+             timestamps=np.array(["2024-01-01T00:00:00", "2024-01-02T00:00:00"], dtype="datetime64[s]"))
+    return sorted(p for p in tmp_path.iterdir())
+
+
+def test_the_loader_and_the_stream_refuse_d_above_its_budget_in_every_format(tmp_path, monkeypatch):
+    from cvx_core.data.io import load_trajectories
+    from cvx_core.data.trajectory import TrajectoryError
+    from cvx_core.scale.chunks import iter_user_chunks
+
+    files = _wide_files(tmp_path, 20)
+    monkeypatch.setenv("CVX_MAX_DIM", "16")
+    for path in files:
+        with pytest.raises(TrajectoryError) as e:
+            load_trajectories(path)
+        msg = str(e.value)
+        assert msg.startswith(path.name) and "D=20" in msg and "CVX_MAX_DIM" in msg and e.value.column, msg
+        if path.suffix != ".npz":
+            with pytest.raises(TrajectoryError) as s:
+                for _ in iter_user_chunks(path, batch_rows=1, chunk_users=1):
+                    pass
+            assert str(s.value) == msg
+    monkeypatch.setenv("CVX_MAX_DIM", "20")
+    for path in files:
+        assert load_trajectories(path).dim == 20
+
+
+def _budget_rows() -> list[str]:
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Budgets"):]
+    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Budget")]
+
+
+def test_every_budget_row_states_the_default_the_code_uses():
+    from cvx_app.analysis import STREAM_ANALYSIS_ENV, STREAM_ANALYSIS_POSTS
+    from cvx_app.workspace import DEFAULT_MAX_DECODED_MB, MAX_DECODED_ENV
+    from cvx_core.data.columns import MAX_EMBEDDING_NORM
+    from cvx_core.data.truth import MAX_TRUTH_BYTES
+
+    rows = _budget_rows()
+
+    def row(key: str) -> str:
+        found = [r for r in rows if key in r]
+        assert len(found) == 1, (key, found)
+        return found[0]
+
+    for b in limits.BUDGETS:
+        cells = row(f"`{b.env}`").split("|")
+        assert f"{b.default:,}" in cells[2], (b.env, b.default, cells[2])
+    assert f"{int(DEFAULT_MAX_DECODED_MB)} MB" in row(f"`{MAX_DECODED_ENV}`")
+    assert f"{STREAM_ANALYSIS_POSTS:,}" in row(f"`{STREAM_ANALYSIS_ENV}`")
+    assert float(re.search(r"\| ([0-9.e+]+) \(`MAX_EMBEDDING_NORM`\)", row("MAX_EMBEDDING_NORM")).group(1)) == MAX_EMBEDDING_NORM
+    assert f"{MAX_TRUTH_BYTES >> 20} MiB" in row("MAX_TRUTH_BYTES") and MAX_TRUTH_BYTES % (1 << 20) == 0
+
+
+def test_every_limit_variable_the_code_reads_is_in_the_budget_table():
+    names = set()
+    for folder in ("cvx_core", "cvx_app"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r"CVX_(?:MAX_[A-Z_]+|[A-Z_]*(?:WINDOW|PER_TOKEN|POSTS)[A-Z_]*)", path.read_text()))
+    table = "\n".join(_budget_rows())
+    assert names and all(f"`{n}`" in table for n in names), sorted(n for n in names if f"`{n}`" not in table)
+
+
+def test_the_library_trainer_applies_the_posts_budget_when_max_len_is_unset(monkeypatch):
+    from cvx_core.learn.config import TrainConfig
+    from cvx_core.learn.trainer import Trainer
+
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=12, dim=3, n_planted=1, mean_posts=10,
+                                                             max_posts=14), seed=5, name="p")
+    monkeypatch.setenv("CVX_MAX_POSTS_PER_USER", "6")
+    with pytest.warns(limits.PostsBudgetWarning, match="last 6 posts"):
+        trainer = Trainer(ts, TrainConfig(epochs=1))
+    assert trainer.config.max_len == 6
+    assert Trainer(ts, TrainConfig(epochs=1, max_len=9)).config.max_len == 9  # an explicit window is kept
+    monkeypatch.setenv("CVX_MAX_POSTS_PER_USER", "100")
+    assert Trainer(ts, TrainConfig(epochs=1)).config.max_len is None  # nobody over budget: unchanged

@@ -59,6 +59,10 @@ CASES = {
     "label_vanishes.csv": b"user_id,timestamp,label,e0\na,2024-01-01,1,1\na,2024-01-02,1,1\na,2024-01-03,,1\n",
     # a key that the first records lack entirely
     "late_user_id.jsonl": _jsonl([{"timestamp": "2024-01-01", "embedding": [1.0, 2.0]}, _post("a", "2024-01-02")]),
+    # a first row both non-finite and of another D: its value is the file's first problem
+    "width_and_nan.jsonl": _jsonl([{"user_id": 0, "timestamp": "1970-01-01", "embedding": [1e999]},
+                                   {"user_id": 1, "timestamp": "1970-01-01", "embedding": [0.0, 0.0]},
+                                   {"user_id": 1, "timestamp": "1970-01-02", "embedding": [0.0, 0.0]}]),
     # ragged CSV row
     "ragged.csv": b"user_id,timestamp,e0\na,2024-01-01,1\na,2024-01-02,1,9\n",
     # invalid UTF-8 in a later block
@@ -127,3 +131,18 @@ def test_a_csv_row_longer_than_the_readers_block_loads_in_loader_and_stream(tmp_
     assert whole["a"].n_posts == 1001 and len(whole["b"].texts[0]) == 3_000_003
     for tr in whole:
         assert got[tr.user_id].texts == tr.texts
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3])
+def test_a_bad_value_before_a_row_of_another_d_is_reported_first_in_parquet_too(tmp_path, batch_rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "w.parquet"
+    emb = pa.array([[1.0, 1.0], [float("nan"), 2.0], [0.0]])
+    pq.write_table(pa.table({"user_id": ["a", "a", "b"], "timestamp": ["2024-01-01", "2024-01-02", "2024-01-01"],
+                             "embedding": emb}), path, row_group_size=2)
+    whole = _loader_error(path)
+    assert whole.row == 2 and "not finite" in str(whole)
+    streamed = _stream_error(path, grouped=True, batch_rows=batch_rows)
+    assert str(streamed) == str(whole) and streamed.row == whole.row
