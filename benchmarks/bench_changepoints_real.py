@@ -206,11 +206,15 @@ def _whitener(rows: np.ndarray) -> np.ndarray:
 def _split_stats(x: np.ndarray, starts: np.ndarray, stat: str) -> np.ndarray:
     """``[m-1]`` statistic of a split before each moment of ``x [T, D]`` (``-inf`` where a side
     would hold fewer than 2 moments): ``"mean"`` the l2 gain ``n_a n_b / n |mean_a - mean_b|^2``,
-    ``"energy"`` the energy distance (Euclidean) scaled by ``n_a n_b / n``."""
+    ``"energy"`` the energy distance (Euclidean) and ``"rbf"`` the squared MMD with a Gaussian
+    kernel (median-distance bandwidth; ruptures' ``rbf`` cost), both scaled by ``n_a n_b / n``."""
     n, m = len(x), len(starts)
     out = np.full(m - 1, -np.inf)
-    if stat == "energy":
+    if stat in ("energy", "rbf"):
         d = np.sqrt(np.maximum(np.sum(x * x, 1)[:, None] + np.sum(x * x, 1)[None, :] - 2 * x @ x.T, 0.0))
+        if stat == "rbf":  # Gaussian kernel, median-distance bandwidth: MMD^2 as a (negated) distance
+            h = float(np.median(d[np.triu_indices(n, 1)])) or 1.0
+            d = -np.exp(-(d**2) / (2 * h * h))
     for j in range(2, m - 1):
         a = int(starts[j])
         if stat == "mean":
@@ -231,7 +235,8 @@ def ceiling(frame: pd.DataFrame, docs: int) -> list[dict[str, object]]:
     of the splice. Splices with a side of one address are left out (no split is allowed). Statistics: mean shift in the raw metric (PELT's cost), whitened by the
     pooled within-address covariance, whitened by the pooled covariance of consecutive
     address-mean differences of one president (both pooled over every president except the
-    history's own: cross-fitted), and the energy distance (a distribution statistic)."""
+    history's own: cross-fitted), the energy distance and the Gaussian-kernel MMD (distribution
+    statistics)."""
     from sklearn.metrics import roc_auc_score
 
     emb = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
@@ -271,7 +276,8 @@ def ceiling(frame: pd.DataFrame, docs: int) -> list[dict[str, object]]:
     metrics = {"mean shift (PELT's cost)": ("mean", None),
                "mean shift, whitened: within-address cov.": ("mean", "within"),
                "mean shift, whitened: consecutive-address diff. cov.": ("mean", "diff"),
-               "energy distance": ("energy", None)}
+               "energy distance": ("energy", None),
+               "kernel MMD (rbf)": ("rbf", None)}
     out = []
     for name, (stat, kind) in metrics.items():
         def stats(ids: np.ndarray, st: np.ndarray, who: frozenset[str]) -> np.ndarray:

@@ -50,3 +50,12 @@ def test_whitener_gives_unit_covariance_on_plenty_of_data(bench):
     rows = rng.normal(size=(20_000, 4)) @ a
     w = bench._whitener(rows)
     assert np.allclose(np.cov((rows @ w).T), np.eye(4), atol=0.05)
+
+
+def test_rbf_statistic_is_the_mmd_and_responds_to_a_shift(bench):
+    rng = np.random.default_rng(3)
+    starts = np.arange(0, 40, 4)
+    same = rng.normal(size=(40, 8))
+    shifted = same.copy()
+    shifted[20:] += 2.0
+    assert bench._split_stats(shifted, starts, "rbf")[4] > 3 * max(bench._split_stats(same, starts, "rbf")[4], 1e-9)
