@@ -191,10 +191,6 @@ def calibrate(frame: pd.DataFrame, *, seed: int = 42) -> dict[str, dict[str, lis
     return out
 
 
-def _moment_means(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(x, starts, axis=0) / np.diff(np.append(starts, len(x)))[:, None]
-
-
 def _whitener(rows: np.ndarray) -> np.ndarray:
     """``W [D, D]`` with ``x @ W`` whitened by the Ledoit-Wolf covariance of ``rows [N, D]``."""
     from sklearn.covariance import LedoitWolf
