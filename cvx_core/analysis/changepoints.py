@@ -49,7 +49,7 @@ Indices are plain Python ints; a change point's index is the first post of the n
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -64,6 +64,7 @@ from cvx_core.analysis.bocpd import (  # BOCPD lives in its own module; re-expor
     detect_bocpd,
 )
 from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, MomentSums, calibrated_scale, moment_sums, noise_dimension
+from cvx_core.data.budgets import changepoint_windows
 from cvx_core.data.trajectory import Trajectory, as_datetimes, days_since_first
 
 __all__ = [
@@ -204,6 +205,8 @@ class ChangePointResult:
         n_posts: ``T``.
         config: the config used.
         n_bins: observations the search ran on (``T`` without time-aware merging).
+        n_windows: windows the search ran in (1 unless the user has more moments than
+            ``CVX_CHANGEPOINT_WINDOW``).
     """
 
     indices: tuple[int, ...]
@@ -215,6 +218,7 @@ class ChangePointResult:
     n_posts: int
     config: ChangePointConfig = field(repr=False)
     n_bins: int | None = None
+    n_windows: int = 1
 
     @property
     def n_changes(self) -> int:
@@ -242,6 +246,7 @@ class ChangePointResult:
             "noise_variance": self.noise_variance,
             "n_posts": self.n_posts,
             "n_bins": self.n_bins if self.n_bins is not None else self.n_posts,
+            "n_windows": self.n_windows,
             "config": self.config.to_dict(),
         }
 
@@ -320,6 +325,7 @@ def detect_changepoints(
     *,
     config: ChangePointConfig | None = None,
     datetimes: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ChangePointResult:
     """Exact penalised change points of one trajectory.
 
@@ -327,6 +333,9 @@ def detect_changepoints(
         data: a :class:`Trajectory` or an embedding matrix ``[T, D]`` (``[T]`` is read as D=1).
         config: search options (defaults: l2 cost, default penalty, ``min_size=2``).
         datetimes: ``[T]`` post times for a bare matrix (a Trajectory brings its own).
+        progress: ``progress(done, total)`` after each searched window (a user with more
+            moments than ``CVX_CHANGEPOINT_WINDOW``, default 5,000, is searched in
+            overlapping windows of that size: :func:`cvx_core.data.budgets.changepoint_windows`).
 
     Returns:
         a :class:`ChangePointResult`. Too-short input (``T < 4`` or ``T < 2 * min_size``) and
@@ -361,17 +370,69 @@ def detect_changepoints(
         pen = 0.0
 
     indices: list[int] = []
+    n_windows = 1
     if searchable and pen > 0.0:
-        indices = _search(observed, pen=pen, min_size=config.min_size, search=config.search)
-        if not _respects(indices, ms, min_moments):
-            cuts = moment_optimum(ms, pen=pen, min_size=config.min_size, min_moments=min_moments)
-            indices = [int(ms.starts[k]) for k in cuts]
+        indices, n_windows = _windowed_cuts(observed, ms.starts, pen=pen, min_size=config.min_size,
+                                            min_moments=min_moments, search=config.search, progress=progress)
         if merged is not None:
             indices = [int(merged[k]) for k in indices]
+    elif progress is not None:
+        progress(1, 1)
     total_cost = segment_cost(signal, indices) if n else 0.0
     res = _result(indices, dts, pen, total_cost, noise, n, config)
     object.__setattr__(res, "n_bins", m if merged is not None else ms.n_moments)
+    object.__setattr__(res, "n_windows", n_windows)
     return res
+
+
+def _exact_cuts(x: np.ndarray, starts: np.ndarray, *, pen: float, min_size: int, min_moments: int,
+                search: str) -> list[int]:
+    """The exact penalised optimum of ``x [T, D]`` (moments starting at ``starts [m]``):
+    ruptures' unconstrained optimum when it cuts only between moments into segments of >=
+    ``min_moments`` moments, else :func:`moment_optimum`. Post indices of the cuts."""
+    ms = moment_sums(x, starts)
+    if x.shape[0] < max(4, 2 * min_size) or ms.n_moments < 2 * min_moments:
+        return []
+    cuts = _search(x, pen=pen, min_size=min_size, search=search)
+    if not _respects(cuts, ms, min_moments):
+        cuts = [int(ms.starts[k]) for k in moment_optimum(ms, pen=pen, min_size=min_size, min_moments=min_moments)]
+    return cuts
+
+
+def _windowed_cuts(x: np.ndarray, starts: np.ndarray, *, pen: float, min_size: int, min_moments: int,
+                   search: str, progress: Callable[[int, int], None] | None = None) -> tuple[list[int], int]:
+    """``(cuts, windows)``: :func:`_exact_cuts` of ``x [T, D]`` (moments at ``starts [m]``),
+    searched in the overlapping windows of :func:`cvx_core.data.budgets.changepoint_windows`
+    over the moments when there are more than ``CVX_CHANGEPOINT_WINDOW`` of them (one window
+    otherwise). Each window keeps the cuts in its own part (up to the middle of its overlaps
+    with its neighbours), so a change near a window's edge is decided by the window that sees
+    it with context; a cut closer than ``min_size`` posts / ``min_moments`` moments to the
+    previous kept one is dropped. At most ``CVX_CHANGEPOINT_WINDOW`` moments per search, so the
+    work grows linearly with ``m`` above the budget. ``progress(done, total)`` after each
+    window."""
+    n, m = int(x.shape[0]), int(starts.shape[0])
+    wins = changepoint_windows(m)
+    ends = np.append(starts, n)
+    kept: list[tuple[int, int]] = []  # (moment, post)
+    for k, (a, b) in enumerate(wins):
+        lo = 0 if k == 0 else (a + wins[k - 1][1]) // 2  # middle of the overlap with the previous window
+        hi = m if k == len(wins) - 1 else (wins[k + 1][0] + b) // 2
+        p0 = int(ends[a])
+        local = _exact_cuts(x[p0:int(ends[b])], starts[a:b] - p0, pen=pen, min_size=min_size,
+                            min_moments=min_moments, search=search)
+        for c in local:
+            j = int(np.searchsorted(starts, p0 + c))
+            if lo <= j < hi:
+                kept.append((j, p0 + c))
+        if progress is not None:
+            progress(k + 1, len(wins))
+    out: list[int] = []
+    last_j, last_p = 0, 0
+    for j, p in sorted(kept):
+        if j - last_j >= min_moments and p - last_p >= min_size and m - j >= min_moments and n - p >= min_size:
+            out.append(p)
+            last_j, last_p = j, p
+    return out, len(wins)
 
 
 def _observations(signal: np.ndarray, dts: np.ndarray | None, config: ChangePointConfig

@@ -12,7 +12,7 @@ characters per text        64 per token of the window         ``CVX_CHARS_PER_TO
 posts per user (training)  512 (the last posts are kept)      ``CVX_MAX_POSTS_PER_USER``
 embedding dimension D      131,072                            ``CVX_MAX_DIM``
 JSON file size             64 MiB                             ``CVX_MAX_JSON_MB``
-change points, exact PELT  5,000 posts per user (windowed     ``CVX_CHANGEPOINT_WINDOW``
+change points, exact PELT  5,000 moments per user (windowed   ``CVX_CHANGEPOINT_WINDOW``
                            above, in windows of that size)
 permutations (compare)     100,000                            ``CVX_MAX_PERMUTATIONS``
 Ray workers                the cluster's CPUs                 (``--workers``)
