@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from cvx_core.data import budgets as limits
+from cvx_core.cli_support import features_config as _features_config
 from cvx_core.cli_support import float_in, int_in
+from cvx_core.cli_support import forecast_time as _forecast_time
 from cvx_core.learn.runs import COMPARISON_FILE, EVALUATION_FILE, LOCK_FILE, RUN_FILES
 
 __all__ = ["main", "build_parser", "COMPARISON_FILE", "EVALUATION_FILE"]
@@ -184,35 +186,6 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    "default: start a local one")
     p.add_argument("--chunk-users", type=int_in(1, _BIG), default=None,
                    help="users per chunk (bounds memory; default 512)")
-
-
-def _forecast_time(text: str) -> Any:
-    from cvx_core.learn.forecast import parse_forecast_time
-
-    try:
-        return parse_forecast_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _features_config(path: str | None) -> Any:
-    """The TemporalFeaturesConfig of a ``--config`` JSON file (None without one); a folder,
-    device, oversized file, invalid JSON or wrongly typed field is a one-line ValueError."""
-    if not path:
-        return None
-    from cvx_core.features.config import TemporalFeaturesConfig
-
-    doc = limits.read_json_file(path, what="features config (JSON)")
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: holds a JSON {type(doc).__name__}, expected an object of "
-                         "TemporalFeaturesConfig fields")
-    from cvx_core.cli_support import check_json_fields
-
-    check_json_fields(doc, TemporalFeaturesConfig, source=str(path))
-    try:
-        return TemporalFeaturesConfig.from_dict(doc)
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise ValueError(f"{path}: not a valid features config ({exc})") from None
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:

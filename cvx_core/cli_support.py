@@ -207,3 +207,33 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         code, line = report_failure(exc)
         print(f"error: {line}", file=sys.stderr)
         return code
+
+
+def forecast_time(text: str) -> Any:
+    """``forecast --at``: a strict forecast time, else argparse's one-line error."""
+    from cvx_core.learn.forecast import parse_forecast_time
+
+    try:
+        return parse_forecast_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def features_config(path: str | None) -> Any:
+    """The TemporalFeaturesConfig of a ``--config`` JSON file (None without one); a folder,
+    device, oversized file, invalid JSON or wrongly typed field is a one-line ValueError."""
+    if not path:
+        return None
+    from cvx_core.features.config import TemporalFeaturesConfig
+
+    from cvx_core.data.budgets import read_json_file
+
+    doc = read_json_file(path, what="features config (JSON)")
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: holds a JSON {type(doc).__name__}, expected an object of "
+                         "TemporalFeaturesConfig fields")
+    check_json_fields(doc, TemporalFeaturesConfig, source=str(path))
+    try:
+        return TemporalFeaturesConfig.from_dict(doc)
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"{path}: not a valid features config ({exc})") from None

@@ -132,6 +132,9 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_classifier_in_grid_search_over_the_head_strength",
         "test_classifier_passes_the_estimator_checks_that_apply",
     ),
+    "tests/test_cli_train_backend.py": (
+        "test_train_on_texts_embeds_them_with_the_chosen_backend_and_records_it",
+    ),
     "tests/learn/test_splits.py": (
         "test_cli_train_group_column_keeps_groups_apart_and_names_a_missing_column",
     ),
@@ -165,6 +168,8 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
 SLOW_FIXTURES: dict[str, tuple[str, ...]] = {
     "tests/app/test_app_compare.py": ("trained_workspace",),
     "tests/app/test_workspace_faults.py": ("killed_run",),
+    "tests/hostile/test_hostile_configs.py": ("trained",),
+    "tests/hostile/test_hostile_sweep.py": ("env",),
     "tests/learn/test_finetune.py": ("finetuned_run", "frozen_run"),
     "tests/learn/test_forecast.py": ("fitted",),
     "tests/learn/test_runs.py": ("finished",),
