@@ -249,7 +249,7 @@ def change_words(ts: TrajectorySet, user_id: str) -> tuple[ChangeWords, ...] | N
 
 def post_snippets(ts: TrajectorySet, user_id: str, words: int = 14) -> list[str]:
     """Each post's first words, escaped for hover labels (empty strings without texts)."""
-    from cvx_app.projections import snippet
+    from cvx_app.projection_jobs import snippet
 
     tr = ts[user_id]
     if tr.texts is None:
@@ -312,7 +312,7 @@ def nearest_posts(ts: TrajectorySet, user_id: str, post: int, *, k: int = 10, wo
     embedding space (cosine similarity, the post itself left out), most similar first:
     user, post number (1-based), date, similarity, label and the post's first ``words``
     words (raw text: show in a table, never as markup)."""
-    from cvx_app.projections import snippet
+    from cvx_app.projection_jobs import snippet
 
     x, owner, index = _unit_posts(ts.digest(), ts)
     row = ts.user_ids.index(user_id)

@@ -30,7 +30,7 @@ def small_data_thresholds() -> tuple[int, int]:
 def run_warnings(metrics: dict[str, Any]) -> list[str]:
     """The run's small-data warnings: ``metrics["warnings"]``, or for older runs without that
     list the same checks made from the test counts and the confusion matrix."""
-    from cvx_app.runs import confusion_of
+    from cvx_app.run_store import confusion_of
 
     warnings = metrics.get("warnings")
     if not isinstance(warnings, list):
@@ -129,7 +129,7 @@ def roc_curves(metrics: dict[str, Any], run_dir: Path, ts: TrajectorySet | None,
 def per_class_f1(metrics: dict[str, Any]) -> pd.DataFrame | None:
     """One row per class: class, F1 (one-vs-rest) and test users (from the confusion matrix),
     or ``None`` when the metrics hold no per-class F1."""
-    from cvx_app.runs import confusion_of
+    from cvx_app.run_store import confusion_of
 
     f1 = metrics.get("f1_per_class")
     if isinstance(f1, list):

@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cvx_app import cache, escape, explore, explore_panels, exports, figures, forecasts, projections, session, share, workspace
-from cvx_app.analysis import dataset_analysis
-from cvx_app.analysis import describe as describe_analysis
+from cvx_app import (cache, escape, explore, explore_panels, exports, figures, forecast_view, projection_jobs, session,
+                     set_analysis_jobs, share, workspace)
 
 PLAY_EVERY_S = 1.5  # seconds between two frames while playing
 PLAY_FRAMES = 24  # frames for the window to cross the whole time span
@@ -20,7 +19,7 @@ st.title("Explore")
 ts = session.require_dataset(name)
 user_ids = ts.user_ids
 
-analysis = dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
+analysis = set_analysis_jobs.dataset_analysis(name, ts)  # streamed from the file (and kept on disk) for a large dataset
 options = explore.colour_options(ts, analysis, explore.latest_scores(name, ts))
 
 # a shared address (?method=&colour=&user=) opens the same view; later clicks win over it
@@ -77,7 +76,7 @@ paths = [selected] + [u for u in traced if u != selected]
 matches = explore.search_users(user_ids, query)
 
 # ---- the projection: PCA now, UMAP from its background job -----------------------------------------
-job = projections.projection(ts, method.lower())
+job = projection_jobs.projection(ts, method.lower())
 if job.running:
 
     @st.fragment(run_every=1.0)
@@ -91,8 +90,8 @@ if job.running:
     umap_progress()
 elif job.error:
     st.error("UMAP failed; showing PCA. " + escape.escape_markdown(job.error), icon=":material/error:")
-proj = job.result if job.result is not None else projections.projection(ts, "pca").result
-frame = projections.projection_frame(ts, proj)
+proj = job.result if job.result is not None else projection_jobs.projection(ts, "pca").result
+frame = projection_jobs.projection_frame(ts, proj)
 shown_method = proj.method.upper()
 option = options[colour_by]
 colour = explore.colour_values(option, frame)
@@ -108,11 +107,11 @@ with st.expander("Forecast where the open user goes next (latent ODE)", expanded
     fc1, fc2 = st.columns([1, 2])
     horizon = fc1.number_input("Horizon (days after the last post)", min_value=1.0, max_value=3650.0,
                                value=30.0, step=1.0, key="explore_horizon")
-    trained = forecasts.has_forecaster(ts)
+    trained = forecast_view.has_forecaster(ts)
     go_label = "Forecast" if trained else "Train the forecaster on this dataset, then forecast (about a minute)"
     if fc2.button(go_label, key="explore_forecast_go", icon=":material/timeline:"):
         with st.spinner("Training the latent-ODE forecaster (once per dataset, kept on disk)…" if not trained else "Forecasting…"):
-            st.session_state["explore_forecast"] = forecasts.forecast_user(ts, selected, float(horizon))
+            st.session_state["explore_forecast"] = forecast_view.forecast_user(ts, selected, float(horizon))
     fc = st.session_state.get("explore_forecast")
     if fc is not None and fc.user_id == selected:
         held = fc.held_out
@@ -124,7 +123,7 @@ with st.expander("Forecast where the open user goes next (latent ODE)", expanded
             + ("Placed exactly by PCA's linear map." if shown_method == "PCA" else
                "UMAP has no map for new points here: each forecast is placed among its 10 nearest posts.")
         )
-        forecast_xy = forecasts.place_in_projection(ts, proj, fc.embeddings)
+        forecast_xy = forecast_view.place_in_projection(ts, proj, fc.embeddings)
     else:
         forecast_xy = None
 
@@ -140,7 +139,7 @@ def _clamp(t: datetime) -> datetime:
 
 def cloud_3d() -> None:
     """The 3-D view: PCA of the posts, coloured by label, with the drawn paths."""
-    frame3, explained = projections.pca3_frame(ts, frame)
+    frame3, explained = projection_jobs.pca3_frame(ts, frame)
     fig3 = figures.explore_figure_3d(frame3, paths=paths, changepoints=changepoints, explained=explained)
     st.plotly_chart(fig3, key="explore_proj_3d")
     st.caption("Drag to turn, scroll to zoom. Coloured by label; the time window, colour choice and selection "
@@ -240,7 +239,7 @@ with left:
                     open_user(str(found["user_id"].iloc[picked.selection.rows[0]]))
     how = "read back" if getattr(analysis, "reused", False) else "to analyse"
     with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s {how})"):
-        st.caption(escape.escape_markdown(describe_analysis(analysis)))
+        st.caption(escape.escape_markdown(set_analysis_jobs.describe(analysis)))
         everyone = cache.users_frame(analysis)
         picked = st.dataframe(everyone, hide_index=True, height=300, key=f"explore_all_table:{selected}",
                               on_select="rerun", selection_mode="single-row")

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cvx_app import cache, escape, exports, figures, jobs, run_results, session, workspace
-from cvx_app import runs as runs_mod
+from cvx_app import run_store
 
 session.bootstrap("Train")
 st.title("Train")
@@ -55,7 +55,7 @@ evaluation = st.radio(
 )
 with st.form("train_form", border=True):
     c0, cq = st.columns([2, 2])
-    run_title = c0.text_input("Run name (optional)", max_chars=runs_mod.MAX_TITLE, key="train_name",
+    run_title = c0.text_input("Run name (optional)", max_chars=run_store.MAX_TITLE, key="train_name",
                               placeholder=f"{name}-<head>-<time>",
                               help="Empty: the dataset, the head and the time (UTC).")
     if evaluation == "cv":
@@ -174,7 +174,7 @@ if submitted:
         else:
             # the page follows the new run: in this session, and in the address (?run=)
             st.session_state["train_run"] = job.run_name
-            st.session_state[runs_mod.SELECTED_KEY] = job.run_name
+            st.session_state[run_store.SELECTED_KEY] = job.run_name
             st.query_params["run"] = job.run_name
             st.rerun()
 
@@ -212,13 +212,13 @@ st.subheader("Runs in the workspace")
 all_jobs = jobs.training_jobs()
 running = {n for n, j in all_jobs.items() if j.status == "running"}
 failed = {n: j.error or "" for n, j in all_jobs.items() if j.status == "error"}
-all_views = runs_mod.list_run_views(running=running, failed=failed)
-if runs_mod.other_dataset_run(all_views, name, st.query_params.get("run")) and not st.session_state.get(
-        runs_mod.SELECTED_KEY):  # an address names another dataset's run: list every run, so it shows
+all_views = run_store.list_run_views(running=running, failed=failed)
+if run_store.other_dataset_run(all_views, name, st.query_params.get("run")) and not st.session_state.get(
+        run_store.SELECTED_KEY):  # an address names another dataset's run: list every run, so it shows
     st.session_state["train_show_all_runs"] = True
 show_all = st.toggle("Show the runs of every dataset", key="train_show_all_runs",
                      help=f"Off: only the runs trained on {name}. On: every run, {name}'s first.")
-views = runs_mod.runs_of_dataset(all_views, name, show_all=show_all)
+views = run_store.runs_of_dataset(all_views, name, show_all=show_all)
 if not views:
     st.info(f"No runs on {name} yet. Set one up above"
             + (f", or show the {len(all_views)} run(s) of other datasets with the switch." if all_views else "."))
@@ -247,10 +247,10 @@ names = list(by_name)
 # The run to show is kept under a session key of its own (a widget's key is dropped when its
 # page is left) and in the address. A run that is training is listed from its first second,
 # so the selection never falls back to an older run while the new one has no files yet.
-wanted = st.session_state.get(runs_mod.SELECTED_KEY) or st.query_params.get("run")
+wanted = st.session_state.get(run_store.SELECTED_KEY) or st.query_params.get("run")
 if wanted not in by_name:
     wanted = names[0]
-st.session_state[runs_mod.SELECTED_KEY] = wanted
+st.session_state[run_store.SELECTED_KEY] = wanted
 st.session_state["train_show"] = wanted
 st.query_params["run"] = wanted
 
@@ -258,7 +258,7 @@ st.query_params["run"] = wanted
 def _on_show() -> None:
     chosen = st.session_state.get("train_show")
     if chosen in by_name:
-        st.session_state[runs_mod.SELECTED_KEY] = chosen
+        st.session_state[run_store.SELECTED_KEY] = chosen
         st.query_params["run"] = chosen
 
 
@@ -291,12 +291,12 @@ def confirm_delete(run_name: str) -> None:
     a, b = st.columns(2)
     if a.button("Delete", type="primary", key="train_delete_confirm"):
         try:
-            runs_mod.delete_run(run_name, running=running)
+            run_store.delete_run(run_name, running=running)
         except (ValueError, KeyError, OSError) as exc:
             st.error(escape.escape_markdown(exc))
         else:
             _forget_delete()
-            st.session_state.pop(runs_mod.SELECTED_KEY, None)
+            st.session_state.pop(run_store.SELECTED_KEY, None)
             st.query_params.pop("run", None)
             st.rerun()
     if b.button("Cancel", key="train_delete_cancel"):
@@ -306,39 +306,39 @@ def confirm_delete(run_name: str) -> None:
 
 with st.expander("Rename, notes, delete", icon=":material/edit_note:"):
     r1, r2 = st.columns([3, 1], vertical_alignment="bottom")
-    new_title = r1.text_input("Name", value=run.title, max_chars=runs_mod.MAX_TITLE, key=f"train_title_{run.name}")
+    new_title = r1.text_input("Name", value=run.title, max_chars=run_store.MAX_TITLE, key=f"train_title_{run.name}")
     if r2.button("Rename", key="train_rename"):
         try:
-            runs_mod.rename_run(run.name, new_title)
+            run_store.rename_run(run.name, new_title)
         except (ValueError, KeyError, OSError) as exc:
             st.error(escape.escape_markdown(exc))
         else:
             st.rerun()
-    notes = st.text_area("Notes", value=run.notes, max_chars=runs_mod.MAX_NOTES, key=f"train_notes_{run.name}",
+    notes = st.text_area("Notes", value=run.notes, max_chars=run_store.MAX_NOTES, key=f"train_notes_{run.name}",
                          help="Plain text kept with the run (in its app.json).")
     n1, n2 = st.columns([1, 1])
     if n1.button("Save notes", key="train_save_notes"):
         try:
-            runs_mod.set_notes(run.name, notes)
+            run_store.set_notes(run.name, notes)
         except (KeyError, OSError) as exc:
             st.error(escape.escape_markdown(exc))
         else:
             st.rerun()
-    if n2.button("Delete run…", key="train_delete", disabled=run.status == runs_mod.RUNNING,
-                 help="Stop a running run first." if run.status == runs_mod.RUNNING else None):
+    if n2.button("Delete run…", key="train_delete", disabled=run.status == run_store.RUNNING,
+                 help="Stop a running run first." if run.status == run_store.RUNNING else None):
         st.session_state[DELETE_KEY] = run.name
 if st.session_state.get(DELETE_KEY) in by_name:
     confirm_delete(st.session_state[DELETE_KEY])
 
-if run.status == runs_mod.RUNNING:
+if run.status == run_store.RUNNING:
     st.info("This run is training: its live curves are above, and its results appear here when it ends.")
     st.stop()
-if run.status == runs_mod.DAMAGED:
+if run.status == run_store.DAMAGED:
     st.error("This run is damaged and cannot be shown: " + escape.escape_markdown(run.problem)
              + ". The other runs are not affected; delete this one above.")
     st.stop()
 if run.metrics is None:
-    why = ("Training failed before it finished" if run.status == runs_mod.FAILED
+    why = ("Training failed before it finished" if run.status == run_store.FAILED
            else "This run did not finish (the server stopped while it trained)")
     st.info(why + "; its best checkpoint so far, if any, is kept in the run folder.")
     if run.history:
@@ -402,7 +402,7 @@ if isinstance(cv, dict) and cv:
 curves = run_results.roc_curves(metrics, run.path, ts if run.dataset == name else run_results.run_data(run.dataset),
                                 stamp=workspace.weights_stamp(run.path))
 roc_fig = figures.roc_figure(metrics, curves)
-confusion = runs_mod.confusion_of(metrics)
+confusion = run_store.confusion_of(metrics)
 conf_fig = None if confusion is None else figures.confusion_figure({"confusion": confusion[0], "classes": confusion[1]})
 _, auc_fig = figures.loss_auc_figures([], run.history or [])
 auc_fig.update_layout(height=380)

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from cvx_app import cache, escape, projections, session  # noqa: E402
+from cvx_app import cache, escape, projection_jobs, session  # noqa: E402
 from cvx_app import explore as ex  # noqa: E402
 
 TIMEOUT = 120
@@ -29,7 +29,7 @@ def _figures(at: AppTest) -> list[dict]:
 
 
 def _pca_frame(ts) -> pd.DataFrame:
-    return projections.projection_frame(ts, projections.projection(ts, "pca").result)
+    return projection_jobs.projection_frame(ts, projection_jobs.projection(ts, "pca").result)
 
 
 def _timeline_user(at: AppTest) -> str:
@@ -311,7 +311,7 @@ def test_user_text_reaches_the_cloud_only_escaped():
     ])
     from cvx_core.analysis.projection import project_posts
 
-    frame = projections.projection_frame(ts, project_posts(ts, use_cache=False))
+    frame = projection_jobs.projection_frame(ts, project_posts(ts, use_cache=False))
     assert escape.escape_hover("<script>x</script> hi") in set(frame["words"])
     fig = figures.explore_figure(
         frame, method="PCA", colour=pd.Series(["<i>it</i>"] * 3 + ["ok"] * 3), colour_title="metadata: <tag>",

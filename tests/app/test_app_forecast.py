@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from cvx_app import forecasts  # noqa: E402
+from cvx_app import forecast_view  # noqa: E402
 
 
 @pytest.mark.slow
@@ -42,5 +42,5 @@ def test_pca_placement_of_a_post_is_its_own_pca_position(small_planted):
     ts = small_planted[0]
     proj = project_posts(ts, method="pca")
     tr = ts.at(3)
-    xy = forecasts.place_in_projection(ts, proj, tr.embeddings[-2:])
+    xy = forecast_view.place_in_projection(ts, proj, tr.embeddings[-2:])
     assert np.allclose(xy, proj.path(tr.user_id)[-2:], atol=1e-3)

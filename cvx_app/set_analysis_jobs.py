@@ -70,7 +70,7 @@ REQUIRED_COLUMNS = ("user_id", "label", "n_posts", "changepoint_index", "changep
                     "top_shares", "drift_norm", "pareto_size")
 STREAM_LABEL = "Finding change points (PELT) for every user, streamed in chunks…"
 
-_log = logging.getLogger("cvx_app.analysis")
+_log = logging.getLogger("cvx_app.set_analysis_jobs")
 
 
 # ---- what the page reads ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""cvx_app.analysis: the streamed analysis of a dataset equals the in-memory one user by
+"""cvx_app.set_analysis_jobs: the streamed analysis of a dataset equals the in-memory one user by
 user, is written under the workspace's analysis folder, is re-used only when it is a
 finished analysis of the same data, and the threshold comes from the environment."""
 
@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from cvx_app import analysis as an
+from cvx_app import set_analysis_jobs as an
 from cvx_app import cache
 from cvx_app.workspace import SAMPLE_PATH as SAMPLE  # the shipped sample file
 
