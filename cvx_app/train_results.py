@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from cvx_app import cache, escape, exports, figures, run_results, run_store, workspace
+from cvx_app import cache, escape, exports, figures, run_results, run_store, sensitivity, workspace
 from cvx_core.data.trajectory import TrajectorySet
 
 num = run_results.number_text
@@ -115,10 +115,13 @@ def _run_downloads(run: run_store.RunView, figs: dict[str, Any]) -> None:
 
 
 def dataset_downloads(name: str, ts: TrajectorySet) -> None:
-    """The dataset's features (Parquet, CSV) and change points (CSV, JSON) in an expander."""
+    """The dataset's features (Parquet, CSV) and change points (CSV, JSON) in an expander; the
+    change points at the sensitivity chosen on Explore (the library's default before any choice)."""
+    rate = sensitivity.current()
     with st.expander(f"Download the dataset's features and change points ({name})", icon=":material/download:"):
         st.caption("Features: one row per user, the SPEC feature vector (as `python -m cvx_core extract`). "
-                   "Change points: one row per PELT change point with its narrative"
+                   f"Change points: one row per PELT change point (sensitivity {sensitivity.rate_text(rate)}, as on "
+                   "Explore) with its narrative"
                    + (" and the words that rose and fell across it." if ts.has_text else
                       " (this dataset has no texts, so no words)."))
         f = st.columns(4)
@@ -129,11 +132,11 @@ def dataset_downloads(name: str, ts: TrajectorySet) -> None:
                              file_name=f"{name}-features.csv", mime="text/csv", key="train_dl_features_csv",
                              on_click="ignore")
         f[2].download_button("Change points (CSV)",
-                             data=lambda: exports.changepoints_csv(cache.changepoints_frame(ts)),
+                             data=lambda: exports.changepoints_csv(cache.changepoints_frame(ts, sensitivity=rate)),
                              file_name=f"{name}-changepoints.csv", mime="text/csv", key="train_dl_cp_csv",
                              on_click="ignore")
         f[3].download_button("Change points (JSON)",
-                             data=lambda: exports.changepoints_json(cache.changepoints_frame(ts)),
+                             data=lambda: exports.changepoints_json(cache.changepoints_frame(ts, sensitivity=rate)),
                              file_name=f"{name}-changepoints.json", mime="application/json",
                              key="train_dl_cp_json", on_click="ignore")
 

@@ -58,6 +58,12 @@ def test_the_name_rule_sees_a_planted_plural_twin(tmp_path):
         ("core/analysis", "app/analyses.py"), ("core/learn/runs.py", "app/run.py")]
 
 
+def test_every_page_is_at_most_200_lines():
+    pages = sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]
+    too_long = {p.name: n for p in pages if (n := len(p.read_text().splitlines())) > MAX_PAGE_LINES}
+    assert too_long == {}, f"pages over {MAX_PAGE_LINES} lines (move logic into cvx_app): {too_long}"
+
+
 def test_pages_import_app_modules_under_their_own_names():
     aliased = []
     for page in sorted((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
