@@ -300,3 +300,19 @@ def test_interval_cross_validation_and_early_detection_are_shown_when_the_run_ha
     assert list(confusion["data"][0]["y"]) == ["class calm", "class alarm"]
     shown = {m.label: m.value for m in at.metric}
     assert shown["ERDE (o = 5)"] == "0.310" and shown["Latency-weighted F1"] == "0.640"
+
+
+def test_runs_of_the_chosen_dataset_are_listed_and_the_switch_shows_every_run(train_page):
+    at, ws = train_page
+    _fake_finished_run(ws, "mine")
+    theirs = _fake_finished_run(ws, "theirs")
+    (theirs / "app.json").write_text(json.dumps({"dataset": "elsewhere", "title": "theirs", "notes": ""}))
+    at.run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["run"]) == ["mine"]  # only the chosen dataset's runs
+    assert at.toggle(key="train_show_all_runs").value is False
+    at.toggle(key="train_show_all_runs").set_value(True).run()
+    assert list(at.dataframe[0].value["run"]) == ["mine", "theirs"]  # every run, the chosen dataset's first
+    at.toggle(key="train_show_all_runs").set_value(False).run()
+    assert list(at.dataframe[0].value["run"]) == ["mine"]
+    assert at.selectbox(key="train_show").value == "mine"
