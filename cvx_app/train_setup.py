@@ -130,8 +130,8 @@ def _core_inputs(defaults: TrainConfig, fdefaults: TemporalFeaturesConfig, scale
 
 def _model_inputs(ts: TrajectorySet, defaults: TrainConfig) -> dict[str, Any]:
     """Head, text encoder, group column and the latent ODE."""
-    _, _, c15, c16 = cols = st.columns(4)
-    v: dict[str, Any] = {"head": cols[0].selectbox(
+    c13, _, c15, c16 = st.columns(4)
+    v: dict[str, Any] = {"head": c13.selectbox(
         "Head", list(HEADS), key="train_head", index=HEADS.index(defaults.head),
         help="auto: chosen by validation (inner cross-validation on small data).")}
     if ts.has_text:
