@@ -70,15 +70,16 @@ def _scale_choice(digest: str, _ts: TrajectorySet) -> tuple[Any, str | None]:
         return None, str(exc)
 
 
-def auto_scales_text(ts: TrajectorySet) -> str:
-    """One sentence: what ``scales="auto"`` chooses on ``ts`` (training resolves it again on
-    its training users, so the run's own values, shown with its results, can differ a little)."""
+def auto_scales_text(ts: TrajectorySet) -> tuple[str, str | None]:
+    """``(sentence, reason)``: what ``scales="auto"`` chooses on ``ts`` and the rule with its
+    numbers (training resolves it again on its training users, so the run's own values, shown
+    with its results, can differ a little)."""
     choice, problem = _scale_choice(ts.digest(), ts)
     if choice is None:
-        return "Auto cannot choose scales on this dataset (" + problem + "); choose them explicitly."
+        return "Auto cannot choose scales on this dataset (" + problem + "); choose them explicitly.", None
     unit = choice.time_unit
     return (f"On this dataset auto chooses time unit {unit}, scales {', '.join(f'{s:g}' for s in choice.scales)} "
-            f"{unit} and a silence gap of {choice.silence_gap:g} {unit} ({choice.reason}).")
+            f"{unit} and a silence gap of {choice.silence_gap:g} {unit}.", choice.reason)
 
 
 def planned_split_text(n_users: int, evaluation: str) -> str | None:
@@ -90,8 +91,10 @@ def planned_split_text(n_users: int, evaluation: str) -> str | None:
     return ("⚠ " + warnings[0][0].upper() + warnings[0][1:] + ".") if warnings else None
 
 
-def _core_inputs(defaults: TrainConfig, fdefaults: TemporalFeaturesConfig, scale_mode: str) -> dict[str, Any]:
-    """Epochs, learning rate, batch, device; scales, temperatures, seed; what is learned."""
+def _core_inputs(defaults: TrainConfig, fdefaults: TemporalFeaturesConfig, scale_mode: str,
+                 train_ts: TrajectorySet) -> dict[str, Any]:
+    """Epochs, learning rate, batch, device; scales (or what auto chooses), temperatures, seed;
+    what is learned."""
     c1, c2, c3, c4 = st.columns(4)
     v: dict[str, Any] = {
         "epochs": c1.number_input("Epochs", min_value=1, max_value=500, value=defaults.epochs, step=1,
@@ -105,17 +108,21 @@ def _core_inputs(defaults: TrainConfig, fdefaults: TemporalFeaturesConfig, scale
     v["device"] = c4.selectbox("Device", devices, index=len(devices) - 1, key="train_device",
                                format_func=lambda d: f"CUDA ({jobs.cuda_name()})" if d == "cuda" else "CPU",
                                help="CUDA appears when a GPU is available.")
-    c5, c6, c7, c8 = st.columns(4)
+    row = iter(st.columns(4))  # explicit: scales, temperature, silence temperature, seed; auto: the two numbers
     v["scales"], v["silence_temp"] = [], fdefaults.silence_temperature
     if scale_mode == EXPLICIT:
-        v["scales"] = c5.multiselect("Scales (days)", list(SCALE_CHOICES), default=[1.0, 7.0, 30.0],
-                                     key="train_scales", help="Resampling widths of the multi-scale features.")
-        v["silence_temp"] = c7.number_input("Silence temperature (days)", min_value=1e-3, max_value=30.0,
-                                            value=fdefaults.silence_temperature, step=0.1, format="%.3f",
-                                            key="train_silence_temp")
-    v["temp"] = c6.number_input("Change-point temperature", min_value=1e-3, max_value=10.0,
-                                value=fdefaults.temperature, step=0.01, format="%.3f", key="train_temp")
-    v["seed"] = c8.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="train_seed")
+        v["scales"] = next(row).multiselect("Scales (days)", list(SCALE_CHOICES), default=[1.0, 7.0, 30.0],
+                                            key="train_scales", help="Resampling widths of the multi-scale features.")
+    v["temp"] = next(row).number_input("Change-point temperature", min_value=1e-3, max_value=10.0,
+                                       value=fdefaults.temperature, step=0.01, format="%.3f", key="train_temp")
+    if scale_mode == EXPLICIT:
+        v["silence_temp"] = next(row).number_input("Silence temperature (days)", min_value=1e-3, max_value=30.0,
+                                                   value=fdefaults.silence_temperature, step=0.1, format="%.3f",
+                                                   key="train_silence_temp")
+    v["seed"] = next(row).number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="train_seed")
+    if scale_mode == AUTO and len(train_ts):
+        text, reason = auto_scales_text(train_ts)
+        st.caption(escape.escape_markdown(text), help=reason)
     c9, c10, c11, c12 = st.columns(4)
     v["learn_temp"] = c9.toggle("Learn CP temperature", value=True, key="train_learn_temp",
                                 help="Learn the change-point temperature. Off: it stays fixed at the value above.")
@@ -197,9 +204,7 @@ def setup_form(name: str, ts: TrajectorySet, train_ts: TrajectorySet, *, disable
         st.caption(f"{len(train_ts)} labelled users, D = {ts.dim}. The one split is 60/20/20 (train/validation/"
                    f"test), stratified by label: about {n_test_planned} test users.")
         values = {"evaluation": evaluation, "folds": folds, "scale_mode": scale_mode,
-                  **_core_inputs(defaults, fdefaults, scale_mode), **_model_inputs(ts, defaults)}
-        if scale_mode == AUTO and len(train_ts):
-            st.caption(escape.escape_markdown(auto_scales_text(train_ts)))
+                  **_core_inputs(defaults, fdefaults, scale_mode, train_ts), **_model_inputs(ts, defaults)}
         advice = planned_split_text(len(train_ts), evaluation)
         if advice:
             st.caption(escape.escape_markdown(advice))
