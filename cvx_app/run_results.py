@@ -66,10 +66,10 @@ def run_caption(metrics: dict[str, Any]) -> str:
             + (" · " + "; ".join(note) if note else ""))
 
 
-def run_scales_text(run_dir: Path) -> str | None:
-    """The run's time unit, scales and silence gap as it trained (config.json, resolved when
-    the scales were "auto") and, for auto, the reason of the choice (data.json); ``None`` when
-    the files do not say."""
+def run_scales_text(run_dir: Path) -> tuple[str, str | None] | None:
+    """``(sentence, reason)``: the run's time unit, scales and silence gap as it trained
+    (config.json, resolved when the scales were "auto") and, for auto, the rule and numbers of
+    the choice (data.json; ``None`` for explicit scales); ``None`` when the files do not say."""
     from cvx_core.learn.runs import CONFIG_FILE, DATA_FILE, RunError, read_json
 
     try:
@@ -84,8 +84,8 @@ def run_scales_text(run_dir: Path) -> str | None:
     except (RunError, OSError, AttributeError):
         choice = None
     if isinstance(choice, dict) and isinstance(choice.get("reason"), str):
-        return text + f", chosen from the training users' gaps between posts ({choice['reason']})."
-    return text + " (given explicitly)."
+        return text + ", chosen from the training users' gaps between posts.", choice["reason"]
+    return text + " (given explicitly).", None
 
 
 def cv_tables(metrics: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:

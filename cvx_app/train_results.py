@@ -36,7 +36,7 @@ def _tiles(metrics: dict[str, Any], run: run_store.RunView) -> None:
     st.caption(escape.escape_markdown(run_results.run_caption(metrics)))
     scales = run_results.run_scales_text(run.path)
     if scales:
-        st.caption(escape.escape_markdown(scales))
+        st.caption(escape.escape_markdown(scales[0]), help=scales[1])
     if metrics.get("head_choice"):  # why this head won, and the verdict when the plain baseline did
         st.caption("Head choice: " + escape.escape_markdown(metrics["head_choice"]))
     if metrics.get("verdict"):

@@ -50,8 +50,9 @@ def test_a_runs_time_scales_are_read_from_its_folder(tmp_path):
     features = {"scales": [0.5, 2.0], "time_unit": "hours", "silence_gap": 10.0}
     (tmp_path / "config.json").write_text(json.dumps({"train_config": {"features": features}, "model_spec": {}}))
     assert run_results.run_scales_text(tmp_path) == ("Time scales of this run: 0.5, 2 hours, silence gap 10 hours "
-                                                     "(given explicitly).")
+                                                     "(given explicitly).", None)
     (tmp_path / "data.json").write_text(json.dumps({"scales": {"reason": "median gap 1 hours"}}))
-    assert run_results.run_scales_text(tmp_path).endswith("gaps between posts (median gap 1 hours).")
+    text, reason = run_results.run_scales_text(tmp_path)
+    assert text.endswith("chosen from the training users' gaps between posts.") and reason == "median gap 1 hours"
     (tmp_path / "config.json").write_text(json.dumps({"train_config": {}, "model_spec": {}}))
     assert run_results.run_scales_text(tmp_path) is None
