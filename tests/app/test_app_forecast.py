@@ -19,7 +19,7 @@ def test_forecast_button_draws_a_dashed_continuation_and_keeps_the_forecaster(ap
     from cvx_core.data.io import save_trajectories
 
     ts = small_planted[0]
-    monkeypatch.setattr(forecasts, "FORECAST_EPOCHS", 2)
+    monkeypatch.setattr(forecast_view, "FORECAST_EPOCHS", 2)
     monkeypatch.setenv("CVX_DATASET", "small")
     save_trajectories(ts, app_workspace / "datasets" / "small.parquet")
     at = open_app("pages/2_explore.py", timeout=300)
