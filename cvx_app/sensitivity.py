@@ -18,15 +18,31 @@ from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
 
 WIDGET_KEY = "explore_sensitivity"
 CHOSEN_KEY = "cvx_sensitivity"
+PARAM = "sensitivity"  # the address's query parameter of a shared Explore view
+_RESTORED = "_cvx_sensitivity_restored"
 
-__all__ = ["SENSITIVITIES", "DEFAULT_SENSITIVITY", "WIDGET_KEY", "CHOSEN_KEY", "current", "cp_config", "rate_text",
-           "caption", "choose"]
+__all__ = ["SENSITIVITIES", "DEFAULT_SENSITIVITY", "WIDGET_KEY", "CHOSEN_KEY", "PARAM", "current", "cp_config",
+           "rate_text", "caption", "choose", "restore_from_address"]
 
 
 def current() -> float:
     """The sensitivity chosen in this session (the library's default before any choice)."""
     value = st.session_state.get(CHOSEN_KEY, DEFAULT_SENSITIVITY)
     return float(value) if value in SENSITIVITIES else DEFAULT_SENSITIVITY
+
+
+def restore_from_address() -> None:
+    """Once per session, take the sensitivity from the address (``?sensitivity=0.2``) when it
+    is one of :data:`SENSITIVITIES`; anything else is ignored, and later moves of the slider win."""
+    if st.session_state.get(_RESTORED):
+        return
+    st.session_state[_RESTORED] = True
+    try:
+        value = float(st.query_params.get(PARAM))
+    except (TypeError, ValueError):
+        return
+    if value in SENSITIVITIES:
+        st.session_state[CHOSEN_KEY] = st.session_state[WIDGET_KEY] = value
 
 
 def cp_config(sensitivity: float = DEFAULT_SENSITIVITY) -> ChangePointConfig:

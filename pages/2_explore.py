@@ -14,6 +14,7 @@ name = session.bootstrap("Explore")
 st.title("Explore")
 ts = session.require_dataset(name)
 user_ids = ts.user_ids
+sensitivity.restore_from_address()  # a shared address (?sensitivity=) sets it once
 rate = sensitivity.current()  # the slider below sets it; its value on the previous run until then
 if st.session_state.get(sensitivity.WIDGET_KEY) in sensitivity.SENSITIVITIES:
     rate = float(st.session_state[sensitivity.WIDGET_KEY])
@@ -66,7 +67,8 @@ with st.container(border=True):
     rate = sensitivity.choose(s2)
     s2.caption(sensitivity.caption(rate))
 selected = st.session_state["explore_user"]
-share.publish({"dataset": name, "method": method, "colour": colour_by, "user": selected})
+share.publish({"dataset": name, "method": method, "colour": colour_by, "user": selected,
+               sensitivity.PARAM: f"{rate:g}"})
 matches = explore.search_users(user_ids, query)
 
 # ---- the projection: PCA now, UMAP from its background job -----------------------------------------

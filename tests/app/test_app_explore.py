@@ -480,3 +480,23 @@ def test_the_screen_the_export_and_the_cli_take_the_same_top_terms_and_posts(cap
         assert [t["term"] for t in cp["terms_after"]] == list(words.terms_after) == row["words_rose"].split(", ")
         assert [t["term"] for t in cp["terms_before"]] == list(words.terms_before) == row["words_fell"].split(", ")
         assert len(cp["posts_after"]) == len(words.posts_after) == N_POSTS
+
+
+def test_the_sensitivity_is_kept_in_a_shared_address(app_workspace):
+    from pathlib import Path
+
+    from cvx_app import sensitivity
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params.update({"dataset": "real_text", "sensitivity": "0.2"})
+    at.run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key=sensitivity.WIDGET_KEY).value == 0.2
+    at.select_slider(key=sensitivity.WIDGET_KEY).set_value(0.01).run()
+    assert at.query_params["sensitivity"] in ("0.01", ["0.01"])  # written back as it moves
+    other = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    other.switch_page("pages/2_explore.py")
+    other.query_params.update({"dataset": "real_text", "sensitivity": "0.07"})  # not on the scale: ignored
+    other.run()
+    assert other.select_slider(key=sensitivity.WIDGET_KEY).value == sensitivity.DEFAULT_SENSITIVITY
