@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_app.workspace import dataset_entry, weights_stamp
 from cvx_core.data.trajectory import TrajectorySet
 
@@ -102,18 +103,18 @@ def progress_bar(label: str, *, unit: str | None = None) -> Iterator[Callable[[i
         bar.empty()
 
 
-def set_analysis(ts: TrajectorySet) -> Any:
-    """``cvx_core.analysis.batch.analyze_set`` of the whole dataset (PELT change points and drift
-    attribution of every user, cohort attribution), computed once per dataset under a
-    progress bar and kept in the process-wide store."""
+def set_analysis(ts: TrajectorySet, *, sensitivity: float = DEFAULT_SENSITIVITY) -> Any:
+    """``cvx_core.analysis.batch.analyze_set`` of the whole dataset (PELT change points at
+    ``sensitivity``, drift attribution of every user, cohort attribution), computed once per
+    dataset and sensitivity under a progress bar and kept in the process-wide store."""
 
     def compute(progress: Callable[[int, int], None]) -> Any:
         from cvx_core.analysis.batch import analyze_set
 
-        return analyze_set(ts, progress=progress)
+        return analyze_set(ts, cp_config=cp_config(sensitivity), progress=progress)
 
     return cached_with_progress(
-        ("analyze_set", ts.digest()), compute, label="Finding change points (PELT) for every user…"
+        ("analyze_set", ts.digest(), float(sensitivity)), compute, label="Finding change points (PELT) for every user…"
     )
 
 
@@ -165,10 +166,10 @@ class Timeline:
 
 
 @st.cache_data(max_entries=64, show_spinner="Analysing this user…")
-def _user_timeline(digest: str, user_id: str, _ts: TrajectorySet) -> Timeline:
+def _user_timeline(digest: str, user_id: str, sensitivity: float, _ts: TrajectorySet) -> Timeline:
     from cvx_core.analysis.batch import user_timeline as compute_timeline
 
-    tl = compute_timeline(_ts[user_id], features_config=features_config())
+    tl = compute_timeline(_ts[user_id], cp_config=cp_config(sensitivity), features_config=features_config())
     when = pd.to_datetime(tl.datetimes)
     return Timeline(
         user_id=tl.user_id,
@@ -184,8 +185,9 @@ def _user_timeline(digest: str, user_id: str, _ts: TrajectorySet) -> Timeline:
     )
 
 
-def user_timeline(ts: TrajectorySet, user_id: str) -> Timeline:
-    return _user_timeline(ts.digest(), user_id, ts)
+def user_timeline(ts: TrajectorySet, user_id: str, *, sensitivity: float = DEFAULT_SENSITIVITY) -> Timeline:
+    """One user's :class:`Timeline`, change points at ``sensitivity`` (cached per user and value)."""
+    return _user_timeline(ts.digest(), user_id, float(sensitivity), ts)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the trained model…")
@@ -247,21 +249,32 @@ def features_frame(ts: TrajectorySet) -> pd.DataFrame:
     return frame
 
 
-def changepoints_frame(ts: TrajectorySet) -> pd.DataFrame:
-    """``cvx_app.exports.changepoints_frame`` of ``ts`` (its set analysis computed once and
-    kept too), in the result store per dataset."""
+def changepoints_frame(ts: TrajectorySet, *, sensitivity: float = DEFAULT_SENSITIVITY) -> pd.DataFrame:
+    """``cvx_app.exports.changepoints_frame`` of ``ts`` at ``sensitivity`` (its set analysis
+    computed once and kept too), in the result store per dataset and sensitivity."""
     from cvx_app import exports
 
     store = result_store()
-    digest = ts.digest()
-    frame = store.get(("changepoints_frame", digest))
+    digest, s = ts.digest(), float(sensitivity)
+    frame = store.get(("changepoints_frame", digest, s))
     if frame is None:
-        analysis = store.get(("analyze_set", digest))
+        analysis = store.get(("analyze_set", digest, s))
         if analysis is None:
             from cvx_core.analysis.batch import analyze_set
 
-            analysis = analyze_set(ts)
-            store.put(("analyze_set", digest), analysis)
+            analysis = analyze_set(ts, cp_config=cp_config(s))
+            store.put(("analyze_set", digest, s), analysis)
         frame = exports.changepoints_frame(ts, analysis)
-        store.put(("changepoints_frame", digest), frame)
+        store.put(("changepoints_frame", digest, s), frame)
     return frame
+
+
+def user_changepoints_frame(ts: TrajectorySet, user_id: str, *, sensitivity: float = DEFAULT_SENSITIVITY) -> pd.DataFrame:
+    """The change-point export rows of one user at ``sensitivity`` (the same change points as
+    :func:`user_timeline` and the same words as the screen): ``exports.changepoints_frame`` of
+    the user's own analysis."""
+    from cvx_app import exports
+    from cvx_core.analysis.batch import analyze_set
+
+    one = ts.subset([user_id])
+    return exports.changepoints_frame(one, analyze_set(one, cp_config=cp_config(sensitivity)))

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from cvx_app.escape import escape_hover
+from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_app.workspace import list_runs, run_dataset, weights_stamp
 from cvx_core.data.trajectory import TrajectorySet
 
@@ -217,13 +218,13 @@ def explain_available() -> bool:
 
 
 @st.cache_data(max_entries=64, show_spinner="Finding the words of each change point…")
-def _explain(digest: str, user_id: str, _ts: TrajectorySet) -> tuple[ChangeWords, ...]:
+def _explain(digest: str, user_id: str, sensitivity: float, _ts: TrajectorySet) -> tuple[ChangeWords, ...]:
+    from cvx_core.analysis.changepoints import detect_changepoints
     from cvx_core.analysis.explain import explain_changepoints
 
-    from cvx_core.analysis.changepoints import detect_changepoints
-
     traj = _ts[user_id]
-    result = explain_changepoints(traj, changepoints=detect_changepoints(traj), n_terms=8, n_posts=3)
+    # the library's N_TERMS / N_POSTS, as the CLI's `explain` and the change-point exports
+    result = explain_changepoints(traj, changepoints=detect_changepoints(traj, config=cp_config(sensitivity)))
     out = []
     for cp in result.change_points:
         out.append(ChangeWords(
@@ -239,17 +240,18 @@ def _explain(digest: str, user_id: str, _ts: TrajectorySet) -> tuple[ChangeWords
     return tuple(out)
 
 
-def change_words(ts: TrajectorySet, user_id: str) -> tuple[ChangeWords, ...] | None:
-    """The open user's change points in words, or ``None`` when the data has no texts or the
-    explanation module is not available."""
+def change_words(ts: TrajectorySet, user_id: str, *,
+                 sensitivity: float = DEFAULT_SENSITIVITY) -> tuple[ChangeWords, ...] | None:
+    """The open user's change points (at ``sensitivity``) in words, or ``None`` when the data
+    has no texts or the explanation module is not available."""
     if not ts.has_text or not explain_available():
         return None
-    return _explain(ts.digest(), user_id, ts)
+    return _explain(ts.digest(), user_id, float(sensitivity), ts)
 
 
 def post_snippets(ts: TrajectorySet, user_id: str, words: int = 14) -> list[str]:
     """Each post's first words, escaped for hover labels (empty strings without texts)."""
-    from cvx_app.projections import snippet
+    from cvx_app.projection_jobs import snippet
 
     tr = ts[user_id]
     if tr.texts is None:
@@ -282,15 +284,15 @@ def strongest_change(ts: TrajectorySet, analysis: Any) -> tuple[str, float] | No
     return best
 
 
-def opening_user(ts: TrajectorySet, analysis: Any) -> str:
-    """The user Explore opens on: the one with the strongest change point
-    (:func:`strongest_change`), else the first user."""
-    best = _strongest_cached(ts.digest(), ts, analysis)
+def opening_user(ts: TrajectorySet, analysis: Any, *, sensitivity: float = DEFAULT_SENSITIVITY) -> str:
+    """The user Explore opens on: the one with the strongest change point of ``analysis``
+    (made at ``sensitivity``; :func:`strongest_change`), else the first user."""
+    best = _strongest_cached(ts.digest(), float(sensitivity), ts, analysis)
     return best if best is not None and best in ts else ts.user_ids[0]
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _strongest_cached(digest: str, _ts: TrajectorySet, _analysis: Any) -> str | None:
+def _strongest_cached(digest: str, sensitivity: float, _ts: TrajectorySet, _analysis: Any) -> str | None:
     found = strongest_change(_ts, _analysis)
     return None if found is None else found[0]
 
@@ -312,7 +314,7 @@ def nearest_posts(ts: TrajectorySet, user_id: str, post: int, *, k: int = 10, wo
     embedding space (cosine similarity, the post itself left out), most similar first:
     user, post number (1-based), date, similarity, label and the post's first ``words``
     words (raw text: show in a table, never as markup)."""
-    from cvx_app.projections import snippet
+    from cvx_app.projection_jobs import snippet
 
     x, owner, index = _unit_posts(ts.digest(), ts)
     row = ts.user_ids.index(user_id)

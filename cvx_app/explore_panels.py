@@ -144,3 +144,112 @@ def window_drift_panel(name: str, ts: TrajectorySet) -> None:
         t1.dataframe(wd.dimensions.head(20).round(4), hide_index=True, height=300, key="explore_wd_dims")
         t2.dataframe(wd.users.head(20).round(4), hide_index=True, height=300, key="explore_wd_users")
         t3.dataframe(wd.clusters, hide_index=True, height=300, key="explore_wd_clusters")
+
+
+def forecast_panel(ts: TrajectorySet, selected: str, proj: Any) -> tuple[Any, Any] | None:
+    """The latent-ODE forecast of the open user, in an expander: ``(forecast, xy [H, 2])``
+    placed in the projection ``proj`` once asked for, else ``None``."""
+    from cvx_app import forecast_view
+
+    with st.expander("Forecast where the open user goes next (latent ODE)", expanded=False):
+        fc1, fc2 = st.columns([1, 2])
+        horizon = fc1.number_input("Horizon (days after the last post)", min_value=1.0, max_value=3650.0,
+                                   value=30.0, step=1.0, key="explore_horizon")
+        trained = forecast_view.has_forecaster(ts)
+        go_label = "Forecast" if trained else "Train the forecaster on this dataset, then forecast (about a minute)"
+        if fc2.button(go_label, key="explore_forecast_go", icon=":material/timeline:"):
+            with st.spinner("Forecasting…" if trained else
+                            "Training the latent-ODE forecaster (once per dataset, kept on disk)…"):
+                st.session_state["explore_forecast"] = forecast_view.forecast_user(ts, selected, float(horizon))
+        fc = st.session_state.get("explore_forecast")
+        if fc is None or fc.user_id != selected:
+            return None
+        held = fc.held_out
+        st.caption(
+            f"Dashed red path in the cloud: the forecast at {len(fc.days)} times up to {fc.days[-1]:g} days after the "
+            f"last post. On each user's held-out last post the forecaster's error is "
+            f"{held['ratio_last_value']:.2f}× that of repeating the last post and {held['ratio_linear']:.2f}× that of "
+            f"linear extrapolation (below 1 is better; {held['n_users']} users). "
+            + ("Placed exactly by PCA's linear map." if proj.method.upper() == "PCA" else
+               "UMAP has no map for new points here: each forecast is placed among its 10 nearest posts."))
+        return fc, forecast_view.place_in_projection(ts, proj, fc.embeddings)
+
+
+def _pick(frame: pd.DataFrame, key: str, open_user: Any, height: int) -> None:
+    """A table whose row click opens that row's user (keyed by the open user, so an old click
+    never reopens its user once another is open)."""
+    picked = st.dataframe(frame, hide_index=True, height=height, key=key, on_select="rerun",
+                          selection_mode="single-row")
+    if picked is not None and picked.selection.rows:
+        open_user(str(frame["user_id"].iloc[picked.selection.rows[0]]))
+
+
+def user_tables(ts: TrajectorySet, analysis: Any, selected: str, query: str, matches: list[str],
+                open_user: Any, described: str) -> None:
+    """Search results, every user's change points and drift, the open user's nearest users and
+    the nearest posts to one of its posts; a row click opens that user."""
+    from cvx_app import explore
+
+    left, right = st.columns(2)
+    with left:
+        if query.strip():
+            with st.container(border=True):
+                st.markdown(f"**Search: {len(matches)} user(s) match** (ringed in the cloud; click a row to open)")
+                if matches:
+                    found = cache.users_frame(analysis).set_index("user_id").loc[matches].reset_index()
+                    _pick(found, f"explore_search_table:{selected}", open_user, 200)
+        how = "read back" if getattr(analysis, "reused", False) else "to analyse"
+        with st.expander(f"All {len(ts)} users: change points and drift ({analysis.elapsed_s:.1f} s {how})"):
+            st.caption(escape.escape_markdown(described))
+            _pick(cache.users_frame(analysis), f"explore_all_table:{selected}", open_user, 300)
+    with right:
+        with st.container(border=True):
+            st.markdown("**Nearest users** to the open user (cosine similarity of mean post embeddings; "
+                        "click a row to open)")
+            if len(ts) < 2:
+                st.caption("This dataset has one user: there is no other user to compare with.")
+            else:
+                near = explore.nearest_users(ts, selected, analysis)
+                _pick(near, f"explore_near_table:{selected}", open_user, min(320, 38 + 35 * len(near)))
+        with st.expander("Nearest posts to one of this user's posts (original embedding space)"):
+            n_own = ts[selected].n_posts
+            which = st.number_input(f"Post (1–{n_own})", min_value=1, max_value=n_own, value=1, step=1,
+                                    key=f"explore_post_{selected}")
+            near_posts = explore.nearest_posts(ts, selected, int(which) - 1)
+            st.caption("Cosine similarity of the posts' embeddings (not of the 2-D picture); click a row to open "
+                       "its user.")
+            _pick(near_posts, f"explore_near_posts:{selected}", open_user, 38 + 35 * len(near_posts))
+
+
+def timeline_panel(name: str, ts: TrajectorySet, selected: str, sensitivity: float) -> None:
+    """One user's timeline with its change points at ``sensitivity``, the change points in
+    words, and their export (the same change points and words as on screen)."""
+    from cvx_app import explore, figures, sensitivity as sens
+
+    tl = cache.user_timeline(ts, selected, sensitivity=sensitivity)
+    words = explore.change_words(ts, selected, sensitivity=sensitivity)
+    st.subheader("Timeline of one user")
+    st.code(f"user {selected}  ·  label {'none' if tl.label is None else tl.label}  ·  {tl.n_posts} posts  ·  "
+            f"{len(tl.change_points)} change point(s)", language=None, wrap_lines=True)
+    cp_terms = {w.index: w.terms_after for w in words} if words else None
+    tfig = figures.words_timeline_figure(tl, explore.post_snippets(ts, selected), cp_terms)
+    st.plotly_chart(tfig, key="explore_timeline")
+    stem = f"{name}-{workspace.safe_dataset_name(selected)}"
+    exports.image_buttons(tfig, file_stem=f"{stem}-timeline", key="explore_dl_timeline", label="Timeline")
+    st.caption(
+        "Red dashed lines: PELT change points at sensitivity " + sens.rate_text(sensitivity) + " (labelled with the "
+        "words that become distinctive after them when the posts have text). "
+        f"Grey bands: silences longer than {cache.features_config().silence_gap:g} days. Velocity uses the real "
+        "gaps between posts. Hover a point to read the post's first words.")
+    change_words_panel(ts, words, tl)
+    if tl.change_points:
+        def frame() -> pd.DataFrame:
+            return cache.user_changepoints_frame(ts, selected, sensitivity=sensitivity)
+
+        c1, c2 = st.columns(2)
+        c1.download_button("This user's change points (CSV)", data=lambda: exports.changepoints_csv(frame()),
+                           file_name=f"{stem}-changepoints.csv", mime="text/csv", key="explore_dl_user_cp_csv",
+                           on_click="ignore", icon=":material/download:")
+        c2.download_button("This user's change points (JSON)", data=lambda: exports.changepoints_json(frame()),
+                           file_name=f"{stem}-changepoints.json", mime="application/json",
+                           key="explore_dl_user_cp_json", on_click="ignore", icon=":material/download:")

@@ -220,7 +220,7 @@ def start_training(dataset: str, ts: TrajectorySet, config: Any, *, name: str | 
     Raises ValueError (no folder is made) when the data cannot be trained on."""
     from cvx_core.learn.runs import new_run_dir
 
-    from cvx_app import runs as app_runs
+    from cvx_app import run_store
 
     problem = trainable_problem(ts)
     if problem is not None:
@@ -229,8 +229,8 @@ def start_training(dataset: str, ts: TrajectorySet, config: Any, *, name: str | 
         if running_job() is not None:
             raise RuntimeError("a training run is already in progress on this server")
         train_ts, left_out = labelled_users(ts)
-        run_dir = new_run_dir(runs_dir(), app_runs.folder_name(name, dataset, config))
-        app_runs.write_new_record(run_dir, dataset=dataset, digest=ts.digest(), config=config, title=name,
+        run_dir = new_run_dir(runs_dir(), run_store.folder_name(name, dataset, config))
+        run_store.write_new_record(run_dir, dataset=dataset, digest=ts.digest(), config=config, title=name,
                                   left_out=left_out)
         job = TrainJob(dataset, train_ts, config, run_dir)
         job.n_left_out = left_out

@@ -1,13 +1,16 @@
 """A finished run's results as the Train page shows them: the small-data warnings (also for
-older metrics formats), the AUC interval, one ROC curve per class (one-vs-rest, recomputed
+older metrics formats), the AUC interval, the run's caption (device, users, time, head), its
+time scales, the cross-validation table, one ROC curve per class (one-vs-rest, recomputed
 from the saved model on the run's own test users when metrics.json holds no curve), the
-per-class F1 table and the early-risk values or the reason there are none.
+per-class F1 table, the early-detection curve and the early-risk values or the reason there
+are none.
 
 No widgets here; Streamlit only for caching the recomputed curves.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,32 +22,111 @@ import streamlit as st
 from cvx_core.data.trajectory import TrajectorySet
 
 
-def small_data_thresholds() -> tuple[int, int]:
-    """``(test users, users per class)`` below which a test metric is noisy: the library's
-    thresholds (``cvx_core.learn.metrics``), so the page and the trainer never disagree."""
-    from cvx_core.learn.metrics import MIN_CLASS_USERS, MIN_TEST_USERS
-
-    return MIN_TEST_USERS, MIN_CLASS_USERS
-
-
 def run_warnings(metrics: dict[str, Any]) -> list[str]:
     """The run's small-data warnings: ``metrics["warnings"]``, or for older runs without that
-    list the same checks made from the test counts and the confusion matrix."""
-    from cvx_app.runs import confusion_of
+    list the library's own checks (``cvx_core.learn.metrics.small_data_warnings``, the same
+    thresholds) on the test classes of the confusion matrix, else on the test count alone."""
+    from cvx_app.run_store import confusion_of
+    from cvx_core.learn.metrics import MIN_TEST_USERS, small_data_warnings
 
     warnings = metrics.get("warnings")
     if not isinstance(warnings, list):
-        small_test, small_class = small_data_thresholds()
-        warnings = []
-        n_test = metrics.get("n_test")
-        if isinstance(n_test, int) and n_test < small_test:
-            warnings.append(f"only {n_test} test users: the test metrics are noisy")
         conf = confusion_of(metrics)
+        n_test = metrics.get("n_test")
         if conf is not None:
-            small = [c for c, row in zip(conf[1], conf[0]) if sum(row) < small_class]
-            if small:
-                warnings.append(f"class {', '.join(small)} has fewer than {small_class} test users")
+            warnings = small_data_warnings([sum(row) for row in conf[0]], conf[1])
+        elif isinstance(n_test, int) and not isinstance(n_test, bool) and n_test < MIN_TEST_USERS:
+            warnings = small_data_warnings([n_test], ["all"])[:1]  # no classes known: the count's warning
+        else:
+            warnings = []
     return [str(w) for w in warnings if w]
+
+
+def number_text(v: Any, fmt: str = ".3f") -> str:
+    """A finite number formatted for a tile, else "–"."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return format(v, fmt) if ok else "–"
+
+
+def run_caption(metrics: dict[str, Any]) -> str:
+    """Device, users train/val/test, seconds, and how the run ended and which head it used
+    (``head`` or the older ``head_chosen``, a name or a ``{name: ...}`` record)."""
+    note = []
+    if metrics.get("interrupted"):
+        note.append("stopped by the user; the best checkpoint was evaluated")
+    if metrics.get("stopped_early"):
+        note.append("early stopping (validation log-loss stopped falling)")
+    head = metrics.get("head") or metrics.get("head_chosen")
+    if isinstance(head, (str, dict)):
+        note.append("head " + (head if isinstance(head, str) else str(head.get("name", head))))
+    seconds = metrics.get("seconds")
+    return (f"Device {metrics.get('device')} · {metrics.get('n_train')}/{metrics.get('n_val')}/"
+            f"{metrics.get('n_test')} users train/val/test · "
+            + (f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
+            + (" · " + "; ".join(note) if note else ""))
+
+
+def run_scales_text(run_dir: Path) -> tuple[str, str | None] | None:
+    """``(sentence, reason)``: the run's time unit, scales and silence gap as it trained
+    (config.json, resolved when the scales were "auto") and, for auto, the rule and numbers of
+    the choice (data.json; ``None`` for explicit scales); ``None`` when the files do not say."""
+    from cvx_core.learn.runs import CONFIG_FILE, DATA_FILE, RunError, read_json
+
+    try:
+        features = read_json(run_dir / CONFIG_FILE)["train_config"]["features"]
+        unit, scales, gap = features.get("time_unit", "days"), features["scales"], features["silence_gap"]
+        text = (f"Time scales of this run: {', '.join(f'{float(s):g}' for s in scales)} {unit}, silence gap "
+                f"{float(gap):g} {unit}")
+    except (RunError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    try:
+        choice = read_json(run_dir / DATA_FILE).get("scales")
+    except (RunError, OSError, AttributeError):
+        choice = None
+    if isinstance(choice, dict) and isinstance(choice.get("reason"), str):
+        return text + ", chosen from the training users' gaps between posts.", choice["reason"]
+    return text + " (given explicitly).", None
+
+
+def cv_tables(metrics: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """Cross-validation as ``(mean ± sd of model and baseline, per-fold numbers or None)``,
+    or ``None`` when the run was not cross-validated."""
+    cv = metrics.get("cv")
+    if not isinstance(cv, dict) or not cv:
+        return None
+    rows = []
+    for what in ("auc", "accuracy"):
+        row = {"metric": f"test {what}"}
+        for who, prefix in (("model", "test"), ("baseline", "baseline")):
+            mean, sd = cv.get(f"{prefix}_{what}_mean"), cv.get(f"{prefix}_{what}_sd")
+            row[who] = f"{number_text(mean)} ± {number_text(sd)}" if mean is not None else "–"
+        rows.append(row)
+    folds = cv.get("folds")
+    per_fold = (pd.DataFrame(folds).select_dtypes(exclude="object")
+                if isinstance(folds, list) and folds and all(isinstance(f, dict) for f in folds) else None)
+    return pd.DataFrame(rows), per_fold
+
+
+def n_folds(metrics: dict[str, Any]) -> int:
+    """How many cross-validation folds the run records (0 without cross-validation)."""
+    folds = (metrics.get("cv") or {}).get("folds") if isinstance(metrics.get("cv"), dict) else None
+    return len(folds) if isinstance(folds, list) else 0
+
+
+def early_curve(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The early-detection curve's ``{xs, ys, x_title, baseline}`` (AUC against the first k
+    posts or d days of each test user), or ``None`` when the run has none."""
+    early = metrics.get("early")
+    if not isinstance(early, dict):
+        return None
+    xs, ys = early.get("cuts"), early.get("auc")
+    if not (isinstance(xs, list) and isinstance(ys, list) and xs and len(xs) == len(ys)):
+        return None
+    x_title = ("first d days of each test user's history" if early.get("by") == "days"
+               else "first k posts of each test user")
+    base = early.get("baseline_auc") if isinstance(early.get("baseline_auc"), list) else None
+    return {"xs": xs, "ys": [y if isinstance(y, (int, float)) else None for y in ys], "x_title": x_title,
+            "baseline": base}
 
 
 def auc_interval_text(metrics: dict[str, Any]) -> str | None:
@@ -129,7 +211,7 @@ def roc_curves(metrics: dict[str, Any], run_dir: Path, ts: TrajectorySet | None,
 def per_class_f1(metrics: dict[str, Any]) -> pd.DataFrame | None:
     """One row per class: class, F1 (one-vs-rest) and test users (from the confusion matrix),
     or ``None`` when the metrics hold no per-class F1."""
-    from cvx_app.runs import confusion_of
+    from cvx_app.run_store import confusion_of
 
     f1 = metrics.get("f1_per_class")
     if isinstance(f1, list):

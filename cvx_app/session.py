@@ -11,7 +11,7 @@ import streamlit as st
 
 from cvx_app.cache import load_dataset
 from cvx_app.escape import escape_markdown
-from cvx_app.projections import warm_umap_in_background
+from cvx_app.projection_jobs import warm_umap_in_background
 from cvx_app.workspace import SAMPLE_NAME, list_datasets, workspace_dir
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 

@@ -161,8 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("data", help="trajectory file with texts (e.g. written by `embed`)")
     x.add_argument("--user", required=True, help="the user to explain")
     x.add_argument("--format", choices=("text", "json"), default="text")
-    x.add_argument("--terms", type=int_in(1, 1000), default=8, help="terms per side")
-    x.add_argument("--posts", type=int_in(0, 1000), default=3, help="example posts per side")
+    from cvx_core.analysis.explain import N_POSTS, N_TERMS  # the app's rule too
+
+    x.add_argument("--terms", type=int_in(1, 1000), default=N_TERMS, help=f"terms per side (default {N_TERMS})")
+    x.add_argument("--posts", type=int_in(1, 1000), default=N_POSTS,
+                   help=f"example posts per side (default {N_POSTS})")
     _add_sensitivity_arg(x)
 
     f = sub.add_parser("forecast", help="latent-ODE forecast of a user's embedding at a future time")

@@ -6,16 +6,16 @@ import pandas as pd
 import streamlit as st
 
 from cvx_app import compare_view, escape, exports, figures, jobs, session, workspace
-from cvx_app import runs as runs_mod
+from cvx_app import run_store
 
 name = session.bootstrap("Compare")
 st.title("Compare")
 st.caption("A trained run's learned DimensionAttention weights (alpha) beside the analytic drift "
            "attribution of the users it did not train on: does the model weight the dimensions the analytics single out?")
 
-views = runs_mod.list_run_views(running={n for n, j in jobs.training_jobs().items() if j.status == "running"})
-runs = [v for v in views if v.has_weights and v.status not in (runs_mod.DAMAGED, runs_mod.RUNNING)]
-damaged = [v for v in views if v.status == runs_mod.DAMAGED]
+views = run_store.list_run_views(running={n for n, j in jobs.training_jobs().items() if j.status == "running"})
+runs = [v for v in views if v.has_weights and v.status not in (run_store.DAMAGED, run_store.RUNNING)]
+damaged = [v for v in views if v.status == run_store.DAMAGED]
 if damaged:
     st.warning(f"{len(damaged)} damaged run(s) are not offered here (see the Train page): "
                + escape.escape_markdown(", ".join(v.name for v in damaged)))
@@ -33,18 +33,18 @@ if note:
 names = [r.name for r in offered]
 by_name = {r.name: r for r in offered}
 # the run to show: the link's ?run=, else the run last shown on Train or here, else the newest
-wanted = st.query_params.get("run") or st.session_state.get(runs_mod.SELECTED_KEY)
+wanted = st.query_params.get("run") or st.session_state.get(run_store.SELECTED_KEY)
 if wanted not in names:
     wanted = names[0]
 st.session_state["compare_run"] = wanted
-st.session_state[runs_mod.SELECTED_KEY] = wanted
+st.session_state[run_store.SELECTED_KEY] = wanted
 st.query_params["run"] = wanted
 
 
 def _on_run_change() -> None:
     chosen = st.session_state.get("compare_run")
     if chosen in by_name:
-        st.session_state[runs_mod.SELECTED_KEY] = chosen
+        st.session_state[run_store.SELECTED_KEY] = chosen
         st.query_params["run"] = chosen
 
 
@@ -57,7 +57,7 @@ def _label(n: str) -> str:
 c1, c2, c3 = st.columns([2, 1, 1])
 run_name = c1.selectbox("Run", names, key="compare_run", on_change=_on_run_change, format_func=_label)
 run = by_name.get(run_name, by_name[wanted])
-if run.status != runs_mod.FINISHED:
+if run.status != run_store.FINISHED:
     st.caption(f"This run is {run.status}: its best checkpoint is compared.")
 dataset = dataset_of.get(run.name)
 if dataset is None:

@@ -41,11 +41,18 @@ from cvx_core.analysis.narrative import narrate_changepoints
 from cvx_core.analysis.terms import count_terms, distinctive_terms
 from cvx_core.data.trajectory import Trajectory, TrajectoryError, TrajectorySet
 
+#: the one top-k rule for a change point's words: terms per side and example posts per side,
+#: used by the app's screen, its exports and ``python -m cvx_core explain`` alike
+N_TERMS = 8
+N_POSTS = 3
+
 __all__ = [
     "ExamplePost",
     "ChangePointExplanation",
     "UserExplanation",
     "explain_changepoints",
+    "N_TERMS",
+    "N_POSTS",
     "CohortTerms",
     "cohort_terms",
 ]
@@ -168,8 +175,8 @@ def explain_changepoints(
     *,
     changepoints: ChangePointResult | Sequence[int] | None = None,
     config: ChangePointConfig | None = None,
-    n_terms: int = 8,
-    n_posts: int = 3,
+    n_terms: int = N_TERMS,
+    n_posts: int = N_POSTS,
 ) -> UserExplanation:
     """Explain every change point of ``traj`` in its posts' words (see the module doc).
 

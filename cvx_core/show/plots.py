@@ -357,7 +357,7 @@ def explore_figure(
     it and greys the rest; the ``paths`` (time-ordered, with change points as ✕) are drawn up
     to the window's end, the last post inside it enlarged, so moving the window animates
     them. ``highlight`` users get a ring on each post (search results). ``proj`` is
-    ``cvx_app.projections.projection_frame``'s table."""
+    ``cvx_app.projection_jobs.projection_frame``'s table."""
     fig = go.Figure()
     inside = np.ones(len(proj), dtype=bool)
     if window is not None:

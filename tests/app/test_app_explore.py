@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from cvx_app import cache, escape, projections, session  # noqa: E402
+from cvx_app import cache, escape, projection_jobs, session  # noqa: E402
 from cvx_app import explore as ex  # noqa: E402
 
 TIMEOUT = 120
@@ -29,7 +29,7 @@ def _figures(at: AppTest) -> list[dict]:
 
 
 def _pca_frame(ts) -> pd.DataFrame:
-    return projections.projection_frame(ts, projections.projection(ts, "pca").result)
+    return projection_jobs.projection_frame(ts, projection_jobs.projection(ts, "pca").result)
 
 
 def _timeline_user(at: AppTest) -> str:
@@ -311,7 +311,7 @@ def test_user_text_reaches_the_cloud_only_escaped():
     ])
     from cvx_core.analysis.projection import project_posts
 
-    frame = projections.projection_frame(ts, project_posts(ts, use_cache=False))
+    frame = projection_jobs.projection_frame(ts, project_posts(ts, use_cache=False))
     assert escape.escape_hover("<script>x</script> hi") in set(frame["words"])
     fig = figures.explore_figure(
         frame, method="PCA", colour=pd.Series(["<i>it</i>"] * 3 + ["ok"] * 3), colour_title="metadata: <tag>",
@@ -397,3 +397,106 @@ def test_the_3d_view_draws_every_post_and_the_open_users_path(explore, sample_se
     assert sum(len(t["customdata"]) for t in cloud) == sample_set.n_posts
     user = explore.selectbox(key="explore_user").value
     assert any(t["name"] == f"path {user}" for t in fig["data"])
+
+
+def _shown_changepoints(at: AppTest) -> int:
+    """The open user's change-point count as the timeline header states it."""
+    return int(at.code[0].value.split("·")[-1].split("change point")[0].strip())
+
+
+def _table_changepoints(at: AppTest) -> int:
+    """Every user's change points, summed over the page's all-users table."""
+    table = next(d.value for d in at.dataframe if "change points" in d.value.columns and len(d.value) > 1)
+    return int(table["change points"].sum())
+
+
+def test_the_sensitivity_slider_moves_the_change_points_words_and_export(explore, sample_set):
+    from cvx_app import sensitivity
+    from cvx_core.analysis.batch import analyze_set
+    from cvx_core.analysis.changepoints import ChangePointConfig, detect_changepoints
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
+
+    slider = explore.select_slider(key=sensitivity.WIDGET_KEY)
+    assert slider.value == DEFAULT_SENSITIVITY and list(slider.options) == [f"{s:.0%}" for s in SENSITIVITIES]
+    assert any("False-alarm rate 5% per user" in c.value for c in explore.caption)
+    user = explore.selectbox(key="explore_user").value
+    by_rate = {}
+    for rate in (min(SENSITIVITIES), max(SENSITIVITIES)):
+        explore.select_slider(key=sensitivity.WIDGET_KEY).set_value(rate).run()
+        assert not explore.exception, explore.exception
+        assert explore.selectbox(key="explore_user").value == user  # the open user stays open
+        want = analyze_set(sample_set, cp_config=ChangePointConfig(sensitivity=rate))
+        shown = _shown_changepoints(explore)
+        assert shown == len(detect_changepoints(sample_set[user], config=ChangePointConfig(sensitivity=rate)).indices)
+        assert _table_changepoints(explore) == sum(len(u.changepoints.indices) for u in want)
+        assert any(f"False-alarm rate {rate:.0%} per user" in c.value for c in explore.caption)
+        export = cache.user_changepoints_frame(sample_set, user, sensitivity=rate)  # what the download holds
+        assert len(export) == shown and list(export["user_id"].unique()) in ([user], [])
+        by_rate[rate] = _table_changepoints(explore)
+    assert by_rate[max(SENSITIVITIES)] > by_rate[min(SENSITIVITIES)]  # more false alarms allowed: more found
+    assert explore.session_state[sensitivity.CHOSEN_KEY] == max(SENSITIVITIES)  # kept for the Train page's export
+
+
+def test_on_real_text_the_words_and_the_export_follow_the_sensitivity():
+    from pathlib import Path
+
+    from cvx_core.analysis.penalty import SENSITIVITIES
+    from cvx_core.data.io import load_trajectories
+
+    ts = load_trajectories(Path(__file__).resolve().parents[2] / "sample_data" / "real_text.parquet")
+    counts = {}
+    for rate in (min(SENSITIVITIES), max(SENSITIVITIES)):
+        total = 0
+        for user in ts.user_ids:
+            tl = cache.user_timeline(ts, user, sensitivity=rate)
+            words = ex.change_words(ts, user, sensitivity=rate)
+            assert [w.index for w in words] == [i for i, _ in tl.change_points]
+            if tl.change_points:
+                export = cache.user_changepoints_frame(ts, user, sensitivity=rate)
+                assert list(export["index"]) == [w.index for w in words]
+                assert list(export["words_rose"]) == [", ".join(w.terms_after) for w in words]  # as on screen
+            total += len(tl.change_points)
+        counts[rate] = total
+    assert counts[max(SENSITIVITIES)] > counts[min(SENSITIVITIES)]
+
+
+def test_the_screen_the_export_and_the_cli_take_the_same_top_terms_and_posts(capsys):
+    from pathlib import Path
+
+    from cvx_core import cli
+    from cvx_core.analysis.explain import N_POSTS, N_TERMS
+    from cvx_core.data.io import load_trajectories
+
+    path = Path(__file__).resolve().parents[2] / "sample_data" / "real_text.parquet"
+    ts = load_trajectories(path)
+    args = cli.build_parser().parse_args(["explain", str(path), "--user", "truman"])
+    assert (args.terms, args.posts) == (N_TERMS, N_POSTS)  # one rule, in cvx_core.analysis.explain
+    assert cli.main(["explain", str(path), "--user", "truman", "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["change_points"]
+    screen = ex.change_words(ts, "truman")
+    export = cache.user_changepoints_frame(ts, "truman")
+    assert len(printed) == len(screen) == len(export) >= 1
+    for cp, words, (_, row) in zip(printed, screen, export.iterrows()):
+        assert [t["term"] for t in cp["terms_after"]] == list(words.terms_after) == row["words_rose"].split(", ")
+        assert [t["term"] for t in cp["terms_before"]] == list(words.terms_before) == row["words_fell"].split(", ")
+        assert len(cp["posts_after"]) == len(words.posts_after) == N_POSTS
+
+
+def test_the_sensitivity_is_kept_in_a_shared_address(app_workspace):
+    from pathlib import Path
+
+    from cvx_app import sensitivity
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_explore.py")
+    at.query_params.update({"dataset": "real_text", "sensitivity": "0.2"})
+    at.run()
+    assert not at.exception, at.exception
+    assert at.select_slider(key=sensitivity.WIDGET_KEY).value == 0.2
+    at.select_slider(key=sensitivity.WIDGET_KEY).set_value(0.01).run()
+    assert at.query_params["sensitivity"] in ("0.01", ["0.01"])  # written back as it moves
+    other = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=TIMEOUT)
+    other.switch_page("pages/2_explore.py")
+    other.query_params.update({"dataset": "real_text", "sensitivity": "0.07"})  # not on the scale: ignored
+    other.run()
+    assert other.select_slider(key=sensitivity.WIDGET_KEY).value == sensitivity.DEFAULT_SENSITIVITY

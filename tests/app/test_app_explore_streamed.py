@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from cvx_app import analysis as an
+from cvx_app import set_analysis_jobs as an
 from cvx_app import cache
 
 TIMEOUT = 120

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from cvx_app import forecasts  # noqa: E402
+from cvx_app import forecast_view  # noqa: E402
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_forecast_button_draws_a_dashed_continuation_and_keeps_the_forecaster(ap
     from cvx_core.data.io import save_trajectories
 
     ts = small_planted[0]
-    monkeypatch.setattr(forecasts, "FORECAST_EPOCHS", 2)
+    monkeypatch.setattr(forecast_view, "FORECAST_EPOCHS", 2)
     monkeypatch.setenv("CVX_DATASET", "small")
     save_trajectories(ts, app_workspace / "datasets" / "small.parquet")
     at = open_app("pages/2_explore.py", timeout=300)
@@ -42,5 +42,5 @@ def test_pca_placement_of_a_post_is_its_own_pca_position(small_planted):
     ts = small_planted[0]
     proj = project_posts(ts, method="pca")
     tr = ts.at(3)
-    xy = forecasts.place_in_projection(ts, proj, tr.embeddings[-2:])
+    xy = forecast_view.place_in_projection(ts, proj, tr.embeddings[-2:])
     assert np.allclose(xy, proj.path(tr.user_id)[-2:], atol=1e-3)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from cvx_app import excerpts, explore, jobs, run_results, workspace
-from cvx_app import runs as runs_mod
+from cvx_app import run_store
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 
 
@@ -65,16 +65,16 @@ def test_the_real_text_sample_trains_on_its_35_labelled_users():
 def test_runs_of_a_dataset_come_first_or_alone(tmp_path):
     from datetime import datetime, timezone
 
-    def view(name: str, dataset: str) -> runs_mod.RunView:
-        return runs_mod.RunView(name=name, title=name, path=tmp_path, status="finished", problem=None, dataset=dataset,
+    def view(name: str, dataset: str) -> run_store.RunView:
+        return run_store.RunView(name=name, title=name, path=tmp_path, status="finished", problem=None, dataset=dataset,
                                 metrics=None, history=[], has_weights=False, modified=datetime.now(timezone.utc), notes="")
 
     views = [view("a", "x"), view("b", "y"), view("c", "x")]
-    assert [v.name for v in runs_mod.runs_of_dataset(views, "x")] == ["a", "c"]
-    assert [v.name for v in runs_mod.runs_of_dataset(views, "x", show_all=True)] == ["a", "c", "b"]
-    assert runs_mod.runs_of_dataset(views, "z") == []
-    assert runs_mod.other_dataset_run(views, "x", "b") and not runs_mod.other_dataset_run(views, "x", "a")
-    assert not runs_mod.other_dataset_run(views, "x", None)
+    assert [v.name for v in run_store.runs_of_dataset(views, "x")] == ["a", "c"]
+    assert [v.name for v in run_store.runs_of_dataset(views, "x", show_all=True)] == ["a", "c", "b"]
+    assert run_store.runs_of_dataset(views, "z") == []
+    assert run_store.other_dataset_run(views, "x", "b") and not run_store.other_dataset_run(views, "x", "a")
+    assert not run_store.other_dataset_run(views, "x", None)
 
 
 def test_excerpt_starts_at_the_sentence_with_a_term_and_stays_short():

@@ -99,6 +99,10 @@ def test_one_epoch_run_shows_progress_then_metrics_roc_and_confusion(train_page)
     assert list(runs_table["status"]) == ["finished"]
     assert run_dirs[0].name.startswith("small-")  # dataset + head + time
     assert list(runs_table["dataset"]) == ["small"]
+    features = json.loads((run_dirs[0] / "config.json").read_text())["train_config"]["features"]
+    scales = next(c.value for c in at.caption if c.value.startswith("Time scales of this run"))
+    assert ", ".join(f"{s:g}" for s in features["scales"]) in scales.replace("\\", "")  # as resolved by auto
+    assert "chosen from the training users" in scales
 
 
 def test_stop_button_ends_training_and_keeps_the_best_checkpoint(train_page):
@@ -123,10 +127,17 @@ def test_stop_button_ends_training_and_keeps_the_best_checkpoint(train_page):
 
 def test_form_offers_the_documented_controls(train_page):
     at, _ = train_page
-    for key in ("train_epochs", "train_lr", "train_batch", "train_temp", "train_silence_temp", "train_seed",
-                "train_patience"):
+    for key in ("train_epochs", "train_lr", "train_batch", "train_temp", "train_seed", "train_patience"):
         assert at.number_input(key=key) is not None
+    assert at.radio(key="train_scale_mode").value == "auto"  # the library's default
+    assert "train_scales" not in {m.key for m in at.multiselect}  # explicit scales only when asked for
+    assert any(c.value.startswith("On this dataset auto chooses time unit") for c in at.caption)
+    assert not [n for n in at.number_input if n.key == "train_folds"]  # Folds (K) only under cross-validation
+    at.radio(key="train_scale_mode").set_value("explicit").run()
     assert at.multiselect(key="train_scales").value == [1.0, 7.0, 30.0]
+    assert at.number_input(key="train_silence_temp") is not None
+    at.radio(key="train_eval").set_value("cv").run()
+    assert at.number_input(key="train_folds").value == 5
     assert at.toggle(key="train_learn_temp").value is True
     assert at.selectbox(key="train_device").options[0] == "CPU"  # CUDA is listed only with a GPU
     assert at.info[0].value.startswith("No runs on ")
@@ -255,7 +266,7 @@ def test_a_small_test_split_warns_beside_the_metric_and_a_damaged_run_says_why(t
     at.selectbox(key="train_show").set_value("tiny").run()
     auc = next(m for m in at.metric if m.label.startswith("Test ROC AUC"))
     assert auc.label.endswith("⚠") and auc.value == "0.750"
-    assert any("8 test users" in w.value for w in at.warning)
+    assert any("has 8 users" in w.value for w in at.warning)  # the library's small-data sentence
     assert any("fewer than 10" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert dict(zip(table["run"], table["status"])) == {"tiny": "finished", "broken": "damaged"}
@@ -289,3 +300,19 @@ def test_interval_cross_validation_and_early_detection_are_shown_when_the_run_ha
     assert list(confusion["data"][0]["y"]) == ["class calm", "class alarm"]
     shown = {m.label: m.value for m in at.metric}
     assert shown["ERDE (o = 5)"] == "0.310" and shown["Latency-weighted F1"] == "0.640"
+
+
+def test_runs_of_the_chosen_dataset_are_listed_and_the_switch_shows_every_run(train_page):
+    at, ws = train_page
+    _fake_finished_run(ws, "mine")
+    theirs = _fake_finished_run(ws, "theirs")
+    (theirs / "app.json").write_text(json.dumps({"dataset": "elsewhere", "title": "theirs", "notes": ""}))
+    at.run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["run"]) == ["mine"]  # only the chosen dataset's runs
+    assert at.toggle(key="train_show_all_runs").value is False
+    at.toggle(key="train_show_all_runs").set_value(True).run()
+    assert list(at.dataframe[0].value["run"]) == ["mine", "theirs"]  # every run, the chosen dataset's first
+    at.toggle(key="train_show_all_runs").set_value(False).run()
+    assert list(at.dataframe[0].value["run"]) == ["mine"]
+    assert at.selectbox(key="train_show").value == "mine"

@@ -140,7 +140,7 @@ def test_time_window_play_search_and_a_row_click(page, app_server, artifacts, sa
     assert not [t for t in _traces(page) if t["name"] == "outside the time window"]
 
     # the time window: a click on its track moves the nearer end there
-    slider = main.get_by_test_id("stSlider")
+    slider = main.get_by_test_id("stSlider").filter(has_text="Time window")  # not the sensitivity slider
     slider.scroll_into_view_if_needed()
     track = slider.bounding_box()
     page.mouse.click(track["x"] + 0.3 * track["width"], track["y"] + track["height"] - 8)
@@ -156,7 +156,9 @@ def test_time_window_play_search_and_a_row_click(page, app_server, artifacts, sa
     # play: the window moves by itself
     main.get_by_text("Play the time window").click()
     page.wait_for_function(
-        """(v) => { const t = [...document.querySelectorAll("[data-testid='stSliderThumbValue']")].map(e => e.innerText);
+        """(v) => { const s = [...document.querySelectorAll("[data-testid='stSlider']")]
+                                 .find(e => e.innerText.includes('Time window'));
+                   const t = [...s.querySelectorAll("[data-testid='stSliderThumbValue']")].map(e => e.innerText);
                    return t.length === 2 && t.join('|') !== v; }""",
         arg="|".join(before), timeout=30_000,
     )

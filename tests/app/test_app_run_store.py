@@ -1,4 +1,4 @@
-"""Run management (cvx_app.runs) and the Compare page's top-k overlap (cvx_app.overlap):
+"""Run management (cvx_app.run_store) and the Compare page's top-k overlap (cvx_app.overlap):
 names, rename, notes, delete, one status per run, and an overlap figure that is not
 trivially 1 with its chance level."""
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvx_app import overlap
-from cvx_app import runs as app_runs
+from cvx_app import run_store
 
 
 def _fake_run(ws, name: str, metrics=None, *, config=True):
@@ -35,26 +35,26 @@ def test_default_name_is_dataset_head_and_utc_time():
     from cvx_core.learn.config import TrainConfig
 
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    name = app_runs.default_run_name("my data!", TrainConfig(hidden=0, head="linear") if "head" in
+    name = run_store.default_run_name("my data!", TrainConfig(hidden=0, head="linear") if "head" in
                                      TrainConfig.__dataclass_fields__ else TrainConfig(hidden=0), now=when)
     assert name == "my_data-linear-20260102-030405"
-    assert app_runs.folder_name("  ../evil name ", "d", TrainConfig()) == "evil_name"
+    assert run_store.folder_name("  ../evil name ", "d", TrainConfig()) == "evil_name"
 
 
 def test_rename_notes_and_delete(app_workspace):
     _fake_run(app_workspace, "r1", GOOD)
     (app_workspace / "runs" / "r1" / "app.json").write_text(json.dumps({"dataset": "sample"}))
-    assert app_runs.rename_run("r1", "  my   best run ") == "my best run"
-    app_runs.set_notes("r1", "=1+1 plain text")
+    assert run_store.rename_run("r1", "  my   best run ") == "my best run"
+    run_store.set_notes("r1", "=1+1 plain text")
     rec = json.loads((app_workspace / "runs" / "r1" / "app.json").read_text())
     assert rec == {"dataset": "sample", "title": "my best run", "notes": "=1+1 plain text"}
     with pytest.raises(ValueError):
-        app_runs.rename_run("r1", "   ")
+        run_store.rename_run("r1", "   ")
     with pytest.raises(KeyError):
-        app_runs.rename_run("../r1", "x")
+        run_store.rename_run("../r1", "x")
     with pytest.raises(ValueError, match="training"):
-        app_runs.delete_run("r1", running={"r1"})
-    app_runs.delete_run("r1")
+        run_store.delete_run("r1", running={"r1"})
+    run_store.delete_run("r1")
     assert not (app_workspace / "runs" / "r1").exists()
 
 
@@ -68,7 +68,7 @@ def test_each_run_gets_one_honest_status(app_workspace):
     _fake_run(app_workspace, "cut", None)
     _fake_run(app_workspace, "crashed", None)
     (app_workspace / "runs" / "pending").mkdir()  # the app's folder before the trainer writes
-    views = {v.name: v for v in app_runs.list_run_views(running={"pending"}, failed={"crashed": "boom"})}
+    views = {v.name: v for v in run_store.list_run_views(running={"pending"}, failed={"crashed": "boom"})}
     assert {k: v.status for k, v in views.items()} == {
         "done": "finished", "stopped": "stopped", "null": "damaged", "text": "damaged",
         "cut": "interrupted", "crashed": "failed", "pending": "running",
@@ -79,10 +79,10 @@ def test_each_run_gets_one_honest_status(app_workspace):
 
 
 def test_confusion_of_reads_both_forms():
-    assert app_runs.confusion_of({"confusion": [[1, 2], [3, 4]], "classes": [0, 1]}) == ([[1, 2], [3, 4]], ["0", "1"])
-    assert app_runs.confusion_of({"confusion": {"classes": ["no", "yes"], "matrix": [[1, 0], [0, 1]]}}) == (
+    assert run_store.confusion_of({"confusion": [[1, 2], [3, 4]], "classes": [0, 1]}) == ([[1, 2], [3, 4]], ["0", "1"])
+    assert run_store.confusion_of({"confusion": {"classes": ["no", "yes"], "matrix": [[1, 0], [0, 1]]}}) == (
         [[1, 0], [0, 1]], ["no", "yes"])
-    assert app_runs.confusion_of({"confusion": [[1, 2]]}) is None
+    assert run_store.confusion_of({"confusion": [[1, 2]]}) is None
 
 
 # ---- top-k overlap ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Any
 
 
 from cvx_app import cache
+from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_app.workspace import dataset_entry, workspace_dir
 from cvx_core.data.trajectory import TrajectorySet
 
@@ -70,7 +71,7 @@ REQUIRED_COLUMNS = ("user_id", "label", "n_posts", "changepoint_index", "changep
                     "top_shares", "drift_norm", "pareto_size")
 STREAM_LABEL = "Finding change points (PELT) for every user, streamed in chunks…"
 
-_log = logging.getLogger("cvx_app.analysis")
+_log = logging.getLogger("cvx_app.set_analysis_jobs")
 
 
 # ---- what the page reads ------------------------------------------------------------------
@@ -172,9 +173,11 @@ def stream_threshold() -> int:
     return value
 
 
-def analysis_path(ts: TrajectorySet) -> Path:
-    """``<workspace>/analysis/<digest>.parquet``: where the streamed analysis of ``ts`` goes."""
-    return workspace_dir() / "analysis" / f"{ts.digest()}.parquet"
+def analysis_path(ts: TrajectorySet, sensitivity: float = DEFAULT_SENSITIVITY) -> Path:
+    """``<workspace>/analysis/<digest>.parquet``: where the streamed analysis of ``ts`` goes
+    (``<digest>-s<sensitivity>.parquet`` for a sensitivity other than the default)."""
+    tail = "" if float(sensitivity) == DEFAULT_SENSITIVITY else f"-s{float(sensitivity):g}"
+    return workspace_dir() / "analysis" / f"{ts.digest()}{tail}.parquet"
 
 
 # ---- reading and checking a saved analysis -----------------------------------------------------
@@ -236,15 +239,17 @@ def read_streamed_analysis(path: Path, ts: TrajectorySet, *, chunk_users: int = 
 
 # ---- running it ----------------------------------------------------------------------------------
 def run_streamed_analysis(ts: TrajectorySet, source: Path, *, chunk_users: int = STREAM_CHUNK_USERS,
-                          progress: Callable[[int, int], None] | None = None) -> StreamedSetAnalysis:
-    """``analyze_stream`` of ``source`` (the file ``ts`` was loaded from) to
-    :func:`analysis_path` of ``ts``, read back and checked. If the file turns out to hold
-    other data than ``ts`` (replaced since it was loaded), the result is removed and
-    :class:`NotFinishedAnalysis` raised."""
+                          progress: Callable[[int, int], None] | None = None,
+                          sensitivity: float = DEFAULT_SENSITIVITY) -> StreamedSetAnalysis:
+    """``analyze_stream`` of ``source`` (the file ``ts`` was loaded from), change points at
+    ``sensitivity``, to :func:`analysis_path` of ``ts``, read back and checked. If the file
+    turns out to hold other data than ``ts`` (replaced since it was loaded), the result is
+    removed and :class:`NotFinishedAnalysis` raised."""
     from cvx_core.scale import stream
 
-    out = analysis_path(ts)
-    result = stream.analyze_stream(source, out=out, chunk_users=chunk_users, progress=progress)
+    out = analysis_path(ts, sensitivity)
+    result = stream.analyze_stream(source, out=out, chunk_users=chunk_users, progress=progress,
+                                   cp_config=cp_config(sensitivity))
     try:
         return read_streamed_analysis(out, ts, chunk_users=chunk_users, elapsed_s=result.elapsed_s)
     except NotFinishedAnalysis:
@@ -252,10 +257,10 @@ def run_streamed_analysis(ts: TrajectorySet, source: Path, *, chunk_users: int =
         raise
 
 
-def _streamed(ts: TrajectorySet, source: Path) -> StreamedSetAnalysis | None:
-    """The streamed analysis: from the process store, the saved file, or a fresh streamed run
-    under a progress bar. ``None`` if the source file no longer holds ``ts``."""
-    out = analysis_path(ts)
+def _streamed(ts: TrajectorySet, source: Path, sensitivity: float) -> StreamedSetAnalysis | None:
+    """The streamed analysis at ``sensitivity``: from the process store, the saved file, or a
+    fresh streamed run under a progress bar. ``None`` if the source file no longer holds ``ts``."""
+    out = analysis_path(ts, sensitivity)
     key = ("analyze_stream", ts.digest(), str(out))
     store = cache.result_store()
     hit = store.get(key)
@@ -271,7 +276,7 @@ def _streamed(ts: TrajectorySet, source: Path) -> StreamedSetAnalysis | None:
             return value
     try:
         with cache.progress_bar(STREAM_LABEL, unit="posts") as progress:
-            value = run_streamed_analysis(ts, source, progress=progress)
+            value = run_streamed_analysis(ts, source, progress=progress, sensitivity=sensitivity)
     except NotFinishedAnalysis as exc:
         _log.warning("the dataset file changed since it was loaded (%s); analysing in memory", exc)
         return None
@@ -279,16 +284,16 @@ def _streamed(ts: TrajectorySet, source: Path) -> StreamedSetAnalysis | None:
     return value
 
 
-def dataset_analysis(name: str, ts: TrajectorySet) -> Any:
-    """The analysis of dataset ``name`` (loaded as ``ts``): :class:`StreamedSetAnalysis`
-    when ``ts`` has at least :func:`stream_threshold` posts and its file is known, otherwise
-    the in-memory ``SetAnalysis`` of ``cvx_app.cache.set_analysis``."""
+def dataset_analysis(name: str, ts: TrajectorySet, *, sensitivity: float = DEFAULT_SENSITIVITY) -> Any:
+    """The analysis of dataset ``name`` (loaded as ``ts``), change points at ``sensitivity``:
+    :class:`StreamedSetAnalysis` when ``ts`` has at least :func:`stream_threshold` posts and
+    its file is known, otherwise the in-memory ``SetAnalysis`` of ``cvx_app.cache.set_analysis``."""
     entry = dataset_entry(name)
     if entry is not None and ts.n_posts >= stream_threshold():
-        streamed = _streamed(ts, entry.path)
+        streamed = _streamed(ts, entry.path, float(sensitivity))
         if streamed is not None:
             return streamed
-    return cache.set_analysis(ts)
+    return cache.set_analysis(ts, sensitivity=sensitivity)
 
 
 def describe(analysis: Any) -> str:

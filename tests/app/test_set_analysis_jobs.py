@@ -1,4 +1,4 @@
-"""cvx_app.analysis: the streamed analysis of a dataset equals the in-memory one user by
+"""cvx_app.set_analysis_jobs: the streamed analysis of a dataset equals the in-memory one user by
 user, is written under the workspace's analysis folder, is re-used only when it is a
 finished analysis of the same data, and the threshold comes from the environment."""
 
@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from cvx_app import analysis as an
+from cvx_app import set_analysis_jobs as an
 from cvx_app import cache
 from cvx_app.workspace import SAMPLE_PATH as SAMPLE  # the shipped sample file
 
@@ -187,3 +187,20 @@ def test_an_interrupted_writes_temporary_file_in_the_analysis_folder_is_swept(tm
     finished.write_bytes(b"kept")
     assert clean_orphan_temp_files(tmp_path) == [old]
     assert sorted(p.name for p in folder.iterdir()) == [fresh.name, finished.name]
+
+
+def test_a_streamed_analysis_at_another_sensitivity_has_its_own_file_and_counts(app_workspace, sample_set, monkeypatch,
+                                                                                fresh_store):
+    from cvx_core.analysis.batch import analyze_set
+    from cvx_core.analysis.changepoints import ChangePointConfig
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
+
+    monkeypatch.setenv(an.STREAM_ANALYSIS_ENV, "0")
+    rate = max(SENSITIVITIES)
+    default = an.dataset_analysis("sample", sample_set)
+    other = an.dataset_analysis("sample", sample_set, sensitivity=rate)
+    assert isinstance(other, an.StreamedSetAnalysis) and other.path != default.path
+    assert default.path == an.analysis_path(sample_set, DEFAULT_SENSITIVITY) and other.path.is_file()
+    want = analyze_set(sample_set, cp_config=ChangePointConfig(sensitivity=rate))
+    assert [u.changepoints.indices for u in other] == [tuple(u.changepoints.indices) for u in want]
+    assert sum(u.changepoints.n_changes for u in other) > sum(u.changepoints.n_changes for u in default)
