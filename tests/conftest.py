@@ -78,7 +78,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "tests/analysis/test_changepoints.py": (
         "test_shuffled_real_text_histories_get_a_change_point_at_about_the_stated_rate",
     ),
-    "tests/app/test_analysis.py": (
+    "tests/app/test_set_analysis_jobs.py": (
         "test_a_file_that_is_not_a_finished_analysis_of_this_data_is_recomputed",
         "test_large_dataset_is_streamed_and_small_one_analysed_in_memory",
     ),

@@ -14,18 +14,18 @@ pytest.importorskip("umap")
 
 
 def test_warm_up_is_off_when_cvx_warm_umap_is_0(monkeypatch):
-    from cvx_app import projections
+    from cvx_app import projection_jobs
 
     monkeypatch.setenv("CVX_WARM_UMAP", "0")
-    projections._warm_up.clear()
-    assert projections.warm_umap_in_background() is None
+    projection_jobs._warm_up.clear()
+    assert projection_jobs.warm_umap_in_background() is None
 
 
 SERVER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
-from cvx_app import projections
-state = projections.warm_umap_in_background()
+from cvx_app import projection_jobs
+state = projection_jobs.warm_umap_in_background()
 deadline = time.monotonic() + 900
 while state.returncode is None and time.monotonic() < deadline:
     time.sleep(0.5)

@@ -303,7 +303,7 @@ def _budget_rows() -> list[str]:
 
 
 def test_every_budget_row_states_the_default_the_code_uses():
-    from cvx_app.analysis import STREAM_ANALYSIS_ENV, STREAM_ANALYSIS_POSTS
+    from cvx_app.set_analysis_jobs import STREAM_ANALYSIS_ENV, STREAM_ANALYSIS_POSTS
     from cvx_app.workspace import DEFAULT_MAX_DECODED_MB, MAX_DECODED_ENV
     from cvx_core.data.columns import MAX_EMBEDDING_NORM
     from cvx_core.data.truth import MAX_TRUTH_BYTES
