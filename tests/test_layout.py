@@ -195,10 +195,8 @@ KNOWN_LONG_FUNCTIONS = {
     ("cvx_core/analysis/bocpd.py", "bocpd"): "cp",
     ("cvx_core/analysis/narrative.py", "narrate_changepoints"): "cp",
     ("cvx_core/analysis/projection.py", "_project"): "wait",
-    ("cvx_core/features/differentiable.py", "_TemporalFeaturesFn.forward"): "lead (features room)",
-    ("cvx_core/features/differentiable.py", "_TemporalFeaturesFn.backward"): "lead (features room)",
 }
-KNOWN_LONG_FILES = {"cvx_core/features/differentiable.py": "lead (features room)"}
+KNOWN_LONG_FILES: dict[str, str] = {}
 
 
 def _is_numba_kernel(node: ast.AST) -> bool:
