@@ -215,22 +215,32 @@ def bocpd(x: np.ndarray, *, config: BOCPDConfig | None = None) -> BOCPDResult:
         p = np.exp(log_r)
         post[t] = p
         filt[t] = p[0]
-        # update sufficient statistics: slot j <- slot j-1 plus x_t; slot 0 <- prior plus x_t
-        k_prev = np.empty_like(kappa)
-        k_prev[0] = kappa0
-        k_prev[1:] = kappa[:-1]
-        mu_prev = np.empty_like(mu)
-        mu_prev[0] = mu0
-        mu_prev[1:] = mu[:-1]
-        beta_prev = np.empty_like(beta)
-        beta_prev[0] = beta0
-        beta_prev[1:] = beta[:-1]
-        d = xt[None, :] - mu_prev
-        beta = beta_prev + k_prev * d**2 / (2.0 * (k_prev + 1.0))
-        mu = mu_prev + d / (k_prev + 1.0)
+        mu, beta = _shift_update(xt, mu, beta, kappa, mu0, beta0, kappa0)
 
     change = _lagged(post, filt, config.lag)
     return BOCPDResult(post, filt, change, float(log_ev), x, config)
+
+
+def _shift_update(
+    xt: np.ndarray, mu: np.ndarray, beta: np.ndarray, kappa: np.ndarray,
+    mu0: np.ndarray, beta0: np.ndarray, kappa0: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Update the Normal-Gamma sufficient statistics ``mu, beta [R, k]`` with ``x_t [k]``:
+    slot j <- slot j-1 plus x_t; slot 0 <- prior plus x_t (``kappa [R, k]`` is fixed per
+    slot). Returns the new ``(mu, beta)``."""
+    k_prev = np.empty_like(kappa)
+    k_prev[0] = kappa0
+    k_prev[1:] = kappa[:-1]
+    mu_prev = np.empty_like(mu)
+    mu_prev[0] = mu0
+    mu_prev[1:] = mu[:-1]
+    beta_prev = np.empty_like(beta)
+    beta_prev[0] = beta0
+    beta_prev[1:] = beta[:-1]
+    d = xt[None, :] - mu_prev
+    beta = beta_prev + k_prev * d**2 / (2.0 * (k_prev + 1.0))
+    mu = mu_prev + d / (k_prev + 1.0)
+    return mu, beta
 
 
 def _lagged(post: np.ndarray, filt: np.ndarray, lag: int) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 
 from cvx_core.analysis.attribution import attribute_change
 from cvx_core.analysis.changepoints import ChangePointConfig, ChangePointResult, detect_changepoints
-from cvx_core.analysis.terms import count_terms, distinctive_terms
+from cvx_core.analysis.terms import TermCounts, count_terms, distinctive_terms
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.data.trajectory import Trajectory
 
@@ -148,6 +148,116 @@ def _listing(words: Sequence[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
+def _checked_indices(
+    trajectory: Trajectory,
+    changepoints: ChangePointResult | Sequence[int] | None,
+    cp_config: ChangePointConfig | None,
+    dim_names: Sequence[str] | None,
+) -> tuple[int, ...]:
+    """The sorted, distinct change points (detected with ``cp_config`` when ``None``), each
+    checked to lie in ``[1, n-1]``; ``dim_names`` checked to have ``D`` names."""
+    if changepoints is None:
+        changepoints = detect_changepoints(trajectory, config=cp_config)
+    indices = changepoints.indices if isinstance(changepoints, ChangePointResult) else tuple(changepoints)
+    n = trajectory.n_posts
+    indices = tuple(sorted({int(i) for i in indices}))
+    for i in indices:
+        if not 0 < i < n:
+            raise ValueError(f"change point {i} is outside [1, {n - 1}] for user {trajectory.user_id!r}")
+    if dim_names is not None and len(dim_names) != trajectory.dim:
+        raise ValueError(f"dim_names has {len(dim_names)} names for D={trajectory.dim}")
+    return indices
+
+
+def _words_sentence(words_before: tuple[str, ...], words_after: tuple[str, ...]) -> str:
+    """The sentence naming the distinctive words on each side (or saying there are none)."""
+    if words_before or words_after:
+        return (
+            " In words: after this point the posts speak more of "
+            f"{_listing(words_after)}; before it, of {_listing(words_before)}."
+        )
+    return " No word is more frequent on one side than on the other."
+
+
+def _dims_sentence(
+    names: Sequence[str], top: Sequence[tuple[int, float]], pareto_size: int, pareto_fraction: float
+) -> str:
+    """The sentence naming the dimensions that moved most and their shares of the change."""
+    share = sum(s for _, s in top)
+    listed = ", ".join(f"{nm} ({s:.0%})" for nm, (_, s) in zip(names, top))
+    return (
+        f" The dimensions that moved most: {listed}, together {share:.0%} of the change;"
+        f" {pareto_size} dimensions carry {pareto_fraction:.0%} of it."
+    )
+
+
+def _narrate_one(
+    trajectory: Trajectory,
+    x: np.ndarray,
+    indices: tuple[int, ...],
+    k: int,
+    gaps: np.ndarray,
+    tc: TermCounts | None,
+    med_step: float,
+    fcfg: TemporalFeaturesConfig,
+    *,
+    top_k: int,
+    dim_names: Sequence[str] | None,
+    n_terms: int,
+) -> ChangePointNarrative:
+    """The narrative of change point ``indices[k]`` of ``trajectory`` (embeddings ``x [T, D]``,
+    time steps ``gaps [T-1]``, term counts per segment ``tc`` or ``None`` without texts)."""
+    n = trajectory.n_posts
+    c = indices[k]
+    bounds = (0, *indices, n)
+    lo, hi = bounds[k], bounds[k + 2]
+    att = attribute_change(x, c, changepoints=indices, config=fcfg)
+    jump = att.drift_norm
+    severity, _ = standardised_shift(x[lo:c], x[c:hi])
+    top = att.top(top_k)
+    g_before = float(np.median(gaps[lo : c - 1])) if c - 1 > lo else None
+    g_after = float(np.median(gaps[c : hi - 1])) if hi - 1 > c else None
+    when = np.datetime_as_string(trajectory.datetimes[c], unit="m").replace("T", " ")
+    day = float(trajectory.timestamps[c])
+    label = severity_label(severity)
+    names = [dim_names[d] if dim_names is not None else f"dim {d}" for d, _ in top]
+    text = (
+        f"On {when} UTC (day {day:.1f}, post {c + 1} of {n}) the posts changed: the average "
+        f"embedding after this point differs from the one before by {severity:.2f}x the "
+        f"posts' typical spread around their own segment's mean ({label} change; "
+        f"{c - lo} posts before, {hi - c} after)."
+    )
+    words_before: tuple[str, ...] = ()
+    words_after: tuple[str, ...] = ()
+    if tc is not None:
+        words_before = tuple(t for t, _ in distinctive_terms(tc, k, k + 1, n_terms=n_terms))
+        words_after = tuple(t for t, _ in distinctive_terms(tc, k + 1, k, n_terms=n_terms))
+        text += _words_sentence(words_before, words_after)
+    elif top:
+        text += _dims_sentence(names, top, att.pareto_size, fcfg.pareto_fraction)
+    text += _rhythm(g_before, g_after)
+    return ChangePointNarrative(
+        user_id=trajectory.user_id,
+        index=c,
+        datetime=trajectory.datetimes[c],
+        day=day,
+        n_before=c - lo,
+        n_after=hi - c,
+        jump_norm=jump,
+        median_step_norm=med_step,
+        severity=float(severity),
+        severity_label=label,
+        top_dims=tuple(d for d, _ in top),
+        top_shares=tuple(s for _, s in top),
+        pareto_size=att.pareto_size,
+        gap_before_days=g_before,
+        gap_after_days=g_after,
+        text=text,
+        terms_before=words_before,
+        terms_after=words_after,
+    )
+
+
 def narrate_changepoints(
     trajectory: Trajectory,
     changepoints: ChangePointResult | Sequence[int] | None = None,
@@ -170,16 +280,8 @@ def narrate_changepoints(
             put into the text as given: pass trusted names only.
         n_terms: how many distinctive terms per side to name when the trajectory has texts.
     """
-    if changepoints is None:
-        changepoints = detect_changepoints(trajectory, config=cp_config)
-    indices = changepoints.indices if isinstance(changepoints, ChangePointResult) else tuple(changepoints)
+    indices = _checked_indices(trajectory, changepoints, cp_config, dim_names)
     n = trajectory.n_posts
-    indices = tuple(sorted({int(i) for i in indices}))
-    for i in indices:
-        if not 0 < i < n:
-            raise ValueError(f"change point {i} is outside [1, {n - 1}] for user {trajectory.user_id!r}")
-    if dim_names is not None and len(dim_names) != trajectory.dim:
-        raise ValueError(f"dim_names has {len(dim_names)} names for D={trajectory.dim}")
     if not indices:
         return ()
 
@@ -195,65 +297,8 @@ def narrate_changepoints(
     tc = None
     if trajectory.texts is not None:
         tc = count_terms([trajectory.texts[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
-    out: list[ChangePointNarrative] = []
-    for k, c in enumerate(indices):
-        lo, hi = bounds[k], bounds[k + 2]
-        att = attribute_change(x, c, changepoints=indices, config=fcfg)
-        jump = att.drift_norm
-        severity, _ = standardised_shift(x[lo:c], x[c:hi])
-        top = att.top(top_k)
-        g_before = float(np.median(gaps[lo : c - 1])) if c - 1 > lo else None
-        g_after = float(np.median(gaps[c : hi - 1])) if hi - 1 > c else None
-        when = np.datetime_as_string(trajectory.datetimes[c], unit="m").replace("T", " ")
-        day = float(trajectory.timestamps[c])
-        label = severity_label(severity)
-        names = [dim_names[d] if dim_names is not None else f"dim {d}" for d, _ in top]
-        text = (
-            f"On {when} UTC (day {day:.1f}, post {c + 1} of {n}) the posts changed: the average "
-            f"embedding after this point differs from the one before by {severity:.2f}x the "
-            f"posts' typical spread around their own segment's mean ({label} change; "
-            f"{c - lo} posts before, {hi - c} after)."
-        )
-        words_before: tuple[str, ...] = ()
-        words_after: tuple[str, ...] = ()
-        if tc is not None:
-            words_before = tuple(t for t, _ in distinctive_terms(tc, k, k + 1, n_terms=n_terms))
-            words_after = tuple(t for t, _ in distinctive_terms(tc, k + 1, k, n_terms=n_terms))
-            if words_before or words_after:
-                text += (
-                    " In words: after this point the posts speak more of "
-                    f"{_listing(words_after)}; before it, of {_listing(words_before)}."
-                )
-            else:
-                text += " No word is more frequent on one side than on the other."
-        elif top:
-            share = sum(s for _, s in top)
-            listed = ", ".join(f"{nm} ({s:.0%})" for nm, (_, s) in zip(names, top))
-            text += (
-                f" The dimensions that moved most: {listed}, together {share:.0%} of the change;"
-                f" {att.pareto_size} dimensions carry {fcfg.pareto_fraction:.0%} of it."
-            )
-        text += _rhythm(g_before, g_after)
-        out.append(
-            ChangePointNarrative(
-                user_id=trajectory.user_id,
-                index=c,
-                datetime=trajectory.datetimes[c],
-                day=day,
-                n_before=c - lo,
-                n_after=hi - c,
-                jump_norm=jump,
-                median_step_norm=med_step,
-                severity=float(severity),
-                severity_label=label,
-                top_dims=tuple(d for d, _ in top),
-                top_shares=tuple(s for _, s in top),
-                pareto_size=att.pareto_size,
-                gap_before_days=g_before,
-                gap_after_days=g_after,
-                text=text,
-                terms_before=words_before,
-                terms_after=words_after,
-            )
-        )
-    return tuple(out)
+    return tuple(
+        _narrate_one(trajectory, x, indices, k, gaps, tc, med_step, fcfg, top_k=top_k, dim_names=dim_names,
+                     n_terms=n_terms)
+        for k in range(len(indices))
+    )
