@@ -506,16 +506,9 @@ def cached_projection(
 _OPTION_DEFAULTS: dict[str, Any] = {**UMAP_DEFAULTS, "random_state": 0, "max_fit": 20_000}
 
 
-def _project(
-    trajectories: TrajectorySet,
-    method: str,
-    options: dict[str, Any],
-    *,
-    use_cache: bool,
-    cache_dir: str | os.PathLike[str] | None,
-    progress: Progress | None,
-    cached_only: bool = False,
-) -> Projection | None:
+def _checked_params(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The validated projection parameters of ``method`` (``{}`` for PCA; UMAP's options as
+    plain numbers) that key the caches; a clear ``ValueError`` for a bad method or option."""
     n_neighbors, min_dist, spread = options["n_neighbors"], options["min_dist"], options["spread"]
     metric, n_epochs, random_state, max_fit = (
         options["metric"], options["n_epochs"], options["random_state"], options["max_fit"]
@@ -533,7 +526,7 @@ def _project(
             raise ValueError("n_epochs must be >= 1")
         if int(max_fit) < 4:
             raise ValueError("max_fit must be >= 4")
-        params: dict[str, Any] = {
+        return {
             "n_neighbors": int(n_neighbors),
             "min_dist": float(min_dist),
             "spread": float(spread),
@@ -542,8 +535,20 @@ def _project(
             "random_state": None if random_state is None else int(random_state),
             "max_fit": int(max_fit),
         }
-    else:
-        params = {}
+    return {}
+
+
+def _project(
+    trajectories: TrajectorySet,
+    method: str,
+    options: dict[str, Any],
+    *,
+    use_cache: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: Progress | None,
+    cached_only: bool = False,
+) -> Projection | None:
+    params = _checked_params(method, options)
     digest = trajectories.digest()
     key = (digest, method, tuple(sorted(params.items())))
     if use_cache:
