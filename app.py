@@ -36,9 +36,10 @@ for col, (path, label, icon, blurb) in zip(cols, cards):
 st.caption(
     "First time here? The shipped sample is already loaded: open Explore and pick a user, "
     "then Train with the default settings, then Compare. A default training on the sample stops early "
-    "after 10 to 22 epochs: 2.7 s of CPU time on an idle 2-core CPU machine, about 10 s when the machine "
-    "is shared by some 20 busy processes (median of seeds 0-2, benchmarks/bench_default_training.py, "
-    "measured 2026-12-04); the page's evaluation of the run adds a few seconds."
+    "after 10 to 22 epochs: 2.3 s of CPU time (1.7 s wall) on an idle 2-core CPU machine, 7.5 s when the "
+    "machine is shared by other busy processes (load 7-14) (median of seeds 0-2, "
+    "benchmarks/bench_default_training.py, measured 2026-12-05); the page's evaluation of the run adds a "
+    "few seconds."
 )
 
 if name is None:
