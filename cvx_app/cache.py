@@ -202,23 +202,6 @@ def load_run(run_dir: Path) -> Any:
     return _load_run(str(run_dir), weights_stamp(run_dir))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _comparison(run_key: str, digest: str, planted: tuple[int, ...] | None, _run: Any, _ts: TrajectorySet) -> Any:
-    from cvx_core.learn.compare import compare_attention
-
-    return compare_attention(
-        _run.model, _ts, config=_run.config.features, planted_dims=list(planted) if planted else None
-    )
-
-
-def comparison(run_dir: Path, ts: TrajectorySet, planted_dims: list[int] | None) -> Any:
-    """``cvx_core.learn.compare.AttentionComparison`` of a run on ``ts``, cached per checkpoint and data."""
-    run = load_run(run_dir)
-    key = f"{run_dir}:{weights_stamp(run_dir)}"
-    planted = tuple(int(d) for d in planted_dims) if planted_dims else None
-    return _comparison(key, ts.digest(), planted, run, ts)
-
-
 def attribution_description(kind: str, positive_class: int | None) -> str:
     """Plain words for ``AttentionComparison.attribution_kind``."""
     if kind == "abs_class_difference":

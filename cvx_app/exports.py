@@ -13,9 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import shutil
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,6 @@ __all__ = [
     "changepoints_frame",
     "changepoints_csv",
     "changepoints_json",
-    "segment_words",
     "metrics_json",
     "metrics_csv",
     "weights_safetensors",
@@ -82,23 +79,6 @@ def features_csv(frame: pd.DataFrame) -> bytes:
 
 
 # ---- change points, narratives and words -----------------------------------------------------
-_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
-
-
-def segment_words(before: Sequence[str], after: Sequence[str], *, k: int = 8) -> tuple[list[str], list[str]]:
-    """The words that rose most after a change point and those that fell most: per word, its
-    share of the ``after`` posts' words minus its share of the ``before`` posts' words
-    (lower-cased, letters only, 3+ letters); ``k`` of each, largest change first."""
-    def shares(texts: Sequence[str]) -> dict[str, float]:
-        counts = Counter(w for t in texts for w in _WORD.findall(str(t).lower()))
-        total = sum(counts.values())
-        return {w: c / total for w, c in counts.items()} if total else {}
-
-    a, b = shares(before), shares(after)
-    diff = {w: b.get(w, 0.0) - a.get(w, 0.0) for w in set(a) | set(b)}
-    rose = sorted((w for w, d in diff.items() if d > 0), key=lambda w: (-diff[w], w))[:k]
-    fell = sorted((w for w, d in diff.items() if d < 0), key=lambda w: (diff[w], w))[:k]
-    return rose, fell
 
 
 CHANGEPOINT_COLUMNS = [

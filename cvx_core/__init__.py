@@ -127,7 +127,7 @@ _MOVED: dict[str, str] = {
 _RENAMED: dict[str, tuple[str, str]] = {
     "TemporalFeatureExtractor": ("features.learnable", "LearnableFeatures"),
     "temporal_features": ("features.differentiable", "TorchBackend.extract_all"),
-    "TemporalFeatures": ("sklearn", "TemporalFeatures"),
+    "TemporalFeatures": ("sklearn", "FeatureTransformer"),
 }
 _SUBPACKAGES = ("data", "features", "analysis", "learn", "scale", "show", "sklearn")
 

@@ -1,8 +1,8 @@
 """scikit-learn adapters: CVX's temporal features as a transformer and its classifier as an estimator.
 
-- :class:`TemporalFeatures` (``TransformerMixin``): trajectories in, the SPEC feature vector
+- :class:`FeatureTransformer` (``TransformerMixin``; ``TemporalFeatures`` is its deprecated old name): trajectories in, the SPEC feature vector
   ``[N, 4*D + 5 + 2*S]`` out (the analytic path), so the features drop into any
-  ``Pipeline`` (e.g. ``make_pipeline(TemporalFeatures(), StandardScaler(), LogisticRegression())``).
+  ``Pipeline`` (e.g. ``make_pipeline(FeatureTransformer(), StandardScaler(), LogisticRegression())``).
 - :class:`TemporalClassifier` (``ClassifierMixin``): CVX's trainer (head chosen by
   validation, learnable feature parts) behind ``fit`` / ``predict`` / ``predict_proba``,
   usable in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``.
@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
-__all__ = ["TemporalFeatures", "TemporalClassifier", "as_trajectory_set"]
+__all__ = ["FeatureTransformer", "TemporalClassifier", "as_trajectory_set"]
 
 _EPOCH = np.datetime64("2000-01-01T00:00:00", "us")  # microseconds: no wrap-around after 292 years
 _UNIT_US = {"seconds": 10**6, "minutes": 60 * 10**6, "hours": 3600 * 10**6, "days": 86400 * 10**6, "weeks": 7 * 86400 * 10**6}
@@ -120,7 +120,7 @@ def as_trajectory_set(X: Any, y: Any = None, *, time_unit: str = "days") -> Traj
     return ts
 
 
-class TemporalFeatures(TransformerMixin, BaseEstimator):
+class FeatureTransformer(TransformerMixin, BaseEstimator):
     """Trajectories -> the SPEC feature vector ``[N, 4*D + 5 + 2*S]`` (analytic path, float64).
 
     Args:
@@ -130,7 +130,7 @@ class TemporalFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, features: TemporalFeaturesConfig | dict[str, Any] | None = None) -> None:
         self.features = features
 
-    def fit(self, X: Any, y: Any = None) -> "TemporalFeatures":
+    def fit(self, X: Any, y: Any = None) -> "FeatureTransformer":
         from cvx_core.features.analytic import feature_names
 
         cfg = _config(self.features)
@@ -247,3 +247,15 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         proba = self.predict_proba(X)  # checks fitted first
         return self.classes_[proba.argmax(axis=1)]
+
+
+def __getattr__(name: str) -> Any:
+    """``TemporalFeatures``: the old name of :class:`FeatureTransformer` (a near-twin of
+    ``TemporalFeaturesConfig`` and ``extract_features``), kept with a DeprecationWarning."""
+    if name == "TemporalFeatures":
+        import warnings
+
+        warnings.warn("cvx_core.sklearn.TemporalFeatures is deprecated: use FeatureTransformer",
+                      DeprecationWarning, stacklevel=2)
+        return FeatureTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

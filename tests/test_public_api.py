@@ -42,10 +42,10 @@ def test_every_old_flat_name_warns_and_is_the_subpackages_object(name):
 def test_renamed_flat_names_warn_and_point_to_the_one_name_of_their_concept():
     from cvx_core.features.differentiable import TorchBackend
     from cvx_core.features.learnable import LearnableFeatures
-    from cvx_core.sklearn import TemporalFeatures
+    from cvx_core.sklearn import FeatureTransformer
 
     for old, new in (("TemporalFeatureExtractor", LearnableFeatures), ("temporal_features", TorchBackend.extract_all),
-                     ("TemporalFeatures", TemporalFeatures)):
+                     ("TemporalFeatures", FeatureTransformer)):
         with pytest.warns(DeprecationWarning, match=f"cvx_core.{old} is deprecated"):
             assert getattr(cvx_core, old) == new
 
@@ -147,3 +147,10 @@ def test_the_twin_walker_sees_a_planted_second_definition(tmp_path, monkeypatch)
         fake.unlink()
     assert found["load_trajectories"] == ["cvx_core.data._planted_twin_for_test", "cvx_core.data.io"]
     assert found["save_trajectories"] == ["cvx_core.data.io"]  # an import re-exports
+
+
+def test_the_transformers_old_name_warns_and_is_the_feature_transformer():
+    import cvx_core.sklearn as sk
+
+    with pytest.warns(DeprecationWarning, match="TemporalFeatures is deprecated: use FeatureTransformer"):
+        assert sk.TemporalFeatures is sk.FeatureTransformer

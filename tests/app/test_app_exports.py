@@ -54,12 +54,6 @@ def test_changepoints_carry_narratives_and_the_words_that_rose_and_fell():
     assert records[0]["user_id"] == "=u1" and records[0]["narrative"] == row["narrative"]  # JSON keeps the value
 
 
-def test_segment_words_ranks_by_change_of_share():
-    rose, fell = exports.segment_words(["cat cat dog"], ["dog dog bird"])
-    assert rose == ["dog", "bird"] or rose == ["bird", "dog"]
-    assert fell == ["cat"]
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=12), min_size=1, max_size=8))
 def test_no_csv_text_cell_starts_with_a_formula_character(cells):

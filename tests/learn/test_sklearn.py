@@ -1,4 +1,4 @@
-"""cvx_core.sklearn: TemporalFeatures passes scikit-learn's estimator checks and equals the
+"""cvx_core.sklearn: FeatureTransformer passes scikit-learn's estimator checks and equals the
 analytic path; TemporalClassifier fits arrays, sets and DataFrames, works in Pipeline and
 GridSearchCV, and passes the estimator checks that apply to a trainer-backed classifier."""
 
@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
 from cvx_core.features.analytic import AnalyticBackend, feature_names
-from cvx_core.sklearn import TemporalClassifier, TemporalFeatures, as_trajectory_set
+from cvx_core.sklearn import TemporalClassifier, FeatureTransformer, as_trajectory_set
 
 FAST = dict(epochs=2, patience=2, hidden=0, head="linear", batch_size=16)
 
@@ -31,13 +31,13 @@ def planted():
 def test_temporal_features_passes_the_scikit_learn_estimator_checks():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(TemporalFeatures(), on_fail=None)
+        results = check_estimator(FeatureTransformer(), on_fail=None)
     failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert not failed and len(results) > 30
 
 
 def test_temporal_features_equal_the_analytic_path_on_sets_and_dataframes(planted):
-    tf = TemporalFeatures().fit(planted)
+    tf = FeatureTransformer().fit(planted)
     x = tf.transform(planted)
     tr = planted.at(2)
     np.testing.assert_allclose(x[2], AnalyticBackend.extract_all(tr.embeddings, tr.timestamps), rtol=1e-12)
@@ -48,7 +48,7 @@ def test_temporal_features_equal_the_analytic_path_on_sets_and_dataframes(plante
 
 
 def test_features_in_a_pipeline_with_a_logistic_regression(planted):
-    pipe = make_pipeline(TemporalFeatures(), StandardScaler(), LogisticRegression(max_iter=500))
+    pipe = make_pipeline(FeatureTransformer(), StandardScaler(), LogisticRegression(max_iter=500))
     pipe.fit(planted, planted.labels)
     assert pipe.score(planted, planted.labels) > 0.7
 
