@@ -116,7 +116,7 @@ _MOVED: dict[str, str] = {
     "analyze_ray": "scale.ray_engine",
     "embed_ray": "scale.ray_engine",
     "extract_ray": "scale.ray_engine",
-    "StreamAnalysis": "scale.stream",
+    "StreamSummary": "scale.stream",
     "analyze_stream": "scale.stream",
     "embed_stream": "scale.stream",
     "extract_stream": "scale.stream",
@@ -128,6 +128,7 @@ _RENAMED: dict[str, tuple[str, str]] = {
     "TemporalFeatureExtractor": ("features.learnable", "LearnableFeatures"),
     "temporal_features": ("features.differentiable", "TorchBackend.extract_all"),
     "TemporalFeatures": ("sklearn", "FeatureTransformer"),
+    "StreamAnalysis": ("scale.stream", "StreamSummary"),
 }
 _SUBPACKAGES = ("data", "features", "analysis", "learn", "scale", "show", "sklearn")
 

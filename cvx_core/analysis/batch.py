@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
-    "UserAnalysis", "SetAnalysis", "analyze_set", "UserTimeline", "user_timeline", "ProgressCallback",
+    "UserAnalysis", "SetAnalysis", "SetAnalysisBase", "analyze_set", "UserTimeline", "user_timeline", "ProgressCallback",
     "MomentSeries", "moment_series", "timestamp_resolution_days",
 ]
 
@@ -63,9 +63,44 @@ class UserAnalysis:
     narratives: tuple[ChangePointNarrative, ...] | None = None
 
 
+class SetAnalysisBase:
+    """The one set-analysis interface, with two sources: :class:`SetAnalysis` (computed in
+    memory by :func:`analyze_set`) and ``cvx_core.scale.streamed_analysis.StreamedSetAnalysis``
+    (the streamed run's Parquet file read back). Both hold ``users`` in the set's order and
+    answer ``len``, iteration, ``analysis[user_id]`` and ``n_changepoints`` the same way.
+
+    A subclass is a dataclass with the fields ``users`` (tuple of per-user results with
+    ``user_id`` and ``changepoints.n_changes``) and ``_index`` (``dict``, filled here)."""
+
+    users: tuple
+    _index: dict[str, int]
+
+    def __post_init__(self) -> None:
+        if not self._index:
+            self._index.update({u.user_id: i for i, u in enumerate(self.users)})
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.users)
+
+    def __getitem__(self, user_id: str):
+        try:
+            return self.users[self._index[str(user_id)]]
+        except KeyError:
+            raise KeyError(f"no user {user_id!r} in this analysis") from None
+
+    @property
+    def n_changepoints(self) -> np.ndarray:
+        """``[N]`` number of change points per user."""
+        return np.array([u.changepoints.n_changes for u in self.users], dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
-class SetAnalysis:
-    """Per-user results (set order) plus cohort attribution.
+class SetAnalysis(SetAnalysisBase):
+    """The in-memory source of :class:`SetAnalysisBase`: per-user results (set order) plus
+    cohort attribution.
 
     Attributes:
         users: one :class:`UserAnalysis` per trajectory, in the set's order.
@@ -83,26 +118,11 @@ class SetAnalysis:
     elapsed_s: float = 0.0
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        if not self._index:
-            self._index.update({u.user_id: i for i, u in enumerate(self.users)})
-
-    def __len__(self) -> int:
-        return len(self.users)
-
     def __iter__(self) -> Iterator[UserAnalysis]:
         return iter(self.users)
 
     def __getitem__(self, user_id: str) -> UserAnalysis:
-        try:
-            return self.users[self._index[str(user_id)]]
-        except KeyError:
-            raise KeyError(f"no user {user_id!r} in this analysis") from None
-
-    @property
-    def n_changepoints(self) -> np.ndarray:
-        """``[N]`` number of change points per user."""
-        return np.array([u.changepoints.n_changes for u in self.users], dtype=np.int64)
+        return super().__getitem__(user_id)
 
     def changepoint_frame(self) -> "pd.DataFrame":
         """One row per change point: user_id, label, index, datetime, day, n_posts."""

@@ -55,7 +55,7 @@ from cvx_core.scale.chunks import NotGroupedError
 from cvx_core.scale.partitions import PartResult, Plan, auto_target_rows, check_against, plan_or_none, run_partition
 from cvx_core.scale.stream import (
     DEFAULT_CHUNK_USERS,
-    StreamAnalysis,
+    StreamSummary,
     _CohortSums,
     analyze_chunk,
     ProgressCallback,
@@ -403,7 +403,7 @@ def analyze_ray(
     top_k: int = 10,
     workers_read: bool = True,
     partition_rows: int | None = None,
-) -> StreamAnalysis:
+) -> StreamSummary:
     """:func:`cvx_core.scale.stream.analyze_stream` on Ray: chunks analysed by ``workers``
     parallel tasks, per-user rows written and cohort sums accumulated by the driver in order.
     ``workers_read`` / ``partition_rows`` as in :func:`extract_ray`."""
@@ -417,7 +417,7 @@ def analyze_ray(
     with ray_session(workers=workers, address=address, object_store_memory=object_store_memory) as ray:
         concurrency = _concurrency(ray, workers)
 
-        def job(grouped: bool) -> StreamAnalysis:
+        def job(grouped: bool) -> StreamSummary:
             sums = _CohortSums()
             plan = _plan(path, format, workers_read, concurrency, partition_rows) if grouped else None
 

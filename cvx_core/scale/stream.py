@@ -42,7 +42,7 @@ from cvx_core.scale.chunks import (
 __all__ = [
     "UserChunk",
     "StreamResult",
-    "StreamAnalysis",
+    "StreamSummary",
     "ProgressCallback",
     "iter_user_chunks",
     "features_frame",
@@ -194,8 +194,12 @@ def extract_stream(
 # analysis
 # -------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class StreamAnalysis:
-    """The streamed counterpart of :class:`cvx_core.analysis.batch.SetAnalysis`.
+class StreamSummary:
+    """The summary of a streamed analysis job (:func:`analyze_stream`): cohort, counts and
+    where the per-user rows went. Read those rows back as the streamed source of the one
+    set-analysis interface with
+    ``cvx_core.scale.streamed_analysis.StreamedSetAnalysis.from_summary``. (Old name:
+    ``StreamAnalysis``, kept with a DeprecationWarning.)
 
     Attributes:
         cohort: cohort drift attribution over every user (``per_user_shares`` is ``None``:
@@ -275,7 +279,7 @@ class _CohortSums:
         self.ncp.extend(int(v) for v in frame["n_changepoints"].tolist())
         self.ids.extend(str(v) for v in frame["user_id"].tolist())
 
-    def result(self, fcfg: TemporalFeaturesConfig, out: Path | None, grouped: bool, t0: float) -> "StreamAnalysis":
+    def result(self, fcfg: TemporalFeaturesConfig, out: Path | None, grouped: bool, t0: float) -> "StreamSummary":
         if self.total is None:
             raise ValueError("no users were analysed")
         class_shares = {k: self.class_sum[k] / self.class_n[k] for k in sorted(self.class_sum)}
@@ -290,7 +294,7 @@ class _CohortSums:
             class_counts={k: self.class_n[k] for k in sorted(self.class_n)}, per_user_shares=None,
             pareto_fraction=fcfg.pareto_fraction,
         )
-        return StreamAnalysis(cohort=cohort, n_users=self.n, n_posts=self.posts,
+        return StreamSummary(cohort=cohort, n_users=self.n, n_posts=self.posts,
                               n_changepoints=np.asarray(self.ncp, dtype=np.int64), users_file=out,
                               grouped=grouped, elapsed_s=time.perf_counter() - t0, user_ids=tuple(self.ids))
 
@@ -322,10 +326,10 @@ def analyze_stream(
     progress: ProgressCallback | None = None,
     scratch_dir: str | os.PathLike | None = None,
     top_k: int = 10,
-) -> StreamAnalysis:
+) -> StreamSummary:
     """:func:`cvx_core.analysis.batch.analyze_set` over a file of any size, chunk by chunk.
 
-    Per-user results go to ``out`` (Parquet, see :class:`StreamAnalysis`) as they are
+    Per-user results go to ``out`` (Parquet, see :class:`StreamSummary`) as they are
     computed; the cohort attribution is accumulated (sums of per-user shares per class),
     so it equals ``analyze_set(...).cohort`` to float64 rounding. ``progress(rows_done,
     rows_total)`` drives a progress bar (at most ~10 calls a second, the last at the end).
@@ -336,7 +340,7 @@ def analyze_stream(
     fcfg = features_config or TemporalFeaturesConfig()
     report = _progress_wrap(progress)
 
-    def job(grouped: bool) -> StreamAnalysis:
+    def job(grouped: bool) -> StreamSummary:
         sums = _CohortSums()
 
         def frames() -> Iterator[pd.DataFrame]:
@@ -454,3 +458,14 @@ def _count_users(path: Path) -> int:
             n += int((ids[1:] != ids[:-1]).sum()) + int(ids[0] != last)
             last = ids[-1]
     return n
+
+
+def __getattr__(name: str) -> Any:
+    """``StreamAnalysis``: the old name of :class:`StreamSummary`, kept with a DeprecationWarning."""
+    if name == "StreamAnalysis":
+        import warnings
+
+        warnings.warn("cvx_core.scale.stream.StreamAnalysis is deprecated: use StreamSummary",
+                      DeprecationWarning, stacklevel=2)
+        return StreamSummary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
