@@ -7,7 +7,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import streamlit as st
 from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_app.workspace import dataset_entry, weights_stamp
 from cvx_core.data.trajectory import TrajectorySet
+from cvx_core.show.inputs import TimelineFrames, timeline_frames
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading dataset…")
@@ -142,51 +142,17 @@ def users_frame(analysis: Any) -> pd.DataFrame:
     return frame
 
 
-@dataclass(frozen=True)
-class Timeline:
-    """What the Explore page draws for one user.
-
-    Attributes:
-        posts: per post ``when`` (datetime), ``drift`` (``|v_i - v_1|``) and
-            ``change_probability`` (BOCPD).
-        steps: per step (at the later post) ``when``, ``velocity_norm``, ``cosine_distance``.
-        change_points: ``(index, datetime)`` of the PELT change points.
-        silences: ``(start, end)`` datetimes of gaps longer than ``silence_gap``.
-        narratives: one plain-text paragraph per change point.
-    """
-
-    user_id: str
-    label: int | None
-    n_posts: int
-    posts: pd.DataFrame
-    steps: pd.DataFrame
-    change_points: list[tuple[int, pd.Timestamp]]
-    silences: list[tuple[pd.Timestamp, pd.Timestamp]]
-    narratives: list[str]
-
-
 @st.cache_data(max_entries=64, show_spinner="Analysing this user…")
-def _user_timeline(digest: str, user_id: str, sensitivity: float, _ts: TrajectorySet) -> Timeline:
+def _user_timeline(digest: str, user_id: str, sensitivity: float, _ts: TrajectorySet) -> TimelineFrames:
     from cvx_core.analysis.batch import user_timeline as compute_timeline
 
-    tl = compute_timeline(_ts[user_id], cp_config=cp_config(sensitivity), features_config=features_config())
-    when = pd.to_datetime(tl.datetimes)
-    return Timeline(
-        user_id=tl.user_id,
-        label=tl.label,
-        n_posts=tl.n_posts,
-        posts=pd.DataFrame({"when": when, "drift": tl.drift, "change_probability": tl.change_probability}),
-        steps=pd.DataFrame(
-            {"when": when[1:], "velocity_norm": tl.velocity_norm, "cosine_distance": tl.cosine_distance}
-        ),
-        change_points=[(int(i), when[i]) for i in tl.changepoints.indices],
-        silences=[(when[i], when[j]) for i, j in tl.silences],
-        narratives=[n.text for n in tl.narratives],
-    )
+    return timeline_frames(compute_timeline(_ts[user_id], cp_config=cp_config(sensitivity),
+                                            features_config=features_config()))
 
 
-def user_timeline(ts: TrajectorySet, user_id: str, *, sensitivity: float = DEFAULT_SENSITIVITY) -> Timeline:
-    """One user's :class:`Timeline`, change points at ``sensitivity`` (cached per user and value)."""
+def user_timeline(ts: TrajectorySet, user_id: str, *, sensitivity: float = DEFAULT_SENSITIVITY) -> TimelineFrames:
+    """What the Explore page draws for one user (:class:`cvx_core.show.inputs.TimelineFrames`, the
+    notebook's figures' input too), change points at ``sensitivity`` (cached per user and value)."""
     return _user_timeline(ts.digest(), user_id, float(sensitivity), ts)
 
 
