@@ -16,11 +16,16 @@ Histories (one per row of the table):
   earlier). Recall counts a history whose detected change points include one within one
   address (document) of the splice; *extra* counts the detections farther than that.
 - *null*: ``2 * --docs`` consecutive addresses of one president (every window of each
-  president with enough addresses, stepping by ``--docs``); any change point is a false
-  alarm.
+  president with enough addresses, stepping by one address: overlapping, so not
+  independent); any change point is a false alarm.
 - *shuffled*: posts drawn at random from the whole corpus in random order, one date per
   post (exchangeable, no change), at lengths 8 .. 500: the false-alarm rate the calibrated
   penalty promises.
+
+Signals (``--signal``): ``embedding`` (the MiniLM vectors above: what ``analyze`` sees) or
+``style`` (:func:`style_profiles`: the function-word profile of each post, a stylometric
+representation of *how* a post is written rather than what about; not a CVX feature, measured
+here as the representation that could move the ceiling).
 
 Methods: PELT with ``analyze``'s defaults (``ChangePointConfig()``), PELT at other
 sensitivities, and BOCPD (``detect_bocpd``, ``peaks(threshold=0.5)``). Prints a table and
@@ -28,8 +33,8 @@ writes ``benchmarks/results/changepoints_real.json``.
 
 ``--ceiling`` instead measures how much speaker signal any single-split detector can reach
 (:func:`ceiling`: oracle statistics at the known splice against the null histories' maxima,
-for the raw mean shift, two cross-fitted whitened metrics and the energy distance, at 2 and
-4 addresses per side) and the issue's 1790-1826 history (:func:`early_republic`); it writes
+for the raw mean shift, two cross-fitted whitened metrics, the energy distance and the kernel
+MMD, at 2 and 4 addresses per side, on both signals) and the issue's 1790-1826 history (:func:`early_republic`); it writes
 ``benchmarks/results/changepoints_ceiling.json``.
 
 Run: ``nice -n 10 python benchmarks/bench_changepoints_real.py [--per-address 4 --docs 4]``.
@@ -58,6 +63,20 @@ from cvx_core.data.trajectory import Trajectory  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "changepoints_real.json"
 CACHE = ROOT / "workspace" / "bench_cp_embeddings.sqlite"
 MIN_WORDS = 20
+#: scikit-learn's English stop-word list (318 words): the function words of the style signal
+WORD_PATTERN = r"(?u)\b[a-zA-Z']+\b"
+
+
+def style_profiles(texts: list[str]) -> np.ndarray:
+    """``[T, 318]`` function-word profile of each text: the square roots of the relative
+    frequencies (count / all words) of scikit-learn's English stop words, so that Euclidean
+    distance is the Hellinger distance between two posts' function-word distributions
+    (stylometry's classic signal: Mosteller and Wallace; Burrows' Delta)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    counts = CountVectorizer(vocabulary=sorted(ENGLISH_STOP_WORDS), token_pattern=WORD_PATTERN).fit_transform(texts)
+    words = np.array([max(len(re.findall(WORD_PATTERN, t)), 1) for t in texts], dtype=np.float64)
+    return np.sqrt(counts.toarray() / words[:, None])
 
 
 def address_posts(text: str, k: int) -> list[str]:
@@ -90,6 +109,7 @@ def load_corpus(per_address: int) -> pd.DataFrame:
     print(f"{len(frame)} posts of {frame['address'].nunique()} addresses embedded/read in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     frame["embedding"] = list(np.asarray(emb, dtype=np.float32))
+    frame["style"] = list(style_profiles(frame["text"].tolist()).astype(np.float32))
     return frame
 
 
@@ -125,7 +145,7 @@ def histories(frame: pd.DataFrame, docs: int, *, seed: int = 0
     null = []
     for p in pres:
         ad = list(dict.fromkeys(by[p]["address"]))
-        for s in range(0, len(ad) - 2 * docs + 1, docs):
+        for s in range(0, len(ad) - 2 * docs + 1):
             null.append(trajectory(by[p][by[p]["address"].isin(ad[s:s + 2 * docs])], f"{p}#{s}"))
     return spliced, random_pairs, null
 
@@ -290,7 +310,7 @@ def ceiling(frame: pd.DataFrame, docs: int) -> list[dict[str, object]]:
             auc = roc_auc_score(np.r_[np.zeros(len(null_max)), np.ones(len(oracle))], np.r_[null_max, oracle])
             row[design] = {"n": len(items), "auc": float(auc), "ceiling": float(np.mean(oracle > thr)), "found": float(found)}
         out.append(row)
-        print(f"docs {docs} {name:55s} " + " | ".join(
+        print(f"{emb.shape[1]}-d docs {docs} {name:55s} " + " | ".join(
             f"{d}: AUC {row[d]['auc']:.2f} ceiling {row[d]['ceiling']:.2f} found {row[d]['found']:.2f}"
             for d in spliced) + f" | {len(null)} null", flush=True)
     return out
@@ -313,7 +333,7 @@ def early_republic(frame: pd.DataFrame, sensitivities: list[float]) -> list[dict
         extra = sum(1 for i in found_at if not any(near((i,), c, starts)[0] for c in truth))
         out.append({"method": name, "posts": len(part), "true_changes": len(truth), "found": int(hits),
                     "detections": len(found_at), "extra": int(extra)})
-        print(f"1790-1826 ({len(part)} posts, {len(truth)} changes) {name:26s} found {hits} of {len(truth)}, "
+        print(f"{tr.embeddings.shape[1]}-d 1790-1826 ({len(part)} posts, {len(truth)} changes) {name:26s} found {hits} of {len(truth)}, "
               f"{len(found_at)} detections, {extra} extra", flush=True)
     return out
 
@@ -325,7 +345,9 @@ def main() -> None:
     ap.add_argument("--lengths", default="8,20,50,100,200,500")
     ap.add_argument("--reps", type=int, default=100, help="shuffled histories per length")
     ap.add_argument("--sensitivities", default="0.01,0.1,0.2")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--signal", choices=("embedding", "style"), default="embedding",
+                    help="what the detectors see: the MiniLM embeddings (analyze's input) or function-word profiles")
+    ap.add_argument("--out", default=None, help="default: results/changepoints_real[_style].json")
     ap.add_argument("--calibrate", action="store_true", help="refit the penalty table instead (prints it)")
     ap.add_argument("--ceiling", action="store_true",
                     help="instead: oracle statistics at the known splice vs null maxima (docs 2 and 4), and the "
@@ -333,18 +355,22 @@ def main() -> None:
     args = ap.parse_args()
 
     frame = load_corpus(args.per_address)
+    args.out = args.out or str(RESULTS if args.signal == "embedding" else RESULTS.with_name("changepoints_real_style.json"))
     if args.calibrate:
         calibrate(frame)
         return
     if args.ceiling:
         sens = [float(v) for v in args.sensitivities.split(",")]
         out = {"machine": platform.platform(), "cpus": os.cpu_count(), "per_address": args.per_address,
-               "early_republic": early_republic(frame, sens),
-               "ceiling": [r for d in (2, 4) for r in ceiling(frame, d)], "load": os.getloadavg()}
+               "early_republic": [dict(r, signal=sig) for sig in ("embedding", "style")
+                                  for r in early_republic(frame.assign(embedding=frame[sig]), sens)],
+               "ceiling": [dict(r, signal=sig) for sig in ("embedding", "style") for d in (2, 4)
+                           for r in ceiling(frame.assign(embedding=frame[sig]), d)], "load": os.getloadavg()}
         path = Path(args.out).with_name("changepoints_ceiling.json")
         path.write_text(json.dumps(out, indent=1), encoding="utf-8")
         print(f"wrote {path}")
         return
+    frame = frame.assign(embedding=frame[args.signal])
     spliced, random_pairs, null = histories(frame, args.docs)
     lengths = [int(v) for v in args.lengths.split(",")]
     shuf = shuffled(frame, lengths, args.reps)
@@ -375,7 +401,7 @@ def main() -> None:
               f"random pairs recall {r['random_recall_within_1_doc']:.3f} extra {r['extra_per_random']:.2f} | "
               f"null with any {r['null_with_any']:.3f} extra/null {r['extra_per_null']:.2f} | shuffled "
               + " ".join(f"{n}:{v:.2f}" for n, v in shuf_rate.items()) + f" | {r['seconds']:.1f} s", flush=True)
-    out = {"machine": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(),
+    out = {"machine": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(), "signal": args.signal,
            "per_address": args.per_address, "docs": args.docs, "posts": len(frame),
            "addresses": int(frame["address"].nunique()), "reps": args.reps, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

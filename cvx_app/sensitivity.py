@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from cvx_core.analysis.changepoints import ChangePointConfig
-from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
+from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES, real_null_text
 
 WIDGET_KEY = "explore_sensitivity"
 CHOSEN_KEY = "cvx_sensitivity"
@@ -57,10 +57,9 @@ def rate_text(sensitivity: float) -> str:
 
 def caption(sensitivity: float) -> str:
     """What the value means, in a sentence (no user text)."""
-    return (f"False-alarm rate {rate_text(sensitivity)} per user: on histories with no change (null histories), "
-            f"at most {rate_text(sensitivity)} of users get a change point. The penalty is calibrated by "
-            "simulation on shuffled real text at D = 384 and 4-500 posts (docs/analytics.md); higher finds "
-            f"more, and weaker, change points. Default {rate_text(DEFAULT_SENSITIVITY)}.")
+    return (f"False-alarm rate {rate_text(sensitivity)} per user: at most {rate_text(sensitivity)} of histories "
+            f"with no change get a change point (calibrated by simulation, 4-500 posts). {real_null_text(sensitivity)} "
+            f"Higher finds more, and weaker, change points. Default {rate_text(DEFAULT_SENSITIVITY)}.")
 
 
 def choose(container: Any = st) -> float:

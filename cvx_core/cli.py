@@ -481,6 +481,8 @@ def _cp_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from cvx_core.analysis.penalty import real_null_text
+
     kw = _engine_kwargs(args)
     cp_config = _cp_config(args)
     if args.engine == "ray":
@@ -492,6 +494,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
           f"at sensitivity {cp_config.sensitivity:g} (false-alarm rate per user without a change) "
           f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
+    print(real_null_text(cp_config.sensitivity) or
+          "Real histories drift and get more change points than this rate (docs/analytics.md).")
     return 0
 
 

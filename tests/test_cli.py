@@ -165,3 +165,13 @@ def test_split_column_names_the_bad_row_and_cv_needs_enough_users(tmp_path, caps
     assert main(["train", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "r"), "--split-column", "part"]) == 2
     err = capsys.readouterr().err
     assert "'part'" in err and "'dev'" in err and "train, val or test" in err
+
+
+@pytest.mark.parametrize("sensitivity, real", [("0.2", "39%"), ("0.05", "29%")])
+def test_analyze_states_the_calibrated_rate_and_the_measured_rate_on_real_drifting_histories(
+        data_file, tmp_path, capsys, sensitivity, real):
+    _, path, _ = data_file
+    assert main(["analyze", str(path), "--out", str(tmp_path / "a.parquet"), "--sensitivity", sensitivity]) == 0
+    out = capsys.readouterr().out
+    assert f"at sensitivity {float(sensitivity):g} (false-alarm rate per user without a change)" in out
+    assert f"Real histories drift and get more: {real} of one speaker's 8 consecutive" in out

@@ -49,6 +49,7 @@ Indices are plain Python ints; a change point's index is the first post of the n
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -101,9 +102,10 @@ class ChangePointConfig:
     Attributes:
         cost: ``"l2"`` (mean shift of the raw embeddings) or ``"cosine"`` (mean shift of the
             unit-normalised embeddings; ruptures' cosine kernel).
-        penalty: the penalty per change point; ``None`` (default) calibrates it per user
-            on a permutation null of the user's moments
-            (:func:`cvx_core.analysis.penalty.permutation_penalty`).
+        penalty: the penalty per change point; ``None`` (default) is the calibrated
+            penalty: the user's base penalty times the factor fitted by simulation on null
+            histories for the user's length and noise dimension at ``sensitivity``
+            (:func:`cvx_core.analysis.penalty.calibrated_scale`).
         sensitivity: the false-alarm rate per user on histories without a change that the
             calibrated penalty holds (0.05: at most 5% of such users get a change point).
             Larger -> more change points, on the same calibrated scale.
@@ -111,8 +113,9 @@ class ChangePointConfig:
             Larger -> fewer change points; 1.0 keeps the stated false-alarm rate.
         min_size: the shortest segment in posts, >= 1.
         min_moments: the shortest segment in time: distinct moments (time bins), >= 1.
-        n_permutations: random orders of the moments behind the calibrated penalty.
-        seed: seed of those permutations (the same data always give the same penalty).
+        n_permutations, seed: no effect (the per-user permutation penalty they drove was
+            replaced by the calibrated table); accepted so that saved configs still load,
+            and a value other than the default warns.
         search: ``"kernelcpd"`` (ruptures' C PELT, default) or ``"pelt"`` (pure Python
             ``ruptures.Pelt(model="l2", jump=1)``, same optimum, slow).
         time_aware: ``"bins"`` (default): change points only between time bins (bursts are
@@ -165,6 +168,10 @@ class ChangePointConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise ValueError(f"ChangePointConfig.{name} must be an integer >= {low}, got {v!r}")
             object.__setattr__(self, name, int(v))
+        for name, default in (("n_permutations", 199), ("seed", 0)):
+            if getattr(self, name) != default:
+                warnings.warn(f"ChangePointConfig.{name} has no effect: the penalty is calibrated by simulation "
+                              "(cvx_core.analysis.penalty), not by permuting each user", DeprecationWarning, stacklevel=3)
         if self.penalty is not None:
             object.__setattr__(self, "penalty", float(self.penalty))
         object.__setattr__(self, "penalty_scale", float(self.penalty_scale))

@@ -264,3 +264,20 @@ def test_shuffled_real_text_histories_get_a_change_point_at_about_the_stated_rat
     hit = sum(bool(detect_changepoints(pool[rng.choice(len(pool), n, replace=False)], datetimes=dts).indices)
               for _ in range(60))
     assert hit <= 6, hit
+
+
+def test_config_permutation_options_have_no_effect_and_warn_when_set():
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        ChangePointConfig()  # the defaults, as in every saved config: silent
+        ChangePointConfig.from_dict({"n_permutations": 199, "seed": 0})
+    x = np.random.default_rng(0).normal(size=(40, 8))
+    x[20:] += 1.5
+    with pytest.warns(DeprecationWarning, match="n_permutations has no effect"):
+        noisy = ChangePointConfig(n_permutations=999)
+    with pytest.warns(DeprecationWarning, match="seed has no effect"):
+        seeded = ChangePointConfig(seed=7)
+    base = detect_changepoints(x).indices
+    assert detect_changepoints(x, config=noisy).indices == base == detect_changepoints(x, config=seeded).indices

@@ -59,3 +59,39 @@ def test_rbf_statistic_is_the_mmd_and_responds_to_a_shift(bench):
     shifted = same.copy()
     shifted[20:] += 2.0
     assert bench._split_stats(shifted, starts, "rbf")[4] > 3 * max(bench._split_stats(same, starts, "rbf")[4], 1e-9)
+
+
+def test_style_profiles_are_square_roots_of_function_word_rates_and_ignore_topic_words(bench):
+    prof = bench.style_profiles(["The war and the peace of the nation", "Tariffs, tariffs, tariffs!", ""])
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    vocab = sorted(ENGLISH_STOP_WORDS)
+    assert prof.shape == (3, len(vocab))
+    # 8 words: "the" 3 times, "and" once, "of" once; topic words carry no weight of their own
+    assert prof[0, vocab.index("the")] == pytest.approx(np.sqrt(3 / 8))
+    assert prof[0, vocab.index("and")] == pytest.approx(np.sqrt(1 / 8))
+    assert np.count_nonzero(prof[0]) == 3
+    assert not prof[1].any() and not prof[2].any()  # no function word / no word at all: the zero profile
+    # Euclidean distance between profiles is (sqrt 2 x) the Hellinger distance of the two rate vectors
+    a, b = bench.style_profiles(["of the and of the", "the the and and of"])
+    assert np.linalg.norm(a - b) == pytest.approx(np.sqrt(np.sum((np.sqrt([2 / 5, 2 / 5, 1 / 5]) - np.sqrt([1 / 5, 2 / 5, 2 / 5])) ** 2)))
+
+
+def test_real_null_rates_stated_by_the_app_and_cli_are_the_benchmarks_measurement():
+    import json
+
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, REAL_NULL_RATES, SENSITIVITIES, real_null_text
+
+    res = json.loads((ROOT / "benchmarks" / "results" / "changepoints_real.json").read_text())
+    assert res["signal"] == "embedding" and res["docs"] == 4 and res["per_address"] == 4
+    measured = {}
+    for row in res["rows"]:
+        if row["method"] == "pelt (analyze defaults)":
+            measured[DEFAULT_SENSITIVITY] = row["null_with_any"]
+        elif row["method"].startswith("pelt sensitivity "):
+            measured[float(row["method"].rsplit(" ", 1)[1])] = row["null_with_any"]
+    assert set(SENSITIVITIES) <= set(measured)  # every slider position was measured
+    for s in SENSITIVITIES:
+        assert REAL_NULL_RATES[s] == pytest.approx(measured[s], abs=5e-4)
+        assert f"{measured[s]:.0%}" in real_null_text(s)
+    assert real_null_text(0.07) == ""  # not measured: no figure is invented
