@@ -3,6 +3,11 @@
 
 Run: ``python benchmarks/bench_analysis.py [--users 1000 --posts 100 --dim 768]``.
 Prints a table and writes ``benchmarks/results/analysis.json``.
+
+``--blas`` instead times ``analyze_set`` with BLAS limited to one thread (the library's
+``cvx_core.analysis.batch.BLAS_THREADS``) against the default thread count, alternating, one
+run; medians of ``--repeats`` runs, wall and CPU seconds, with a 200-user set and a single
+10,000-post user. Writes ``benchmarks/results/analysis_blas.json``.
 """
 
 from __future__ import annotations
@@ -54,13 +59,50 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
+def blas_threads(repeats: int) -> None:
+    """Side by side: ``analyze_set`` at ``BLAS_THREADS = 1`` and ``None`` (the default)."""
+    from cvx_core.analysis import batch
+
+    many, _ = make_set(200, 100, 384)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10_000, 64))
+    x[3000:] += 0.5
+    t = np.datetime64("2020-01-01", "us") + (np.arange(10_000) * 3_600_000_000).astype("timedelta64[us]")
+    one = TrajectorySet([Trajectory(user_id="long", embeddings=x, datetimes=t)])
+    out: dict[str, dict[str, float]] = {}
+    print(f"{'set':<32} {'BLAS threads':>12} {'wall s':>8} {'CPU s':>8}")
+    for name, ts in (("200 users x 100 posts x D=384", many), ("1 user x 10,000 posts x D=64", one)):
+        times: dict[str, list[tuple[float, float]]] = {"1": [], "default": []}
+        analyze_set(ts)  # warm
+        for _ in range(repeats):
+            for key, limit in (("1", 1), ("default", None)):
+                batch.BLAS_THREADS = limit
+                t0, c0 = time.perf_counter(), time.process_time()
+                analyze_set(ts)
+                times[key].append((time.perf_counter() - t0, time.process_time() - c0))
+        batch.BLAS_THREADS = 1
+        for key, v in times.items():
+            wall, cpu = float(np.median([a for a, _ in v])), float(np.median([b for _, b in v]))
+            out[f"{name} / {key}"] = {"wall_s": wall, "cpu_s": cpu}
+            print(f"{name:<32} {key:>12} {wall:>8.2f} {cpu:>8.2f}")
+    path = RESULTS.with_name("analysis_blas.json")
+    path.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(),
+                                "repeats": repeats, "rows": out}, indent=1), encoding="utf-8")
+    print(f"load {os.getloadavg()}; wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--posts", type=int, default=100)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--sample", type=int, default=100, help="users for the per-user rows")
+    ap.add_argument("--blas", action="store_true", help="instead: analyze_set with 1 BLAS thread vs the default")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.blas:
+        blas_threads(args.repeats)
+        return
 
     ts, truth = make_set(args.users, args.posts, args.dim)
     sample = [ts.at(i) for i in range(min(args.sample, len(ts)))]

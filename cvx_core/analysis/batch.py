@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cvx_core.analysis.attribution import CohortAttribution, DriftAttribution, attribute_drift, cohort_attribution
 from cvx_core.analysis.changepoints import (
@@ -40,6 +41,12 @@ __all__ = [
 
 ProgressCallback = Callable[[int, int], None]
 _MAX_PROGRESS_CALLS = 200
+#: BLAS threads while a set is analysed, user by user (``None``: the library's default, one per
+#: core). Each user's matrices are small, so more threads only spin and contend: 200 users x
+#: 100 posts x D = 384 took 1.14 s of CPU with one thread against 2.28 s with the default, for
+#: about the same wall time (1.05 s vs 1.15 s), on the 2-core VM at load 2 (``benchmarks/bench_analysis.py --blas``);
+#: under load 16-25 the default was 4x slower. A 10,000-post user is the same either way.
+BLAS_THREADS: int | None = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,22 +186,25 @@ def analyze_set(
     if progress is not None:
         progress(0, total)
     users: list[UserAnalysis] = []
-    for done, tr in enumerate(trajectories, start=1):
-        cps = detect_changepoints(tr, config=cp_config)
-        users.append(
-            UserAnalysis(
-                user_id=tr.user_id,
-                label=tr.label,
-                n_posts=tr.n_posts,
-                changepoints=cps,
-                attribution=attribute_drift(tr, config=fcfg),
-                bocpd=None if bcfg is None else detect_bocpd(tr, config=bcfg),
-                narratives=narrate_changepoints(tr, cps, features_config=fcfg) if narratives else None,
+    import scipy.linalg  # noqa: F401  (loads scipy's own BLAS now, so that the limit below reaches it too)
+
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for done, tr in enumerate(trajectories, start=1):
+            cps = detect_changepoints(tr, config=cp_config)
+            users.append(
+                UserAnalysis(
+                    user_id=tr.user_id,
+                    label=tr.label,
+                    n_posts=tr.n_posts,
+                    changepoints=cps,
+                    attribution=attribute_drift(tr, config=fcfg),
+                    bocpd=None if bcfg is None else detect_bocpd(tr, config=bcfg),
+                    narratives=narrate_changepoints(tr, cps, features_config=fcfg) if narratives else None,
+                )
             )
-        )
-        if progress is not None and (done % step == 0 or done == total):
-            progress(done, total)
-    cohort = cohort_attribution(trajectories, config=fcfg)
+            if progress is not None and (done % step == 0 or done == total):
+                progress(done, total)
+        cohort = cohort_attribution(trajectories, config=fcfg)
     return SetAnalysis(
         users=tuple(users),
         cohort=cohort,

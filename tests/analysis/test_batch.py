@@ -144,3 +144,22 @@ def test_moment_series_pools_same_date_posts_at_day_resolution():
                                               np.linalg.norm(means[2] - means[1]) / 365])
     assert ms.velocity_norm.max() < 1.0  # no 1,440x spike: same-date posts are one moment
     assert user_timeline(tr).moments.starts.tolist() == [0, 3, 7]
+
+
+def test_analyze_set_runs_its_users_with_one_blas_thread_and_restores_the_default_after():
+    from threadpoolctl import threadpool_info
+
+    from cvx_core.analysis.batch import BLAS_THREADS, analyze_set
+    from cvx_core.data.synthetic import PlantedConfig, make_planted_trajectory_set
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library is loaded")
+    seen: list[set[int]] = []
+    ts, _ = make_planted_trajectory_set(config=PlantedConfig(n_users=6, dim=8, n_planted=2, mean_posts=12, max_posts=20), seed=2)
+    analyze_set(ts, progress=lambda done, total: seen.append(blas_threads()) if done else None)
+    assert BLAS_THREADS == 1 and seen and all(s == {1} for s in seen)
+    assert blas_threads() == before
