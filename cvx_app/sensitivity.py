@@ -57,9 +57,9 @@ def rate_text(sensitivity: float) -> str:
 
 def caption(sensitivity: float) -> str:
     """What the value means, in a sentence (no user text)."""
-    return (f"False-alarm rate {rate_text(sensitivity)} per user: at most {rate_text(sensitivity)} of histories "
-            f"with no change get a change point (calibrated by simulation, 4-500 posts). {real_null_text(sensitivity)} "
-            f"Higher finds more, and weaker, change points. Default {rate_text(DEFAULT_SENSITIVITY)}.")
+    return (f"At most {rate_text(sensitivity)} of histories with no change get a change point (calibrated by "
+            f"simulation, 4-500 posts). {real_null_text(sensitivity)} Higher finds more, and weaker, change points; "
+            f"default {rate_text(DEFAULT_SENSITIVITY)}.")
 
 
 def choose(container: Any = st) -> float:

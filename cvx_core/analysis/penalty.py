@@ -67,7 +67,7 @@ def real_null_text(sensitivity: float) -> str:
     if rate is None:
         return ""
     return (f"Real histories drift and get more: {rate:.0%} of one speaker's 8 consecutive State of the Union "
-            "addresses (32 posts on 8 dates) get a change point at this setting.")
+            "addresses (32 posts) at this setting.")
 
 
 

@@ -418,7 +418,8 @@ def test_the_sensitivity_slider_moves_the_change_points_words_and_export(explore
 
     slider = explore.select_slider(key=sensitivity.WIDGET_KEY)
     assert slider.value == DEFAULT_SENSITIVITY and list(slider.options) == [f"{s:.0%}" for s in SENSITIVITIES]
-    assert any("False-alarm rate 5% per user" in c.value for c in explore.caption)
+    assert any("At most 5% of histories with no change" in c.value and "29% of one speaker's" in c.value
+               for c in explore.caption)
     user = explore.selectbox(key="explore_user").value
     by_rate = {}
     for rate in (min(SENSITIVITIES), max(SENSITIVITIES)):
@@ -429,7 +430,7 @@ def test_the_sensitivity_slider_moves_the_change_points_words_and_export(explore
         shown = _shown_changepoints(explore)
         assert shown == len(detect_changepoints(sample_set[user], config=ChangePointConfig(sensitivity=rate)).indices)
         assert _table_changepoints(explore) == sum(len(u.changepoints.indices) for u in want)
-        assert any(f"False-alarm rate {rate:.0%} per user" in c.value for c in explore.caption)
+        assert any(f"At most {rate:.0%} of histories with no change" in c.value for c in explore.caption)
         export = cache.user_changepoints_frame(sample_set, user, sensitivity=rate)  # what the download holds
         assert len(export) == shown and list(export["user_id"].unique()) in ([user], [])
         by_rate[rate] = _table_changepoints(explore)
