@@ -249,7 +249,7 @@ def small_data_warnings(
     if n < MIN_TEST_USERS:
         out.append(
             f"the {what} has {n} users (fewer than {MIN_TEST_USERS}): its AUC and accuracy swing widely "
-            "between splits; read the confidence interval, or use cross-validation (--cv 5)"
+            "between splits; read the confidence interval, or use 5-fold cross-validation (K-fold in the app, --cv 5 on the command line)"
         )
     small = [f"{name} ({c})" for name, c in zip(class_names, counts) if c < MIN_CLASS_USERS]
     if small:
@@ -275,7 +275,7 @@ def split_size_warnings(n_users: int, *, cv: int, given: bool = False) -> list[s
     if n_users >= MIN_SPLIT_USERS or cv >= 2 or given:
         return []
     return [f"a single train/val/test split of {n_users} users (fewer than {MIN_SPLIT_USERS}): one split's "
-            "figures depend on which users it drew; run --cv 5 for the mean and spread over folds"]
+            "figures depend on which users it drew; 5-fold cross-validation (K-fold in the app, --cv 5 on the command line) gives the mean and spread over folds"]
 
 
 def planted_share(alpha: Sequence[float] | np.ndarray, planted_dims: Sequence[int]) -> float:
