@@ -480,9 +480,14 @@ def _cp_config(args: argparse.Namespace) -> Any:
     return ChangePointConfig(sensitivity=args.sensitivity)
 
 
-def _cmd_analyze(args: argparse.Namespace) -> int:
+def _real_histories_line(sensitivity: float) -> str:
+    """What the sensitivity promises, and what real drifting histories were measured to get."""
     from cvx_core.analysis.penalty import real_null_text
 
+    return real_null_text(sensitivity) or "Real histories drift and get more change points than this rate (docs/analytics.md)."
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
     kw = _engine_kwargs(args)
     cp_config = _cp_config(args)
     if args.engine == "ray":
@@ -494,8 +499,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
           f"at sensitivity {cp_config.sensitivity:g} (false-alarm rate per user without a change) "
           f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
-    print(real_null_text(cp_config.sensitivity) or
-          "Real histories drift and get more change points than this rate (docs/analytics.md).")
+    print(_real_histories_line(cp_config.sensitivity))
     return 0
 
 
@@ -542,6 +546,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(json_safe(json.dumps(jsonable(exp.to_dict()), ensure_ascii=False, indent=2, allow_nan=False)))
     else:  # ids and texts with control characters escaped as repr does (newlines included)
         print("\n".join(escape_control(line) for line in _explain_lines(exp)))
+        print(f"\nSensitivity {args.sensitivity:g}: at most {args.sensitivity:.0%} of histories with no change get a "
+              f"change point. {_real_histories_line(args.sensitivity)}")
     return 0
 
 

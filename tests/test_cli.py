@@ -116,6 +116,9 @@ def test_embed_then_explain_text_and_json(tmp_path, capsys):
     assert main(["explain", str(out), "--user", "pres"]) == 0
     text = capsys.readouterr().out
     assert "terms before:" in text and "example after" in text
+    # the report ends by saying what the sensitivity promises and what real histories got
+    assert text.rstrip().splitlines()[-1].startswith("Sensitivity 0.05: at most 5% of histories with no change")
+    assert "29% of one speaker's 8 consecutive" in text
 
 
 def test_explain_unknown_user_and_text_only_input_exit_2(tmp_path, capsys):
