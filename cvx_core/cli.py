@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -522,9 +524,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
         encoder = load_encoder(args.encoder, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
                                backend=args.encoder_backend)
-        if getattr(encoder, "exported", True) is False:
+        if getattr(encoder, "exported", True) is False and callable(getattr(encoder, "prepare", None)):
             print(f"note: exporting MiniLM for ONNX Runtime ({encoder.backend}) on first use, once per machine, "
                   "into the cache folder; this takes tens of seconds", file=sys.stderr)
+            t0 = time.perf_counter()
+            encoder.prepare(stage=lambda step: print(f"  {time.perf_counter() - t0:5.1f}s  {step}", file=sys.stderr))
     res = run(args.data, args.out, encoder=encoder, cache=cache, batch_size=args.batch_size, **kw)
     print(f"{args.out}: {res.n_users} users, {res.n_posts} posts embedded ({res.seconds:.1f}s)")
     return 0

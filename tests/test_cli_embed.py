@@ -76,3 +76,15 @@ def test_onnx_backend_on_a_non_minilm_model_is_a_one_line_error(tmp_path, posts,
                  "--out", str(tmp_path / "o.parquet")]) == 2
     err = capsys.readouterr().err
     assert "only the packaged MiniLM" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_first_embed_on_a_machine_prints_each_step_of_the_onnx_export_with_its_time(posts, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CVX_CACHE_DIR", str(tmp_path / "fresh-cache"))  # no export on this "machine" yet
+    assert main(["embed", str(posts), "--out", str(tmp_path / "t.parquet"), "--encoder-backend", "onnx"]) == 0
+    err = capsys.readouterr().err
+    assert "exporting MiniLM for ONNX Runtime (onnx) on first use" in err
+    steps = [line for line in err.splitlines() if line.startswith("  ") and "s  " in line]
+    assert any("step 1 of" in s for s in steps) and any("Loading the text encoder" in s for s in steps), err
+    assert main(["embed", str(posts), "--out", str(tmp_path / "u.parquet"), "--encoder-backend", "onnx"]) == 0
+    assert "exporting" not in capsys.readouterr().err  # once per machine
