@@ -98,6 +98,7 @@ from cvx_core.learn.steps import (
     baseline_step,
     early_step,
     evaluation_step,
+    features_step,
     inputs_to,
     interval_step,
     run_files_step,
@@ -366,8 +367,12 @@ class Trainer:
             from cvx_core.learn.finetune import prepare_text_model
 
             prepare_text_model(probe, self.data, self.config, device=self.device, indices=fit_idx)
-        feats = self._initial_features(probe, fit_idx)
+        # the test users' features must be finite too (a text model embedded only the fit users' posts)
+        every = fit_idx if self.config.text_encoder is not None else np.concatenate([fit_idx, split.test])
+        feats = self._initial_features(probe, every)
         clf = classifier_of(probe)
+        features_step(feats.numpy(), every, self.data, self.config, n_spec=int(clf.extractor.out_dim), dim=clf.dim)
+        feats = feats[: fit_idx.size]
         clf.fit_normalisation(feats[: split.train.size])
         with torch.no_grad():
             h_fit = clf.head_inputs(clf.normalise(feats.to(clf.feature_mean.device))).double().cpu().numpy()
