@@ -218,3 +218,27 @@ def test_a_unicode_space_around_an_embedding_number_or_list_is_refused(tmp_path,
     listed = tmp_path / "l.csv"
     listed.write_text(f'user_id,timestamp,embedding\na,2024-01-01,"[1.5, 2]{char}"\n', encoding="utf-8")
     assert (_refused(listed).row, _refused(listed).column) == (1, "embedding")
+
+
+# ---- the same class outside the loader: forecast --at and the split column ---------------------
+@pytest.mark.parametrize("char", ["\u00a0", "\u3000", "\u200b", "\ufeff"])
+def test_forecast_at_refuses_a_unicode_space_around_its_date_and_keeps_ascii_spaces(char):
+    from cvx_core.learn.forecast import parse_forecast_time
+
+    with pytest.raises(ValueError, match="--at"):
+        parse_forecast_time(f"2031-05-01{char}")
+    assert parse_forecast_time(" 2031-05-01 ") == np.datetime64("2031-05-01", "us")
+
+
+@pytest.mark.parametrize("char", ["\u00a0", "\u2003", "\u200b"])
+def test_a_split_column_cell_with_a_unicode_space_is_refused_naming_row_and_column(tmp_path, char):
+    from cvx_core.learn.splits import read_split_column
+
+    path = tmp_path / "split.csv"
+    path.write_text(f"user_id,timestamp,e0,part\na,2024-01-01,1,train\nb,2024-01-01,1,test{char}\nc,2024-01-01,1, val \n",
+                    encoding="utf-8")
+    with pytest.raises(TrajectoryError) as e:
+        read_split_column(path, "part")
+    assert (e.value.row, e.value.column) == (2, "part")
+    path.write_text("user_id,timestamp,e0,part\na,2024-01-01,1,train\nc,2024-01-01,1, val \n", encoding="utf-8")
+    assert read_split_column(path, "part") == {"a": "train", "c": "val"}
