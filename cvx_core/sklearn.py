@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from cvx_core.data.deprecation import deprecated_names
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
@@ -258,13 +259,5 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[proba.argmax(axis=1)]
 
 
-def __getattr__(name: str) -> Any:
-    """``TemporalFeatures``: the old name of :class:`FeatureTransformer` (a near-twin of
-    ``TemporalFeaturesConfig`` and ``extract_features``), kept with a DeprecationWarning."""
-    if name == "TemporalFeatures":
-        import warnings
-
-        warnings.warn("cvx_core.sklearn.TemporalFeatures is deprecated: use FeatureTransformer",
-                      DeprecationWarning, stacklevel=2)
-        return FeatureTransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of FeatureTransformer (a near-twin of TemporalFeaturesConfig and extract_features)
+__getattr__ = deprecated_names(__name__, {"TemporalFeatures": ("FeatureTransformer", lambda: FeatureTransformer)})

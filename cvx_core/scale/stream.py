@@ -27,6 +27,7 @@ import pandas as pd
 
 from cvx_core.analysis.attribution import CohortAttribution
 from cvx_core.data.atomic import atomic_replace, check_output
+from cvx_core.data.deprecation import deprecated_names
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.scale.chunks import (
@@ -454,12 +455,5 @@ def _count_users(path: Path) -> int:
     return n
 
 
-def __getattr__(name: str) -> Any:
-    """``StreamAnalysis``: the old name of :class:`StreamSummary`, kept with a DeprecationWarning."""
-    if name == "StreamAnalysis":
-        import warnings
-
-        warnings.warn("cvx_core.scale.stream.StreamAnalysis is deprecated: use StreamSummary",
-                      DeprecationWarning, stacklevel=2)
-        return StreamSummary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of StreamSummary
+__getattr__ = deprecated_names(__name__, {"StreamAnalysis": ("StreamSummary", lambda: StreamSummary)})
