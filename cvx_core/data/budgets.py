@@ -70,10 +70,12 @@ class Budget:
 
     def value(self) -> int:
         """The current setting: ``env`` if set (a whole number >= ``minimum``), else the default."""
+        from cvx_core.data.columns import ascii_strip
+
         raw = os.environ.get(self.env)
-        if raw is None or raw.strip() == "":
+        if raw is None or ascii_strip(raw) == "":
             return self.default
-        text = raw.strip()
+        text = ascii_strip(raw)  # "500\u00a0" is refused, not read as 500
         if not (text.isascii() and text.isdigit()) or int(text) < self.minimum:
             raise BudgetError(f"environment variable {self.env}={raw!r}: expected a whole number >= {self.minimum}")
         return int(text)

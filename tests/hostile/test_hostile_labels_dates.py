@@ -242,3 +242,28 @@ def test_a_split_column_cell_with_a_unicode_space_is_refused_naming_row_and_colu
     assert (e.value.row, e.value.column) == (2, "part")
     path.write_text("user_id,timestamp,e0,part\na,2024-01-01,1,train\nc,2024-01-01,1, val \n", encoding="utf-8")
     assert read_split_column(path, "part") == {"a": "train", "c": "val"}
+
+
+# ---- the same class in settings read from the environment -------------------------------------
+@pytest.mark.parametrize("raw", ["500\u00a0", "\u2003500", "٥٠٠", "５００"])
+def test_a_budget_variable_with_a_unicode_space_or_digit_is_refused_not_read(monkeypatch, raw):
+    from cvx_core.data.budgets import MAX_POSTS_PER_USER, BudgetError
+
+    monkeypatch.setenv(MAX_POSTS_PER_USER.env, raw)
+    with pytest.raises(BudgetError, match=MAX_POSTS_PER_USER.env):
+        MAX_POSTS_PER_USER.value()
+    monkeypatch.setenv(MAX_POSTS_PER_USER.env, " 500 ")
+    assert MAX_POSTS_PER_USER.value() == 500
+
+
+@pytest.mark.parametrize("raw", ["100\u00a0", "١٠٠", "１００"])
+def test_the_apps_size_and_stream_settings_do_not_read_unicode_digits_or_spaces(monkeypatch, raw):
+    from cvx_app import set_analysis_jobs, workspace
+
+    monkeypatch.setenv(workspace.MAX_DECODED_ENV, raw)
+    with pytest.raises(ValueError, match=workspace.MAX_DECODED_ENV):
+        workspace.max_decoded_bytes()
+    monkeypatch.setenv(set_analysis_jobs.STREAM_ANALYSIS_ENV, raw)  # logged and ignored: the default
+    assert set_analysis_jobs.stream_threshold() == set_analysis_jobs.STREAM_ANALYSIS_POSTS
+    monkeypatch.setenv(workspace.MAX_DECODED_ENV, " 100 ")
+    assert workspace.max_decoded_bytes() == 100 * 2**20
