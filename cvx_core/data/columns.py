@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ E_COL = re.compile(r"^e(\d+)$", re.ASCII)
 KNOWN_COLUMNS = ("user_id", "timestamp", "label", "text", "embedding")
 # the whitespace a cell may have around its value; str.strip() would also remove U+00A0,
 # U+2000-U+200A, U+3000, U+2028, U+0085 ... and accept "2024-01-01\u00a0" as a date
-ASCII_SPACE = " \t\n\r\f\v"
+ASCII_SPACE = string.whitespace  # " \t\n\r\x0b\x0c"
 INT64_MAX = 2**63 - 1
 # the longest embedding row whose features stay finite in float32 where training uses them:
 # at the default one-minute min_dt an acceleration reaches 4 |v| / min_dt^2 = 8.3e6 |v|, and
