@@ -367,12 +367,13 @@ class Trainer:
             from cvx_core.learn.finetune import prepare_text_model
 
             prepare_text_model(probe, self.data, self.config, device=self.device, indices=fit_idx)
-        # the test users' features must be finite too (a text model embedded only the fit users' posts)
-        every = fit_idx if self.config.text_encoder is not None else np.concatenate([fit_idx, split.test])
-        feats = self._initial_features(probe, every)
+        feats = self._initial_features(probe, fit_idx)
         clf = classifier_of(probe)
-        features_step(feats.numpy(), every, self.data, self.config, n_spec=int(clf.extractor.out_dim), dim=clf.dim)
-        feats = feats[: fit_idx.size]
+        # every user's starting features finite, test users too (a text model embedded only the fit users' posts)
+        test = split.test if self.config.text_encoder is None else fit_idx[:0]
+        checked = torch.cat([feats, self._initial_features(probe, test)]) if test.size else feats
+        features_step(checked.numpy(), np.concatenate([fit_idx, test]), self.data, self.config,
+                      n_spec=int(clf.extractor.out_dim), dim=clf.dim)
         clf.fit_normalisation(feats[: split.train.size])
         with torch.no_grad():
             h_fit = clf.head_inputs(clf.normalise(feats.to(clf.feature_mean.device))).double().cpu().numpy()
