@@ -2,10 +2,10 @@
 
 ISO-8601 text with a full date (ASCII digits only), typed datetimes, or epoch seconds as
 numbers; years 1-9999; sub-microsecond parts refused, never truncated. Only ASCII whitespace
-around a date is ignored: a non-breaking or other Unicode space, a zero-width character or
-a BOM next to a date is refused (``str.strip`` would have removed some of them silently). Whether a file gives
-its times with or without a UTC offset is a file-wide rule: :class:`TimeRules` carries the
-first row's kind across the batches of one file.
+around a date is ignored: a non-breaking or other Unicode space, a zero-width character or a
+BOM next to a date is refused, naming it (``str.strip`` removed some of them silently).
+Whether a file gives its times with or without a UTC offset is a file-wide rule:
+:class:`TimeRules` carries the first row's kind across the batches of one file.
 """
 
 from __future__ import annotations
