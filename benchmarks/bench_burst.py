@@ -25,7 +25,11 @@ OUT = Path(__file__).resolve().parent / "results" / "burst_window.json"
 
 
 def resample_before(X: np.ndarray, tt: np.ndarray, width: float):
-    """The implementation before this round (a verbatim copy of its membership branch)."""
+    """The analytic burst resampling before issue 26 round three, kept verbatim as the reference
+    for the numbers: bin means ``[K, D]`` and bin times ``[K]`` of ``X [T, D]`` at times
+    ``tt [T]`` in bins of ``width``, with the ``[K, T]`` membership matrix whenever a bin holds
+    more than 8 posts. The one copy: ``tests/hostile/test_hostile_long_users.py`` loads this
+    file by path and checks the current code against it."""
     T = X.shape[0]
     k = np.floor((tt - tt[0]) / width)
     new = np.empty(T, dtype=bool)

@@ -1,7 +1,8 @@
 """The dataset's drift over time (what Phoenix shows as its drift time series): every post
 binned by calendar period, the cohort's mean embedding per bin, how far it moved since the
-previous bin and since the first, and PELT change points of that sequence of means.
-Streamlit only for caching; the figure is built in :func:`drift_figure`.
+previous bin and since the first, and PELT change points of that sequence of means at the
+sensitivity chosen on Explore (:mod:`cvx_app.sensitivity`). Streamlit only for caching
+(per dataset and sensitivity); the figure is built in :func:`drift_figure`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_core.data.trajectory import TrajectorySet
 
 # pandas period codes, finest first, and how the page names them
@@ -31,11 +33,13 @@ class CohortDrift:
             ``users``, ``step`` (|mean - previous bin's mean|, NaN for the first) and
             ``from_start`` (|mean - first bin's mean|).
         change_points: the ``start`` of each bin where PELT found the mean to change.
+        sensitivity: the false-alarm rate the change points were found at.
     """
 
     period: str
     frame: pd.DataFrame
     change_points: tuple[pd.Timestamp, ...]
+    sensitivity: float = DEFAULT_SENSITIVITY
 
 
 def choose_period(first: pd.Timestamp, last: pd.Timestamp, *, max_bins: int = MAX_BINS) -> tuple[str, str]:
@@ -47,11 +51,12 @@ def choose_period(first: pd.Timestamp, last: pd.Timestamp, *, max_bins: int = MA
     return PERIODS[-1]
 
 
-def cohort_drift(ts: TrajectorySet, *, period: str | None = None) -> CohortDrift:
+def cohort_drift(ts: TrajectorySet, *, period: str | None = None,
+                 sensitivity: float = DEFAULT_SENSITIVITY) -> CohortDrift:
     """Bin every post of ``ts`` by ``period`` (a pandas code; ``None`` chooses with
     :func:`choose_period`), average the embeddings of each bin, and measure how far the
     mean moves; change points come from ``cvx_core.analysis.changepoints`` on the bins'
-    means (at least 4 bins)."""
+    means ``[k, D]`` (at least 4 bins) at ``sensitivity`` (the Explore slider's value)."""
     from cvx_core.analysis.changepoints import detect_changepoints
 
     when = pd.to_datetime(np.concatenate([tr.datetimes for tr in ts]))
@@ -76,14 +81,16 @@ def cohort_drift(ts: TrajectorySet, *, period: str | None = None) -> CohortDrift
     })
     cps: tuple[pd.Timestamp, ...] = ()
     if k >= 4:
-        found = detect_changepoints(means, datetimes=frame["start"].to_numpy(dtype="datetime64[us]"))
+        found = detect_changepoints(means, datetimes=frame["start"].to_numpy(dtype="datetime64[us]"),
+                                    config=cp_config(sensitivity))
         cps = tuple(frame["start"].iloc[i] for i in found.indices)
-    return CohortDrift(period=name, frame=frame, change_points=cps)
+    return CohortDrift(period=name, frame=frame, change_points=cps, sensitivity=float(sensitivity))
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring the dataset's drift over time…")
-def cached_cohort_drift(digest: str, _ts: TrajectorySet) -> CohortDrift:
-    return cohort_drift(_ts)
+def cached_cohort_drift(digest: str, sensitivity: float, _ts: TrajectorySet) -> CohortDrift:
+    """:func:`cohort_drift` kept per dataset (``digest``) and ``sensitivity`` (both in the key)."""
+    return cohort_drift(_ts, sensitivity=sensitivity)
 
 
 def drift_figure(drift: CohortDrift) -> go.Figure:

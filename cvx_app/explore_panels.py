@@ -93,19 +93,22 @@ def selection_panel(name: str, ts: TrajectorySet, analysis: Any, chosen: list[st
                    icon=":material/check_circle:")
 
 
-def cohort_drift_panel(name: str, ts: TrajectorySet) -> None:
-    """The dataset's drift over time, in an expander."""
+def cohort_drift_panel(name: str, ts: TrajectorySet, sensitivity: float) -> None:
+    """The dataset's drift over time, in an expander, with its change points at ``sensitivity``
+    (the Explore slider's value, as every other change point on the page)."""
+    from cvx_app import sensitivity as sens
+
     with st.expander("Drift of the whole dataset over time (the cohort's mean embedding per period, "
                      "with its change points)"):
         if not st.toggle("Measure it", key="explore_cohort_on",
                          help="Bins every post by period and runs PELT on the means (a few seconds, then cached)."):
             return
-        drift = cohort_drift.cached_cohort_drift(ts.digest(), ts)
+        drift = cohort_drift.cached_cohort_drift(ts.digest(), float(sensitivity), ts)
         fig = cohort_drift.drift_figure(drift)
         st.plotly_chart(fig, key="explore_cohort_drift")
         st.caption(f"Posts binned by {drift.period}; the distance is between mean post embeddings (original "
-                   f"space). Red dashed lines: PELT change points of the sequence of means "
-                   f"({len(drift.change_points)} found).")
+                   f"space). Red dashed lines: PELT change points of the sequence of means at sensitivity "
+                   f"{sens.rate_text(drift.sensitivity)} ({len(drift.change_points)} found).")
         exports.image_buttons(fig, file_stem=f"{name}-cohort-drift", key="explore_dl_cohort", label="Drift")
 
 

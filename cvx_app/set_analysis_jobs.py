@@ -38,6 +38,7 @@ from cvx_app import cache
 from cvx_app.sensitivity import DEFAULT_SENSITIVITY, cp_config
 from cvx_app.workspace import dataset_entry, workspace_dir
 from cvx_core.analysis.batch import SetAnalysisBase
+from cvx_core.data.columns import ascii_strip
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.scale import streamed_analysis
 from cvx_core.scale.streamed_analysis import (  # the one set-analysis type's streamed source, re-exported
@@ -82,10 +83,12 @@ def stream_threshold() -> int:
     """Posts from which the analysis is streamed: ``$CVX_STREAM_ANALYSIS_POSTS`` (a whole
     number >= 0; 0 streams every dataset) or :data:`STREAM_ANALYSIS_POSTS`. A value that is
     not such a number is logged and ignored."""
-    raw = os.environ.get(STREAM_ANALYSIS_ENV, "").strip().replace("_", "")
+    raw = ascii_strip(os.environ.get(STREAM_ANALYSIS_ENV, "")).replace("_", "")
     if not raw:
         return STREAM_ANALYSIS_POSTS
     try:
+        if not (raw.isascii() and raw.isdigit()):  # int() would read Unicode digits ('١٠٠') and spaces
+            raise ValueError
         value = int(raw)
         if value < 0:
             raise ValueError

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cvx_core.data.columns import ascii_strip
 from cvx_core.data.trajectory import TrajectorySet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +91,12 @@ def clean_orphan_temp_files(root: Path, *, min_age_s: float = ORPHAN_MIN_AGE_S) 
 
 def max_decoded_bytes() -> int:
     """The decoded-size budget of one upload, from ``$CVX_MAX_DECODED_MB`` (default 1024)."""
-    raw = os.environ.get(MAX_DECODED_ENV, "").strip()
+    raw = ascii_strip(os.environ.get(MAX_DECODED_ENV, ""))
     if not raw:
         return int(DEFAULT_MAX_DECODED_MB * 2**20)
     try:
+        if not raw.isascii():  # float() would read Unicode digits ('١٠٠') and spaces
+            raise ValueError
         mb = float(raw)
         if not (0 < mb < float("inf")):
             raise ValueError

@@ -14,9 +14,11 @@ only when a name that needs them is used).
 
 from __future__ import annotations
 
+import functools
 import importlib
-import warnings
 from typing import Any
+
+from cvx_core.data.deprecation import deprecated_names
 
 __version__ = "0.1.0"
 
@@ -142,6 +144,13 @@ def _resolve(module: str, path: str) -> Any:
     return value
 
 
+# the moved and renamed flat names: the one deprecated-name helper every module uses
+_deprecated = deprecated_names("cvx_core", {
+    old: (f"cvx_core.{module}.{new}", functools.partial(_resolve, module, new))
+    for old, (module, new) in {**{n: (m, n) for n, m in _MOVED.items()}, **_RENAMED}.items()
+}, stacklevel=3)  # called from __getattr__ below: the warning names the caller's line
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = _resolve(_EXPORTS[name], name)
@@ -149,11 +158,7 @@ def __getattr__(name: str) -> Any:
         return value
     if name in _SUBPACKAGES:
         return importlib.import_module(f"cvx_core.{name}")
-    if name in _MOVED or name in _RENAMED:
-        module, new = _RENAMED.get(name) or (_MOVED[name], name)
-        warnings.warn(f"cvx_core.{name} is deprecated: use cvx_core.{module}.{new}", DeprecationWarning, stacklevel=2)
-        return _resolve(module, new)
-    raise AttributeError(f"module 'cvx_core' has no attribute {name!r}")
+    return _deprecated(name)  # a deprecated name (warns), else AttributeError
 
 
 def __dir__() -> list[str]:

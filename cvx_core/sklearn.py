@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from cvx_core.data.deprecation import deprecated_names
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 
@@ -115,6 +116,11 @@ def as_trajectory_set(X: Any, y: Any = None, *, time_unit: str = "days") -> Traj
         yy = np.asarray(y)
         if yy.shape != (len(ts),):
             raise ValueError(f"y must have one label per user: {len(ts)} users, y of shape {yy.shape}")
+        if yy.dtype.kind not in "iu" or (yy.dtype.kind == "i" and len(yy) and int(yy.min()) < 0):
+            kind = "floats" if yy.dtype.kind == "f" else f"values of type {yy.dtype}"
+            raise ValueError(f"y must hold integer class indices >= 0 (the loader's label rule), got {kind}"
+                             + (" with a negative value" if yy.dtype.kind == "i" else "")
+                             + "; a float such as 1.0 is refused, never rounded (TemporalClassifier takes any labels)")
         ts = TrajectorySet([Trajectory(tr.user_id, tr.embeddings, tr.datetimes, label=int(v), texts=tr.texts)
                             for tr, v in zip(ts, yy)], name=ts.name)
     return ts
@@ -141,13 +147,17 @@ class FeatureTransformer(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         from cvx_core.features.analytic import AnalyticBackend
+        from cvx_core.features.finite import check_finite_features
 
         check_is_fitted(self, "dim_")
         cfg = _config(self.features)
         ts = as_trajectory_set(_validated(self, X, reset=False), time_unit=cfg.time_unit)
         if ts.dim != self.dim_:
             raise ValueError(f"X has D={ts.dim}; this transformer was fitted on D={self.dim_}")
-        return np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, cfg) for tr in ts])
+        feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, cfg) for tr in ts])
+        # an extreme time constant overflows them: extract's refusal, not a NaN further down the pipeline
+        check_finite_features(feats, ts.user_ids, self.feature_names_out_, cfg, source=ts.name or "X")
+        return feats
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
@@ -249,13 +259,5 @@ class TemporalClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[proba.argmax(axis=1)]
 
 
-def __getattr__(name: str) -> Any:
-    """``TemporalFeatures``: the old name of :class:`FeatureTransformer` (a near-twin of
-    ``TemporalFeaturesConfig`` and ``extract_features``), kept with a DeprecationWarning."""
-    if name == "TemporalFeatures":
-        import warnings
-
-        warnings.warn("cvx_core.sklearn.TemporalFeatures is deprecated: use FeatureTransformer",
-                      DeprecationWarning, stacklevel=2)
-        return FeatureTransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of FeatureTransformer (a near-twin of TemporalFeaturesConfig and extract_features)
+__getattr__ = deprecated_names(__name__, {"TemporalFeatures": ("FeatureTransformer", lambda: FeatureTransformer)})

@@ -96,7 +96,7 @@ explore_cloud.draw(explore_cloud.CloudView(
     changepoints=changepoints, matches=matches, zoom=zoom, selected=selected, forecast=forecast, open_user=open_user,
 ), three_d=three_d)
 
-explore_panels.cohort_drift_panel(name, ts)
+explore_panels.cohort_drift_panel(name, ts, rate)
 explore_panels.window_drift_panel(name, ts)
 explore_panels.user_tables(ts, analysis, selected, query, matches, open_user, set_analysis_jobs.describe(analysis))
 explore_panels.timeline_panel(name, ts, selected, rate)

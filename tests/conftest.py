@@ -103,6 +103,9 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_forecast_prints_valid_json_for_a_good_time",
         "test_train_on_a_full_disk_says_disk_full_in_one_line",
     ),
+    "tests/hostile/test_hostile_training_overflow.py": (  # enters Trainer.run, which refuses before fitting
+        "test_cli_train_refuses_in_one_line_naming_user_and_feature_and_writes_no_run",
+    ),
     "tests/learn/test_early.py": (
         "test_trained_model_detects_better_with_more_posts_and_reports_erde",
     ),

@@ -79,3 +79,24 @@ def test_tutorial_notebook_runs_top_to_bottom_in_a_kernel(monkeypatch):
     assert len(figures) == 4
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "test AUC" in text and "mean-embedding baseline" in text and "permutation p" in text
+
+
+def test_the_analytics_module_table_names_modules_and_entry_points_that_exist():
+    import importlib
+
+    text = (ROOT / "docs" / "analytics.md").read_text(encoding="utf-8")
+    table = text[text.index("| module | what | main entry points |"):].split("\n\n")[0]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("| `")]
+    assert len(rows) >= 8
+    seen = set()
+    for row in rows:
+        module, _, entries = [c.strip() for c in row.strip("|").split(" | ")]
+        mod = importlib.import_module(module.strip("`"))
+        for name in re.findall(r"`([\w.]+)`", entries):
+            obj = mod
+            for part in name.split("."):
+                assert hasattr(obj, part), f"docs/analytics.md: {module} has no {name}"
+                obj = getattr(obj, part)
+            seen.add(name)
+    assert {"SetAnalysisBase", "SetAnalysis", "StreamedSetAnalysis", "analyze_set"} <= seen
+

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numbers
 import os
 import stat
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,9 @@ class Budget:
     def value(self) -> int:
         """The current setting: ``env`` if set (a whole number >= ``minimum``), else the default."""
         raw = os.environ.get(self.env)
-        if raw is None or raw.strip() == "":
+        if raw is None or raw.strip(string.whitespace) == "":
             return self.default
-        text = raw.strip()
+        text = raw.strip(string.whitespace)  # ASCII only: "500\u00a0" is refused, not read as 500
         if not (text.isascii() and text.isdigit()) or int(text) < self.minimum:
             raise BudgetError(f"environment variable {self.env}={raw!r}: expected a whole number >= {self.minimum}")
         return int(text)

@@ -3,7 +3,10 @@ as read by a format reader (:class:`Column` in a :class:`RawTable`).
 
 Every refusal raises :class:`TrajectoryError` naming the file, the row as the whole file
 counts it (:class:`RowIndex`: a table may be one batch of a larger file) and the column.
-Numbers are ASCII only: a Unicode digit (``'١'``) is not a digit here.
+Numbers are ASCII only: a Unicode digit (``'١'``) is not a digit here, and only ASCII
+whitespace (:data:`ASCII_SPACE`) around a cell is ignored: a non-breaking, ideographic or
+other Unicode space, a zero-width character or a BOM is part of the cell (and so refused
+where the cell must be a number, a label or a date).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +29,8 @@ __all__ = [
     "E_COL",
     "KNOWN_COLUMNS",
     "INT64_MAX",
+    "ASCII_SPACE",
+    "ascii_strip",
     "MAX_EMBEDDING_NORM",
     "FileRules",
     "CellErrors",
@@ -42,6 +48,9 @@ __all__ = [
 
 E_COL = re.compile(r"^e(\d+)$", re.ASCII)
 KNOWN_COLUMNS = ("user_id", "timestamp", "label", "text", "embedding")
+# the whitespace a cell may have around its value; str.strip() would also remove U+00A0,
+# U+2000-U+200A, U+3000, U+2028, U+0085 ... and accept "2024-01-01\u00a0" as a date
+ASCII_SPACE = string.whitespace  # " \t\n\r\x0b\x0c"
 INT64_MAX = 2**63 - 1
 # the longest embedding row whose features stay finite in float32 where training uses them:
 # at the default one-minute min_dt an acceleration reaches 4 |v| / min_dt^2 = 8.3e6 |v|, and
@@ -198,6 +207,11 @@ class CellErrors:
         return self(i, f"{show(value)} {what}")
 
 
+def ascii_strip(text: str) -> str:
+    """``text`` without the ASCII whitespace around it (nothing else is removed)."""
+    return text.strip(ASCII_SPACE)
+
+
 def show(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -286,7 +300,7 @@ def embedding_matrix(table: RawTable, ecols: list[str], fname: str) -> tuple[np.
                 f"{fname}: column {c!r} holds {kind_name(col)}; expected numbers", file=fname, column=c
             )
         for i, v in enumerate(col.values.tolist()):
-            if v is None or (col.kind == "text" and v.strip() == ""):
+            if v is None or (col.kind == "text" and ascii_strip(v) == ""):
                 out[i, j] = np.nan  # refused as "not finite" with its row and column
                 continue
             x = number(v)
@@ -387,10 +401,10 @@ def _arrow_list_matrix(arr: Any, table: RawTable, fname: str) -> np.ndarray:
 def _parse_vector(cell: Any, table: RawTable, fname: str, i: int) -> np.ndarray:
     fail = CellErrors(fname, table.rows, "embedding", _LIST_OF_NUMBERS)
 
-    if cell is None or (isinstance(cell, str) and not cell.strip()):
+    if cell is None or (isinstance(cell, str) and not ascii_strip(cell)):
         raise fail(i, "the embedding is missing")
     if isinstance(cell, str):
-        text = cell.strip()
+        text = ascii_strip(cell)
         try:
             parsed = json.loads(text)
         except (json.JSONDecodeError, ValueError, RecursionError):
@@ -523,64 +537,53 @@ def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
 
 
 # ---- labels and texts -----------------------------------------------------------------------
-_INT_TEXT = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*", re.ASCII)
+# a label is written as an integer: ASCII digits (an optional sign) with only ASCII spaces around
+_INT_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
+LABEL_RULE = "an integer label >= 0 (or leave it empty for no label)"
+FLOAT_LABEL = (
+    "is a float; a label is a class index written as an integer (1.0 is refused, never rounded; pandas "
+    "makes a label column with gaps float: .astype('Int64') keeps the gaps)"
+)
 
 
 def parse_labels(col: Column, table: RawTable, fname: str) -> tuple[np.ndarray, np.ndarray]:
-    """Label column -> (int64 values, present mask); refuses fractions, booleans,
-    negatives and anything outside int64."""
+    """Label column -> (int64 values ``[N]``, present mask ``[N]``).
 
-    cell = CellErrors(fname, table.rows, "label", "an integer label >= 0 (or leave it empty for no label)")
+    One rule in every format: a label is an integer >= 0 within int64, *written as an
+    integer* (a JSON integer, ASCII digits in a text cell, an integer-typed Parquet/NPZ
+    column). A float is refused even when whole (``1.0``, ``"1.0"``, a float64 column of
+    0.0/1.0); so are booleans, negatives and anything outside int64. No label: an empty
+    cell (ASCII spaces only), null, or NaN (how JSON and float columns spell a missing number).
+    """
+
+    cell = CellErrors(fname, table.rows, "label", LABEL_RULE)
 
     def fail(i: int, v: Any, what: str = "is not an integer class") -> TrajectoryError:
         return cell.value(i, v, what)
 
     n = table.n
-    out = np.zeros(n, dtype=np.int64)
-    present = np.ones(n, dtype=bool)
     if col.kind == "array":
-        arr = col.values
-        mask = col.mask if col.mask is not None else np.zeros(n, dtype=bool)
-        if arr.dtype.kind == "f":
-            mask = mask | np.isnan(arr)
-            x = np.where(mask, 0.0, arr)
-            bad = (np.floor(x) != x) | (x < 0) | (x >= 2.0**63) | ~np.isfinite(x)
-        elif arr.dtype.kind == "i":
-            x = arr
-            bad = (arr < 0) & ~mask
-        elif arr.dtype.kind == "u":
-            x = arr
-            bad = (arr > np.uint64(INT64_MAX)) & ~mask
-        else:
-            if arr.dtype.kind in "US":
-                texts = np.empty(n, dtype=object)
-                texts[:] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
-                return parse_labels(Column("text", texts), table, fname)
-            raise fail(0, arr[0], f"is of type {arr.dtype}")
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise fail(i, arr[i], "is negative, fractional or too large" if arr.dtype.kind != "b" else "")
-        out[:] = np.where(mask, 0, x).astype(np.int64)
-        present &= ~mask
-        return out, present
+        return _label_array(col, table, fname, fail)
     if col.kind not in ("text", "json"):
         raise fail(0, None, f"holds {kind_name(col)}")
+    out = np.zeros(n, dtype=np.int64)
+    present = np.ones(n, dtype=bool)
     for i, v in enumerate(col.values.tolist()):
-        if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v)):
-            present[i] = False  # empty, null, or NaN (how pandas writes a missing number)
+        if v is None or (isinstance(v, str) and not ascii_strip(v)) or (isinstance(v, float) and math.isnan(v)):
+            present[i] = False  # empty, null, or NaN (how a float column spells a missing value)
             continue
         if isinstance(v, bool):
             raise fail(i, v, "is a boolean, not a class")
         if isinstance(v, int):
             value = v
         elif isinstance(v, float):
-            if not math.isfinite(v) or not v.is_integer():
-                raise fail(i, v)
-            value = int(v)
+            raise fail(i, v, FLOAT_LABEL)
         elif isinstance(v, str):
-            if not _INT_TEXT.fullmatch(v):
-                raise fail(i, v)
-            value = int(v.strip().split(".")[0])
+            text = ascii_strip(v)
+            if not _INT_TEXT.fullmatch(text):
+                float_text = number(text) is not None and math.isfinite(float(text))
+                raise fail(i, v, FLOAT_LABEL if float_text else "is not an integer class")
+            value = int(text)
         else:
             raise fail(i, v)
         if value < 0:
@@ -589,6 +592,36 @@ def parse_labels(col: Column, table: RawTable, fname: str) -> tuple[np.ndarray, 
             raise fail(i, v, "is too large for a 64-bit integer")
         out[i] = value
     return out, present
+
+
+def _label_array(col: Column, table: RawTable, fname: str, fail: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A typed label column (Parquet/NPZ/DataFrame): integers, or text read as text cells; a
+    float column may hold only missing values (null or NaN), as every other format."""
+    n = table.n
+    arr = col.values
+    mask = col.mask if col.mask is not None else np.zeros(n, dtype=bool)
+    if arr.dtype.kind == "f":
+        mask = mask | np.isnan(arr)
+        if not mask.all():
+            i = int(np.flatnonzero(~mask)[0])
+            raise fail(i, float(arr[i]), FLOAT_LABEL.replace("is a float", f"is a float (column type {arr.dtype})", 1))
+        return np.zeros(n, dtype=np.int64), ~mask
+    if arr.dtype.kind in "US":
+        texts = np.empty(n, dtype=object)
+        texts[:] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
+        if col.mask is not None:
+            texts[col.mask] = None
+        return parse_labels(Column("text", texts), table, fname)
+    if arr.dtype.kind == "i":
+        bad = (arr < 0) & ~mask
+    elif arr.dtype.kind == "u":
+        bad = (arr > np.uint64(INT64_MAX)) & ~mask
+    else:
+        raise fail(0, arr[0], f"is of type {arr.dtype}")
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise fail(i, arr[i], "is negative or too large for a 64-bit integer")
+    return np.where(mask, 0, arr).astype(np.int64), ~mask
 
 
 def parse_texts(col: Column, table: RawTable, fname: str) -> np.ndarray:

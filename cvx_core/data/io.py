@@ -13,11 +13,16 @@ row (1-based, as a person counts data rows) or user, and the column. Nothing is 
   Digit-only text (``20240301``, ``2023``), words (``now``) and a file mixing times with and
   without a UTC offset are refused. Times without an offset are UTC. Any year 1-9999 loads
   exactly (held as ``datetime64[us]``); sub-microsecond parts are refused, never truncated.
+  Only ASCII spaces and tabs may surround a date: a non-breaking or other Unicode space, a
+  zero-width character or a BOM in the cell is refused, naming the character.
 * **User ids** are text kept verbatim, or integers (kept exactly, any size). Floats,
   booleans, lists and objects are refused, as is a file where the integer ``1`` and the
   text ``"1"`` would become one user. Invalid UTF-8 is refused naming the line.
-* **Labels** are integer classes ``>= 0`` (empty = no label); fractions, booleans, negatives
-  and values outside int64 are refused.
+* **Labels** are integer classes ``>= 0`` *written as integers* (a JSON integer, ASCII digits,
+  an integer-typed Parquet/``.npz`` column); no label = an empty cell, null or NaN. A float
+  is refused even when whole (``1.0``, ``"1.0"``, a float64 column of 0.0/1.0 as pandas
+  writes a label column with gaps: ``.astype("Int64")`` keeps the gaps as nulls), as are
+  fractions, booleans, negatives and values outside int64. Never rounded.
 * **Columns** must be unambiguous: a duplicated column, both ``embedding`` and ``e0…``,
   or a name such as ``e01`` (next to or instead of ``e1``) is refused.
 * **Other columns** are kept: those constant within every user become per-user

@@ -1,9 +1,11 @@
 """Time rules: every accepted timestamp form -> ``datetime64[us]`` (UTC), exactly.
 
 ISO-8601 text with a full date (ASCII digits only), typed datetimes, or epoch seconds as
-numbers; years 1-9999; sub-microsecond parts refused, never truncated. Whether a file gives
-its times with or without a UTC offset is a file-wide rule: :class:`TimeRules` carries the
-first row's kind across the batches of one file.
+numbers; years 1-9999; sub-microsecond parts refused, never truncated. Only ASCII whitespace
+around a date is ignored: a non-breaking or other Unicode space, a zero-width character or a
+BOM next to a date is refused, naming it (``str.strip`` removed some of them silently).
+Whether a file gives its times with or without a UTC offset is a file-wide rule:
+:class:`TimeRules` carries the first row's kind across the batches of one file.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
+import unicodedata
 from typing import Any
 
 import numpy as np
 
-from cvx_core.data.columns import CellErrors, Column, RawTable, RowIndex, kind_name
+from cvx_core.data.columns import CellErrors, Column, RawTable, RowIndex, ascii_strip, kind_name
 from cvx_core.data.trajectory import DATETIME_DTYPE, TrajectoryError
 
 __all__ = ["US", "MIN_US", "MAX_US", "parse_timestamps", "arrow_times_us", "to_us", "time_range_error"]
@@ -38,8 +41,12 @@ _ISO = re.compile(
 
 def _iso_us(text: str) -> tuple[int, bool] | str:
     """ISO-8601 text -> (microseconds since 1970 UTC, has an offset), or why it is refused."""
-    m = _ISO.fullmatch(text.strip())
+    m = _ISO.fullmatch(ascii_strip(text))
     if not m:
+        odd = sorted({c for c in text if not c.isascii() and (c.isspace() or unicodedata.category(c) == "Cf")})
+        if odd:
+            names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'format character')}" for c in odd)
+            return f"is not an ISO-8601 date or time: it holds {names} (only ASCII spaces may surround a date)"
         return "is not an ISO-8601 date or time"
     try:
         day = _dt.date(int(m["y"]), int(m["mo"]), int(m["d"]))
@@ -119,10 +126,10 @@ def _text_times(col: Column, table: RawTable, fail: Any) -> np.ndarray:
     cache: dict[str, tuple[int, bool] | str] = {}
     aware_first = table.rules.offset_kind  # file-wide: set by the file's first time
     for i, v in enumerate(col.values.tolist()):
-        if v is None or (isinstance(v, str) and not v.strip()):
+        if v is None or (isinstance(v, str) and not ascii_strip(v)):
             raise fail(i, v, "is missing")
         if isinstance(v, str):
-            stripped = v.strip()
+            stripped = ascii_strip(v)
             if _DIGITS_ONLY.fullmatch(stripped):
                 raise fail(
                     i,

@@ -160,10 +160,10 @@ class Trajectory:
         object.__setattr__(self, "datetimes", dts)
         object.__setattr__(self, "timestamps", ts)
         if self.label is not None:
-            if isinstance(self.label, (bool, np.bool_)) or int(self.label) != self.label or int(self.label) < 0:
+            if not isinstance(self.label, (int, np.integer)) or isinstance(self.label, (bool, np.bool_)) or self.label < 0:
                 raise TrajectoryError(
                     f"user {self.user_id!r}: label {self.label!r} is not a class index; expected an "
-                    "integer >= 0 (None for no label)",
+                    "integer >= 0 (None for no label; a float such as 1.0 is refused, never rounded)",
                     user=self.user_id,
                     column="label",
                 )

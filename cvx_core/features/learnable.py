@@ -14,12 +14,12 @@ Shapes: ``values [B, T, D]``, ``timestamps [B, T]`` float64 days, ``lengths [B]`
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from cvx_core.data.deprecation import deprecated_names
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.analytic import FeatureLayout, feature_layout, resolve_config
 from cvx_core.features.differentiable import TorchBackend
@@ -174,11 +174,5 @@ class LearnableFeatures(nn.Module):
         return f"dim={self.dim}, out_dim={self.out_dim}, scales={self.config.scales}"
 
 
-def __getattr__(name: str) -> Any:
-    """``TemporalFeatureExtractor``: the old name of :class:`LearnableFeatures` (a near-twin of
-    ``TemporalFeaturesConfig`` and ``extract_features``), kept with a DeprecationWarning."""
-    if name == "TemporalFeatureExtractor":
-        warnings.warn("cvx_core.features.learnable.TemporalFeatureExtractor is deprecated: use LearnableFeatures",
-                      DeprecationWarning, stacklevel=2)
-        return LearnableFeatures
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of LearnableFeatures (a near-twin of TemporalFeaturesConfig and extract_features)
+__getattr__ = deprecated_names(__name__, {"TemporalFeatureExtractor": ("LearnableFeatures", lambda: LearnableFeatures)})

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cvx_core.data.atomic import atomic_torch_save, atomic_write_json
+from cvx_core.data.columns import ascii_strip
 from cvx_core.data.trajectory import Trajectory, TrajectorySet
 from cvx_core.features.ode import ODEConfig, ODERNNEncoder
 
@@ -58,7 +59,7 @@ def parse_forecast_time(text: str) -> np.datetime64:
     from datetime import datetime
 
     raw = text
-    m = _ISO_TIME.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _ISO_TIME.fullmatch(ascii_strip(text)) if isinstance(text, str) else None  # not U+00A0 etc.
     if m is None:
         raise ValueError(f"--at {raw!r}: expected an ISO-8601 date or date and time such as 2031-05-01 or "
                          "2031-05-01T12:00:00Z (years 1-9999)")

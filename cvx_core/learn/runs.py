@@ -47,6 +47,7 @@ from cvx_core.data.atomic import (
     atomic_write_bytes,
     atomic_write_json,
 )
+from cvx_core.data.deprecation import deprecated_names
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -669,11 +670,5 @@ def _load_run(run_dir: str | os.PathLike[str], *, device: str) -> LoadedRun:
     return LoadedRun(path, model, config, spec, data, ckpt, metrics, history, digest)
 
 
-def __getattr__(name: str) -> Any:
-    """``weights_digest``: the old name of :func:`run_weights_digest` (it clashed with
-    ``cvx_core.data.text.weights_digest``, a model folder's digest), kept with a DeprecationWarning."""
-    if name == "weights_digest":
-        warnings.warn("cvx_core.learn.runs.weights_digest is deprecated: use run_weights_digest",
-                      DeprecationWarning, stacklevel=2)
-        return run_weights_digest
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of run_weights_digest (it clashed with cvx_core.data.text.weights_digest, a model folder's digest)
+__getattr__ = deprecated_names(__name__, {"weights_digest": ("run_weights_digest", lambda: run_weights_digest)})

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
+from cvx_core.data.columns import ascii_strip
 from cvx_core.data.trajectory import TrajectoryError, TrajectorySet
 
 #: the values a split column may hold (case-insensitive; "validation" means "val")
@@ -253,7 +254,7 @@ def read_split_column(path: str | Path, column: str) -> dict[str, str]:
     out: dict[str, str] = {}
     first_row: dict[str, int] = {}
     for i, (uid, raw) in enumerate(zip(posts.user_ids, values)):
-        text = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw).strip().lower()
+        text = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else ascii_strip(str(raw)).lower()
         name = "val" if text == "validation" else text
         if name not in SPLIT_NAMES:
             raise TrajectoryError(

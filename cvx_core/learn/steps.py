@@ -9,7 +9,9 @@ app, data-parallel training and the scikit-learn estimator compose.
   bootstrap, Wilson);
 - :func:`warning_step`: small-data sentences about the test set and the split;
 - :func:`early_step`: the early-detection curve on the test users;
-- :func:`run_files_step`: ``config.json`` and ``data.json`` of a run folder.
+- :func:`run_files_step`: ``config.json`` and ``data.json`` of a run folder;
+- :func:`features_step`: every user's starting features finite, before any fitting (the
+  refusal ``extract`` gives, naming the user and the feature).
 
 Cross-validation (:func:`cvx_core.learn.trainer.cross_validate`) builds one trainer per fold.
 """
@@ -120,3 +122,22 @@ def run_files_step(run_dir: Path, *, config: TrainConfig, spec: dict[str, Any], 
         "group_column": config.group_column,
         "scales": None if scale_choice is None else scale_choice.to_dict(),
     })
+
+
+def features_step(feats: np.ndarray, indices: np.ndarray, data: TrajectorySet, config: TrainConfig, *,
+                  n_spec: int, dim: int) -> None:
+    """Refuse the first user of ``data`` (in its order) whose starting features ``[N, F]``
+    (rows: the users at ``indices`` ``[N]``; columns: the SPEC vector ``[n_spec]``, then the
+    mean embedding ``[dim]`` when the model reads it) are not finite, naming the user and
+    the feature as ``extract`` does (an extreme ``min_dt`` overflows them; scikit-learn would
+    otherwise end the run in "Input contains NaN")."""
+    from cvx_core.features.analytic import feature_names
+    from cvx_core.features.finite import check_finite_features
+
+    names = feature_names(dim, config.features)
+    if len(names) != n_spec:  # a learnable extractor with another layout: name positions
+        names = [f"feature {j}" for j in range(n_spec)]
+    names = [*names, *(f"mean_embedding[{j}]" for j in range(dim))]
+    order = np.argsort(np.asarray(indices), kind="stable")
+    check_finite_features(np.asarray(feats)[order], [data.user_ids[int(indices[k])] for k in order], names,
+                          config.features, source=data.name or "data", dtype=config.feature_dtype)

@@ -98,6 +98,7 @@ from cvx_core.learn.steps import (
     baseline_step,
     early_step,
     evaluation_step,
+    features_step,
     inputs_to,
     interval_step,
     run_files_step,
@@ -368,6 +369,11 @@ class Trainer:
             prepare_text_model(probe, self.data, self.config, device=self.device, indices=fit_idx)
         feats = self._initial_features(probe, fit_idx)
         clf = classifier_of(probe)
+        # every user's starting features finite, test users too (a text model embedded only the fit users' posts)
+        test = split.test if self.config.text_encoder is None else fit_idx[:0]
+        checked = torch.cat([feats, self._initial_features(probe, test)]) if test.size else feats
+        features_step(checked.numpy(), np.concatenate([fit_idx, test]), self.data, self.config,
+                      n_spec=int(clf.extractor.out_dim), dim=clf.dim)
         clf.fit_normalisation(feats[: split.train.size])
         with torch.no_grad():
             h_fit = clf.head_inputs(clf.normalise(feats.to(clf.feature_mean.device))).double().cpu().numpy()

@@ -27,6 +27,7 @@ import pandas as pd
 
 from cvx_core.analysis.attribution import CohortAttribution
 from cvx_core.data.atomic import atomic_replace, check_output
+from cvx_core.data.deprecation import deprecated_names
 from cvx_core.data.trajectory import TrajectorySet
 from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.scale.chunks import (
@@ -103,21 +104,15 @@ def features_frame(trajectories: TrajectorySet, config: TemporalFeaturesConfig |
     vector ``[4D + 5 + 2S]`` (float64) under :func:`cvx_core.features.analytic.feature_names`."""
     from cvx_core.features.analytic import AnalyticBackend, feature_names
     from cvx_core.data.budgets import check_dim
+    from cvx_core.features.finite import check_finite_features
 
     check_dim(trajectories.dim, source=trajectories.name)  # the D budget, before [N, 4D + ...] is built
     feats = np.stack([AnalyticBackend.extract_all(tr.embeddings, tr.timestamps, config) for tr in trajectories])
     names = feature_names(trajectories.dim, config)
     if len(names) != feats.shape[1]:
         raise RuntimeError(f"{len(names)} feature names for {feats.shape[1]} features")
-    bad = ~np.isfinite(feats)
-    if bad.any():  # finite posts (the loader's rule), so a time constant overflowed them
-        i, j = (int(x[0]) for x in np.nonzero(bad))
-        cfg = config or TemporalFeaturesConfig()
-        raise ValueError(
-            f"{trajectories.name}: user {trajectories.user_ids[i]!r}: feature {names[j]!r} is not finite although "
-            f"the posts are; a time constant of the features config is too extreme for this data (min_dt "
-            f"{cfg.min_dt}, temperature {cfg.temperature} in {cfg.time_unit}): raise min_dt"
-        )
+    # finite posts (the loader's rule), so a time constant overflowed them: the one refusal training gives too
+    check_finite_features(feats, trajectories.user_ids, names, config, source=str(trajectories.name))
     frame = pd.DataFrame(feats, columns=names)
     labels = pd.array([None if v < 0 else int(v) for v in trajectories.labels], dtype="Int64")
     frame.insert(0, "label", labels)
@@ -460,12 +455,5 @@ def _count_users(path: Path) -> int:
     return n
 
 
-def __getattr__(name: str) -> Any:
-    """``StreamAnalysis``: the old name of :class:`StreamSummary`, kept with a DeprecationWarning."""
-    if name == "StreamAnalysis":
-        import warnings
-
-        warnings.warn("cvx_core.scale.stream.StreamAnalysis is deprecated: use StreamSummary",
-                      DeprecationWarning, stacklevel=2)
-        return StreamSummary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the old name of StreamSummary
+__getattr__ = deprecated_names(__name__, {"StreamAnalysis": ("StreamSummary", lambda: StreamSummary)})

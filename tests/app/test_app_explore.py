@@ -501,3 +501,25 @@ def test_the_sensitivity_is_kept_in_a_shared_address(app_workspace):
     other.query_params.update({"dataset": "real_text", "sensitivity": "0.07"})  # not on the scale: ignored
     other.run()
     assert other.select_slider(key=sensitivity.WIDGET_KEY).value == sensitivity.DEFAULT_SENSITIVITY
+
+
+def test_the_cohort_drift_change_points_follow_the_sensitivity_slider(explore, sample_set):
+    from cvx_app import cohort_drift as cd
+    from cvx_app import sensitivity
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
+
+    explore.toggle(key="explore_cohort_on").set_value(True).run()
+    found = {}
+    for rate in (DEFAULT_SENSITIVITY, max(SENSITIVITIES), min(SENSITIVITIES)):
+        if rate != DEFAULT_SENSITIVITY:
+            explore.select_slider(key=sensitivity.WIDGET_KEY).set_value(rate).run()
+        assert not explore.exception, explore.exception
+        want = cd.cohort_drift(sample_set, sensitivity=rate).change_points
+        caption = next(c.value for c in explore.caption if "sequence of means" in c.value)
+        assert f"at sensitivity {rate:.0%} ({len(want)} found)" in caption
+        drift = next(f for f in _figures(explore) if any(t.get("name") == "from the first bin" for t in f["data"]))
+        lines = {s["x0"] for s in drift["layout"].get("shapes", []) if s.get("line", {}).get("dash") == "dash"}
+        assert len(lines) == len(want)  # one dashed line per change point (drawn in both panels)
+        found[rate] = len(want)
+    assert found[max(SENSITIVITIES)] > found[min(SENSITIVITIES)]
+

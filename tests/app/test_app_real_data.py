@@ -226,3 +226,18 @@ def test_a_user_with_many_change_points_shows_three_and_the_rest_in_one_expander
     assert [t.value for t in at.main.text[:3]] == ["cp 0", "cp 1", "cp 2"]
     (more,) = at.expander
     assert more.label == "4 more change point(s)" and [t.value for t in more.text] == ["cp 3", "cp 4", "cp 5", "cp 6"]
+
+
+def test_cohort_drift_change_points_follow_the_sensitivity_and_are_cached_per_value(sample_set):
+    from cvx_app import cohort_drift as cd
+    from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES
+
+    lo, hi = min(SENSITIVITIES), max(SENSITIVITIES)
+    at_lo, at_hi = cd.cohort_drift(sample_set, sensitivity=lo), cd.cohort_drift(sample_set, sensitivity=hi)
+    assert (at_lo.sensitivity, at_hi.sensitivity) == (lo, hi)
+    assert len(at_hi.change_points) > len(at_lo.change_points)  # more false alarms allowed: more found
+    assert cd.cohort_drift(sample_set).change_points == cd.cohort_drift(
+        sample_set, sensitivity=DEFAULT_SENSITIVITY).change_points
+    digest = sample_set.digest()  # the cache key holds the sensitivity: each value gets its own result
+    assert cd.cached_cohort_drift(digest, lo, sample_set).change_points == at_lo.change_points
+    assert cd.cached_cohort_drift(digest, hi, sample_set).change_points == at_hi.change_points

@@ -3,14 +3,17 @@ the EMA op grow linearly with a user's posts on both paths, with the same number
 
 The old analytic burst path built a ``[K, T]`` bin-membership matrix (``K`` bins, ``T``
 posts) when a bin held more than 8 posts: 60k posts with one busy day cost ~28 GB. It is
-kept below as ``_resample_quadratic`` (a verbatim copy) to prove the numbers did not move.
+kept as ``resample_before`` in ``benchmarks/bench_burst.py`` (the one copy, loaded here by
+path as ``_resample_quadratic``) to prove the numbers did not move.
 Complexity is proved by memory against size (tracemalloc for NumPy, the largest tensor any
 torch op produces for torch), never by wall time.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import tracemalloc
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -26,37 +29,19 @@ from cvx_core.features.config import TemporalFeaturesConfig
 from cvx_core.features.differentiable import TorchBackend as TB
 
 
-def _resample_quadratic(X: np.ndarray, tt: np.ndarray, width: float):
-    """The implementation before this round (membership-matrix branch included)."""
-    T = X.shape[0]
-    k = np.floor((tt - tt[0]) / width)
-    new = np.empty(T, dtype=bool)
-    new[0] = False
-    np.not_equal(k[1:], k[:-1], out=new[1:])
-    if not new.any():
-        return X.mean(axis=0, keepdims=True), np.array([tt.mean()])
-    if new[1:].all():
-        return X, tt
-    starts = np.concatenate(([0], np.flatnonzero(new)))
-    K = starts.shape[0]
-    counts = np.diff(np.append(starts, T))
-    max_count = int(counts.max())
-    sums = np.empty((K, X.shape[1]))
-    bin_of = np.cumsum(new)
-    if max_count <= 8:
-        np.take(X, starts, axis=0, out=sums)
-        for r in range(1, max_count):
-            sel = np.flatnonzero(counts > r)
-            sums[sel] += X[starts[sel] + r]
-    else:
-        W = np.zeros((K, T))
-        W[bin_of, np.arange(T)] = 1.0
-        np.matmul(W, X, out=sums)
-    tsum = np.zeros(K)
-    np.add.at(tsum, bin_of, tt)
-    cnt = counts.astype(np.float64)
-    sums /= cnt[:, None]
-    return sums, tsum / cnt
+def _load_reference():
+    """``benchmarks/bench_burst.py`` loaded by path (``benchmarks/`` is not a package): it holds
+    the one copy of the pre-round resampling, ``resample_before``, for its "before" column and
+    for the tests below."""
+    spec = importlib.util.spec_from_file_location("cvx_bench_burst", ROOT / "benchmarks" / "bench_burst.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# the implementation before issue 26 round three (membership-matrix branch included)
+_resample_quadratic = _load_reference().resample_before
 
 
 def _sequential_bin_means(X: np.ndarray, tt: np.ndarray, width: float):
