@@ -86,5 +86,6 @@ def test_first_embed_on_a_machine_prints_each_step_of_the_onnx_export_with_its_t
     assert "exporting MiniLM for ONNX Runtime (onnx) on first use" in err
     steps = [line for line in err.splitlines() if line.startswith("  ") and "s  " in line]
     assert any("step 1 of" in s for s in steps) and any("Loading the text encoder" in s for s in steps), err
+    assert "Loading weights" not in err and "pre-processing" not in err  # no library noise between the steps
     assert main(["embed", str(posts), "--out", str(tmp_path / "u.parquet"), "--encoder-backend", "onnx"]) == 0
     assert "exporting" not in capsys.readouterr().err  # once per machine

@@ -102,7 +102,15 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
     import torch
     from transformers import AutoModel
 
-    body = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the stage callback tells the step; no "Loading weights" bar on stderr
+    try:
+        body = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
     class _Pooled(torch.nn.Module):
         def __init__(self) -> None:
@@ -141,9 +149,20 @@ def _quantize(src: Path, out: Path) -> None:
     graph = onnx.load(str(src), load_external_data=False).graph
     keep_fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and "/output/dense" in n.name
                  and "attention" not in n.name]
-    quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_fp32,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    import logging
+
+    class _NoPreprocessAdvice(logging.Filter):  # onnxruntime's "consider pre-processing" advice, via the root logger
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing before quantization" not in record.getMessage()
+
+    quiet = _NoPreprocessAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_fp32,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def _cache_name(digest: str, variant: str) -> str:
