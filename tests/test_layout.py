@@ -262,3 +262,43 @@ def test_the_length_walker_sees_long_methods_and_skips_numba_kernels():
     source = (f"class A:\n    def f(self):\n    {body.replace(chr(10), chr(10) + '    ')}\n\n"
               f"@_njit(cache=True)\ndef kernel():\n{body}\n\ndef g():\n{body}\n\ndef short():\n    pass\n")
     assert long_functions(source) == {"A.f": 86, "g": 86}
+
+
+def _undefined_names(paths: list[Path]) -> list[str]:
+    """pyflakes' undefined-name findings (a NameError waiting on some path) in ``paths``."""
+    from pyflakes import api, messages, reporter
+
+    found: list[str] = []
+
+    class _Collect(reporter.Reporter):
+        def __init__(self) -> None:
+            super().__init__(None, None)
+
+        def flake(self, message: object) -> None:
+            if isinstance(message, (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)):
+                found.append(str(message))
+
+        def syntaxError(self, filename: str, msg: str, lineno: int, offset: int, text: str) -> None:  # noqa: N802
+            found.append(f"{filename}:{lineno}: syntax error: {msg}")
+
+        def unexpectedError(self, filename: str, msg: str) -> None:  # noqa: N802
+            found.append(f"{filename}: {msg}")
+
+    collect = _Collect()
+    for path in paths:
+        api.checkPath(str(path), collect)
+    return found
+
+
+def test_no_undefined_name_anywhere_in_the_library_the_app_the_benchmarks_or_the_tests():
+    root = PKG.parent
+    paths = [p for d in ("cvx_core", "cvx_app", "pages", "benchmarks", "tests", "sample_data", "scripts")
+             for p in sorted((root / d).rglob("*.py")) if ".venv" not in p.parts] + [root / "app.py"]
+    bad = _undefined_names(paths)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_undefined_name_check_sees_a_planted_name_error(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("import json\n\n\ndef note():\n    print('x', file=sys.stderr)\n")
+    assert any("undefined name 'sys'" in b for b in _undefined_names([planted]))
