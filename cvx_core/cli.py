@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_EPOCHS, default=None, help="training epochs of the forecaster (default 150)")
     f.add_argument("--model", default=None, help="forecaster folder: loaded if it exists, else written after training")
     f.add_argument("--seed", type=_SEED, default=0)
+    f.add_argument("--format", choices=("json", "text"), default="json",
+                   help="json (default): one object with the predicted embedding; text: a short report without it")
     return p
 
 
@@ -482,14 +484,9 @@ def _cp_config(args: argparse.Namespace) -> Any:
     return ChangePointConfig(sensitivity=args.sensitivity)
 
 
-def _real_histories_line(sensitivity: float) -> str:
-    """What the sensitivity promises, and what real drifting histories were measured to get."""
-    from cvx_core.analysis.penalty import real_null_text
-
-    return real_null_text(sensitivity) or "Real histories drift and get more change points than this rate (docs/analytics.md)."
-
-
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from cvx_core.cli_support import real_histories_line
+
     kw = _engine_kwargs(args)
     cp_config = _cp_config(args)
     if args.engine == "ray":
@@ -501,7 +498,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
           f"at sensitivity {cp_config.sensitivity:g} (false-alarm rate per user without a change) "
           f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
-    print(_real_histories_line(cp_config.sensitivity))
+    print(real_histories_line(cp_config.sensitivity))
     return 0
 
 
@@ -536,6 +533,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
+    from cvx_core.cli_support import real_histories_line
     from cvx_core.data.io import load_trajectories
 
     from cvx_core.data.atomic import jsonable
@@ -551,7 +549,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     else:  # ids and texts with control characters escaped as repr does (newlines included)
         print("\n".join(escape_control(line) for line in _explain_lines(exp)))
         print(f"\nSensitivity {args.sensitivity:g}: at most {args.sensitivity:.0%} of histories with no change get a "
-              f"change point. {_real_histories_line(args.sensitivity)}")
+              f"change point. {real_histories_line(args.sensitivity)}")
     return 0
 
 
@@ -645,7 +643,13 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     if not np.isfinite(pred).all():
         raise ValueError(f"the forecast for user {args.user!r} at {at} is not finite (the horizon is too far for "
                          "this model)")
-    print(json.dumps(doc, allow_nan=False))
+    if args.format == "text":
+        from cvx_core.cli_support import forecast_lines
+        from cvx_core.data.terminal import escape_control
+
+        print("\n".join(escape_control(line) for line in forecast_lines(doc)))
+    else:
+        print(json.dumps(doc, allow_nan=False))
     return 0
 
 

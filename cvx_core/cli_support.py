@@ -26,6 +26,8 @@ from typing import Any
 from cvx_core.data.terminal import EscapingWriter, escape_control
 
 __all__ = [
+    "forecast_lines",
+    "real_histories_line",
     "int_in",
     "float_in",
     "check_input_file",
@@ -237,3 +239,30 @@ def features_config(path: str | None) -> Any:
         return TemporalFeaturesConfig.from_dict(doc)
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"{path}: not a valid features config ({exc})") from None
+
+
+def forecast_lines(doc: dict[str, Any]) -> list[str]:
+    """The text report of a forecast (``doc`` as ``forecast --format json`` prints it)."""
+    lines = [f"user {doc['user_id']}: forecast at {doc['at'][:16].replace('T', ' ')}, "
+             f"{doc['horizon_days']:.1f} days after the last post ({doc['last_post'][:16].replace('T', ' ')})",
+             f"the forecast lies {doc['moved_from_last_post']:.4g} (Euclidean) from the last post's embedding; "
+             f"{len(doc['embedding'])} numbers (--format json prints them)"]
+    held = doc["held_out_last_posts"]
+    if held is None:
+        lines.append("held-out check: not run (a saved forecaster was loaded)")
+    else:
+        def num(x: Any) -> str:
+            return "undefined" if x is None else f"{x:.4g}"
+
+        lines.append(f"held-out check, each user's last post predicted from the posts before it ({held['n_users']} "
+                     f"users): mean squared error {num(held['mse_model'])}; {num(held['ratio_last_value'])}x that of "
+                     f"'stays at the last post' and {num(held['ratio_linear'])}x that of a straight line through the "
+                     "last two posts (below 1: the model is better)")
+    return lines
+
+
+def real_histories_line(sensitivity: float) -> str:
+    """What the sensitivity promises, and what real drifting histories were measured to get."""
+    from cvx_core.analysis.penalty import real_null_text
+
+    return real_null_text(sensitivity) or "Real histories drift and get more change points than this rate (docs/analytics.md)."

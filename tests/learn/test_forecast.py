@@ -91,3 +91,22 @@ def test_cli_forecast_trains_saves_and_reloads_a_forecaster(tmp_path, capsys):
     early = str(tr.datetimes[0].astype("datetime64[s]"))
     assert main(["forecast", str(data), "--user", tr.user_id, "--at", early, "--model", str(tmp_path / "fc")]) == 2
     assert "before the last post" in capsys.readouterr().err
+    # --format text: a short report, the same numbers, no wall of embedding values
+    assert main(["forecast", *args, "--format", "text"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"user {tr.user_id}: forecast at ") and "2.0 days after the last post" in text
+    assert f"{first['moved_from_last_post']:.4g} (Euclidean)" in text and "8 numbers (--format json" in text
+    assert "held-out check: not run (a saved forecaster was loaded)" in text and "[" not in text
+
+
+def test_forecast_text_report_states_the_held_out_ratios_and_says_what_below_one_means():
+    from cvx_core.cli_support import forecast_lines
+
+    doc = {"user_id": "u", "at": "2025-06-01T00:00:00.000000", "last_post": "2023-06-18T17:55:12.000000",
+           "horizon_days": 713.25, "moved_from_last_post": 26.3, "embedding": [0.0] * 4,
+           "held_out_last_posts": {"n_users": 240, "mse_model": 0.000865, "ratio_last_value": 1.007,
+                                   "ratio_linear": None}}
+    lines = forecast_lines(doc)
+    assert lines[0] == "user u: forecast at 2025-06-01 00:00, 713.2 days after the last post (2023-06-18 17:55)"
+    assert "(240 users): mean squared error 0.000865; 1.007x that of 'stays at the last post'" in lines[2]
+    assert "undefined" in lines[2] and "below 1: the model is better" in lines[2]
