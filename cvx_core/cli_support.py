@@ -9,6 +9,10 @@ NaN, infinities and values out of range. :func:`report_failure` maps an exceptio
 say their own message, ``OSError`` says "disk full", "read-only file system" or
 "permission denied" with the path, ``MemoryError`` says what ran out, anything else is an
 "internal error" line (``CVX_DEBUG=1`` re-raises it for the traceback).
+
+Two plain-text reports live here too, to keep ``cli.py`` to its commands: the forecast's
+(:func:`forecast_lines`) and the sentence on real histories after a change-point command
+(:func:`real_histories_line`).
 """
 
 from __future__ import annotations
