@@ -170,9 +170,7 @@ def forecast_panel(ts: TrajectorySet, selected: str, proj: Any) -> tuple[Any, An
         held = fc.held_out
         st.caption(
             f"Dashed red path in the cloud: the forecast at {len(fc.days)} times up to {fc.days[-1]:g} days after the "
-            f"last post. On each user's held-out last post the forecaster's error is "
-            f"{held['ratio_last_value']:.2f}× that of repeating the last post and {held['ratio_linear']:.2f}× that of "
-            f"linear extrapolation (below 1 is better; {held['n_users']} users). "
+            f"last post. {forecast_view.held_out_sentence(held)} "
             + ("Placed exactly by PCA's linear map." if proj.method.upper() == "PCA" else
                "UMAP has no map for new points here: each forecast is placed among its 10 nearest posts."))
         return fc, forecast_view.place_in_projection(ts, proj, fc.embeddings)

@@ -33,6 +33,20 @@ class Forecast:
     held_out: dict
 
 
+def held_out_sentence(held: dict) -> str:
+    """The forecaster's held-out errors in a sentence; a ratio that is undefined (``None`` as
+    saved JSON has it, or NaN: a zero reference error) is said to be, not formatted."""
+    def ratio(key: str) -> str:
+        v = held.get(key)
+        if v is None or not np.isfinite(v):
+            return "an undefined multiple"
+        return f"{v:.3g}×"
+
+    return (f"On each user's held-out last post the forecaster's error is {ratio('ratio_last_value')} that of "
+            f"repeating the last post and {ratio('ratio_linear')} that of linear extrapolation (below 1 is better; "
+            f"{held.get('n_users', 0)} users).")
+
+
 def _folder(digest: str):
     return workspace_dir() / "forecasters" / digest[:32]
 

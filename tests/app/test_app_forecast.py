@@ -44,3 +44,16 @@ def test_pca_placement_of_a_post_is_its_own_pca_position(small_planted):
     tr = ts.at(3)
     xy = forecast_view.place_in_projection(ts, proj, tr.embeddings[-2:])
     assert np.allclose(xy, proj.path(tr.user_id)[-2:], atol=1e-3)
+
+
+def test_held_out_sentence_says_undefined_instead_of_failing_on_a_reloaded_null_ratio():
+    from cvx_app.forecast_view import held_out_sentence
+
+    fresh = {"ratio_last_value": 1.007, "ratio_linear": 4.896e-07, "n_users": 240}
+    assert held_out_sentence(fresh) == ("On each user's held-out last post the forecaster's error is 1.01× that of "
+                                        "repeating the last post and 4.9e-07× that of linear extrapolation (below 1 "
+                                        "is better; 240 users).")
+    reloaded = {"ratio_last_value": 0.5, "ratio_linear": None, "n_users": 3}  # NaN saved as null
+    assert "an undefined multiple that of linear extrapolation" in held_out_sentence(reloaded)
+    assert "an undefined multiple that of repeating" in held_out_sentence({"ratio_last_value": float("nan"),
+                                                                          "ratio_linear": 2.0, "n_users": 3})
