@@ -416,8 +416,9 @@ class EpochSelector:
                        f"(paired one-sided Wilcoxon signed-rank on per-user log-loss, p < {self.guard_alpha:.3g})")
         last = self.scored[-1][0]
         if self.bad_epochs >= self.patience:
-            reason += (f"; stopped after epoch {last}: {self.bad_epochs} epochs without a fall of more than "
-                       f"min_delta {self.min_delta:g} below epoch {self.reference[0]}'s {self.reference[1]:.4g}")
+            reason += (f"; stopped after epoch {last}: in the {self.bad_epochs} epochs after epoch {self.reference[0]} "
+                       f"({self.reference[1]:.4g}) none lowered the validation log-loss by more than min_delta "
+                       f"{self.min_delta:g} (smaller falls still count when the lowest is kept)")
         else:
             reason += f"; the last fall of more than min_delta {self.min_delta:g} was at epoch {self.reference[0]}"
         return EpochChoice(epoch=epoch, val_loss=loss, val_auc=auc, runner_up_epoch=None if runner is None else runner[0],
