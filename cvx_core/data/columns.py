@@ -479,6 +479,13 @@ def _check_magnitudes(matrix: np.ndarray, table: RawTable, fname: str, emb_desc:
 
 
 # ---- user ids -------------------------------------------------------------------------------
+def _blank_id(v: str) -> str:
+    """Why a blank id is refused: empty, or only spaces some of which are not ASCII (invisible)."""
+    if not ascii_strip(v):
+        return "empty user id"
+    return f"{show(v)} holds only spaces (some not ASCII): an invisible user id"
+
+
 def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
     fail = CellErrors(fname, table.rows, "user_id", "a non-empty text or integer id")
 
@@ -504,7 +511,7 @@ def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
         out[:] = values
         for i, v in enumerate(values):
             if not v.strip():
-                raise fail(i, "empty user id")
+                raise fail(i, _blank_id(v))
         return out
     if col.kind != "text" and col.kind != "json":
         raise fail(0, f"ids are {kind_name(col)}")
@@ -514,7 +521,7 @@ def parse_user_ids(col: Column, table: RawTable, fname: str) -> np.ndarray:
     for i, v in enumerate(values):
         if isinstance(v, str):
             if not v.strip():
-                raise fail(i, "empty user id")
+                raise fail(i, _blank_id(v))
             text = v
         elif isinstance(v, int) and not isinstance(v, bool):
             text = str(v)

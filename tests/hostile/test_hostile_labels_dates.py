@@ -267,3 +267,13 @@ def test_the_apps_size_and_stream_settings_do_not_read_unicode_digits_or_spaces(
     assert set_analysis_jobs.stream_threshold() == set_analysis_jobs.STREAM_ANALYSIS_POSTS
     monkeypatch.setenv(workspace.MAX_DECODED_ENV, " 100 ")
     assert workspace.max_decoded_bytes() == 100 * 2**20
+
+
+@pytest.mark.parametrize("uid, says", [("", "empty user id"), ("   ", "empty user id"),
+                                       ("\u00a0\u3000", "holds only spaces (some not ASCII): an invisible user id")])
+def test_a_blank_user_id_is_refused_saying_whether_it_is_empty_or_only_invisible_spaces(tmp_path, uid, says):
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"user_id": ["a", uid], "timestamp": ["2024-01-01", "2024-01-02"], "e0": [0.1, 0.2]}).to_csv(path, index=False)
+    _, error = _both(path)  # the loader and the streamed reader agree
+    err = str(error)
+    assert says in err and "row 2 (line 3), column 'user_id'" in err and path.name in err and "\n" not in err
