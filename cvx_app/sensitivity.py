@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from cvx_core.analysis.changepoints import ChangePointConfig
-from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES, real_null_text
+from cvx_core.analysis.penalty import DEFAULT_SENSITIVITY, SENSITIVITIES, sensitivity_text
 
 WIDGET_KEY = "explore_sensitivity"
 CHOSEN_KEY = "cvx_sensitivity"
@@ -57,8 +57,7 @@ def rate_text(sensitivity: float) -> str:
 
 def caption(sensitivity: float) -> str:
     """What the value means, in a sentence (no user text)."""
-    return (f"At most {rate_text(sensitivity)} of histories with no change get a change point (calibrated by "
-            f"simulation, 4-500 posts). {real_null_text(sensitivity)} Higher finds more, and weaker, change points; "
+    return (f"{sensitivity_text(sensitivity)} Higher finds more, and weaker, change points; "
             f"default {rate_text(DEFAULT_SENSITIVITY)}.")
 
 

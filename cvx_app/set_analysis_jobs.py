@@ -86,16 +86,10 @@ def stream_threshold() -> int:
     raw = ascii_strip(os.environ.get(STREAM_ANALYSIS_ENV, "")).replace("_", "")
     if not raw:
         return STREAM_ANALYSIS_POSTS
-    try:
-        if not (raw.isascii() and raw.isdigit()):  # int() would read Unicode digits ('١٠٠') and spaces
-            raise ValueError
-        value = int(raw)
-        if value < 0:
-            raise ValueError
-    except ValueError:
+    if not (raw.isascii() and raw.isdigit()):  # ASCII digits only: int() would also take '١٠٠', '-5', ' 5'
         _log.warning("%s=%r is not a whole number >= 0; using %d", STREAM_ANALYSIS_ENV, raw, STREAM_ANALYSIS_POSTS)
         return STREAM_ANALYSIS_POSTS
-    return value
+    return int(raw)
 
 
 def analysis_path(ts: TrajectorySet, sensitivity: float = DEFAULT_SENSITIVITY) -> Path:

@@ -485,7 +485,7 @@ def _cp_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from cvx_core.cli_support import real_histories_line
+    from cvx_core.analysis.penalty import real_histories_text
 
     kw = _engine_kwargs(args)
     cp_config = _cp_config(args)
@@ -498,7 +498,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{args.out}: {res.n_users} users from {res.n_posts} posts, {int(res.n_changepoints.sum())} change points "
           f"at sensitivity {cp_config.sensitivity:g} (false-alarm rate per user without a change) "
           f"({res.elapsed_s:.1f}s); cohort drift led by dimensions {top}")
-    print(real_histories_line(cp_config.sensitivity))
+    print(real_histories_text(cp_config.sensitivity))
     return 0
 
 
@@ -533,7 +533,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from cvx_core.analysis.explain import explain_changepoints
-    from cvx_core.cli_support import real_histories_line
+    from cvx_core.analysis.penalty import sensitivity_text
     from cvx_core.data.io import load_trajectories
 
     from cvx_core.data.atomic import jsonable
@@ -548,8 +548,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(json_safe(json.dumps(jsonable(exp.to_dict()), ensure_ascii=False, indent=2, allow_nan=False)))
     else:  # ids and texts with control characters escaped as repr does (newlines included)
         print("\n".join(escape_control(line) for line in _explain_lines(exp)))
-        print(f"\nSensitivity {args.sensitivity:g}: at most {args.sensitivity:.0%} of histories with no change get a "
-              f"change point. {real_histories_line(args.sensitivity)}")
+        print(f"\nSensitivity {args.sensitivity:g}. {sensitivity_text(args.sensitivity)}")
     return 0
 
 

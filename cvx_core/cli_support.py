@@ -10,9 +10,8 @@ say their own message, ``OSError`` says "disk full", "read-only file system" or
 "permission denied" with the path, ``MemoryError`` says what ran out, anything else is an
 "internal error" line (``CVX_DEBUG=1`` re-raises it for the traceback).
 
-Two plain-text reports live here too, to keep ``cli.py`` to its commands: the forecast's
-(:func:`forecast_lines`) and the sentence on real histories after a change-point command
-(:func:`real_histories_line`).
+The forecast's plain-text report lives here too (:func:`forecast_lines`), to keep
+``cli.py`` to its commands.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from cvx_core.data.terminal import EscapingWriter, escape_control
 
 __all__ = [
     "forecast_lines",
-    "real_histories_line",
     "int_in",
     "float_in",
     "check_input_file",
@@ -263,10 +261,3 @@ def forecast_lines(doc: dict[str, Any]) -> list[str]:
                      f"'stays at the last post' and {num(held['ratio_linear'])}x that of a straight line through the "
                      "last two posts (below 1: the model is better)")
     return lines
-
-
-def real_histories_line(sensitivity: float) -> str:
-    """What the sensitivity promises, and what real drifting histories were measured to get."""
-    from cvx_core.analysis.penalty import real_null_text
-
-    return real_null_text(sensitivity) or "Real histories drift and get more change points than this rate (docs/analytics.md)."

@@ -117,7 +117,7 @@ def test_embed_then_explain_text_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "terms before:" in text and "example after" in text
     # the report ends by saying what the sensitivity promises and what real histories got
-    assert text.rstrip().splitlines()[-1].startswith("Sensitivity 0.05: at most 5% of histories with no change")
+    assert text.rstrip().splitlines()[-1].startswith("Sensitivity 0.05. At most 5% of histories with no change")
     assert "29% of one speaker's 8 consecutive" in text
 
 

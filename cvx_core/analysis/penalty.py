@@ -44,7 +44,8 @@ import numpy as np
 
 __all__ = [
     "MomentSums", "moment_sums", "split_gains", "spectrum", "effective_dimension", "noise_dimension", "calibrated_scale",
-    "SENSITIVITIES", "DEFAULT_SENSITIVITY", "REAL_NULL_RATES", "real_null_text",
+    "SENSITIVITIES", "DEFAULT_SENSITIVITY", "REAL_NULL_RATES", "real_null_text", "real_histories_text",
+    "sensitivity_text",
 ]
 
 #: the sensitivity scale offered by the CLI and the app (false-alarm rate per null history)
@@ -68,6 +69,19 @@ def real_null_text(sensitivity: float) -> str:
         return ""
     return (f"Real histories drift and get more: {rate:.0%} of one speaker's 8 consecutive State of the Union "
             "addresses (32 posts) at this setting.")
+
+
+def real_histories_text(sensitivity: float) -> str:
+    """:func:`real_null_text`, or where that sensitivity was not measured, that real histories
+    get more change points than the calibrated rate (never a figure that was not measured)."""
+    return real_null_text(sensitivity) or "Real histories drift and get more change points than this rate (docs/analytics.md)."
+
+
+def sensitivity_text(sensitivity: float) -> str:
+    """What ``sensitivity`` promises and what real histories were measured to get, in the words
+    the Explore caption and ``cvx explain`` both use."""
+    return (f"At most {sensitivity:.0%} of histories with no change get a change point (calibrated by simulation, "
+            f"4-500 posts). {real_histories_text(sensitivity)}")
 
 
 
